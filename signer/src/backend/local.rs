@@ -1,0 +1,207 @@
+//! The local backend: a software key in process memory, read from the config, a file or an
+//! environment variable. Simple and fast; the key is as safe as the pod it runs in.
+
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use super::{BackendError, KeyBackend};
+use crate::keys::{Algorithm, KeyError, PublicKey, SecretKey, Signature};
+
+/// `keys.<name>.local` in the config: exactly one source of the secret.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LocalKeyConfig {
+    /// The secret inline (64 hex characters). Convenient for tests; prefer a file or env var.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_key: Option<String>,
+    /// A file holding the secret (64 hex characters). Should be readable by the owner only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_key_file: Option<PathBuf>,
+    /// The name of an environment variable holding the secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_key_env: Option<String>,
+    /// The curve. Defaults to ed25519.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub algorithm: Option<Algorithm>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LocalKeyError {
+    #[error("set exactly one of secretKey, secretKeyFile or secretKeyEnv (found {0})")]
+    SourceCount(usize),
+    #[error("cannot read secretKeyFile {path}: {source}")]
+    ReadFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("environment variable {0} is not set or empty")]
+    MissingEnv(String),
+    #[error("{origin}: {source}")]
+    Invalid { origin: String, source: KeyError },
+}
+
+impl LocalKeyConfig {
+    /// Reads the secret. Returns the key and, for a file readable by group or others, a warning.
+    pub fn load(&self) -> Result<(SecretKey, Option<String>), LocalKeyError> {
+        let algorithm = self.algorithm.unwrap_or(Algorithm::Ed25519);
+        let sources = [
+            self.secret_key.is_some(),
+            self.secret_key_file.is_some(),
+            self.secret_key_env.is_some(),
+        ];
+        let count = sources.iter().filter(|s| **s).count();
+        if count != 1 {
+            return Err(LocalKeyError::SourceCount(count));
+        }
+        let mut warning = None;
+        let (text, origin) = if let Some(inline) = &self.secret_key {
+            (Zeroizing::new(inline.clone()), "secretKey".to_string())
+        } else if let Some(path) = &self.secret_key_file {
+            warning = loose_permissions_warning(path);
+            let text = std::fs::read_to_string(path).map_err(|source| LocalKeyError::ReadFile {
+                path: path.clone(),
+                source,
+            })?;
+            (
+                Zeroizing::new(text),
+                format!("secretKeyFile {}", path.display()),
+            )
+        } else {
+            let name = self.secret_key_env.as_deref().unwrap_or_default();
+            let value = std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+            let value = value.ok_or_else(|| LocalKeyError::MissingEnv(name.to_string()))?;
+            (
+                Zeroizing::new(value),
+                format!("environment variable {name}"),
+            )
+        };
+        let key = SecretKey::from_hex(algorithm, &text)
+            .map_err(|source| LocalKeyError::Invalid { origin, source })?;
+        Ok((key, warning))
+    }
+}
+
+#[cfg(unix)]
+fn loose_permissions_warning(path: &Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode();
+    (mode & 0o077 != 0).then(|| {
+        format!(
+            "secret key file {} has mode {:o}: group or others can read it; chmod 600 it \
+             (in Kubernetes, set defaultMode: 0400 on the Secret volume)",
+            path.display(),
+            mode & 0o777
+        )
+    })
+}
+
+#[cfg(not(unix))]
+fn loose_permissions_warning(_path: &Path) -> Option<String> {
+    None
+}
+
+pub struct LocalBackend {
+    key: SecretKey,
+    public_key: PublicKey,
+}
+
+impl LocalBackend {
+    pub fn new(key: SecretKey) -> Self {
+        let public_key = key.public_key();
+        LocalBackend { key, public_key }
+    }
+}
+
+#[async_trait]
+impl KeyBackend for LocalBackend {
+    fn kind(&self) -> &'static str {
+        "local"
+    }
+
+    async fn public_key(&self) -> Result<PublicKey, BackendError> {
+        Ok(self.public_key.clone())
+    }
+
+    async fn sign(&self, payload: &[u8]) -> Result<Signature, BackendError> {
+        self.key
+            .sign(payload)
+            .map_err(|e| BackendError::Permanent(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEED: &str = "0000000000000000000000000000000000000000000000000000000000000001";
+
+    #[test]
+    fn loads_from_each_source() {
+        let inline = LocalKeyConfig {
+            secret_key: Some(SEED.into()),
+            ..Default::default()
+        };
+        let (key, warning) = inline.load().unwrap();
+        assert_eq!(key.algorithm(), Algorithm::Ed25519);
+        assert!(warning.is_none());
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        std::fs::write(&path, format!("{SEED}\n")).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        let file = LocalKeyConfig {
+            secret_key_file: Some(path.clone()),
+            algorithm: Some(Algorithm::Secp256k1),
+            ..Default::default()
+        };
+        let (from_file, warning) = file.load().unwrap();
+        assert_eq!(from_file.algorithm(), Algorithm::Secp256k1);
+        #[cfg(unix)]
+        assert!(warning.unwrap().contains("chmod 600"));
+
+        std::env::set_var("SIGIL_TEST_LOCAL_KEY", SEED);
+        let env = LocalKeyConfig {
+            secret_key_env: Some("SIGIL_TEST_LOCAL_KEY".into()),
+            ..Default::default()
+        };
+        assert_eq!(env.load().unwrap().0.public_key(), key.public_key());
+    }
+
+    #[test]
+    fn errors_say_what_is_wrong_without_the_secret() {
+        let none = LocalKeyConfig::default();
+        assert!(none.load().unwrap_err().to_string().contains("exactly one"));
+        let missing = LocalKeyConfig {
+            secret_key_env: Some("SIGIL_TEST_UNSET_VAR".into()),
+            ..Default::default()
+        };
+        assert!(missing
+            .load()
+            .unwrap_err()
+            .to_string()
+            .contains("SIGIL_TEST_UNSET_VAR"));
+        let bad = LocalKeyConfig {
+            secret_key: Some("c0ffee-secret".into()),
+            ..Default::default()
+        };
+        let message = bad.load().unwrap_err().to_string();
+        assert!(message.contains("64 hex"), "{message}");
+        assert!(!message.contains("c0ffee"), "{message}");
+        let nofile = LocalKeyConfig {
+            secret_key_file: Some("/nonexistent/key".into()),
+            ..Default::default()
+        };
+        assert!(nofile
+            .load()
+            .unwrap_err()
+            .to_string()
+            .contains("/nonexistent/key"));
+    }
+}

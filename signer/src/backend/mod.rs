@@ -1,0 +1,35 @@
+//! Where keys live. Every backend answers the same two questions: what is the public key, and
+//! sign these bytes. The sign path never knows which backend it talks to.
+
+pub mod local;
+
+use async_trait::async_trait;
+
+use crate::keys::{PublicKey, Signature};
+
+/// Why a backend could not answer. `Transient` means "try again later" (network, throttling),
+/// which the protocol fronts turn into a retryable answer; `Permanent` needs a person.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum BackendError {
+    #[error("backend temporarily unavailable: {0}")]
+    Transient(String),
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl BackendError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, BackendError::Transient(_))
+    }
+}
+
+#[async_trait]
+pub trait KeyBackend: Send + Sync {
+    /// A short name for metrics and logs: `local`, `pkcs11`, `gcpKms`, ...
+    fn kind(&self) -> &'static str;
+
+    async fn public_key(&self) -> Result<PublicKey, BackendError>;
+
+    /// Signs `payload`: the message for Ed25519 keys, a 32-byte digest for ECDSA keys.
+    async fn sign(&self, payload: &[u8]) -> Result<Signature, BackendError>;
+}

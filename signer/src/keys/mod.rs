@@ -1,0 +1,422 @@
+//! Key types: the three curves sigil signs with, and the raw signature forms the chains use.
+//!
+//! Ed25519 signs the message itself (RFC 8032, no prehash). ECDSA keys (secp256k1, P-256) sign a
+//! 32-byte digest that the protocol front computed, because every chain picks its own hash
+//! (Tezos BLAKE2b-256, CometBFT SHA-256). ECDSA signatures are raw `r ‖ s` with low S.
+
+use std::fmt;
+use std::str::FromStr;
+
+use ed25519_dalek::Signer as _;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Algorithm {
+    Ed25519,
+    Secp256k1,
+    P256,
+}
+
+impl Algorithm {
+    pub const ALL: [Algorithm; 3] = [Algorithm::Ed25519, Algorithm::Secp256k1, Algorithm::P256];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::Ed25519 => "ed25519",
+            Algorithm::Secp256k1 => "secp256k1",
+            Algorithm::P256 => "p256",
+        }
+    }
+
+    /// ECDSA keys sign a 32-byte digest; Ed25519 signs the message itself.
+    pub fn signs_digest(self) -> bool {
+        !matches!(self, Algorithm::Ed25519)
+    }
+}
+
+impl fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Algorithm {
+    type Err = KeyError;
+    fn from_str(s: &str) -> Result<Self, KeyError> {
+        match s.to_ascii_lowercase().as_str() {
+            "ed25519" => Ok(Algorithm::Ed25519),
+            "secp256k1" => Ok(Algorithm::Secp256k1),
+            "p256" | "p-256" | "secp256r1" | "prime256v1" => Ok(Algorithm::P256),
+            _ => Err(KeyError::UnknownAlgorithm(s.to_string())),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum KeyError {
+    #[error("unknown algorithm {0:?}: expected ed25519, secp256k1 or p256")]
+    UnknownAlgorithm(String),
+    #[error("invalid {algorithm} secret key: {reason}")]
+    InvalidSecretKey {
+        algorithm: Algorithm,
+        reason: String,
+    },
+    #[error("invalid {algorithm} public key: {reason}")]
+    InvalidPublicKey {
+        algorithm: Algorithm,
+        reason: String,
+    },
+    #[error("{algorithm} signs a 32-byte digest, got {len} bytes")]
+    PayloadNotDigest { algorithm: Algorithm, len: usize },
+    #[error("signature does not verify")]
+    BadSignature,
+}
+
+/// A public key in its canonical byte form: 32 bytes for Ed25519, 33-byte compressed SEC1 for ECDSA.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct PublicKey {
+    algorithm: Algorithm,
+    bytes: Vec<u8>,
+}
+
+impl PublicKey {
+    pub fn from_bytes(algorithm: Algorithm, bytes: &[u8]) -> Result<Self, KeyError> {
+        let invalid = |reason: &str| KeyError::InvalidPublicKey {
+            algorithm,
+            reason: reason.into(),
+        };
+        let bytes = match algorithm {
+            Algorithm::Ed25519 => {
+                let arr: [u8; 32] = bytes.try_into().map_err(|_| invalid("expected 32 bytes"))?;
+                ed25519_dalek::VerifyingKey::from_bytes(&arr)
+                    .map_err(|_| invalid("not a curve point"))?;
+                arr.to_vec()
+            }
+            Algorithm::Secp256k1 => k256::ecdsa::VerifyingKey::from_sec1_bytes(bytes)
+                .map_err(|_| invalid("not a SEC1 point"))?
+                .to_encoded_point(true)
+                .as_bytes()
+                .to_vec(),
+            Algorithm::P256 => p256::ecdsa::VerifyingKey::from_sec1_bytes(bytes)
+                .map_err(|_| invalid("not a SEC1 point"))?
+                .to_encoded_point(true)
+                .as_bytes()
+                .to_vec(),
+        };
+        Ok(PublicKey { algorithm, bytes })
+    }
+
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Verifies a raw signature over `payload` (the message for Ed25519, the digest for ECDSA).
+    pub fn verify(&self, payload: &[u8], signature: &Signature) -> Result<(), KeyError> {
+        use ecdsa_verify::verify_prehash;
+        if signature.algorithm != self.algorithm {
+            return Err(KeyError::BadSignature);
+        }
+        match self.algorithm {
+            Algorithm::Ed25519 => {
+                let arr: [u8; 32] = self
+                    .bytes
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| KeyError::BadSignature)?;
+                let key = ed25519_dalek::VerifyingKey::from_bytes(&arr)
+                    .map_err(|_| KeyError::BadSignature)?;
+                let sig = ed25519_dalek::Signature::from_bytes(&signature.bytes);
+                key.verify_strict(payload, &sig)
+                    .map_err(|_| KeyError::BadSignature)
+            }
+            Algorithm::Secp256k1 => {
+                let key = k256::ecdsa::VerifyingKey::from_sec1_bytes(&self.bytes)
+                    .map_err(|_| KeyError::BadSignature)?;
+                let sig = k256::ecdsa::Signature::from_slice(&signature.bytes)
+                    .map_err(|_| KeyError::BadSignature)?;
+                verify_prehash(&key, self.algorithm, payload, &sig)
+            }
+            Algorithm::P256 => {
+                let key = p256::ecdsa::VerifyingKey::from_sec1_bytes(&self.bytes)
+                    .map_err(|_| KeyError::BadSignature)?;
+                let sig = p256::ecdsa::Signature::from_slice(&signature.bytes)
+                    .map_err(|_| KeyError::BadSignature)?;
+                verify_prehash(&key, self.algorithm, payload, &sig)
+            }
+        }
+    }
+}
+
+mod ecdsa_verify {
+    use super::{Algorithm, KeyError};
+    use k256::ecdsa::signature::hazmat::PrehashVerifier;
+
+    pub fn verify_prehash<K: PrehashVerifier<S>, S>(
+        key: &K,
+        algorithm: Algorithm,
+        digest: &[u8],
+        sig: &S,
+    ) -> Result<(), KeyError> {
+        if digest.len() != 32 {
+            return Err(KeyError::PayloadNotDigest {
+                algorithm,
+                len: digest.len(),
+            });
+        }
+        key.verify_prehash(digest, sig)
+            .map_err(|_| KeyError::BadSignature)
+    }
+}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "PublicKey({}:{})",
+            self.algorithm,
+            hex::encode(&self.bytes)
+        )
+    }
+}
+
+/// A raw 64-byte signature: Ed25519 `R ‖ S`, or ECDSA `r ‖ s` with S normalised low.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Signature {
+    algorithm: Algorithm,
+    bytes: [u8; 64],
+}
+
+impl Signature {
+    pub fn new(algorithm: Algorithm, bytes: [u8; 64]) -> Self {
+        Signature { algorithm, bytes }
+    }
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+    pub fn to_bytes(&self) -> [u8; 64] {
+        self.bytes
+    }
+}
+
+impl fmt::Debug for Signature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Signature({}:{})",
+            self.algorithm,
+            hex::encode(self.bytes)
+        )
+    }
+}
+
+/// A secret key held in process memory (the local backend). Debug never prints key material.
+pub enum SecretKey {
+    Ed25519(ed25519_dalek::SigningKey),
+    Secp256k1(k256::ecdsa::SigningKey),
+    P256(p256::ecdsa::SigningKey),
+}
+
+impl SecretKey {
+    pub fn generate(algorithm: Algorithm) -> Self {
+        let mut rng = rand_core::OsRng;
+        match algorithm {
+            Algorithm::Ed25519 => SecretKey::Ed25519(ed25519_dalek::SigningKey::generate(&mut rng)),
+            Algorithm::Secp256k1 => SecretKey::Secp256k1(k256::ecdsa::SigningKey::random(&mut rng)),
+            Algorithm::P256 => SecretKey::P256(p256::ecdsa::SigningKey::random(&mut rng)),
+        }
+    }
+
+    /// From the 32-byte secret: the Ed25519 seed (RFC 8032), or the ECDSA scalar (big-endian).
+    pub fn from_bytes(algorithm: Algorithm, bytes: &[u8]) -> Result<Self, KeyError> {
+        let invalid = |reason: &str| KeyError::InvalidSecretKey {
+            algorithm,
+            reason: reason.into(),
+        };
+        let arr: &[u8; 32] = bytes
+            .try_into()
+            .map_err(|_| invalid(&format!("expected 32 bytes, got {}", bytes.len())))?;
+        Ok(match algorithm {
+            Algorithm::Ed25519 => SecretKey::Ed25519(ed25519_dalek::SigningKey::from_bytes(arr)),
+            Algorithm::Secp256k1 => SecretKey::Secp256k1(
+                k256::ecdsa::SigningKey::from_slice(arr)
+                    .map_err(|_| invalid("scalar out of range"))?,
+            ),
+            Algorithm::P256 => SecretKey::P256(
+                p256::ecdsa::SigningKey::from_slice(arr)
+                    .map_err(|_| invalid("scalar out of range"))?,
+            ),
+        })
+    }
+
+    /// From 64 hex characters (either case, surrounding whitespace ignored).
+    pub fn from_hex(algorithm: Algorithm, text: &str) -> Result<Self, KeyError> {
+        let bytes =
+            Zeroizing::new(
+                hex::decode(text.trim()).map_err(|_| KeyError::InvalidSecretKey {
+                    algorithm,
+                    reason: "expected 64 hex characters".into(),
+                })?,
+            );
+        Self::from_bytes(algorithm, &bytes)
+    }
+
+    pub fn algorithm(&self) -> Algorithm {
+        match self {
+            SecretKey::Ed25519(_) => Algorithm::Ed25519,
+            SecretKey::Secp256k1(_) => Algorithm::Secp256k1,
+            SecretKey::P256(_) => Algorithm::P256,
+        }
+    }
+
+    pub fn to_bytes(&self) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(match self {
+            SecretKey::Ed25519(k) => k.to_bytes(),
+            SecretKey::Secp256k1(k) => k.to_bytes().into(),
+            SecretKey::P256(k) => k.to_bytes().into(),
+        })
+    }
+
+    pub fn public_key(&self) -> PublicKey {
+        let (algorithm, bytes) = match self {
+            SecretKey::Ed25519(k) => (Algorithm::Ed25519, k.verifying_key().to_bytes().to_vec()),
+            SecretKey::Secp256k1(k) => (
+                Algorithm::Secp256k1,
+                k.verifying_key().to_encoded_point(true).as_bytes().to_vec(),
+            ),
+            SecretKey::P256(k) => (
+                Algorithm::P256,
+                k.verifying_key().to_encoded_point(true).as_bytes().to_vec(),
+            ),
+        };
+        PublicKey { algorithm, bytes }
+    }
+
+    /// Signs `payload`: the message for Ed25519, a 32-byte digest for ECDSA (RFC 6979 nonces, low S).
+    pub fn sign(&self, payload: &[u8]) -> Result<Signature, KeyError> {
+        use k256::ecdsa::signature::hazmat::PrehashSigner;
+        let algorithm = self.algorithm();
+        if algorithm.signs_digest() && payload.len() != 32 {
+            return Err(KeyError::PayloadNotDigest {
+                algorithm,
+                len: payload.len(),
+            });
+        }
+        let bytes: [u8; 64] = match self {
+            SecretKey::Ed25519(k) => k.sign(payload).to_bytes(),
+            SecretKey::Secp256k1(k) => {
+                let sig: k256::ecdsa::Signature =
+                    k.sign_prehash(payload)
+                        .map_err(|_| KeyError::PayloadNotDigest {
+                            algorithm,
+                            len: payload.len(),
+                        })?;
+                sig.normalize_s().unwrap_or(sig).to_bytes().into()
+            }
+            SecretKey::P256(k) => {
+                let sig: p256::ecdsa::Signature =
+                    k.sign_prehash(payload)
+                        .map_err(|_| KeyError::PayloadNotDigest {
+                            algorithm,
+                            len: payload.len(),
+                        })?;
+                sig.normalize_s().unwrap_or(sig).to_bytes().into()
+            }
+        };
+        Ok(Signature { algorithm, bytes })
+    }
+}
+
+impl fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "SecretKey({}, public {:?})",
+            self.algorithm(),
+            self.public_key()
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ZERO_SEED: [u8; 32] = [0; 32];
+
+    #[test]
+    fn ed25519_zero_key_matches_atto_vector() {
+        let key = SecretKey::from_bytes(Algorithm::Ed25519, &ZERO_SEED).unwrap();
+        assert_eq!(
+            hex::encode_upper(key.public_key().as_bytes()),
+            "3B6A27BCCEB6A42D62A3A8D02A6F0D73653215771DE243A63AC048A18B59DA29"
+        );
+        let sig = key.sign(&[0u8; 32]).unwrap();
+        assert_eq!(
+            hex::encode_upper(sig.to_bytes()),
+            "3DA1EBDFA96EDD181DBE3659D1C051C431F056A5AD6A97A60D5CCA10460438783546461E31285FC59F91C7072642745061E2451D5FF33BCCD8C3C74DABCAF60A"
+        );
+        key.public_key().verify(&[0u8; 32], &sig).unwrap();
+    }
+
+    #[test]
+    fn ecdsa_signatures_are_low_s_and_verify() {
+        // Half the curve order: S above it is "high" and must never leave the signer.
+        let k256_half =
+            hex::decode("7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0")
+                .unwrap();
+        let p256_half =
+            hex::decode("7FFFFFFF800000007FFFFFFFFFFFFFFFDE737D56D38BCF4279DCE5617E3192A8")
+                .unwrap();
+        for (algorithm, half) in [
+            (Algorithm::Secp256k1, k256_half),
+            (Algorithm::P256, p256_half),
+        ] {
+            let key = SecretKey::generate(algorithm);
+            for i in 0u8..64 {
+                let digest = [i; 32];
+                let sig = key.sign(&digest).unwrap();
+                assert!(sig.to_bytes()[32..] <= half[..], "{algorithm}: high S");
+                key.public_key().verify(&digest, &sig).unwrap();
+            }
+            assert_eq!(
+                key.sign(b"not a digest").unwrap_err(),
+                KeyError::PayloadNotDigest { algorithm, len: 12 }
+            );
+        }
+    }
+
+    #[test]
+    fn secret_round_trips_and_rejects_bad_input() {
+        for algorithm in Algorithm::ALL {
+            let key = SecretKey::generate(algorithm);
+            let again = SecretKey::from_hex(algorithm, &hex::encode(*key.to_bytes())).unwrap();
+            assert_eq!(key.public_key(), again.public_key());
+            let reparsed = PublicKey::from_bytes(algorithm, key.public_key().as_bytes()).unwrap();
+            assert_eq!(reparsed, key.public_key());
+            assert!(SecretKey::from_hex(algorithm, "abcd").is_err());
+            assert!(SecretKey::from_hex(algorithm, "zz").is_err());
+        }
+        // Zero is not a valid ECDSA scalar.
+        assert!(SecretKey::from_bytes(Algorithm::Secp256k1, &ZERO_SEED).is_err());
+        assert!(SecretKey::from_bytes(Algorithm::P256, &ZERO_SEED).is_err());
+    }
+
+    #[test]
+    fn debug_never_prints_the_secret() {
+        let key = SecretKey::from_bytes(Algorithm::Ed25519, &[7; 32]).unwrap();
+        assert!(!format!("{key:?}").contains(&hex::encode([7u8; 32])));
+    }
+
+    #[test]
+    fn algorithm_names_parse() {
+        assert_eq!("ED25519".parse::<Algorithm>().unwrap(), Algorithm::Ed25519);
+        assert_eq!("secp256r1".parse::<Algorithm>().unwrap(), Algorithm::P256);
+        assert!("rsa".parse::<Algorithm>().is_err());
+    }
+}

@@ -1,0 +1,75 @@
+//! What a key may sign. The protocol front names the kind of every request; a key signs only the
+//! kinds its policy lists.
+
+use std::fmt;
+
+/// Every kind of thing sigil signs, across protocols.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SignKind {
+    AttoBlock,
+    AttoVote,
+    AttoChallenge,
+}
+
+impl SignKind {
+    /// The label used in metrics and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            SignKind::AttoBlock => "atto_block",
+            SignKind::AttoVote => "atto_vote",
+            SignKind::AttoChallenge => "atto_challenge",
+        }
+    }
+
+    pub fn protocol(self) -> &'static str {
+        match self {
+            SignKind::AttoBlock | SignKind::AttoVote | SignKind::AttoChallenge => "atto",
+        }
+    }
+}
+
+impl fmt::Display for SignKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Policy {
+    allowed: Vec<SignKind>,
+}
+
+impl Policy {
+    pub fn allowing(kinds: impl IntoIterator<Item = SignKind>) -> Self {
+        let mut allowed: Vec<SignKind> = kinds.into_iter().collect();
+        allowed.sort();
+        allowed.dedup();
+        Policy { allowed }
+    }
+
+    pub fn allows(&self, kind: SignKind) -> bool {
+        self.allowed.contains(&kind)
+    }
+
+    pub fn allowed(&self) -> &[SignKind] {
+        &self.allowed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allows_only_listed_kinds() {
+        let policy = Policy::allowing([
+            SignKind::AttoVote,
+            SignKind::AttoChallenge,
+            SignKind::AttoVote,
+        ]);
+        assert!(policy.allows(SignKind::AttoVote));
+        assert!(!policy.allows(SignKind::AttoBlock));
+        assert_eq!(policy.allowed().len(), 2);
+        assert!(!Policy::default().allows(SignKind::AttoVote));
+    }
+}

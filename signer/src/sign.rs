@@ -1,0 +1,344 @@
+//! The sign path, one direction: request → policy → ratchet (durable) → backend → signature.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+use crate::backend::{BackendError, KeyBackend};
+use crate::keys::{PublicKey, Signature};
+use crate::metrics::{BackendLabels, KeyLabels, Metrics, SignatureLabels};
+use crate::policy::{Policy, SignKind};
+use crate::ratchet::{Mark, Ratchet, RatchetError, State, StreamId};
+
+/// What a protocol front asks for, already decoded from the wire.
+#[derive(Debug, Clone)]
+pub struct SignRequest<'a> {
+    /// The configured key name.
+    pub key: &'a str,
+    /// Chain id or network name; part of the ratchet stream.
+    pub chain: &'a str,
+    pub kind: SignKind,
+    /// Consensus position for kinds that can double-sign; `None` for kinds that cannot.
+    pub mark: Option<(Mark, &'static str)>,
+    /// The bytes handed to the backend (message for Ed25519, digest for ECDSA).
+    pub payload: &'a [u8],
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SignError {
+    #[error("no key named {0:?} is configured")]
+    UnknownKey(String),
+    #[error("key {key} may not sign {kind}")]
+    NotAllowed { key: String, kind: SignKind },
+    #[error(transparent)]
+    Ratchet(#[from] RatchetError),
+    #[error("key {key} ({backend}): {source}")]
+    Backend {
+        key: String,
+        backend: &'static str,
+        source: BackendError,
+    },
+    #[error("key {key} ({backend}) did not answer within {after:?}")]
+    Timeout {
+        key: String,
+        backend: &'static str,
+        after: Duration,
+    },
+}
+
+impl SignError {
+    /// A stable label for the refusal metric.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            SignError::UnknownKey(_) => "unknown_key",
+            SignError::NotAllowed { .. } => "not_allowed",
+            SignError::Ratchet(RatchetError::Refused { .. }) => "ratchet",
+            SignError::Ratchet(RatchetError::Unavailable(_)) => "ratchet_unavailable",
+            SignError::Backend { .. } => "backend",
+            SignError::Timeout { .. } => "timeout",
+        }
+    }
+
+    /// Whether the caller may succeed by asking again later.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            SignError::Ratchet(RatchetError::Unavailable(_)) | SignError::Timeout { .. } => true,
+            SignError::Backend { source, .. } => source.is_transient(),
+            _ => false,
+        }
+    }
+}
+
+pub struct KeyEntry {
+    pub name: String,
+    pub backend: Arc<dyn KeyBackend>,
+    pub policy: Policy,
+    public_key: OnceLock<PublicKey>,
+}
+
+impl KeyEntry {
+    pub fn new(name: impl Into<String>, backend: Arc<dyn KeyBackend>, policy: Policy) -> Self {
+        KeyEntry {
+            name: name.into(),
+            backend,
+            policy,
+            public_key: OnceLock::new(),
+        }
+    }
+
+    /// The public key, once the backend has answered (see [`Signer::probe_keys`]).
+    pub fn public_key(&self) -> Option<&PublicKey> {
+        self.public_key.get()
+    }
+}
+
+pub struct Signer {
+    keys: HashMap<String, KeyEntry>,
+    ratchet: Arc<dyn Ratchet>,
+    metrics: Arc<Metrics>,
+    backend_timeout: Duration,
+}
+
+impl Signer {
+    pub fn new(
+        keys: impl IntoIterator<Item = KeyEntry>,
+        ratchet: Arc<dyn Ratchet>,
+        metrics: Arc<Metrics>,
+        backend_timeout: Duration,
+    ) -> Self {
+        let keys = keys.into_iter().map(|k| (k.name.clone(), k)).collect();
+        Signer {
+            keys,
+            ratchet,
+            metrics,
+            backend_timeout,
+        }
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    pub fn key(&self, name: &str) -> Option<&KeyEntry> {
+        self.keys.get(name)
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &KeyEntry> {
+        self.keys.values()
+    }
+
+    /// Ready when every configured key's backend has answered a public-key call.
+    pub fn is_ready(&self) -> bool {
+        self.keys.values().all(|k| k.public_key.get().is_some())
+    }
+
+    /// Asks every backend not yet answered for its public key. Returns the failures, if any.
+    pub async fn probe_keys(&self) -> Vec<SignError> {
+        let mut failures = Vec::new();
+        for entry in self.keys.values().filter(|k| k.public_key.get().is_none()) {
+            let labels = KeyLabels {
+                key: entry.name.clone(),
+            };
+            match tokio::time::timeout(self.backend_timeout, entry.backend.public_key()).await {
+                Ok(Ok(public_key)) => {
+                    let _ = entry.public_key.set(public_key);
+                    self.metrics.key_ready.get_or_create(&labels).set(1);
+                }
+                Ok(Err(source)) => {
+                    self.metrics.key_ready.get_or_create(&labels).set(0);
+                    failures.push(SignError::Backend {
+                        key: entry.name.clone(),
+                        backend: entry.backend.kind(),
+                        source,
+                    })
+                }
+                Err(_) => failures.push(SignError::Timeout {
+                    key: entry.name.clone(),
+                    backend: entry.backend.kind(),
+                    after: self.backend_timeout,
+                }),
+            }
+        }
+        failures
+    }
+
+    pub async fn sign(&self, request: SignRequest<'_>) -> Result<Signature, SignError> {
+        let result = self.sign_inner(&request).await;
+        match &result {
+            Ok(_) => {
+                self.metrics
+                    .signatures
+                    .get_or_create(&SignatureLabels {
+                        key: request.key.to_string(),
+                        kind: request.kind.name(),
+                    })
+                    .inc();
+            }
+            Err(error) => {
+                self.metrics.refuse(request.kind.protocol(), error.reason());
+                tracing::warn!(key = request.key, kind = %request.kind, %error, "sign request refused");
+            }
+        }
+        result
+    }
+
+    async fn sign_inner(&self, request: &SignRequest<'_>) -> Result<Signature, SignError> {
+        let entry = self
+            .keys
+            .get(request.key)
+            .ok_or_else(|| SignError::UnknownKey(request.key.to_string()))?;
+        if !entry.policy.allows(request.kind) {
+            return Err(SignError::NotAllowed {
+                key: entry.name.clone(),
+                kind: request.kind,
+            });
+        }
+        if let Some((mark, stream)) = request.mark {
+            let stream = StreamId {
+                key: entry.name.clone(),
+                chain: request.chain.to_string(),
+                stream,
+            };
+            let state = State {
+                mark,
+                payload_digest: Sha256::digest(request.payload).into(),
+            };
+            self.ratchet.advance(&stream, state).await?;
+        }
+        let backend = entry.backend.kind();
+        let labels = BackendLabels {
+            backend,
+            key: entry.name.clone(),
+        };
+        let started = Instant::now();
+        let outcome =
+            tokio::time::timeout(self.backend_timeout, entry.backend.sign(request.payload)).await;
+        self.metrics
+            .backend_sign_duration
+            .get_or_create(&labels)
+            .observe(started.elapsed().as_secs_f64());
+        let error = match outcome {
+            Ok(Ok(signature)) => return Ok(signature),
+            Ok(Err(source)) => SignError::Backend {
+                key: entry.name.clone(),
+                backend,
+                source,
+            },
+            Err(_) => SignError::Timeout {
+                key: entry.name.clone(),
+                backend,
+                after: self.backend_timeout,
+            },
+        };
+        self.metrics.backend_errors.get_or_create(&labels).inc();
+        Err(error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::local::LocalBackend;
+    use crate::keys::{Algorithm, SecretKey};
+    use crate::ratchet::memory::MemoryRatchet;
+
+    fn signer() -> Signer {
+        let key = SecretKey::from_bytes(Algorithm::Ed25519, &[1; 32]).unwrap();
+        let entry = KeyEntry::new(
+            "k",
+            Arc::new(LocalBackend::new(key)),
+            Policy::allowing([SignKind::AttoVote]),
+        );
+        Signer::new(
+            [entry],
+            Arc::new(MemoryRatchet::default()),
+            Arc::default(),
+            Duration::from_secs(1),
+        )
+    }
+
+    fn request(kind: SignKind, mark: Option<u64>, payload: &[u8]) -> SignRequest<'_> {
+        SignRequest {
+            key: "k",
+            chain: "test",
+            kind,
+            mark: mark.map(|level| {
+                (
+                    Mark {
+                        level,
+                        round: 0,
+                        step: 0,
+                    },
+                    "test",
+                )
+            }),
+            payload,
+        }
+    }
+
+    #[tokio::test]
+    async fn policy_then_ratchet_then_backend() {
+        let signer = signer();
+        assert!(!signer.is_ready());
+        assert!(signer.probe_keys().await.is_empty());
+        assert!(signer.is_ready());
+
+        let signature = signer
+            .sign(request(SignKind::AttoVote, None, b"hello"))
+            .await
+            .unwrap();
+        signer
+            .key("k")
+            .unwrap()
+            .public_key()
+            .unwrap()
+            .verify(b"hello", &signature)
+            .unwrap();
+
+        let refused = signer
+            .sign(request(SignKind::AttoBlock, None, b"hello"))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.reason(), "not_allowed");
+
+        signer
+            .sign(request(SignKind::AttoVote, Some(5), b"a"))
+            .await
+            .unwrap();
+        signer
+            .sign(request(SignKind::AttoVote, Some(5), b"a"))
+            .await
+            .unwrap();
+        let double = signer
+            .sign(request(SignKind::AttoVote, Some(5), b"b"))
+            .await
+            .unwrap_err();
+        assert_eq!(double.reason(), "ratchet");
+        assert!(!double.is_retryable());
+
+        let unknown = SignRequest {
+            key: "other",
+            ..request(SignKind::AttoVote, None, b"x")
+        };
+        assert_eq!(
+            signer.sign(unknown).await.unwrap_err().reason(),
+            "unknown_key"
+        );
+
+        let metrics = signer.metrics().encode();
+        assert!(
+            metrics.contains(r#"sigil_signer_signatures_total{key="k",kind="atto_vote"} 3"#),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains(r#"sigil_signer_refusals_total{protocol="atto",reason="ratchet"} 1"#),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains(r#"sigil_signer_key_ready{key="k"} 1"#),
+            "{metrics}"
+        );
+    }
+}
