@@ -1,1 +1,252 @@
-fn main() {}
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use sigil_signer::app::App;
+use sigil_signer::config::{KeyBackendConfig, SignerConfig};
+use sigil_signer::keys::{Algorithm, PublicKey, SecretKey};
+use sigil_signer::protocol::atto::model as atto;
+use zeroize::Zeroizing;
+
+/// A remote signer for validators: keys stay here, the node asks for signatures.
+///
+/// With no arguments, sigil-signer is a drop-in for attocash/signer and reads the same
+/// ATTO_SIGNER_* environment variables. With --config it serves what the YAML file describes.
+#[derive(Parser)]
+#[command(version, about, long_about, after_help = AFTER_HELP)]
+struct Cli {
+    /// Serve what this YAML file describes instead of the ATTO_SIGNER_* variables.
+    #[arg(long, short, env = "SIGIL_CONFIG", value_name = "FILE", global = true)]
+    config: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, env = "SIGIL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    /// Log filter, e.g. `info` or `sigil_signer=debug`.
+    #[arg(long, env = "SIGIL_LOG", default_value = "info", global = true)]
+    log: String,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+const AFTER_HELP: &str = "\
+Examples:
+  ATTO_SIGNER_BACKEND=LOCAL ATTO_SIGNER_KEY=<64 hex> ATTO_SIGNER_TOKEN=<token> \\
+  ATTO_SIGNER_CAPABILITIES=CHALLENGE,VOTE sigil-signer
+  sigil-signer --config signer.yaml
+  sigil-signer key generate --algorithm ed25519 --out voter.key
+  sigil-signer key show --file voter.key
+
+Docs: docs/atto.md, docs/configuration.md";
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the configured APIs (the default).
+    Run,
+    /// Create, import and inspect keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Generate a new secret key and write it to a file readable by you alone.
+    Generate {
+        #[arg(long, short, value_enum, default_value_t = AlgorithmArg::Ed25519)]
+        algorithm: AlgorithmArg,
+        /// Where to write the secret (64 hex characters, mode 600, never overwritten); `-` for stdout.
+        #[arg(long, short, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Read a secret key (64 hex characters) from standard input, check it, and write it to a file.
+    Import {
+        #[arg(long, short, value_enum, default_value_t = AlgorithmArg::Ed25519)]
+        algorithm: AlgorithmArg,
+        /// Where to write the secret (mode 600, never overwritten).
+        #[arg(long, short, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Print a key's public key and the chain addresses it has.
+    Show(ShowArgs),
+}
+
+#[derive(Args)]
+struct ShowArgs {
+    /// A secret key file (64 hex characters). Without --file or --key, the secret is read from stdin.
+    #[arg(long, short, value_name = "FILE", conflicts_with = "key")]
+    file: Option<PathBuf>,
+    /// A key named in the --config file.
+    #[arg(long, short, value_name = "NAME")]
+    key: Option<String>,
+    #[arg(long, short, value_enum, default_value_t = AlgorithmArg::Ed25519)]
+    algorithm: AlgorithmArg,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum AlgorithmArg {
+    Ed25519,
+    Secp256k1,
+    P256,
+}
+
+impl From<AlgorithmArg> for Algorithm {
+    fn from(arg: AlgorithmArg) -> Self {
+        match arg {
+            AlgorithmArg::Ed25519 => Algorithm::Ed25519,
+            AlgorithmArg::Secp256k1 => Algorithm::Secp256k1,
+            AlgorithmArg::P256 => Algorithm::P256,
+        }
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    init_logging(cli.log_format, &cli.log);
+    if let Err(error) = dispatch(cli) {
+        eprintln!("error: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+fn init_logging(format: LogFormat, filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<()> {
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Run => run(cli.config.as_deref()),
+        Command::Key(KeyCommand::Generate { algorithm, out }) => {
+            let key = SecretKey::generate(algorithm.into());
+            write_secret(&out, &key)?;
+            print_public(&key.public_key(), out.as_os_str() == "-")
+        }
+        Command::Key(KeyCommand::Import { algorithm, out }) => {
+            let key = read_secret_stdin(algorithm.into())?;
+            write_secret(&out, &key)?;
+            print_public(&key.public_key(), false)
+        }
+        Command::Key(KeyCommand::Show(args)) => {
+            print_public(&show(&args, cli.config.as_deref())?, false)
+        }
+    }
+}
+
+fn run(config: Option<&Path>) -> Result<()> {
+    let config = match config {
+        Some(path) => SignerConfig::from_file(path)?,
+        None => SignerConfig::from_atto_env(|name| std::env::var(name).ok())?,
+    };
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let app = App::start(&config).await?;
+        app.run(shutdown_signal()).await;
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => return std::future::pending().await,
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn read_secret_stdin(algorithm: Algorithm) -> Result<SecretKey> {
+    let mut text = Zeroizing::new(String::new());
+    std::io::stdin()
+        .take(4096)
+        .read_to_string(&mut text)
+        .context("cannot read the secret key from stdin")?;
+    Ok(SecretKey::from_hex(algorithm, &text)?)
+}
+
+fn write_secret(out: &Path, key: &SecretKey) -> Result<()> {
+    let text = Zeroizing::new(format!("{}\n", hex::encode(*key.to_bytes())));
+    if out.as_os_str() == "-" {
+        std::io::stdout().write_all(text.as_bytes())?;
+        return Ok(());
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(out)
+        .with_context(|| format!("cannot create {} (it must not exist yet)", out.display()))?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()?;
+    eprintln!("wrote {} secret key to {}", key.algorithm(), out.display());
+    Ok(())
+}
+
+fn show(args: &ShowArgs, config: Option<&Path>) -> Result<PublicKey> {
+    if let Some(name) = &args.key {
+        let Some(path) = config else {
+            bail!("--key names a key in the --config file; pass --config FILE")
+        };
+        let config = SignerConfig::from_file(path)?;
+        let Some(key) = config.keys.get(name) else {
+            bail!("no key named {name:?} in {}", path.display())
+        };
+        return match key.backend(name)? {
+            KeyBackendConfig::Local(local) => Ok(local.load()?.0.public_key()),
+        };
+    }
+    let algorithm = args.algorithm.into();
+    let key = match &args.file {
+        Some(path) => {
+            let text = Zeroizing::new(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?,
+            );
+            SecretKey::from_hex(algorithm, &text).with_context(|| format!("{}", path.display()))?
+        }
+        None => read_secret_stdin(algorithm)?,
+    };
+    Ok(key.public_key())
+}
+
+/// Public facts only; goes to stderr when stdout carries the secret.
+fn print_public(public_key: &PublicKey, to_stderr: bool) -> Result<()> {
+    let mut lines = vec![
+        format!("algorithm:  {}", public_key.algorithm()),
+        format!("public key: {}", hex::encode_upper(public_key.as_bytes())),
+    ];
+    if let (Algorithm::Ed25519, Ok(ed25519)) = (
+        public_key.algorithm(),
+        <[u8; 32]>::try_from(public_key.as_bytes()),
+    ) {
+        lines.push(format!("atto:       {}", atto::address(&ed25519)));
+    }
+    let text = lines.join("\n") + "\n";
+    if to_stderr {
+        std::io::stderr().write_all(text.as_bytes())?;
+    } else {
+        std::io::stdout().write_all(text.as_bytes())?;
+    }
+    Ok(())
+}

@@ -1,0 +1,416 @@
+//! `SignerConfig`: what `sigil-signer --config FILE` reads, what the operator renders, and what
+//! the upstream `ATTO_SIGNER_*` environment variables are translated into. One type, one parser.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::backend::local::LocalKeyConfig;
+use crate::keys::Algorithm;
+use crate::protocol::atto::api::Capability;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SignerConfig {
+    /// Named keys, each in exactly one backend.
+    pub keys: BTreeMap<String, KeyConfig>,
+    /// Where high-water marks are kept. Defaults to memory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ratchet: Option<RatchetConfig>,
+    /// The Atto signer REST API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub atto: Option<AttoConfig>,
+    /// Health, readiness and metrics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub management: Option<ManagementConfig>,
+}
+
+/// One key: set exactly one backend.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KeyConfig {
+    /// A software key in process memory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local: Option<LocalKeyConfig>,
+}
+
+/// The backend a [`KeyConfig`] selects.
+pub enum KeyBackendConfig<'a> {
+    Local(&'a LocalKeyConfig),
+}
+
+impl KeyConfig {
+    pub fn local(config: LocalKeyConfig) -> Self {
+        KeyConfig {
+            local: Some(config),
+        }
+    }
+
+    /// The one backend set, or an error naming the key.
+    pub fn backend(&self, name: &str) -> Result<KeyBackendConfig<'_>, ConfigError> {
+        match &self.local {
+            Some(local) => Ok(KeyBackendConfig::Local(local)),
+            None => Err(ConfigError::Invalid(format!(
+                "keys.{name}: set exactly one backend: local"
+            ))),
+        }
+    }
+}
+
+/// Where high-water marks live: set at most one store (memory when none is set).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RatchetConfig {
+    /// In process memory: forgotten on restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<MemoryRatchetConfig>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MemoryRatchetConfig {}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AttoConfig {
+    /// Address of the API listener. Defaults to 127.0.0.1:9090 (pod-local).
+    #[serde(default = "default_atto_listen")]
+    pub listen: SocketAddr,
+    /// The key to sign with: a name under `keys`, an ed25519 key.
+    pub key: String,
+    /// What the node may ask for: CHALLENGE, BLOCK, VOTE.
+    pub capabilities: Vec<Capability>,
+    /// A file holding the API token, re-read on change; `<file>.previous` is accepted too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+    /// The name of an environment variable holding the API token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_env: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ManagementConfig {
+    /// Address of the management listener. Defaults to 127.0.0.1:9091.
+    #[serde(default = "default_management_listen")]
+    pub listen: SocketAddr,
+}
+
+impl Default for ManagementConfig {
+    fn default() -> Self {
+        ManagementConfig {
+            listen: default_management_listen(),
+        }
+    }
+}
+
+fn default_atto_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9090))
+}
+
+fn default_management_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9091))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config: {0}")]
+    Parse(String),
+    #[error("config: {0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Env(String),
+}
+
+impl SignerConfig {
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_yaml(&text)
+    }
+
+    /// Parses and validates. Errors name the field (`atto.capabilities[1]: ...`).
+    pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
+        // serde_yaml's messages already carry the field path and the line.
+        let config: SignerConfig =
+            serde_yaml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn to_yaml(&self) -> String {
+        serde_yaml::to_string(self).expect("SignerConfig always serializes")
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |message: String| Err(ConfigError::Invalid(message));
+        if self.keys.is_empty() {
+            return invalid("keys: configure at least one key".into());
+        }
+        for (name, key) in &self.keys {
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return invalid(format!(
+                    "keys.{name}: key names use letters, digits, '-' and '_' only"
+                ));
+            }
+            let KeyBackendConfig::Local(local) = key.backend(name)?;
+            let sources = [
+                local.secret_key.is_some(),
+                local.secret_key_file.is_some(),
+                local.secret_key_env.is_some(),
+            ];
+            if sources.iter().filter(|s| **s).count() != 1 {
+                return invalid(format!(
+                    "keys.{name}.local: set exactly one of secretKey, secretKeyFile or secretKeyEnv"
+                ));
+            }
+        }
+        let Some(atto) = &self.atto else {
+            return invalid("nothing to serve: add an `atto` section".into());
+        };
+        let Some(key) = self.keys.get(&atto.key) else {
+            let known: Vec<&str> = self.keys.keys().map(String::as_str).collect();
+            return invalid(format!(
+                "atto.key: no key named {:?} (configured: {})",
+                atto.key,
+                known.join(", ")
+            ));
+        };
+        let KeyBackendConfig::Local(local) = key.backend(&atto.key)?;
+        if local.algorithm.is_some_and(|a| a != Algorithm::Ed25519) {
+            return invalid(format!(
+                "atto.key: key {:?} must be ed25519 for Atto",
+                atto.key
+            ));
+        }
+        if atto.capabilities.is_empty() {
+            return invalid(
+                "atto.capabilities: list at least one of CHALLENGE, BLOCK, VOTE".into(),
+            );
+        }
+        if atto.token_file.is_some() == atto.token_env.is_some() {
+            return invalid("atto: set exactly one of tokenFile or tokenEnv".into());
+        }
+        let management = self.management.clone().unwrap_or_default();
+        if management.listen == atto.listen {
+            return invalid(format!(
+                "management.listen: {} is already atto.listen",
+                atto.listen
+            ));
+        }
+        Ok(())
+    }
+
+    /// The drop-in mode: attocash/signer's environment variables (research/atto.md §1.6). Every
+    /// missing variable is named at once; there is no default key or token.
+    pub fn from_atto_env(var: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| var(name).filter(|v| !v.trim().is_empty());
+        let missing: Vec<&str> = [
+            "ATTO_SIGNER_BACKEND",
+            "ATTO_SIGNER_KEY",
+            "ATTO_SIGNER_TOKEN",
+            "ATTO_SIGNER_CAPABILITIES",
+        ]
+        .into_iter()
+        .filter(|name| get(name).is_none())
+        .collect();
+        if !missing.is_empty() {
+            return Err(ConfigError::Env(format!(
+                "missing environment variable{} {}: set them (see docs/atto.md) or pass --config FILE",
+                if missing.len() > 1 { "s" } else { "" },
+                missing.join(", ")
+            )));
+        }
+        let backend = get("ATTO_SIGNER_BACKEND").unwrap_or_default();
+        if !backend.trim().eq_ignore_ascii_case("LOCAL") {
+            return Err(ConfigError::Env(format!(
+                "ATTO_SIGNER_BACKEND={backend} is not supported in environment mode; use LOCAL, \
+                 or a config file for other key backends"
+            )));
+        }
+        let capabilities =
+            Capability::parse_list(&get("ATTO_SIGNER_CAPABILITIES").unwrap_or_default())
+                .map_err(|e| ConfigError::Env(format!("ATTO_SIGNER_CAPABILITIES: {e}")))?;
+        let port = |name: &str, default: u16| -> Result<u16, ConfigError> {
+            match get(name) {
+                None => Ok(default),
+                Some(value) => value.trim().parse().map_err(|_| {
+                    ConfigError::Env(format!("{name}={value} is not a port number (0-65535)"))
+                }),
+            }
+        };
+        // Like upstream, listen on every interface: Compose setups reach the signer by service name.
+        let any = |port| SocketAddr::from(([0, 0, 0, 0], port));
+        let config = SignerConfig {
+            keys: BTreeMap::from([(
+                "atto".to_string(),
+                KeyConfig::local(LocalKeyConfig {
+                    secret_key_env: Some("ATTO_SIGNER_KEY".into()),
+                    algorithm: Some(Algorithm::Ed25519),
+                    ..Default::default()
+                }),
+            )]),
+            ratchet: None,
+            atto: Some(AttoConfig {
+                listen: any(port("ATTO_SIGNER_PORT", 9090)?),
+                key: "atto".into(),
+                capabilities,
+                token_file: None,
+                token_env: Some("ATTO_SIGNER_TOKEN".into()),
+            }),
+            management: Some(ManagementConfig {
+                listen: any(port("ATTO_SIGNER_MANAGEMENT_PORT", 9091)?),
+            }),
+        };
+        config
+            .validate()
+            .map_err(|e| ConfigError::Env(format!("environment: {e}")))?;
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+keys:
+  voter: {local: {secretKeyFile: /run/sigil/key}}
+atto:
+  listen: 127.0.0.1:9090
+  key: voter
+  capabilities: [VOTE, challenge]
+  tokenFile: /var/run/sigil/token/token
+management: {listen: "0.0.0.0:9091"}
+"#;
+
+    #[test]
+    fn parses_and_round_trips() {
+        let config = SignerConfig::from_yaml(EXAMPLE).unwrap();
+        let atto = config.atto.as_ref().unwrap();
+        assert_eq!(
+            atto.capabilities,
+            vec![Capability::Vote, Capability::Challenge]
+        );
+        assert_eq!(config.management.as_ref().unwrap().listen.port(), 9091);
+        assert_eq!(SignerConfig::from_yaml(&config.to_yaml()).unwrap(), config);
+    }
+
+    fn error_of(yaml: &str) -> String {
+        SignerConfig::from_yaml(yaml).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            (EXAMPLE.replace("tokenFile", "tokenFiel"), "atto: unknown field `tokenFiel`"),
+            (EXAMPLE.replace("challenge", "send"), "atto.capabilities: unknown capability \"send\": expected CHALLENGE, BLOCK or VOTE at line 7"),
+            (EXAMPLE.replace("secretKeyFile", "secretKeyPath"), "keys.voter.local: unknown field `secretKeyPath`"),
+            (EXAMPLE.replace("{local:", "{vault:"), "keys.voter: unknown field `vault`, expected `local`"),
+            ("keys: {a: {}}\natto: {key: a, capabilities: [VOTE], tokenEnv: T}\n".into(), "keys.a: set exactly one backend"),
+            (EXAMPLE.replace("key: voter", "key: baker"), "atto.key: no key named \"baker\" (configured: voter)"),
+            (EXAMPLE.replace("127.0.0.1:9090", "localhost"), "atto.listen: invalid socket address"),
+            (EXAMPLE.replace("[VOTE, challenge]", "[]"), "atto.capabilities: list at least one"),
+            (EXAMPLE.replace("tokenFile: /var/run/sigil/token/token", "tokenEnv: T\n  tokenFile: /t"), "exactly one of tokenFile or tokenEnv"),
+            (EXAMPLE.replace("{secretKeyFile: /run/sigil/key}", "{}"), "keys.voter.local: set exactly one"),
+            (EXAMPLE.replace("secretKeyFile: /run/sigil/key", "secretKeyFile: /k, algorithm: p256"), "must be ed25519"),
+            (EXAMPLE.replace("0.0.0.0:9091", "127.0.0.1:9090"), "management.listen: 127.0.0.1:9090 is already"),
+            ("keys: {}\n".to_string(), "keys: configure at least one key"),
+            ("keys: {a: {local: {secretKey: x}}}\n".to_string(), "nothing to serve"),
+            ("keys: [\n".to_string(), "config: "),
+        ];
+        for (yaml, expected) in cases {
+            let error = error_of(&yaml);
+            assert!(
+                error.contains(expected),
+                "expected {expected:?} in {error:?}"
+            );
+        }
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |name| map.get(name).cloned()
+    }
+
+    const FULL_ENV: [(&str, &str); 4] = [
+        ("ATTO_SIGNER_BACKEND", "LOCAL"),
+        (
+            "ATTO_SIGNER_KEY",
+            "0000000000000000000000000000000000000000000000000000000000000000",
+        ),
+        ("ATTO_SIGNER_TOKEN", "t"),
+        ("ATTO_SIGNER_CAPABILITIES", "challenge, vote"),
+    ];
+
+    #[test]
+    fn upstream_environment() {
+        let config = SignerConfig::from_atto_env(env(&FULL_ENV)).unwrap();
+        let atto = config.atto.unwrap();
+        assert_eq!(atto.listen, "0.0.0.0:9090".parse().unwrap());
+        assert_eq!(
+            config.management.unwrap().listen,
+            "0.0.0.0:9091".parse().unwrap()
+        );
+        assert_eq!(
+            atto.capabilities,
+            vec![Capability::Challenge, Capability::Vote]
+        );
+        assert_eq!(atto.token_env.as_deref(), Some("ATTO_SIGNER_TOKEN"));
+
+        let mut ports = FULL_ENV.to_vec();
+        ports.extend([
+            ("ATTO_SIGNER_PORT", "8080"),
+            ("ATTO_SIGNER_MANAGEMENT_PORT", "8081"),
+        ]);
+        let config = SignerConfig::from_atto_env(env(&ports)).unwrap();
+        assert_eq!(config.atto.unwrap().listen.port(), 8080);
+    }
+
+    #[test]
+    fn environment_errors() {
+        let error = SignerConfig::from_atto_env(env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains(
+                "ATTO_SIGNER_BACKEND, ATTO_SIGNER_KEY, ATTO_SIGNER_TOKEN, ATTO_SIGNER_CAPABILITIES"
+            ),
+            "{error}"
+        );
+        let mut gcp = FULL_ENV.to_vec();
+        gcp[0] = ("ATTO_SIGNER_BACKEND", "GCP");
+        assert!(SignerConfig::from_atto_env(env(&gcp))
+            .unwrap_err()
+            .to_string()
+            .contains("GCP is not supported"));
+        let mut bad = FULL_ENV.to_vec();
+        bad[3] = ("ATTO_SIGNER_CAPABILITIES", "VOTE,SING");
+        assert!(SignerConfig::from_atto_env(env(&bad))
+            .unwrap_err()
+            .to_string()
+            .contains("\"SING\""));
+        let mut port = FULL_ENV.to_vec();
+        port.push(("ATTO_SIGNER_PORT", "90000"));
+        assert!(SignerConfig::from_atto_env(env(&port))
+            .unwrap_err()
+            .to_string()
+            .contains("ATTO_SIGNER_PORT=90000"));
+    }
+}

@@ -1,0 +1,391 @@
+//! The HTTP routes of the Atto signer API, as an unmodified Atto node calls them.
+//!
+//! Status codes follow what the node's client does with them (research/atto.md §2.2): it retries
+//! only on 408 and 429, so anything that may succeed later answers one of those; 4xx/5xx are final.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+use tower_http::timeout::TimeoutLayer;
+
+use super::model::{Block, ChallengeRequest, TargetRequest, Vote};
+use crate::keys::Algorithm;
+use crate::policy::SignKind;
+use crate::ratchet::RatchetError;
+use crate::server::auth::TokenAuth;
+use crate::sign::{SignError, SignRequest, Signer};
+
+const PROTOCOL: &str = "atto";
+
+/// What the node may ask for. Parsed case-insensitively, as Spring's enum binding does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Capability {
+    Challenge,
+    Block,
+    Vote,
+}
+
+impl Capability {
+    pub fn kind(self) -> SignKind {
+        match self {
+            Capability::Challenge => SignKind::AttoChallenge,
+            Capability::Block => SignKind::AttoBlock,
+            Capability::Vote => SignKind::AttoVote,
+        }
+    }
+
+    /// A comma-separated list like `CHALLENGE, vote` (the `ATTO_SIGNER_CAPABILITIES` form).
+    pub fn parse_list(list: &str) -> Result<Vec<Capability>, String> {
+        list.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::parse)
+            .collect()
+    }
+}
+
+impl std::str::FromStr for Capability {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_uppercase().as_str() {
+            "CHALLENGE" => Ok(Capability::Challenge),
+            "BLOCK" => Ok(Capability::Block),
+            "VOTE" => Ok(Capability::Vote),
+            _ => Err(format!(
+                "unknown capability {s:?}: expected CHALLENGE, BLOCK or VOTE"
+            )),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Capability {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// Bounds on every request.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    /// From the first byte of the request to the response; past it the node gets 408 and retries.
+    pub request_timeout: Duration,
+    /// Sign requests handled at once; past it the node gets 429 and retries.
+    pub max_in_flight: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        // A block is < 1 KiB of JSON and a challenge at most 8 KiB of hex.
+        Limits {
+            max_body_bytes: 64 * 1024,
+            request_timeout: Duration::from_secs(10),
+            max_in_flight: 256,
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Api {
+    signer: Arc<Signer>,
+    key: Arc<str>,
+    auth: Arc<TokenAuth>,
+    in_flight: Arc<Semaphore>,
+}
+
+/// The router for one Atto key. Every route requires the token, GET included.
+pub fn router(signer: Arc<Signer>, key: &str, auth: Arc<TokenAuth>, limits: Limits) -> Router {
+    let api = Api {
+        signer,
+        key: key.into(),
+        auth,
+        in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
+    };
+    Router::new()
+        .route("/public-keys", get(public_keys))
+        .route("/blocks", post(blocks))
+        .route("/votes", post(votes))
+        .route("/challenges", post(challenges))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
+        .layer(middleware::from_fn_with_state(api.clone(), authenticate))
+        .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            limits.request_timeout,
+        ))
+        .layer(middleware::from_fn_with_state(api.clone(), observe))
+        .with_state(api)
+}
+
+/// An error answer: `{"message": ...}` like upstream's exception handler, empty for 401.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: Option<String>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: Some(message.into()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = match self.message {
+            Some(message) => {
+                (self.status, Json(serde_json::json!({ "message": message }))).into_response()
+            }
+            None => self.status.into_response(),
+        };
+        if matches!(self.status, StatusCode::TOO_MANY_REQUESTS) {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+impl From<SignError> for ApiError {
+    fn from(error: SignError) -> Self {
+        let status = match &error {
+            _ if error.is_retryable() => StatusCode::TOO_MANY_REQUESTS,
+            SignError::NotAllowed { kind, .. } => {
+                return ApiError::new(StatusCode::BAD_REQUEST, missing_capability(*kind))
+            }
+            SignError::Ratchet(RatchetError::Refused { .. }) => StatusCode::CONFLICT,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, error.to_string())
+    }
+}
+
+/// Upstream's wording (SignatureService.kt), so operators' log searches keep working.
+fn missing_capability(kind: SignKind) -> String {
+    let (what, capability) = match kind {
+        SignKind::AttoBlock => ("a block", "BLOCK"),
+        SignKind::AttoVote => ("a vote", "VOTE"),
+        _ => ("a challenge", "CHALLENGE"),
+    };
+    format!("Signing {what} is not allowed. Capability {capability} is missing.")
+}
+
+fn endpoint_label(path: &str) -> &'static str {
+    match path {
+        "/public-keys" => "public_keys",
+        "/blocks" => "blocks",
+        "/votes" => "votes",
+        "/challenges" => "challenges",
+        _ => "other",
+    }
+}
+
+async fn observe(State(api): State<Api>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let endpoint = endpoint_label(request.uri().path());
+    let response = next.run(request).await;
+    let status = response.status();
+    api.signer
+        .metrics()
+        .observe_request(PROTOCOL, endpoint, status.as_u16(), started.elapsed());
+    match status {
+        StatusCode::REQUEST_TIMEOUT => api.signer.metrics().refuse(PROTOCOL, "timeout"),
+        StatusCode::PAYLOAD_TOO_LARGE => api.signer.metrics().refuse(PROTOCOL, "too_large"),
+        _ => {}
+    }
+    response
+}
+
+async fn authenticate(State(api): State<Api>, request: Request, next: Next) -> Response {
+    if api.auth.check(request.headers().get(header::AUTHORIZATION)) {
+        next.run(request).await
+    } else {
+        api.signer.metrics().refuse(PROTOCOL, "unauthorized");
+        ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            message: None,
+        }
+        .into_response()
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PublicKeyResponse {
+    public_key: String,
+}
+
+#[derive(Serialize)]
+struct SignatureResponse {
+    signature: String,
+}
+
+impl Api {
+    /// This key's Ed25519 public key, once its backend has answered.
+    fn public_key(&self) -> Result<[u8; 32], ApiError> {
+        let entry = self.signer.key(&self.key).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("key {} is not configured", self.key),
+            )
+        })?;
+        let public_key = entry.public_key().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("key {} is not ready yet; retry", self.key),
+            )
+        })?;
+        match (
+            public_key.algorithm(),
+            <[u8; 32]>::try_from(public_key.as_bytes()),
+        ) {
+            (Algorithm::Ed25519, Ok(bytes)) => Ok(bytes),
+            (algorithm, _) => Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("key {} is {algorithm}; Atto needs an ed25519 key", self.key),
+            )),
+        }
+    }
+
+    fn decode<T: DeserializeOwned>(
+        &self,
+        body: Result<Bytes, BytesRejection>,
+    ) -> Result<T, ApiError> {
+        let body =
+            body.map_err(|rejection| ApiError::new(rejection.status(), rejection.body_text()))?;
+        serde_json::from_slice(&body).map_err(|error| {
+            self.signer.metrics().refuse(PROTOCOL, "bad_request");
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("invalid request body: {error}"),
+            )
+        })
+    }
+
+    fn check_public_key(&self, requested: &[u8; 32], ours: &[u8; 32]) -> Result<(), ApiError> {
+        if requested == ours {
+            return Ok(());
+        }
+        self.signer.metrics().refuse(PROTOCOL, "foreign_key");
+        Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "Different public key {}: this signer holds {}",
+                hex::encode_upper(requested),
+                hex::encode_upper(ours)
+            ),
+        ))
+    }
+
+    async fn sign(
+        &self,
+        kind: SignKind,
+        payload: &[u8],
+    ) -> Result<Json<SignatureResponse>, ApiError> {
+        let _slot = self.in_flight.try_acquire().map_err(|_| {
+            self.signer.metrics().refuse(PROTOCOL, "overload");
+            ApiError::new(StatusCode::TOO_MANY_REQUESTS, "signer busy; retry")
+        })?;
+        let request = SignRequest {
+            key: &self.key,
+            chain: PROTOCOL,
+            kind,
+            mark: None,
+            payload,
+        };
+        let signature = self.signer.sign(request).await?;
+        Ok(Json(SignatureResponse {
+            signature: hex::encode_upper(signature.to_bytes()),
+        }))
+    }
+}
+
+async fn public_keys(State(api): State<Api>) -> Result<Json<PublicKeyResponse>, ApiError> {
+    Ok(Json(PublicKeyResponse {
+        public_key: hex::encode_upper(api.public_key()?),
+    }))
+}
+
+async fn blocks(
+    State(api): State<Api>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<SignatureResponse>, ApiError> {
+    let ours = api.public_key()?;
+    let block = api.decode::<TargetRequest<Block>>(body)?.target;
+    api.check_public_key(block.public_key(), &ours)?;
+    api.sign(SignKind::AttoBlock, &block.hash()).await
+}
+
+async fn votes(
+    State(api): State<Api>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<SignatureResponse>, ApiError> {
+    let ours = api.public_key()?;
+    let vote = api.decode::<TargetRequest<Vote>>(body)?.target;
+    api.check_public_key(&vote.public_key.0, &ours)?;
+    api.sign(SignKind::AttoVote, &vote.hash()).await
+}
+
+async fn challenges(
+    State(api): State<Api>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<SignatureResponse>, ApiError> {
+    let ours = api.public_key()?;
+    let request = api.decode::<ChallengeRequest>(body)?;
+    api.sign(
+        SignKind::AttoChallenge,
+        &request.target.digest(&ours, request.timestamp),
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capabilities_parse_like_spring() {
+        assert_eq!(
+            Capability::parse_list("challenge, block ,VOTE").unwrap(),
+            vec![Capability::Challenge, Capability::Block, Capability::Vote]
+        );
+        assert!(Capability::parse_list("CHALLENGE,SEND")
+            .unwrap_err()
+            .contains("SEND"));
+        assert_eq!(Capability::parse_list(" , ").unwrap(), vec![]);
+    }
+
+    #[test]
+    fn upstream_capability_messages() {
+        assert_eq!(
+            missing_capability(SignKind::AttoBlock),
+            "Signing a block is not allowed. Capability BLOCK is missing."
+        );
+        assert_eq!(
+            missing_capability(SignKind::AttoVote),
+            "Signing a vote is not allowed. Capability VOTE is missing."
+        );
+        assert_eq!(
+            missing_capability(SignKind::AttoChallenge),
+            "Signing a challenge is not allowed. Capability CHALLENGE is missing."
+        );
+    }
+}
