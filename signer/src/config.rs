@@ -205,7 +205,7 @@ impl SignerConfig {
             return invalid("atto: set exactly one of tokenFile or tokenEnv".into());
         }
         let management = self.management.clone().unwrap_or_default();
-        if management.listen == atto.listen {
+        if management.listen == atto.listen && atto.listen.port() != 0 {
             return invalid(format!(
                 "management.listen: {} is already atto.listen",
                 atto.listen
