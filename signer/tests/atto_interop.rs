@@ -9,35 +9,18 @@ use std::process::Command;
 
 use common::*;
 
-const COMMONS_VERSION: &str = "8.0.0";
-
-/// The package directory, installed into the cache on first use (pinned version).
+/// The package directory, installed into the cache on first use (e2e/lib/atto-commons pins it).
 fn atto_commons() -> PathBuf {
-    let prefix = cache_dir().join("npm");
-    let package = prefix.join("node_modules/@attocash/commons-core");
-    let installed = std::fs::read_to_string(package.join("package.json"))
-        .map(|json| json.contains(&format!("\"version\": \"{COMMONS_VERSION}\"")))
-        .unwrap_or(false);
-    if !installed {
-        std::fs::create_dir_all(&prefix).unwrap();
-        let status = Command::new("npm")
-            .args([
-                "install",
-                "--no-audit",
-                "--no-fund",
-                "--no-save",
-                "--prefix",
-            ])
-            .arg(&prefix)
-            .arg(format!("@attocash/commons-core@{COMMONS_VERSION}"))
-            .status()
-            .expect("npm is needed for the Atto interop test (Node.js 20+)");
-        assert!(
-            status.success(),
-            "npm install @attocash/commons-core@{COMMONS_VERSION} failed"
-        );
-    }
-    package
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../e2e/lib/atto-commons");
+    let output = Command::new(&script)
+        .output()
+        .expect("run e2e/lib/atto-commons");
+    assert!(
+        output.status.success(),
+        "installing @attocash/commons-core failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
 }
 
 #[test]

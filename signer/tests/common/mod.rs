@@ -3,22 +3,12 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 pub const TOKEN: &str = "test-token-0123456789abcdef0123456789abcdef";
 pub const SEED_HEX: &str = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60";
-
-/// Where caches outside the clone live (`$SIGIL_CACHE`, default `$HOME/.cache/sigil`).
-pub fn cache_dir() -> PathBuf {
-    std::env::var_os("SIGIL_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/sigil")
-        })
-}
 
 /// A running `sigil-signer`; killed on drop.
 pub struct SignerProcess {
