@@ -1,0 +1,133 @@
+//! The key commands of the binary.
+
+mod common;
+
+use common::*;
+
+const ZERO_SEED: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+const ZERO_PUBLIC: &str = "3B6A27BCCEB6A42D62A3A8D02A6F0D73653215771DE243A63AC048A18B59DA29";
+const ZERO_ADDRESS: &str = "atto://aa5wuj54z23killcuounaktpbvzwkmqvo4o6eq5ghlaerimllhnctwl5g2ekm";
+
+#[test]
+fn generate_writes_a_private_file_and_never_overwrites() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("voter.key");
+    let path = path.to_str().unwrap();
+    for algorithm in ["ed25519", "secp256k1", "p256"] {
+        let file = format!("{path}.{algorithm}");
+        let (code, out, err) = run_to_end(
+            &["key", "generate", "--algorithm", algorithm, "--out", &file],
+            &[],
+            None,
+        );
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains(&format!("algorithm:  {algorithm}")), "{out}");
+        assert_eq!(out.contains("atto://"), algorithm == "ed25519", "{out}");
+        let secret = std::fs::read_to_string(&file).unwrap();
+        assert_eq!(secret.trim().len(), 64);
+        assert!(
+            !out.contains(secret.trim()) && !err.contains(secret.trim()),
+            "secret printed"
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(
+                std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
+        }
+        // show reads it back to the same public key.
+        let (code, shown, _) = run_to_end(
+            &["key", "show", "--algorithm", algorithm, "--file", &file],
+            &[],
+            None,
+        );
+        assert_eq!(code, 0);
+        assert_eq!(shown, out);
+        // A second generate to the same path is refused and the key is untouched.
+        let (code, _, err) = run_to_end(
+            &["key", "generate", "--algorithm", algorithm, "--out", &file],
+            &[],
+            None,
+        );
+        assert_eq!(code, 1);
+        assert!(err.contains("must not exist yet"), "{err}");
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), secret);
+    }
+}
+
+#[test]
+fn generate_to_stdout_keeps_public_facts_on_stderr() {
+    let (code, out, err) = run_to_end(&["key", "generate", "--out", "-"], &[], None);
+    assert_eq!(code, 0);
+    assert_eq!(out.trim().len(), 64, "stdout is the secret alone: {out:?}");
+    assert!(err.contains("public key:"), "{err}");
+}
+
+#[test]
+fn import_from_stdin_and_show_by_config_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("imported.key");
+    let key = key.to_str().unwrap();
+    let (code, out, err) = run_to_end(
+        &["key", "import", "--out", key],
+        &[],
+        Some(&format!("{ZERO_SEED}\n")),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(ZERO_PUBLIC) && out.contains(ZERO_ADDRESS),
+        "{out}"
+    );
+
+    let (code, _, err) = run_to_end(
+        &["key", "import", "--out", &format!("{key}.bad")],
+        &[],
+        Some("xyz"),
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("64 hex"), "{err}");
+    assert!(
+        !std::path::Path::new(&format!("{key}.bad")).exists(),
+        "nothing written for a bad key"
+    );
+
+    let config = dir.path().join("signer.yaml");
+    std::fs::write(
+        &config,
+        format!("keys: {{voter: {{local: {{secretKeyFile: {key}}}}}}}\natto: {{key: voter, capabilities: [VOTE], tokenEnv: T}}\n"),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let (code, out, err) = run_to_end(
+        &["--config", config, "key", "show", "--key", "voter"],
+        &[],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(ZERO_PUBLIC), "{out}");
+    let (code, _, err) = run_to_end(
+        &["--config", config, "key", "show", "--key", "baker"],
+        &[],
+        None,
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("no key named \"baker\""), "{err}");
+
+    let (code, out, _) = run_to_end(&["key", "show"], &[], Some(ZERO_SEED));
+    assert_eq!(code, 0);
+    assert!(out.contains(ZERO_ADDRESS));
+}
+
+#[test]
+fn help_and_version() {
+    let (code, out, _) = run_to_end(&["--help"], &[], None);
+    assert_eq!(code, 0);
+    for expected in ["ATTO_SIGNER_", "--config", "key generate", "docs/atto.md"] {
+        assert!(out.contains(expected), "--help lacks {expected}:\n{out}");
+    }
+    let (code, out, _) = run_to_end(&["--version"], &[], None);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("sigil-signer "), "{out}");
+}
