@@ -16,69 +16,36 @@ use sigil_signer::ratchet::Mark;
 use sigil_signer::sign::{KeyEntry, SignRequest, Signer};
 
 fn request(payload: &[u8]) -> SignRequest<'_> {
-    SignRequest {
-        key: "k",
-        chain: "bench",
-        kind: SignKind::AttoVote,
-        mark: None,
-        payload,
-    }
+    SignRequest { key: "k", chain: "bench", kind: SignKind::AttoVote, mark: None, payload }
 }
 
 fn bench(c: &mut Criterion) {
     let seed = [7u8; 32];
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
     let digest = [42u8; 32];
 
     let raw = SecretKey::from_bytes(Algorithm::Ed25519, &seed).unwrap();
-    c.bench_function("raw_ed25519_sign", |b| {
-        b.iter(|| raw.sign(black_box(&digest)).unwrap())
-    });
+    c.bench_function("raw_ed25519_sign", |b| b.iter(|| raw.sign(black_box(&digest)).unwrap()));
     for algorithm in [Algorithm::Secp256k1, Algorithm::P256] {
         let key = SecretKey::from_bytes(algorithm, &seed).unwrap();
-        c.bench_function(&format!("raw_{algorithm}_sign"), |b| {
-            b.iter(|| key.sign(black_box(&digest)).unwrap())
-        });
+        c.bench_function(&format!("raw_{algorithm}_sign"), |b| b.iter(|| key.sign(black_box(&digest)).unwrap()));
     }
 
     let key = SecretKey::from_bytes(Algorithm::Ed25519, &seed).unwrap();
     let public_key = hex::encode_upper(key.public_key().as_bytes());
-    let entry = KeyEntry::new(
-        "k",
-        Arc::new(LocalBackend::new(key)),
-        Policy::allowing([SignKind::AttoVote]),
-    );
-    let signer = Signer::new(
-        [entry],
-        Arc::new(MemoryRatchet::default()),
-        Arc::default(),
-        Duration::from_secs(1),
-    );
+    let entry = KeyEntry::new("k", Arc::new(LocalBackend::new(key)), Policy::allowing([SignKind::AttoVote]));
+    let signer = Signer::new([entry], Arc::new(MemoryRatchet::default()), Arc::default(), Duration::from_secs(1));
     runtime.block_on(signer.probe_keys());
 
     c.bench_function("sign_path_local", |b| {
-        b.iter(|| {
-            runtime
-                .block_on(signer.sign(request(black_box(&digest))))
-                .unwrap()
-        })
+        b.iter(|| runtime.block_on(signer.sign(request(black_box(&digest)))).unwrap())
     });
 
     let level = AtomicU64::new(0);
     c.bench_function("sign_path_local_with_memory_ratchet", |b| {
         b.iter(|| {
-            let mark = Mark {
-                level: level.fetch_add(1, Ordering::Relaxed),
-                round: 0,
-                step: 0,
-            };
-            let request = SignRequest {
-                mark: Some((mark, "bench")),
-                ..request(black_box(&digest))
-            };
+            let mark = Mark { level: level.fetch_add(1, Ordering::Relaxed), round: 0, step: 0 };
+            let request = SignRequest { mark: Some((mark, "bench")), ..request(black_box(&digest)) };
             runtime.block_on(signer.sign(request)).unwrap()
         })
     });
@@ -88,18 +55,11 @@ fn bench(c: &mut Criterion) {
         "AB".repeat(32)
     );
     c.bench_function("atto_vote_decode_hash", |b| {
-        b.iter(|| {
-            serde_json::from_slice::<TargetRequest<Vote>>(black_box(body.as_bytes()))
-                .unwrap()
-                .target
-                .hash()
-        })
+        b.iter(|| serde_json::from_slice::<TargetRequest<Vote>>(black_box(body.as_bytes())).unwrap().target.hash())
     });
     c.bench_function("atto_vote_decode_hash_sign", |b| {
         b.iter(|| {
-            let vote = serde_json::from_slice::<TargetRequest<Vote>>(black_box(body.as_bytes()))
-                .unwrap()
-                .target;
+            let vote = serde_json::from_slice::<TargetRequest<Vote>>(black_box(body.as_bytes())).unwrap().target;
             let hash = vote.hash();
             runtime.block_on(signer.sign(request(&hash))).unwrap()
         })

@@ -17,7 +17,7 @@ use crate::policy::Policy;
 use crate::protocol::atto;
 use crate::ratchet::memory::MemoryRatchet;
 use crate::ratchet::Ratchet;
-use crate::server::auth::{TokenAuth, TokenError, TokenSource};
+use crate::server::auth::{TokenAuth, TokenError};
 use crate::server::http::{self, ConnectionLimits};
 use crate::server::management;
 use crate::sign::{KeyEntry, Signer};
@@ -36,11 +36,7 @@ pub enum StartupError {
     #[error("atto token: {0}")]
     Token(#[from] TokenError),
     #[error("cannot listen on {addr} ({what}): {source}")]
-    Bind {
-        addr: SocketAddr,
-        what: &'static str,
-        source: std::io::Error,
-    },
+    Bind { addr: SocketAddr, what: &'static str, source: std::io::Error },
 }
 
 /// A signer with its listeners bound, not yet serving.
@@ -56,10 +52,8 @@ impl App {
         for (name, key) in &config.keys {
             let backend: Arc<dyn KeyBackend> = match key.backend(name)? {
                 KeyBackendConfig::Local(local) => {
-                    let (secret, warning) = local.load().map_err(|source| StartupError::Key {
-                        name: name.clone(),
-                        source,
-                    })?;
+                    let (secret, warning) =
+                        local.load().map_err(|source| StartupError::Key { name: name.clone(), source })?;
                     if let Some(warning) = warning {
                         tracing::warn!(key = %name, "{warning}");
                     }
@@ -67,9 +61,7 @@ impl App {
                 }
             };
             let policy = match &config.atto {
-                Some(atto) if atto.key == *name => {
-                    Policy::allowing(atto.capabilities.iter().map(|c| c.kind()))
-                }
+                Some(atto) if atto.key == *name => Policy::allowing(atto.capabilities.iter().map(|c| c.kind())),
                 _ => Policy::default(),
             };
             entries.push(KeyEntry::new(name.clone(), backend, policy));
@@ -81,23 +73,13 @@ impl App {
 
         let mut listeners = Vec::new();
         if let Some(atto) = &config.atto {
-            let source = match (&atto.token_file, &atto.token_env) {
-                (Some(file), _) => TokenSource::File(file.clone()),
-                (None, Some(env)) => TokenSource::Env(env.clone()),
-                (None, None) => unreachable!("validated: one token source"),
-            };
-            let (auth, warning) = TokenAuth::load(source)?;
+            let (auth, warning) = TokenAuth::load(atto.token_source()?)?;
             if let Some(warning) = warning {
                 tracing::warn!("{warning}");
             }
             let auth = Arc::new(auth);
             auth.spawn_watcher(TOKEN_POLL);
-            let router = atto::api::router(
-                signer.clone(),
-                &atto.key,
-                auth,
-                atto::api::Limits::default(),
-            );
+            let router = atto::api::router(signer.clone(), &atto.key, auth, atto::api::Limits::default());
             listeners.push(("atto API", bind(atto.listen, "atto API").await?, router));
         }
         let management = config.management.clone().unwrap_or_default();
@@ -115,10 +97,7 @@ impl App {
 
     /// The bound address of a listener: `"atto API"` or `"management"`.
     pub fn local_addr(&self, what: &str) -> Option<SocketAddr> {
-        self.listeners
-            .iter()
-            .find(|(name, _, _)| *name == what)
-            .and_then(|(_, l, _)| l.local_addr().ok())
+        self.listeners.iter().find(|(name, _, _)| *name == what).and_then(|(_, l, _)| l.local_addr().ok())
     }
 
     /// Serves until `shutdown` completes, then drains in-flight requests.
@@ -133,12 +112,7 @@ impl App {
             let until = async move {
                 let _ = stopped.wait_for(|s| *s).await;
             };
-            tasks.spawn(http::serve(
-                listener,
-                router,
-                ConnectionLimits::default(),
-                until,
-            ));
+            tasks.spawn(http::serve(listener, router, ConnectionLimits::default(), until));
         }
         shutdown.await;
         tracing::info!("shutting down");
@@ -148,9 +122,7 @@ impl App {
 }
 
 async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, StartupError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartupError::Bind { addr, what, source })
+    TcpListener::bind(addr).await.map_err(|source| StartupError::Bind { addr, what, source })
 }
 
 /// Asks every key for its public key now, and keeps asking in the background (with backoff) for

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::backend::local::LocalKeyConfig;
 use crate::keys::Algorithm;
 use crate::protocol::atto::api::Capability;
+use crate::server::auth::TokenSource;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -43,18 +44,14 @@ pub enum KeyBackendConfig<'a> {
 
 impl KeyConfig {
     pub fn local(config: LocalKeyConfig) -> Self {
-        KeyConfig {
-            local: Some(config),
-        }
+        KeyConfig { local: Some(config) }
     }
 
     /// The one backend set, or an error naming the key.
     pub fn backend(&self, name: &str) -> Result<KeyBackendConfig<'_>, ConfigError> {
         match &self.local {
             Some(local) => Ok(KeyBackendConfig::Local(local)),
-            None => Err(ConfigError::Invalid(format!(
-                "keys.{name}: set exactly one backend: local"
-            ))),
+            None => Err(ConfigError::Invalid(format!("keys.{name}: set exactly one backend: local"))),
         }
     }
 }
@@ -90,6 +87,17 @@ pub struct AttoConfig {
     pub token_env: Option<String>,
 }
 
+impl AttoConfig {
+    /// Where the API token comes from: exactly one of `tokenFile` and `tokenEnv`.
+    pub fn token_source(&self) -> Result<TokenSource, ConfigError> {
+        match (&self.token_file, &self.token_env) {
+            (Some(file), None) => Ok(TokenSource::File(file.clone())),
+            (None, Some(env)) => Ok(TokenSource::Env(env.clone())),
+            _ => Err(ConfigError::Invalid("atto: set exactly one of tokenFile or tokenEnv".into())),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ManagementConfig {
@@ -100,9 +108,7 @@ pub struct ManagementConfig {
 
 impl Default for ManagementConfig {
     fn default() -> Self {
-        ManagementConfig {
-            listen: default_management_listen(),
-        }
+        ManagementConfig { listen: default_management_listen() }
     }
 }
 
@@ -117,10 +123,7 @@ fn default_management_listen() -> SocketAddr {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("config: {0}")]
     Parse(String),
     #[error("config: {0}")]
@@ -131,18 +134,15 @@ pub enum ConfigError {
 
 impl SignerConfig {
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
         Self::from_yaml(&text)
     }
 
     /// Parses and validates. Errors name the field (`atto.capabilities[1]: ...`).
     pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
         // serde_yaml's messages already carry the field path and the line.
-        let config: SignerConfig =
-            serde_yaml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let config: SignerConfig = serde_yaml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
         config.validate()?;
         Ok(config)
     }
@@ -157,21 +157,11 @@ impl SignerConfig {
             return invalid("keys: configure at least one key".into());
         }
         for (name, key) in &self.keys {
-            if name.is_empty()
-                || !name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-            {
-                return invalid(format!(
-                    "keys.{name}: key names use letters, digits, '-' and '_' only"
-                ));
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                return invalid(format!("keys.{name}: key names use letters, digits, '-' and '_' only"));
             }
             let KeyBackendConfig::Local(local) = key.backend(name)?;
-            let sources = [
-                local.secret_key.is_some(),
-                local.secret_key_file.is_some(),
-                local.secret_key_env.is_some(),
-            ];
+            let sources = [local.secret_key.is_some(), local.secret_key_file.is_some(), local.secret_key_env.is_some()];
             if sources.iter().filter(|s| **s).count() != 1 {
                 return invalid(format!(
                     "keys.{name}.local: set exactly one of secretKey, secretKeyFile or secretKeyEnv"
@@ -183,33 +173,19 @@ impl SignerConfig {
         };
         let Some(key) = self.keys.get(&atto.key) else {
             let known: Vec<&str> = self.keys.keys().map(String::as_str).collect();
-            return invalid(format!(
-                "atto.key: no key named {:?} (configured: {})",
-                atto.key,
-                known.join(", ")
-            ));
+            return invalid(format!("atto.key: no key named {:?} (configured: {})", atto.key, known.join(", ")));
         };
         let KeyBackendConfig::Local(local) = key.backend(&atto.key)?;
         if local.algorithm.is_some_and(|a| a != Algorithm::Ed25519) {
-            return invalid(format!(
-                "atto.key: key {:?} must be ed25519 for Atto",
-                atto.key
-            ));
+            return invalid(format!("atto.key: key {:?} must be ed25519 for Atto", atto.key));
         }
         if atto.capabilities.is_empty() {
-            return invalid(
-                "atto.capabilities: list at least one of CHALLENGE, BLOCK, VOTE".into(),
-            );
+            return invalid("atto.capabilities: list at least one of CHALLENGE, BLOCK, VOTE".into());
         }
-        if atto.token_file.is_some() == atto.token_env.is_some() {
-            return invalid("atto: set exactly one of tokenFile or tokenEnv".into());
-        }
+        atto.token_source()?;
         let management = self.management.clone().unwrap_or_default();
         if management.listen == atto.listen && atto.listen.port() != 0 {
-            return invalid(format!(
-                "management.listen: {} is already atto.listen",
-                atto.listen
-            ));
+            return invalid(format!("management.listen: {} is already atto.listen", atto.listen));
         }
         Ok(())
     }
@@ -218,15 +194,11 @@ impl SignerConfig {
     /// missing variable is named at once; there is no default key or token.
     pub fn from_atto_env(var: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let get = |name: &str| var(name).filter(|v| !v.trim().is_empty());
-        let missing: Vec<&str> = [
-            "ATTO_SIGNER_BACKEND",
-            "ATTO_SIGNER_KEY",
-            "ATTO_SIGNER_TOKEN",
-            "ATTO_SIGNER_CAPABILITIES",
-        ]
-        .into_iter()
-        .filter(|name| get(name).is_none())
-        .collect();
+        let missing: Vec<&str> =
+            ["ATTO_SIGNER_BACKEND", "ATTO_SIGNER_KEY", "ATTO_SIGNER_TOKEN", "ATTO_SIGNER_CAPABILITIES"]
+                .into_iter()
+                .filter(|name| get(name).is_none())
+                .collect();
         if !missing.is_empty() {
             return Err(ConfigError::Env(format!(
                 "missing environment variable{} {}: set them (see docs/atto.md) or pass --config FILE",
@@ -241,15 +213,15 @@ impl SignerConfig {
                  or a config file for other key backends"
             )));
         }
-        let capabilities =
-            Capability::parse_list(&get("ATTO_SIGNER_CAPABILITIES").unwrap_or_default())
-                .map_err(|e| ConfigError::Env(format!("ATTO_SIGNER_CAPABILITIES: {e}")))?;
+        let capabilities = Capability::parse_list(&get("ATTO_SIGNER_CAPABILITIES").unwrap_or_default())
+            .map_err(|e| ConfigError::Env(format!("ATTO_SIGNER_CAPABILITIES: {e}")))?;
         let port = |name: &str, default: u16| -> Result<u16, ConfigError> {
             match get(name) {
                 None => Ok(default),
-                Some(value) => value.trim().parse().map_err(|_| {
-                    ConfigError::Env(format!("{name}={value} is not a port number (0-65535)"))
-                }),
+                Some(value) => value
+                    .trim()
+                    .parse()
+                    .map_err(|_| ConfigError::Env(format!("{name}={value} is not a port number (0-65535)"))),
             }
         };
         // Like upstream, listen on every interface: Compose setups reach the signer by service name.
@@ -271,13 +243,9 @@ impl SignerConfig {
                 token_file: None,
                 token_env: Some("ATTO_SIGNER_TOKEN".into()),
             }),
-            management: Some(ManagementConfig {
-                listen: any(port("ATTO_SIGNER_MANAGEMENT_PORT", 9091)?),
-            }),
+            management: Some(ManagementConfig { listen: any(port("ATTO_SIGNER_MANAGEMENT_PORT", 9091)?) }),
         };
-        config
-            .validate()
-            .map_err(|e| ConfigError::Env(format!("environment: {e}")))?;
+        config.validate().map_err(|e| ConfigError::Env(format!("environment: {e}")))?;
         Ok(config)
     }
 }
@@ -301,10 +269,7 @@ management: {listen: "0.0.0.0:9091"}
     fn parses_and_round_trips() {
         let config = SignerConfig::from_yaml(EXAMPLE).unwrap();
         let atto = config.atto.as_ref().unwrap();
-        assert_eq!(
-            atto.capabilities,
-            vec![Capability::Vote, Capability::Challenge]
-        );
+        assert_eq!(atto.capabilities, vec![Capability::Vote, Capability::Challenge]);
         assert_eq!(config.management.as_ref().unwrap().listen.port(), 9091);
         assert_eq!(SignerConfig::from_yaml(&config.to_yaml()).unwrap(), config);
     }
@@ -317,14 +282,23 @@ management: {listen: "0.0.0.0:9091"}
     fn errors_name_the_field() {
         let cases = [
             (EXAMPLE.replace("tokenFile", "tokenFiel"), "atto: unknown field `tokenFiel`"),
-            (EXAMPLE.replace("challenge", "send"), "atto.capabilities: unknown capability \"send\": expected CHALLENGE, BLOCK or VOTE at line 7"),
+            (
+                EXAMPLE.replace("challenge", "send"),
+                "atto.capabilities: unknown capability \"send\": expected CHALLENGE, BLOCK or VOTE at line 7",
+            ),
             (EXAMPLE.replace("secretKeyFile", "secretKeyPath"), "keys.voter.local: unknown field `secretKeyPath`"),
             (EXAMPLE.replace("{local:", "{vault:"), "keys.voter: unknown field `vault`, expected `local`"),
-            ("keys: {a: {}}\natto: {key: a, capabilities: [VOTE], tokenEnv: T}\n".into(), "keys.a: set exactly one backend"),
+            (
+                "keys: {a: {}}\natto: {key: a, capabilities: [VOTE], tokenEnv: T}\n".into(),
+                "keys.a: set exactly one backend",
+            ),
             (EXAMPLE.replace("key: voter", "key: baker"), "atto.key: no key named \"baker\" (configured: voter)"),
             (EXAMPLE.replace("127.0.0.1:9090", "localhost"), "atto.listen: invalid socket address"),
             (EXAMPLE.replace("[VOTE, challenge]", "[]"), "atto.capabilities: list at least one"),
-            (EXAMPLE.replace("tokenFile: /var/run/sigil/token/token", "tokenEnv: T\n  tokenFile: /t"), "exactly one of tokenFile or tokenEnv"),
+            (
+                EXAMPLE.replace("tokenFile: /var/run/sigil/token/token", "tokenEnv: T\n  tokenFile: /t"),
+                "exactly one of tokenFile or tokenEnv",
+            ),
             (EXAMPLE.replace("{secretKeyFile: /run/sigil/key}", "{}"), "keys.voter.local: set exactly one"),
             (EXAMPLE.replace("secretKeyFile: /run/sigil/key", "secretKeyFile: /k, algorithm: p256"), "must be ed25519"),
             (EXAMPLE.replace("0.0.0.0:9091", "127.0.0.1:9090"), "management.listen: 127.0.0.1:9090 is already"),
@@ -334,27 +308,18 @@ management: {listen: "0.0.0.0:9091"}
         ];
         for (yaml, expected) in cases {
             let error = error_of(&yaml);
-            assert!(
-                error.contains(expected),
-                "expected {expected:?} in {error:?}"
-            );
+            assert!(error.contains(expected), "expected {expected:?} in {error:?}");
         }
     }
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: BTreeMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let map: BTreeMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         move |name| map.get(name).cloned()
     }
 
     const FULL_ENV: [(&str, &str); 4] = [
         ("ATTO_SIGNER_BACKEND", "LOCAL"),
-        (
-            "ATTO_SIGNER_KEY",
-            "0000000000000000000000000000000000000000000000000000000000000000",
-        ),
+        ("ATTO_SIGNER_KEY", "0000000000000000000000000000000000000000000000000000000000000000"),
         ("ATTO_SIGNER_TOKEN", "t"),
         ("ATTO_SIGNER_CAPABILITIES", "challenge, vote"),
     ];
@@ -364,53 +329,31 @@ management: {listen: "0.0.0.0:9091"}
         let config = SignerConfig::from_atto_env(env(&FULL_ENV)).unwrap();
         let atto = config.atto.unwrap();
         assert_eq!(atto.listen, "0.0.0.0:9090".parse().unwrap());
-        assert_eq!(
-            config.management.unwrap().listen,
-            "0.0.0.0:9091".parse().unwrap()
-        );
-        assert_eq!(
-            atto.capabilities,
-            vec![Capability::Challenge, Capability::Vote]
-        );
+        assert_eq!(config.management.unwrap().listen, "0.0.0.0:9091".parse().unwrap());
+        assert_eq!(atto.capabilities, vec![Capability::Challenge, Capability::Vote]);
         assert_eq!(atto.token_env.as_deref(), Some("ATTO_SIGNER_TOKEN"));
 
         let mut ports = FULL_ENV.to_vec();
-        ports.extend([
-            ("ATTO_SIGNER_PORT", "8080"),
-            ("ATTO_SIGNER_MANAGEMENT_PORT", "8081"),
-        ]);
+        ports.extend([("ATTO_SIGNER_PORT", "8080"), ("ATTO_SIGNER_MANAGEMENT_PORT", "8081")]);
         let config = SignerConfig::from_atto_env(env(&ports)).unwrap();
         assert_eq!(config.atto.unwrap().listen.port(), 8080);
     }
 
     #[test]
     fn environment_errors() {
-        let error = SignerConfig::from_atto_env(env(&[]))
-            .unwrap_err()
-            .to_string();
+        let error = SignerConfig::from_atto_env(env(&[])).unwrap_err().to_string();
         assert!(
-            error.contains(
-                "ATTO_SIGNER_BACKEND, ATTO_SIGNER_KEY, ATTO_SIGNER_TOKEN, ATTO_SIGNER_CAPABILITIES"
-            ),
+            error.contains("ATTO_SIGNER_BACKEND, ATTO_SIGNER_KEY, ATTO_SIGNER_TOKEN, ATTO_SIGNER_CAPABILITIES"),
             "{error}"
         );
         let mut gcp = FULL_ENV.to_vec();
         gcp[0] = ("ATTO_SIGNER_BACKEND", "GCP");
-        assert!(SignerConfig::from_atto_env(env(&gcp))
-            .unwrap_err()
-            .to_string()
-            .contains("GCP is not supported"));
+        assert!(SignerConfig::from_atto_env(env(&gcp)).unwrap_err().to_string().contains("GCP is not supported"));
         let mut bad = FULL_ENV.to_vec();
         bad[3] = ("ATTO_SIGNER_CAPABILITIES", "VOTE,SING");
-        assert!(SignerConfig::from_atto_env(env(&bad))
-            .unwrap_err()
-            .to_string()
-            .contains("\"SING\""));
+        assert!(SignerConfig::from_atto_env(env(&bad)).unwrap_err().to_string().contains("\"SING\""));
         let mut port = FULL_ENV.to_vec();
         port.push(("ATTO_SIGNER_PORT", "90000"));
-        assert!(SignerConfig::from_atto_env(env(&port))
-            .unwrap_err()
-            .to_string()
-            .contains("ATTO_SIGNER_PORT=90000"));
+        assert!(SignerConfig::from_atto_env(env(&port)).unwrap_err().to_string().contains("ATTO_SIGNER_PORT=90000"));
     }
 }

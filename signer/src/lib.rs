@@ -3,6 +3,7 @@
 pub mod app;
 pub mod backend;
 pub mod config;
+pub mod files;
 pub mod keys;
 pub mod metrics;
 pub mod policy;

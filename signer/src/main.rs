@@ -116,9 +116,7 @@ fn main() {
 
 fn init_logging(format: LogFormat, filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
@@ -138,9 +136,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             write_secret(&out, &key)?;
             print_public(&key.public_key(), false)
         }
-        Command::Key(KeyCommand::Show(args)) => {
-            print_public(&show(&args, cli.config.as_deref())?, false)
-        }
+        Command::Key(KeyCommand::Show(args)) => print_public(&show(&args, cli.config.as_deref())?, false),
     }
 }
 
@@ -161,11 +157,10 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => return std::future::pending().await,
-            };
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => return std::future::pending().await,
+        };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -177,10 +172,7 @@ async fn shutdown_signal() {
 
 fn read_secret_stdin(algorithm: Algorithm) -> Result<SecretKey> {
     let mut text = Zeroizing::new(String::new());
-    std::io::stdin()
-        .take(4096)
-        .read_to_string(&mut text)
-        .context("cannot read the secret key from stdin")?;
+    std::io::stdin().take(4096).read_to_string(&mut text).context("cannot read the secret key from stdin")?;
     Ok(SecretKey::from_hex(algorithm, &text)?)
 }
 
@@ -194,9 +186,8 @@ fn write_secret(out: &Path, key: &SecretKey) -> Result<()> {
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options
-        .open(out)
-        .with_context(|| format!("cannot create {} (it must not exist yet)", out.display()))?;
+    let mut file =
+        options.open(out).with_context(|| format!("cannot create {} (it must not exist yet)", out.display()))?;
     file.write_all(text.as_bytes())?;
     file.sync_all()?;
     eprintln!("wrote {} secret key to {}", key.algorithm(), out.display());
@@ -205,13 +196,9 @@ fn write_secret(out: &Path, key: &SecretKey) -> Result<()> {
 
 fn show(args: &ShowArgs, config: Option<&Path>) -> Result<PublicKey> {
     if let Some(name) = &args.key {
-        let Some(path) = config else {
-            bail!("--key names a key in the --config file; pass --config FILE")
-        };
+        let Some(path) = config else { bail!("--key names a key in the --config file; pass --config FILE") };
         let config = SignerConfig::from_file(path)?;
-        let Some(key) = config.keys.get(name) else {
-            bail!("no key named {name:?} in {}", path.display())
-        };
+        let Some(key) = config.keys.get(name) else { bail!("no key named {name:?} in {}", path.display()) };
         return match key.backend(name)? {
             KeyBackendConfig::Local(local) => Ok(local.load()?.0.public_key()),
         };
@@ -220,8 +207,7 @@ fn show(args: &ShowArgs, config: Option<&Path>) -> Result<PublicKey> {
     let key = match &args.file {
         Some(path) => {
             let text = Zeroizing::new(
-                std::fs::read_to_string(path)
-                    .with_context(|| format!("cannot read {}", path.display()))?,
+                std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?,
             );
             SecretKey::from_hex(algorithm, &text).with_context(|| format!("{}", path.display()))?
         }
@@ -236,10 +222,7 @@ fn print_public(public_key: &PublicKey, to_stderr: bool) -> Result<()> {
         format!("algorithm:  {}", public_key.algorithm()),
         format!("public key: {}", hex::encode_upper(public_key.as_bytes())),
     ];
-    if let (Algorithm::Ed25519, Ok(ed25519)) = (
-        public_key.algorithm(),
-        <[u8; 32]>::try_from(public_key.as_bytes()),
-    ) {
+    if let (Algorithm::Ed25519, Ok(ed25519)) = (public_key.algorithm(), <[u8; 32]>::try_from(public_key.as_bytes())) {
         lines.push(format!("atto:       {}", atto::address(&ed25519)));
     }
     let text = lines.join("\n") + "\n";

@@ -65,11 +65,7 @@ impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("sigil_signer");
         let requests = Family::default();
-        registry.register(
-            "requests",
-            "API requests answered, by protocol, endpoint and HTTP status",
-            requests.clone(),
-        );
+        registry.register("requests", "API requests answered, by protocol, endpoint and HTTP status", requests.clone());
         let request_duration = Family::new_with_constructor(latency_buckets as fn() -> Histogram);
         registry.register(
             "request_duration_seconds",
@@ -77,36 +73,19 @@ impl Default for Metrics {
             request_duration.clone(),
         );
         let signatures = Family::default();
-        registry.register(
-            "signatures",
-            "Signatures produced, by key and kind",
-            signatures.clone(),
-        );
+        registry.register("signatures", "Signatures produced, by key and kind", signatures.clone());
         let refusals = Family::default();
-        registry.register(
-            "refusals",
-            "Requests refused, by protocol and reason",
-            refusals.clone(),
-        );
-        let backend_sign_duration =
-            Family::new_with_constructor(latency_buckets as fn() -> Histogram);
+        registry.register("refusals", "Requests refused, by protocol and reason", refusals.clone());
+        let backend_sign_duration = Family::new_with_constructor(latency_buckets as fn() -> Histogram);
         registry.register(
             "backend_sign_duration_seconds",
             "Time the key backend took to sign",
             backend_sign_duration.clone(),
         );
         let backend_errors = Family::default();
-        registry.register(
-            "backend_errors",
-            "Key backend failures, by backend and key",
-            backend_errors.clone(),
-        );
+        registry.register("backend_errors", "Key backend failures, by backend and key", backend_errors.clone());
         let key_ready = Family::default();
-        registry.register(
-            "key_ready",
-            "1 when the key's backend answered a public-key call",
-            key_ready.clone(),
-        );
+        registry.register("key_ready", "1 when the key's backend answered a public-key call", key_ready.clone());
         Metrics {
             registry,
             requests,
@@ -122,28 +101,12 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn refuse(&self, protocol: &'static str, reason: &'static str) {
-        self.refusals
-            .get_or_create(&RefusalLabels { protocol, reason })
-            .inc();
+        self.refusals.get_or_create(&RefusalLabels { protocol, reason }).inc();
     }
 
-    pub fn observe_request(
-        &self,
-        protocol: &'static str,
-        endpoint: &'static str,
-        code: u16,
-        took: Duration,
-    ) {
-        self.requests
-            .get_or_create(&RequestLabels {
-                protocol,
-                endpoint,
-                code,
-            })
-            .inc();
-        self.request_duration
-            .get_or_create(&EndpointLabels { protocol, endpoint })
-            .observe(took.as_secs_f64());
+    pub fn observe_request(&self, protocol: &'static str, endpoint: &'static str, code: u16, took: Duration) {
+        self.requests.get_or_create(&RequestLabels { protocol, endpoint, code }).inc();
+        self.request_duration.get_or_create(&EndpointLabels { protocol, endpoint }).observe(took.as_secs_f64());
     }
 
     /// The Prometheus text exposition.

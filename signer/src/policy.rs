@@ -62,11 +62,7 @@ mod tests {
 
     #[test]
     fn allows_only_listed_kinds() {
-        let policy = Policy::allowing([
-            SignKind::AttoVote,
-            SignKind::AttoChallenge,
-            SignKind::AttoVote,
-        ]);
+        let policy = Policy::allowing([SignKind::AttoVote, SignKind::AttoChallenge, SignKind::AttoVote]);
         assert!(policy.allows(SignKind::AttoVote));
         assert!(!policy.allows(SignKind::AttoBlock));
         assert_eq!(policy.allowed().len(), 2);

@@ -35,17 +35,9 @@ pub enum SignError {
     #[error(transparent)]
     Ratchet(#[from] RatchetError),
     #[error("key {key} ({backend}): {source}")]
-    Backend {
-        key: String,
-        backend: &'static str,
-        source: BackendError,
-    },
+    Backend { key: String, backend: &'static str, source: BackendError },
     #[error("key {key} ({backend}) did not answer within {after:?}")]
-    Timeout {
-        key: String,
-        backend: &'static str,
-        after: Duration,
-    },
+    Timeout { key: String, backend: &'static str, after: Duration },
 }
 
 impl SignError {
@@ -80,12 +72,7 @@ pub struct KeyEntry {
 
 impl KeyEntry {
     pub fn new(name: impl Into<String>, backend: Arc<dyn KeyBackend>, policy: Policy) -> Self {
-        KeyEntry {
-            name: name.into(),
-            backend,
-            policy,
-            public_key: OnceLock::new(),
-        }
+        KeyEntry { name: name.into(), backend, policy, public_key: OnceLock::new() }
     }
 
     /// The public key, once the backend has answered (see [`Signer::probe_keys`]).
@@ -109,12 +96,7 @@ impl Signer {
         backend_timeout: Duration,
     ) -> Self {
         let keys = keys.into_iter().map(|k| (k.name.clone(), k)).collect();
-        Signer {
-            keys,
-            ratchet,
-            metrics,
-            backend_timeout,
-        }
+        Signer { keys, ratchet, metrics, backend_timeout }
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -138,9 +120,7 @@ impl Signer {
     pub async fn probe_keys(&self) -> Vec<SignError> {
         let mut failures = Vec::new();
         for entry in self.keys.values().filter(|k| k.public_key.get().is_none()) {
-            let labels = KeyLabels {
-                key: entry.name.clone(),
-            };
+            let labels = KeyLabels { key: entry.name.clone() };
             match tokio::time::timeout(self.backend_timeout, entry.backend.public_key()).await {
                 Ok(Ok(public_key)) => {
                     let _ = entry.public_key.set(public_key);
@@ -148,11 +128,7 @@ impl Signer {
                 }
                 Ok(Err(source)) => {
                     self.metrics.key_ready.get_or_create(&labels).set(0);
-                    failures.push(SignError::Backend {
-                        key: entry.name.clone(),
-                        backend: entry.backend.kind(),
-                        source,
-                    })
+                    failures.push(SignError::Backend { key: entry.name.clone(), backend: entry.backend.kind(), source })
                 }
                 Err(_) => failures.push(SignError::Timeout {
                     key: entry.name.clone(),
@@ -170,10 +146,7 @@ impl Signer {
             Ok(_) => {
                 self.metrics
                     .signatures
-                    .get_or_create(&SignatureLabels {
-                        key: request.key.to_string(),
-                        kind: request.kind.name(),
-                    })
+                    .get_or_create(&SignatureLabels { key: request.key.to_string(), kind: request.kind.name() })
                     .inc();
             }
             Err(error) => {
@@ -185,52 +158,24 @@ impl Signer {
     }
 
     async fn sign_inner(&self, request: &SignRequest<'_>) -> Result<Signature, SignError> {
-        let entry = self
-            .keys
-            .get(request.key)
-            .ok_or_else(|| SignError::UnknownKey(request.key.to_string()))?;
+        let entry = self.keys.get(request.key).ok_or_else(|| SignError::UnknownKey(request.key.to_string()))?;
         if !entry.policy.allows(request.kind) {
-            return Err(SignError::NotAllowed {
-                key: entry.name.clone(),
-                kind: request.kind,
-            });
+            return Err(SignError::NotAllowed { key: entry.name.clone(), kind: request.kind });
         }
         if let Some((mark, stream)) = request.mark {
-            let stream = StreamId {
-                key: entry.name.clone(),
-                chain: request.chain.to_string(),
-                stream,
-            };
-            let state = State {
-                mark,
-                payload_digest: Sha256::digest(request.payload).into(),
-            };
+            let stream = StreamId { key: entry.name.clone(), chain: request.chain.to_string(), stream };
+            let state = State { mark, payload_digest: Sha256::digest(request.payload).into() };
             self.ratchet.advance(&stream, state).await?;
         }
         let backend = entry.backend.kind();
-        let labels = BackendLabels {
-            backend,
-            key: entry.name.clone(),
-        };
+        let labels = BackendLabels { backend, key: entry.name.clone() };
         let started = Instant::now();
-        let outcome =
-            tokio::time::timeout(self.backend_timeout, entry.backend.sign(request.payload)).await;
-        self.metrics
-            .backend_sign_duration
-            .get_or_create(&labels)
-            .observe(started.elapsed().as_secs_f64());
+        let outcome = tokio::time::timeout(self.backend_timeout, entry.backend.sign(request.payload)).await;
+        self.metrics.backend_sign_duration.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
         let error = match outcome {
             Ok(Ok(signature)) => return Ok(signature),
-            Ok(Err(source)) => SignError::Backend {
-                key: entry.name.clone(),
-                backend,
-                source,
-            },
-            Err(_) => SignError::Timeout {
-                key: entry.name.clone(),
-                backend,
-                after: self.backend_timeout,
-            },
+            Ok(Err(source)) => SignError::Backend { key: entry.name.clone(), backend, source },
+            Err(_) => SignError::Timeout { key: entry.name.clone(), backend, after: self.backend_timeout },
         };
         self.metrics.backend_errors.get_or_create(&labels).inc();
         Err(error)
@@ -246,17 +191,8 @@ mod tests {
 
     fn signer() -> Signer {
         let key = SecretKey::from_bytes(Algorithm::Ed25519, &[1; 32]).unwrap();
-        let entry = KeyEntry::new(
-            "k",
-            Arc::new(LocalBackend::new(key)),
-            Policy::allowing([SignKind::AttoVote]),
-        );
-        Signer::new(
-            [entry],
-            Arc::new(MemoryRatchet::default()),
-            Arc::default(),
-            Duration::from_secs(1),
-        )
+        let entry = KeyEntry::new("k", Arc::new(LocalBackend::new(key)), Policy::allowing([SignKind::AttoVote]));
+        Signer::new([entry], Arc::new(MemoryRatchet::default()), Arc::default(), Duration::from_secs(1))
     }
 
     fn request(kind: SignKind, mark: Option<u64>, payload: &[u8]) -> SignRequest<'_> {
@@ -264,16 +200,7 @@ mod tests {
             key: "k",
             chain: "test",
             kind,
-            mark: mark.map(|level| {
-                (
-                    Mark {
-                        level,
-                        round: 0,
-                        step: 0,
-                    },
-                    "test",
-                )
-            }),
+            mark: mark.map(|level| (Mark { level, round: 0, step: 0 }, "test")),
             payload,
         }
     }
@@ -285,60 +212,24 @@ mod tests {
         assert!(signer.probe_keys().await.is_empty());
         assert!(signer.is_ready());
 
-        let signature = signer
-            .sign(request(SignKind::AttoVote, None, b"hello"))
-            .await
-            .unwrap();
-        signer
-            .key("k")
-            .unwrap()
-            .public_key()
-            .unwrap()
-            .verify(b"hello", &signature)
-            .unwrap();
+        let signature = signer.sign(request(SignKind::AttoVote, None, b"hello")).await.unwrap();
+        signer.key("k").unwrap().public_key().unwrap().verify(b"hello", &signature).unwrap();
 
-        let refused = signer
-            .sign(request(SignKind::AttoBlock, None, b"hello"))
-            .await
-            .unwrap_err();
+        let refused = signer.sign(request(SignKind::AttoBlock, None, b"hello")).await.unwrap_err();
         assert_eq!(refused.reason(), "not_allowed");
 
-        signer
-            .sign(request(SignKind::AttoVote, Some(5), b"a"))
-            .await
-            .unwrap();
-        signer
-            .sign(request(SignKind::AttoVote, Some(5), b"a"))
-            .await
-            .unwrap();
-        let double = signer
-            .sign(request(SignKind::AttoVote, Some(5), b"b"))
-            .await
-            .unwrap_err();
+        signer.sign(request(SignKind::AttoVote, Some(5), b"a")).await.unwrap();
+        signer.sign(request(SignKind::AttoVote, Some(5), b"a")).await.unwrap();
+        let double = signer.sign(request(SignKind::AttoVote, Some(5), b"b")).await.unwrap_err();
         assert_eq!(double.reason(), "ratchet");
         assert!(!double.is_retryable());
 
-        let unknown = SignRequest {
-            key: "other",
-            ..request(SignKind::AttoVote, None, b"x")
-        };
-        assert_eq!(
-            signer.sign(unknown).await.unwrap_err().reason(),
-            "unknown_key"
-        );
+        let unknown = SignRequest { key: "other", ..request(SignKind::AttoVote, None, b"x") };
+        assert_eq!(signer.sign(unknown).await.unwrap_err().reason(), "unknown_key");
 
         let metrics = signer.metrics().encode();
-        assert!(
-            metrics.contains(r#"sigil_signer_signatures_total{key="k",kind="atto_vote"} 3"#),
-            "{metrics}"
-        );
-        assert!(
-            metrics.contains(r#"sigil_signer_refusals_total{protocol="atto",reason="ratchet"} 1"#),
-            "{metrics}"
-        );
-        assert!(
-            metrics.contains(r#"sigil_signer_key_ready{key="k"} 1"#),
-            "{metrics}"
-        );
+        assert!(metrics.contains(r#"sigil_signer_signatures_total{key="k",kind="atto_vote"} 3"#), "{metrics}");
+        assert!(metrics.contains(r#"sigil_signer_refusals_total{protocol="atto",reason="ratchet"} 1"#), "{metrics}");
+        assert!(metrics.contains(r#"sigil_signer_key_ready{key="k"} 1"#), "{metrics}");
     }
 }

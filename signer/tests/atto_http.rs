@@ -34,10 +34,7 @@ fn config_mode(dir: &std::path::Path, capabilities: &str) -> SignerProcess {
         token = dir.join("token").display(),
     );
     std::fs::write(dir.join("signer.yaml"), config).unwrap();
-    SignerProcess::spawn(
-        &["--config", dir.join("signer.yaml").to_str().unwrap()],
-        &[],
-    )
+    SignerProcess::spawn(&["--config", dir.join("signer.yaml").to_str().unwrap()], &[])
 }
 
 #[test]
@@ -56,32 +53,15 @@ fn every_error_path_then_keeps_serving() {
 
     // A vote signs and verifies; lowercase hex in is fine.
     let block_hash = "AB".repeat(32);
-    let body = vote_body(
-        &public_key.to_lowercase(),
-        &block_hash.to_lowercase(),
-        1_704_616_010_000,
-    );
+    let body = vote_body(&public_key.to_lowercase(), &block_hash.to_lowercase(), 1_704_616_010_000);
     let response = http(api, "POST", "/votes", Some(TOKEN), Some(&body));
     assert_eq!(response.status, 200, "{response:?}");
     let signature = hex::decode(response.json()["signature"].as_str().unwrap()).unwrap();
     verifying_key(&public_key)
-        .verify(
-            &vote_hash(&public_key, &block_hash, 1_704_616_010_000),
-            &Signature::from_slice(&signature).unwrap(),
-        )
+        .verify(&vote_hash(&public_key, &block_hash, 1_704_616_010_000), &Signature::from_slice(&signature).unwrap())
         .unwrap();
     // "Bearer <token>" works too.
-    assert_eq!(
-        http(
-            api,
-            "POST",
-            "/votes",
-            Some(&format!("Bearer {TOKEN}")),
-            Some(&body)
-        )
-        .status,
-        200
-    );
+    assert_eq!(http(api, "POST", "/votes", Some(&format!("Bearer {TOKEN}")), Some(&body)).status, 200);
 
     // 401: no token, wrong token, also on GET; empty body.
     for (method, path, token) in [
@@ -102,24 +82,12 @@ fn every_error_path_then_keeps_serving() {
     );
     let response = http(api, "POST", "/blocks", Some(TOKEN), Some(&block));
     assert_eq!(response.status, 400);
-    assert_eq!(
-        response.json()["message"],
-        "Signing a block is not allowed. Capability BLOCK is missing."
-    );
+    assert_eq!(response.json()["message"], "Signing a block is not allowed. Capability BLOCK is missing.");
 
     // 400: a vote for another key.
-    let response = http(
-        api,
-        "POST",
-        "/votes",
-        Some(TOKEN),
-        Some(&vote_body(OTHER_KEY, &block_hash, 1)),
-    );
+    let response = http(api, "POST", "/votes", Some(TOKEN), Some(&vote_body(OTHER_KEY, &block_hash, 1)));
     assert_eq!(response.status, 400);
-    assert!(response.json()["message"]
-        .as_str()
-        .unwrap()
-        .starts_with(&format!("Different public key {OTHER_KEY}")));
+    assert!(response.json()["message"].as_str().unwrap().starts_with(&format!("Different public key {OTHER_KEY}")));
 
     // 400: malformed JSON, wrong shapes, bad hex, short challenge.
     for bad in [
@@ -130,21 +98,12 @@ fn every_error_path_then_keeps_serving() {
         &body.replace(&block_hash.to_lowercase(), "zz"),
         &format!(r#"{{"target":"{}","timestamp":1}}"#, "ab".repeat(10)),
     ] {
-        let path = if bad.contains("\"timestamp\":1}") && !bad.contains("blockHash") {
-            "/challenges"
-        } else {
-            "/votes"
-        };
+        let path =
+            if bad.contains("\"timestamp\":1}") && !bad.contains("blockHash") { "/challenges" } else { "/votes" };
         let response = http(api, "POST", path, Some(TOKEN), Some(bad));
         assert_eq!(response.status, 400, "{bad}: {response:?}");
         assert_eq!(response.header("content-type"), Some("application/json"));
-        assert!(
-            response.json()["message"]
-                .as_str()
-                .unwrap()
-                .contains("invalid request body"),
-            "{response:?}"
-        );
+        assert!(response.json()["message"].as_str().unwrap().contains("invalid request body"), "{response:?}");
     }
 
     // 413: oversize body.
@@ -159,18 +118,12 @@ fn every_error_path_then_keeps_serving() {
     // Still serving: the same vote signs again, identically (Ed25519 is deterministic).
     let again = http(api, "POST", "/votes", Some(TOKEN), Some(&body));
     assert_eq!(again.status, 200);
-    assert_eq!(
-        hex::decode(again.json()["signature"].as_str().unwrap()).unwrap(),
-        signature
-    );
+    assert_eq!(hex::decode(again.json()["signature"].as_str().unwrap()).unwrap(), signature);
 
     // Management: health (ours and upstream's paths), readiness, metrics that tell the story.
     let management = signer.management;
     assert_eq!(http(management, "GET", "/healthz", None, None).status, 200);
-    assert_eq!(
-        http(management, "GET", "/health", None, None).json()["status"],
-        "UP"
-    );
+    assert_eq!(http(management, "GET", "/health", None, None).json()["status"], "UP");
     assert_eq!(http(management, "GET", "/readyz", None, None).status, 200);
     let metrics = http(management, "GET", "/metrics", None, None);
     assert_eq!(metrics.status, 200);
@@ -185,26 +138,13 @@ fn every_error_path_then_keeps_serving() {
         "sigil_signer_request_duration_seconds_bucket",
         "sigil_signer_backend_sign_duration_seconds_bucket",
     ] {
-        assert!(
-            metrics.body.contains(expected),
-            "missing {expected}:\n{}",
-            metrics.body
-        );
+        assert!(metrics.body.contains(expected), "missing {expected}:\n{}", metrics.body);
     }
-    assert_eq!(
-        http(management, "GET", "/prometheus", None, None)
-            .body
-            .lines()
-            .count(),
-        metrics.body.lines().count()
-    );
+    assert_eq!(http(management, "GET", "/prometheus", None, None).body.lines().count(), metrics.body.lines().count());
 
     // No token and no key material in the logs.
     let logs = signer.drain_logs().join("\n");
-    assert!(
-        !logs.contains(TOKEN) && !logs.contains(SEED_HEX),
-        "secret in logs:\n{logs}"
-    );
+    assert!(!logs.contains(TOKEN) && !logs.contains(SEED_HEX), "secret in logs:\n{logs}");
 }
 
 #[test]
@@ -212,37 +152,23 @@ fn token_files_rotate_without_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let signer = config_mode(dir.path(), "VOTE");
     let api = signer.atto;
-    assert_eq!(
-        http(api, "GET", "/public-keys", Some(TOKEN), None).status,
-        200
-    );
+    assert_eq!(http(api, "GET", "/public-keys", Some(TOKEN), None).status, 200);
 
     // Rotate as the operator does: new token, the old one kept as token.previous.
     let new_token = "rotated-token-fedcba9876543210fedcba9876543210";
     std::fs::write(dir.path().join("token.previous"), TOKEN).unwrap();
     std::fs::write(dir.path().join("token"), new_token).unwrap();
-    wait_until(
-        "the new token to be accepted",
-        Duration::from_secs(10),
-        || http(api, "GET", "/public-keys", Some(new_token), None).status == 200,
-    );
-    assert_eq!(
-        http(api, "GET", "/public-keys", Some(TOKEN), None).status,
-        200,
-        "old token refused during grace"
-    );
+    wait_until("the new token to be accepted", Duration::from_secs(10), || {
+        http(api, "GET", "/public-keys", Some(new_token), None).status == 200
+    });
+    assert_eq!(http(api, "GET", "/public-keys", Some(TOKEN), None).status, 200, "old token refused during grace");
 
     // Grace over: token.previous emptied, the old token stops working.
     std::fs::write(dir.path().join("token.previous"), "").unwrap();
-    wait_until(
-        "the old token to be refused",
-        Duration::from_secs(10),
-        || http(api, "GET", "/public-keys", Some(TOKEN), None).status == 401,
-    );
-    assert_eq!(
-        http(api, "GET", "/public-keys", Some(new_token), None).status,
-        200
-    );
+    wait_until("the old token to be refused", Duration::from_secs(10), || {
+        http(api, "GET", "/public-keys", Some(TOKEN), None).status == 401
+    });
+    assert_eq!(http(api, "GET", "/public-keys", Some(new_token), None).status, 200);
 }
 
 #[test]
@@ -265,18 +191,10 @@ fn drop_in_environment_mode() {
     );
     let response = http(signer.atto, "GET", "/public-keys", Some(TOKEN), None);
     assert_eq!(response.json()["publicKey"], public_key.as_str());
-    let response = http(
-        signer.atto,
-        "POST",
-        "/votes",
-        Some(TOKEN),
-        Some(&vote_body(&public_key, &"01".repeat(32), i64::MAX)),
-    );
+    let response =
+        http(signer.atto, "POST", "/votes", Some(TOKEN), Some(&vote_body(&public_key, &"01".repeat(32), i64::MAX)));
     assert_eq!(response.status, 200, "{response:?}");
-    assert_eq!(
-        http(signer.management, "GET", "/readyz", None, None).status,
-        200
-    );
+    assert_eq!(http(signer.management, "GET", "/readyz", None, None).status, 200);
 }
 
 #[test]
@@ -284,12 +202,7 @@ fn startup_errors_are_clear_and_nothing_serves() {
     // No variables: every missing one named, no default key.
     let (code, _, err) = run_to_end(&[], &[], None);
     assert_eq!(code, 1);
-    assert!(
-        err.contains(
-            "ATTO_SIGNER_BACKEND, ATTO_SIGNER_KEY, ATTO_SIGNER_TOKEN, ATTO_SIGNER_CAPABILITIES"
-        ),
-        "{err}"
-    );
+    assert!(err.contains("ATTO_SIGNER_BACKEND, ATTO_SIGNER_KEY, ATTO_SIGNER_TOKEN, ATTO_SIGNER_CAPABILITIES"), "{err}");
 
     // A bad key: says which variable, never echoes it.
     let env = [
@@ -302,16 +215,14 @@ fn startup_errors_are_clear_and_nothing_serves() {
     ];
     let (code, _, err) = run_to_end(&[], &env, None);
     assert_eq!(code, 1);
-    assert!(
-        err.contains("ATTO_SIGNER_KEY") && err.contains("64 hex"),
-        "{err}"
-    );
+    assert!(err.contains("ATTO_SIGNER_KEY") && err.contains("64 hex"), "{err}");
     assert!(!err.contains("not-a-key-0123"), "{err}");
 
     // A config with a typo: names the field.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("signer.yaml");
-    std::fs::write(&path, "keys: {a: {local: {secretKey: x}}}\natto: {key: a, capabilities: [VOTE], tokenFiles: /t}\n").unwrap();
+    std::fs::write(&path, "keys: {a: {local: {secretKey: x}}}\natto: {key: a, capabilities: [VOTE], tokenFiles: /t}\n")
+        .unwrap();
     let (code, _, err) = run_to_end(&["--config", path.to_str().unwrap()], &[], None);
     assert_eq!(code, 1);
     assert!(err.contains("atto: unknown field `tokenFiles`"), "{err}");
@@ -324,8 +235,5 @@ fn startup_errors_are_clear_and_nothing_serves() {
     env[4] = ("ATTO_SIGNER_PORT", &port);
     let (code, _, err) = run_to_end(&[], &env, None);
     assert_eq!(code, 1);
-    assert!(
-        err.contains(&format!("cannot listen on 0.0.0.0:{port} (atto API)")),
-        "{err}"
-    );
+    assert!(err.contains(&format!("cannot listen on 0.0.0.0:{port} (atto API)")), "{err}");
 }

@@ -12,9 +12,7 @@ use common::*;
 /// The package directory, installed into the cache on first use (e2e/lib/atto-commons pins it).
 fn atto_commons() -> PathBuf {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../e2e/lib/atto-commons");
-    let output = Command::new(&script)
-        .output()
-        .expect("run e2e/lib/atto-commons");
+    let output = Command::new(&script).output().expect("run e2e/lib/atto-commons");
     assert!(
         output.status.success(),
         "installing @attocash/commons-core failed: {}",
@@ -48,19 +46,11 @@ fn the_atto_library_accepts_every_signature() {
         .expect("node runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "interop failed:\n{stdout}\n{stderr}"
-    );
-    let summary: serde_json::Value =
-        serde_json::from_str(stdout.trim()).expect("one JSON summary line");
+    assert!(output.status.success(), "interop failed:\n{stdout}\n{stderr}");
+    let summary: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON summary line");
     assert_eq!(summary["failures"], serde_json::json!([]));
     assert_eq!(
-        (
-            summary["blocks"].as_u64(),
-            summary["votes"].as_u64(),
-            summary["challenges"].as_u64()
-        ),
+        (summary["blocks"].as_u64(), summary["votes"].as_u64(), summary["challenges"].as_u64()),
         (Some(40), Some(40), Some(20))
     );
 }

@@ -15,42 +15,24 @@ fn generate_writes_a_private_file_and_never_overwrites() {
     let path = path.to_str().unwrap();
     for algorithm in ["ed25519", "secp256k1", "p256"] {
         let file = format!("{path}.{algorithm}");
-        let (code, out, err) = run_to_end(
-            &["key", "generate", "--algorithm", algorithm, "--out", &file],
-            &[],
-            None,
-        );
+        let (code, out, err) = run_to_end(&["key", "generate", "--algorithm", algorithm, "--out", &file], &[], None);
         assert_eq!(code, 0, "{err}");
         assert!(out.contains(&format!("algorithm:  {algorithm}")), "{out}");
         assert_eq!(out.contains("atto://"), algorithm == "ed25519", "{out}");
         let secret = std::fs::read_to_string(&file).unwrap();
         assert_eq!(secret.trim().len(), 64);
-        assert!(
-            !out.contains(secret.trim()) && !err.contains(secret.trim()),
-            "secret printed"
-        );
+        assert!(!out.contains(secret.trim()) && !err.contains(secret.trim()), "secret printed");
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(
-                std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
-                0o600
-            );
+            assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
         }
         // show reads it back to the same public key.
-        let (code, shown, _) = run_to_end(
-            &["key", "show", "--algorithm", algorithm, "--file", &file],
-            &[],
-            None,
-        );
+        let (code, shown, _) = run_to_end(&["key", "show", "--algorithm", algorithm, "--file", &file], &[], None);
         assert_eq!(code, 0);
         assert_eq!(shown, out);
         // A second generate to the same path is refused and the key is untouched.
-        let (code, _, err) = run_to_end(
-            &["key", "generate", "--algorithm", algorithm, "--out", &file],
-            &[],
-            None,
-        );
+        let (code, _, err) = run_to_end(&["key", "generate", "--algorithm", algorithm, "--out", &file], &[], None);
         assert_eq!(code, 1);
         assert!(err.contains("must not exist yet"), "{err}");
         assert_eq!(std::fs::read_to_string(&file).unwrap(), secret);
@@ -70,28 +52,14 @@ fn import_from_stdin_and_show_by_config_name() {
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("imported.key");
     let key = key.to_str().unwrap();
-    let (code, out, err) = run_to_end(
-        &["key", "import", "--out", key],
-        &[],
-        Some(&format!("{ZERO_SEED}\n")),
-    );
+    let (code, out, err) = run_to_end(&["key", "import", "--out", key], &[], Some(&format!("{ZERO_SEED}\n")));
     assert_eq!(code, 0, "{err}");
-    assert!(
-        out.contains(ZERO_PUBLIC) && out.contains(ZERO_ADDRESS),
-        "{out}"
-    );
+    assert!(out.contains(ZERO_PUBLIC) && out.contains(ZERO_ADDRESS), "{out}");
 
-    let (code, _, err) = run_to_end(
-        &["key", "import", "--out", &format!("{key}.bad")],
-        &[],
-        Some("xyz"),
-    );
+    let (code, _, err) = run_to_end(&["key", "import", "--out", &format!("{key}.bad")], &[], Some("xyz"));
     assert_eq!(code, 1);
     assert!(err.contains("64 hex"), "{err}");
-    assert!(
-        !std::path::Path::new(&format!("{key}.bad")).exists(),
-        "nothing written for a bad key"
-    );
+    assert!(!std::path::Path::new(&format!("{key}.bad")).exists(), "nothing written for a bad key");
 
     let config = dir.path().join("signer.yaml");
     std::fs::write(
@@ -100,18 +68,10 @@ fn import_from_stdin_and_show_by_config_name() {
     )
     .unwrap();
     let config = config.to_str().unwrap();
-    let (code, out, err) = run_to_end(
-        &["--config", config, "key", "show", "--key", "voter"],
-        &[],
-        None,
-    );
+    let (code, out, err) = run_to_end(&["--config", config, "key", "show", "--key", "voter"], &[], None);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains(ZERO_PUBLIC), "{out}");
-    let (code, _, err) = run_to_end(
-        &["--config", config, "key", "show", "--key", "baker"],
-        &[],
-        None,
-    );
+    let (code, _, err) = run_to_end(&["--config", config, "key", "show", "--key", "baker"], &[], None);
     assert_eq!(code, 1);
     assert!(err.contains("no key named \"baker\""), "{err}");
 

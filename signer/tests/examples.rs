@@ -9,11 +9,8 @@ use sigil_signer::config::SignerConfig;
 
 fn examples() -> Vec<PathBuf> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(is_signer_config)
-        .collect();
+    let mut files: Vec<PathBuf> =
+        std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).filter(is_signer_config).collect();
     files.sort();
     files
 }
@@ -21,8 +18,7 @@ fn examples() -> Vec<PathBuf> {
 /// Signer configs have a top-level `keys:`; other YAML (Kubernetes manifests) is someone else's.
 fn is_signer_config(path: &PathBuf) -> bool {
     path.extension().is_some_and(|e| e == "yaml")
-        && std::fs::read_to_string(path)
-            .is_ok_and(|text| text.lines().any(|l| l.starts_with("keys:")))
+        && std::fs::read_to_string(path).is_ok_and(|text| text.lines().any(|l| l.starts_with("keys:")))
 }
 
 #[test]
@@ -49,17 +45,8 @@ fn the_local_example_serves_and_signs() {
         &["--config", copy.to_str().unwrap()],
         &[("ATTO_SIGNER_KEY", SEED_HEX), ("ATTO_SIGNER_TOKEN", TOKEN)],
     );
-    let public_key = http(signer.atto, "GET", "/public-keys", Some(TOKEN), None).json()
-        ["publicKey"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let response = http(
-        signer.atto,
-        "POST",
-        "/votes",
-        Some(TOKEN),
-        Some(&vote_body(&public_key, &"CD".repeat(32), 5)),
-    );
+    let public_key =
+        http(signer.atto, "GET", "/public-keys", Some(TOKEN), None).json()["publicKey"].as_str().unwrap().to_string();
+    let response = http(signer.atto, "POST", "/votes", Some(TOKEN), Some(&vote_body(&public_key, &"CD".repeat(32), 5)));
     assert_eq!(response.status, 200, "{response:?}");
 }

@@ -33,10 +33,7 @@ pub enum LocalKeyError {
     #[error("set exactly one of secretKey, secretKeyFile or secretKeyEnv (found {0})")]
     SourceCount(usize),
     #[error("cannot read secretKeyFile {path}: {source}")]
-    ReadFile {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    ReadFile { path: PathBuf, source: std::io::Error },
     #[error("environment variable {0} is not set or empty")]
     MissingEnv(String),
     #[error("{origin}: {source}")]
@@ -47,11 +44,7 @@ impl LocalKeyConfig {
     /// Reads the secret. Returns the key and, for a file readable by group or others, a warning.
     pub fn load(&self) -> Result<(SecretKey, Option<String>), LocalKeyError> {
         let algorithm = self.algorithm.unwrap_or(Algorithm::Ed25519);
-        let sources = [
-            self.secret_key.is_some(),
-            self.secret_key_file.is_some(),
-            self.secret_key_env.is_some(),
-        ];
+        let sources = [self.secret_key.is_some(), self.secret_key_file.is_some(), self.secret_key_env.is_some()];
         let count = sources.iter().filter(|s| **s).count();
         if count != 1 {
             return Err(LocalKeyError::SourceCount(count));
@@ -61,25 +54,16 @@ impl LocalKeyConfig {
             (Zeroizing::new(inline.clone()), "secretKey".to_string())
         } else if let Some(path) = &self.secret_key_file {
             warning = loose_permissions_warning(path);
-            let text = std::fs::read_to_string(path).map_err(|source| LocalKeyError::ReadFile {
-                path: path.clone(),
-                source,
-            })?;
-            (
-                Zeroizing::new(text),
-                format!("secretKeyFile {}", path.display()),
-            )
+            let text = crate::files::read_bounded(path, crate::files::SECRET_FILE_LIMIT)
+                .map_err(|source| LocalKeyError::ReadFile { path: path.clone(), source })?;
+            (text, format!("secretKeyFile {}", path.display()))
         } else {
             let name = self.secret_key_env.as_deref().unwrap_or_default();
             let value = std::env::var(name).ok().filter(|v| !v.trim().is_empty());
             let value = value.ok_or_else(|| LocalKeyError::MissingEnv(name.to_string()))?;
-            (
-                Zeroizing::new(value),
-                format!("environment variable {name}"),
-            )
+            (Zeroizing::new(value), format!("environment variable {name}"))
         };
-        let key = SecretKey::from_hex(algorithm, &text)
-            .map_err(|source| LocalKeyError::Invalid { origin, source })?;
+        let key = SecretKey::from_hex(algorithm, &text).map_err(|source| LocalKeyError::Invalid { origin, source })?;
         Ok((key, warning))
     }
 }
@@ -126,9 +110,7 @@ impl KeyBackend for LocalBackend {
     }
 
     async fn sign(&self, payload: &[u8]) -> Result<Signature, BackendError> {
-        self.key
-            .sign(payload)
-            .map_err(|e| BackendError::Permanent(e.to_string()))
+        self.key.sign(payload).map_err(|e| BackendError::Permanent(e.to_string()))
     }
 }
 
@@ -140,10 +122,7 @@ mod tests {
 
     #[test]
     fn loads_from_each_source() {
-        let inline = LocalKeyConfig {
-            secret_key: Some(SEED.into()),
-            ..Default::default()
-        };
+        let inline = LocalKeyConfig { secret_key: Some(SEED.into()), ..Default::default() };
         let (key, warning) = inline.load().unwrap();
         assert_eq!(key.algorithm(), Algorithm::Ed25519);
         assert!(warning.is_none());
@@ -167,10 +146,7 @@ mod tests {
         assert!(warning.unwrap().contains("chmod 600"));
 
         std::env::set_var("SIGIL_TEST_LOCAL_KEY", SEED);
-        let env = LocalKeyConfig {
-            secret_key_env: Some("SIGIL_TEST_LOCAL_KEY".into()),
-            ..Default::default()
-        };
+        let env = LocalKeyConfig { secret_key_env: Some("SIGIL_TEST_LOCAL_KEY".into()), ..Default::default() };
         assert_eq!(env.load().unwrap().0.public_key(), key.public_key());
     }
 
@@ -178,30 +154,13 @@ mod tests {
     fn errors_say_what_is_wrong_without_the_secret() {
         let none = LocalKeyConfig::default();
         assert!(none.load().unwrap_err().to_string().contains("exactly one"));
-        let missing = LocalKeyConfig {
-            secret_key_env: Some("SIGIL_TEST_UNSET_VAR".into()),
-            ..Default::default()
-        };
-        assert!(missing
-            .load()
-            .unwrap_err()
-            .to_string()
-            .contains("SIGIL_TEST_UNSET_VAR"));
-        let bad = LocalKeyConfig {
-            secret_key: Some("c0ffee-secret".into()),
-            ..Default::default()
-        };
+        let missing = LocalKeyConfig { secret_key_env: Some("SIGIL_TEST_UNSET_VAR".into()), ..Default::default() };
+        assert!(missing.load().unwrap_err().to_string().contains("SIGIL_TEST_UNSET_VAR"));
+        let bad = LocalKeyConfig { secret_key: Some("c0ffee-secret".into()), ..Default::default() };
         let message = bad.load().unwrap_err().to_string();
         assert!(message.contains("64 hex"), "{message}");
         assert!(!message.contains("c0ffee"), "{message}");
-        let nofile = LocalKeyConfig {
-            secret_key_file: Some("/nonexistent/key".into()),
-            ..Default::default()
-        };
-        assert!(nofile
-            .load()
-            .unwrap_err()
-            .to_string()
-            .contains("/nonexistent/key"));
+        let nofile = LocalKeyConfig { secret_key_file: Some("/nonexistent/key".into()), ..Default::default() };
+        assert!(nofile.load().unwrap_err().to_string().contains("/nonexistent/key"));
     }
 }

@@ -59,15 +59,9 @@ pub enum KeyError {
     #[error("unknown algorithm {0:?}: expected ed25519, secp256k1 or p256")]
     UnknownAlgorithm(String),
     #[error("invalid {algorithm} secret key: {reason}")]
-    InvalidSecretKey {
-        algorithm: Algorithm,
-        reason: String,
-    },
+    InvalidSecretKey { algorithm: Algorithm, reason: String },
     #[error("invalid {algorithm} public key: {reason}")]
-    InvalidPublicKey {
-        algorithm: Algorithm,
-        reason: String,
-    },
+    InvalidPublicKey { algorithm: Algorithm, reason: String },
     #[error("{algorithm} signs a 32-byte digest, got {len} bytes")]
     PayloadNotDigest { algorithm: Algorithm, len: usize },
     #[error("signature does not verify")]
@@ -83,15 +77,11 @@ pub struct PublicKey {
 
 impl PublicKey {
     pub fn from_bytes(algorithm: Algorithm, bytes: &[u8]) -> Result<Self, KeyError> {
-        let invalid = |reason: &str| KeyError::InvalidPublicKey {
-            algorithm,
-            reason: reason.into(),
-        };
+        let invalid = |reason: &str| KeyError::InvalidPublicKey { algorithm, reason: reason.into() };
         let bytes = match algorithm {
             Algorithm::Ed25519 => {
                 let arr: [u8; 32] = bytes.try_into().map_err(|_| invalid("expected 32 bytes"))?;
-                ed25519_dalek::VerifyingKey::from_bytes(&arr)
-                    .map_err(|_| invalid("not a curve point"))?;
+                ed25519_dalek::VerifyingKey::from_bytes(&arr).map_err(|_| invalid("not a curve point"))?;
                 arr.to_vec()
             }
             Algorithm::Secp256k1 => k256::ecdsa::VerifyingKey::from_sec1_bytes(bytes)
@@ -124,29 +114,21 @@ impl PublicKey {
         }
         match self.algorithm {
             Algorithm::Ed25519 => {
-                let arr: [u8; 32] = self
-                    .bytes
-                    .as_slice()
-                    .try_into()
-                    .map_err(|_| KeyError::BadSignature)?;
-                let key = ed25519_dalek::VerifyingKey::from_bytes(&arr)
-                    .map_err(|_| KeyError::BadSignature)?;
+                let arr: [u8; 32] = self.bytes.as_slice().try_into().map_err(|_| KeyError::BadSignature)?;
+                let key = ed25519_dalek::VerifyingKey::from_bytes(&arr).map_err(|_| KeyError::BadSignature)?;
                 let sig = ed25519_dalek::Signature::from_bytes(&signature.bytes);
-                key.verify_strict(payload, &sig)
-                    .map_err(|_| KeyError::BadSignature)
+                key.verify_strict(payload, &sig).map_err(|_| KeyError::BadSignature)
             }
             Algorithm::Secp256k1 => {
-                let key = k256::ecdsa::VerifyingKey::from_sec1_bytes(&self.bytes)
-                    .map_err(|_| KeyError::BadSignature)?;
-                let sig = k256::ecdsa::Signature::from_slice(&signature.bytes)
-                    .map_err(|_| KeyError::BadSignature)?;
+                let key =
+                    k256::ecdsa::VerifyingKey::from_sec1_bytes(&self.bytes).map_err(|_| KeyError::BadSignature)?;
+                let sig = k256::ecdsa::Signature::from_slice(&signature.bytes).map_err(|_| KeyError::BadSignature)?;
                 verify_prehash(&key, self.algorithm, payload, &sig)
             }
             Algorithm::P256 => {
-                let key = p256::ecdsa::VerifyingKey::from_sec1_bytes(&self.bytes)
-                    .map_err(|_| KeyError::BadSignature)?;
-                let sig = p256::ecdsa::Signature::from_slice(&signature.bytes)
-                    .map_err(|_| KeyError::BadSignature)?;
+                let key =
+                    p256::ecdsa::VerifyingKey::from_sec1_bytes(&self.bytes).map_err(|_| KeyError::BadSignature)?;
+                let sig = p256::ecdsa::Signature::from_slice(&signature.bytes).map_err(|_| KeyError::BadSignature)?;
                 verify_prehash(&key, self.algorithm, payload, &sig)
             }
         }
@@ -164,24 +146,15 @@ mod ecdsa_verify {
         sig: &S,
     ) -> Result<(), KeyError> {
         if digest.len() != 32 {
-            return Err(KeyError::PayloadNotDigest {
-                algorithm,
-                len: digest.len(),
-            });
+            return Err(KeyError::PayloadNotDigest { algorithm, len: digest.len() });
         }
-        key.verify_prehash(digest, sig)
-            .map_err(|_| KeyError::BadSignature)
+        key.verify_prehash(digest, sig).map_err(|_| KeyError::BadSignature)
     }
 }
 
 impl fmt::Debug for PublicKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "PublicKey({}:{})",
-            self.algorithm,
-            hex::encode(&self.bytes)
-        )
+        write!(f, "PublicKey({}:{})", self.algorithm, hex::encode(&self.bytes))
     }
 }
 
@@ -206,12 +179,7 @@ impl Signature {
 
 impl fmt::Debug for Signature {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "Signature({}:{})",
-            self.algorithm,
-            hex::encode(self.bytes)
-        )
+        write!(f, "Signature({}:{})", self.algorithm, hex::encode(self.bytes))
     }
 }
 
@@ -234,35 +202,26 @@ impl SecretKey {
 
     /// From the 32-byte secret: the Ed25519 seed (RFC 8032), or the ECDSA scalar (big-endian).
     pub fn from_bytes(algorithm: Algorithm, bytes: &[u8]) -> Result<Self, KeyError> {
-        let invalid = |reason: &str| KeyError::InvalidSecretKey {
-            algorithm,
-            reason: reason.into(),
-        };
-        let arr: &[u8; 32] = bytes
-            .try_into()
-            .map_err(|_| invalid(&format!("expected 32 bytes, got {}", bytes.len())))?;
+        let invalid = |reason: &str| KeyError::InvalidSecretKey { algorithm, reason: reason.into() };
+        let arr: &[u8; 32] =
+            bytes.try_into().map_err(|_| invalid(&format!("expected 32 bytes, got {}", bytes.len())))?;
         Ok(match algorithm {
             Algorithm::Ed25519 => SecretKey::Ed25519(ed25519_dalek::SigningKey::from_bytes(arr)),
             Algorithm::Secp256k1 => SecretKey::Secp256k1(
-                k256::ecdsa::SigningKey::from_slice(arr)
-                    .map_err(|_| invalid("scalar out of range"))?,
+                k256::ecdsa::SigningKey::from_slice(arr).map_err(|_| invalid("scalar out of range"))?,
             ),
-            Algorithm::P256 => SecretKey::P256(
-                p256::ecdsa::SigningKey::from_slice(arr)
-                    .map_err(|_| invalid("scalar out of range"))?,
-            ),
+            Algorithm::P256 => {
+                SecretKey::P256(p256::ecdsa::SigningKey::from_slice(arr).map_err(|_| invalid("scalar out of range"))?)
+            }
         })
     }
 
     /// From 64 hex characters (either case, surrounding whitespace ignored).
     pub fn from_hex(algorithm: Algorithm, text: &str) -> Result<Self, KeyError> {
-        let bytes =
-            Zeroizing::new(
-                hex::decode(text.trim()).map_err(|_| KeyError::InvalidSecretKey {
-                    algorithm,
-                    reason: "expected 64 hex characters".into(),
-                })?,
-            );
+        let bytes = Zeroizing::new(
+            hex::decode(text.trim())
+                .map_err(|_| KeyError::InvalidSecretKey { algorithm, reason: "expected 64 hex characters".into() })?,
+        );
         Self::from_bytes(algorithm, &bytes)
     }
 
@@ -285,14 +244,10 @@ impl SecretKey {
     pub fn public_key(&self) -> PublicKey {
         let (algorithm, bytes) = match self {
             SecretKey::Ed25519(k) => (Algorithm::Ed25519, k.verifying_key().to_bytes().to_vec()),
-            SecretKey::Secp256k1(k) => (
-                Algorithm::Secp256k1,
-                k.verifying_key().to_encoded_point(true).as_bytes().to_vec(),
-            ),
-            SecretKey::P256(k) => (
-                Algorithm::P256,
-                k.verifying_key().to_encoded_point(true).as_bytes().to_vec(),
-            ),
+            SecretKey::Secp256k1(k) => {
+                (Algorithm::Secp256k1, k.verifying_key().to_encoded_point(true).as_bytes().to_vec())
+            }
+            SecretKey::P256(k) => (Algorithm::P256, k.verifying_key().to_encoded_point(true).as_bytes().to_vec()),
         };
         PublicKey { algorithm, bytes }
     }
@@ -302,29 +257,20 @@ impl SecretKey {
         use k256::ecdsa::signature::hazmat::PrehashSigner;
         let algorithm = self.algorithm();
         if algorithm.signs_digest() && payload.len() != 32 {
-            return Err(KeyError::PayloadNotDigest {
-                algorithm,
-                len: payload.len(),
-            });
+            return Err(KeyError::PayloadNotDigest { algorithm, len: payload.len() });
         }
         let bytes: [u8; 64] = match self {
             SecretKey::Ed25519(k) => k.sign(payload).to_bytes(),
             SecretKey::Secp256k1(k) => {
-                let sig: k256::ecdsa::Signature =
-                    k.sign_prehash(payload)
-                        .map_err(|_| KeyError::PayloadNotDigest {
-                            algorithm,
-                            len: payload.len(),
-                        })?;
+                let sig: k256::ecdsa::Signature = k
+                    .sign_prehash(payload)
+                    .map_err(|_| KeyError::PayloadNotDigest { algorithm, len: payload.len() })?;
                 sig.normalize_s().unwrap_or(sig).to_bytes().into()
             }
             SecretKey::P256(k) => {
-                let sig: p256::ecdsa::Signature =
-                    k.sign_prehash(payload)
-                        .map_err(|_| KeyError::PayloadNotDigest {
-                            algorithm,
-                            len: payload.len(),
-                        })?;
+                let sig: p256::ecdsa::Signature = k
+                    .sign_prehash(payload)
+                    .map_err(|_| KeyError::PayloadNotDigest { algorithm, len: payload.len() })?;
                 sig.normalize_s().unwrap_or(sig).to_bytes().into()
             }
         };
@@ -334,12 +280,7 @@ impl SecretKey {
 
 impl fmt::Debug for SecretKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "SecretKey({}, public {:?})",
-            self.algorithm(),
-            self.public_key()
-        )
+        write!(f, "SecretKey({}, public {:?})", self.algorithm(), self.public_key())
     }
 }
 
@@ -367,16 +308,9 @@ mod tests {
     #[test]
     fn ecdsa_signatures_are_low_s_and_verify() {
         // Half the curve order: S above it is "high" and must never leave the signer.
-        let k256_half =
-            hex::decode("7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0")
-                .unwrap();
-        let p256_half =
-            hex::decode("7FFFFFFF800000007FFFFFFFFFFFFFFFDE737D56D38BCF4279DCE5617E3192A8")
-                .unwrap();
-        for (algorithm, half) in [
-            (Algorithm::Secp256k1, k256_half),
-            (Algorithm::P256, p256_half),
-        ] {
+        let k256_half = hex::decode("7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0").unwrap();
+        let p256_half = hex::decode("7FFFFFFF800000007FFFFFFFFFFFFFFFDE737D56D38BCF4279DCE5617E3192A8").unwrap();
+        for (algorithm, half) in [(Algorithm::Secp256k1, k256_half), (Algorithm::P256, p256_half)] {
             let key = SecretKey::generate(algorithm);
             for i in 0u8..64 {
                 let digest = [i; 32];
@@ -384,10 +318,7 @@ mod tests {
                 assert!(sig.to_bytes()[32..] <= half[..], "{algorithm}: high S");
                 key.public_key().verify(&digest, &sig).unwrap();
             }
-            assert_eq!(
-                key.sign(b"not a digest").unwrap_err(),
-                KeyError::PayloadNotDigest { algorithm, len: 12 }
-            );
+            assert_eq!(key.sign(b"not a digest").unwrap_err(), KeyError::PayloadNotDigest { algorithm, len: 12 });
         }
     }
 

@@ -20,10 +20,7 @@ impl Ratchet for MemoryRatchet {
     }
 
     async fn advance(&self, stream: &StreamId, next: State) -> Result<Verdict, RatchetError> {
-        let mut states = self
-            .states
-            .lock()
-            .map_err(|_| RatchetError::Unavailable("lock poisoned".into()))?;
+        let mut states = self.states.lock().map_err(|_| RatchetError::Unavailable("lock poisoned".into()))?;
         let verdict = check(stream, states.get(stream), &next)?;
         if verdict == Verdict::Advance {
             states.insert(stream.clone(), next);
@@ -40,24 +37,9 @@ mod tests {
     #[tokio::test]
     async fn streams_are_independent_and_marks_only_rise() {
         let ratchet = MemoryRatchet::default();
-        let a = StreamId {
-            key: "a".into(),
-            chain: "c".into(),
-            stream: "block",
-        };
-        let b = StreamId {
-            key: "b".into(),
-            chain: "c".into(),
-            stream: "block",
-        };
-        let at = |level| State {
-            mark: Mark {
-                level,
-                round: 0,
-                step: 0,
-            },
-            payload_digest: [level as u8; 32],
-        };
+        let a = StreamId { key: "a".into(), chain: "c".into(), stream: "block" };
+        let b = StreamId { key: "b".into(), chain: "c".into(), stream: "block" };
+        let at = |level| State { mark: Mark { level, round: 0, step: 0 }, payload_digest: [level as u8; 32] };
         assert_eq!(ratchet.advance(&a, at(5)).await, Ok(Verdict::Advance));
         assert_eq!(ratchet.advance(&b, at(1)).await, Ok(Verdict::Advance));
         assert_eq!(ratchet.advance(&a, at(5)).await, Ok(Verdict::Repeat));

@@ -20,11 +20,7 @@ pub struct Mark {
 
 impl fmt::Display for Mark {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "level {} round {} step {}",
-            self.level, self.round, self.step
-        )
+        write!(f, "level {} round {} step {}", self.level, self.round, self.step)
     }
 }
 
@@ -62,22 +58,13 @@ pub enum Verdict {
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum RatchetError {
     #[error("refused: {stream} is at {current}, request is for {requested}{}", if *.same_mark { " with a different payload" } else { "" })]
-    Refused {
-        stream: String,
-        current: Mark,
-        requested: Mark,
-        same_mark: bool,
-    },
+    Refused { stream: String, current: Mark, requested: Mark, same_mark: bool },
     #[error("ratchet store unavailable (refusing to sign): {0}")]
     Unavailable(String),
 }
 
 /// The double-sign rule.
-pub fn check(
-    stream: &StreamId,
-    previous: Option<&State>,
-    next: &State,
-) -> Result<Verdict, RatchetError> {
+pub fn check(stream: &StreamId, previous: Option<&State>, next: &State) -> Result<Verdict, RatchetError> {
     let Some(previous) = previous else {
         return Ok(Verdict::Advance);
     };
@@ -110,42 +97,20 @@ mod tests {
     use super::*;
 
     fn state(level: u64, round: u64, step: u8, payload: u8) -> State {
-        State {
-            mark: Mark { level, round, step },
-            payload_digest: [payload; 32],
-        }
+        State { mark: Mark { level, round, step }, payload_digest: [payload; 32] }
     }
 
     #[test]
     fn the_rule() {
-        let stream = StreamId {
-            key: "k".into(),
-            chain: "c".into(),
-            stream: "block",
-        };
+        let stream = StreamId { key: "k".into(), chain: "c".into(), stream: "block" };
         let prev = state(10, 1, 0, 1);
         assert_eq!(check(&stream, None, &prev), Ok(Verdict::Advance));
-        assert_eq!(
-            check(&stream, Some(&prev), &state(11, 0, 0, 2)),
-            Ok(Verdict::Advance)
-        );
-        assert_eq!(
-            check(&stream, Some(&prev), &state(10, 2, 0, 2)),
-            Ok(Verdict::Advance)
-        );
-        assert_eq!(
-            check(&stream, Some(&prev), &state(10, 1, 1, 2)),
-            Ok(Verdict::Advance)
-        );
-        assert_eq!(
-            check(&stream, Some(&prev), &state(10, 1, 0, 1)),
-            Ok(Verdict::Repeat)
-        );
+        assert_eq!(check(&stream, Some(&prev), &state(11, 0, 0, 2)), Ok(Verdict::Advance));
+        assert_eq!(check(&stream, Some(&prev), &state(10, 2, 0, 2)), Ok(Verdict::Advance));
+        assert_eq!(check(&stream, Some(&prev), &state(10, 1, 1, 2)), Ok(Verdict::Advance));
+        assert_eq!(check(&stream, Some(&prev), &state(10, 1, 0, 1)), Ok(Verdict::Repeat));
         let refused = check(&stream, Some(&prev), &state(10, 1, 0, 2)).unwrap_err();
-        assert!(
-            refused.to_string().contains("different payload"),
-            "{refused}"
-        );
+        assert!(refused.to_string().contains("different payload"), "{refused}");
         assert!(check(&stream, Some(&prev), &state(9, 5, 5, 1)).is_err());
         assert!(check(&stream, Some(&prev), &state(10, 0, 9, 1)).is_err());
     }

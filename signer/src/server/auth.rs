@@ -23,10 +23,7 @@ pub enum TokenError {
     #[error("environment variable {0} is not set or empty")]
     MissingEnv(String),
     #[error("cannot read token file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("token file {0} is empty")]
     Empty(PathBuf),
 }
@@ -65,11 +62,7 @@ impl TokenAuth {
         let warning = (shortest < SHORT_TOKEN).then(|| {
             format!("the API token is only {shortest} characters long; use at least {SHORT_TOKEN} random characters")
         });
-        let auth = TokenAuth {
-            source,
-            accepted: RwLock::new(accepted),
-            last_reload: Mutex::new(Instant::now()),
-        };
+        let auth = TokenAuth { source, accepted: RwLock::new(accepted), last_reload: Mutex::new(Instant::now()) };
         Ok((auth, warning))
     }
 
@@ -93,10 +86,7 @@ impl TokenAuth {
 
     fn matches(&self, presented: &[u8]) -> bool {
         let raw = digest(presented);
-        let bearer = presented
-            .strip_prefix(b"Bearer ")
-            .map(digest)
-            .unwrap_or([0; 32]);
+        let bearer = presented.strip_prefix(b"Bearer ").map(digest).unwrap_or([0; 32]);
         let accepted = self.accepted.read().unwrap_or_else(|e| e.into_inner());
         let mut ok = subtle::Choice::from(0);
         for token in accepted.iter() {
@@ -123,10 +113,7 @@ impl TokenAuth {
             Ok((fresh, _)) => {
                 let mut accepted = self.accepted.write().unwrap_or_else(|e| e.into_inner());
                 if *accepted != fresh {
-                    tracing::info!(
-                        tokens = fresh.len(),
-                        "API token files changed; accepting the new set"
-                    );
+                    tracing::info!(tokens = fresh.len(), "API token files changed; accepting the new set");
                     *accepted = fresh;
                     return true;
                 }
@@ -170,11 +157,7 @@ fn read_tokens(source: &TokenSource) -> Result<(Vec<TokenDigest>, usize), TokenE
             let mut tokens = vec![digest(current.as_bytes())];
             let previous = match read_token_file(&previous_path(path)) {
                 Ok(previous) => previous,
-                Err(TokenError::Read { source, .. })
-                    if source.kind() == std::io::ErrorKind::NotFound =>
-                {
-                    None
-                }
+                Err(TokenError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => None,
                 Err(error) => return Err(error),
             };
             if let Some(previous) = previous {
@@ -188,13 +171,8 @@ fn read_tokens(source: &TokenSource) -> Result<(Vec<TokenDigest>, usize), TokenE
 /// The file's token with surrounding whitespace removed (Secrets made from files often end in a
 /// newline); `None` when it is empty.
 fn read_token_file(path: &Path) -> Result<Option<Zeroizing<String>>, TokenError> {
-    let text =
-        Zeroizing::new(
-            std::fs::read_to_string(path).map_err(|source| TokenError::Read {
-                path: path.to_path_buf(),
-                source,
-            })?,
-        );
+    let text = crate::files::read_bounded(path, crate::files::SECRET_FILE_LIMIT)
+        .map_err(|source| TokenError::Read { path: path.to_path_buf(), source })?;
     let trimmed = text.trim();
     Ok((!trimmed.is_empty()).then(|| Zeroizing::new(trimmed.to_string())))
 }
@@ -209,17 +187,11 @@ mod tests {
 
     #[test]
     fn env_token_raw_or_bearer() {
-        std::env::set_var(
-            "SIGIL_TEST_TOKEN_A",
-            "a-long-enough-token-for-the-test-0001",
-        );
-        let (auth, warning) =
-            TokenAuth::load(TokenSource::Env("SIGIL_TEST_TOKEN_A".into())).unwrap();
+        std::env::set_var("SIGIL_TEST_TOKEN_A", "a-long-enough-token-for-the-test-0001");
+        let (auth, warning) = TokenAuth::load(TokenSource::Env("SIGIL_TEST_TOKEN_A".into())).unwrap();
         assert!(warning.is_none());
         assert!(auth.check(Some(&header("a-long-enough-token-for-the-test-0001"))));
-        assert!(auth.check(Some(&header(
-            "Bearer a-long-enough-token-for-the-test-0001"
-        ))));
+        assert!(auth.check(Some(&header("Bearer a-long-enough-token-for-the-test-0001"))));
         assert!(!auth.check(Some(&header("a-long-enough-token-for-the-test-0002"))));
         assert!(!auth.check(Some(&header("Bearer "))));
         assert!(!auth.check(Some(&header(""))));
@@ -229,12 +201,7 @@ mod tests {
             Err(TokenError::MissingEnv(_))
         ));
         std::env::set_var("SIGIL_TEST_TOKEN_SHORT", "short");
-        assert!(
-            TokenAuth::load(TokenSource::Env("SIGIL_TEST_TOKEN_SHORT".into()))
-                .unwrap()
-                .1
-                .is_some()
-        );
+        assert!(TokenAuth::load(TokenSource::Env("SIGIL_TEST_TOKEN_SHORT".into())).unwrap().1.is_some());
     }
 
     #[test]
@@ -279,14 +246,8 @@ mod tests {
     fn missing_or_empty_file_is_a_startup_error() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("token");
-        assert!(matches!(
-            TokenAuth::load(TokenSource::File(path.clone())),
-            Err(TokenError::Read { .. })
-        ));
+        assert!(matches!(TokenAuth::load(TokenSource::File(path.clone())), Err(TokenError::Read { .. })));
         std::fs::write(&path, "  \n").unwrap();
-        assert!(matches!(
-            TokenAuth::load(TokenSource::File(path)),
-            Err(TokenError::Empty(_))
-        ));
+        assert!(matches!(TokenAuth::load(TokenSource::File(path)), Err(TokenError::Empty(_))));
     }
 }

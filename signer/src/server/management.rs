@@ -15,15 +15,7 @@ pub fn router(signer: Arc<Signer>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         // attocash/signer's actuator paths, so existing probes and scrape configs keep working.
-        .route(
-            "/health",
-            get(|| async {
-                (
-                    [(header::CONTENT_TYPE, "application/json")],
-                    r#"{"status":"UP"}"#,
-                )
-            }),
-        )
+        .route("/health", get(|| async { ([(header::CONTENT_TYPE, "application/json")], r#"{"status":"UP"}"#) }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/prometheus", get(metrics))
@@ -35,27 +27,14 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(signer): State<Arc<Signer>>) -> impl IntoResponse {
-    let waiting: Vec<&str> = signer
-        .keys()
-        .filter(|k| k.public_key().is_none())
-        .map(|k| k.name.as_str())
-        .collect();
+    let waiting: Vec<&str> = signer.keys().filter(|k| k.public_key().is_none()).map(|k| k.name.as_str()).collect();
     if waiting.is_empty() {
         (StatusCode::OK, "ready\n".to_string())
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("waiting for keys: {}\n", waiting.join(", ")),
-        )
+        (StatusCode::SERVICE_UNAVAILABLE, format!("waiting for keys: {}\n", waiting.join(", ")))
     }
 }
 
 async fn metrics(State(signer): State<Arc<Signer>>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        signer.metrics().encode(),
-    )
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], signer.metrics().encode())
 }

@@ -45,31 +45,21 @@ impl SignerProcess {
         let mut seen = Vec::new();
         while atto.is_none() || management.is_none() {
             let left = deadline.saturating_duration_since(Instant::now());
-            let line = logs.recv_timeout(left).unwrap_or_else(|_| {
-                panic!(
-                    "sigil-signer did not start listening; its output:\n{}",
-                    seen.join("\n")
-                )
-            });
+            let line = logs
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("sigil-signer did not start listening; its output:\n{}", seen.join("\n")));
             seen.push(line.clone());
             let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else {
                 continue;
             };
-            let addr = event["addr"]
-                .as_str()
-                .and_then(|a| a.parse::<SocketAddr>().ok());
+            let addr = event["addr"].as_str().and_then(|a| a.parse::<SocketAddr>().ok());
             match event["message"].as_str() {
                 Some("atto API listening") => atto = addr.map(loopback),
                 Some("management listening") => management = addr.map(loopback),
                 _ => {}
             }
         }
-        SignerProcess {
-            child,
-            atto: atto.unwrap(),
-            management: management.unwrap(),
-            logs,
-        }
+        SignerProcess { child, atto: atto.unwrap(), management: management.unwrap(), logs }
     }
 
     /// Every log line so far.
@@ -95,11 +85,7 @@ impl Drop for SignerProcess {
 }
 
 /// Runs the binary to completion (for commands and startup errors), with a deadline.
-pub fn run_to_end(
-    args: &[&str],
-    env: &[(&str, &str)],
-    stdin: Option<&str>,
-) -> (i32, String, String) {
+pub fn run_to_end(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> (i32, String, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sigil-signer"))
         .args(args)
         .env_clear()
@@ -119,18 +105,8 @@ pub fn run_to_end(
         if let Some(status) = child.try_wait().unwrap() {
             let mut out = String::new();
             let mut err = String::new();
-            child
-                .stdout
-                .take()
-                .unwrap()
-                .read_to_string(&mut out)
-                .unwrap();
-            child
-                .stderr
-                .take()
-                .unwrap()
-                .read_to_string(&mut err)
-                .unwrap();
+            child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+            child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
             return (status.code().unwrap_or(-1), out, err);
         }
         if Instant::now() > deadline {
@@ -150,39 +126,25 @@ pub struct Response {
 
 impl Response {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
     }
 }
 
 /// One HTTP/1.1 request on a fresh connection (`Connection: close`), with a read deadline.
-pub fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<&str>,
-) -> Response {
+pub fn http(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> Response {
     let mut stream = TcpStream::connect(addr).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept: application/json\r\n");
+    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut request =
+        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept: application/json\r\n");
     if let Some(token) = token {
         request.push_str(&format!("Authorization: {token}\r\n"));
     }
     let body = body.unwrap_or("");
     if !body.is_empty() || method == "POST" {
-        request.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        ));
+        request.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
     }
     request.push_str("\r\n");
     request.push_str(body);
@@ -194,32 +156,16 @@ pub fn http(
 
 pub fn parse_response(raw: &[u8]) -> Response {
     let text = String::from_utf8_lossy(raw);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("no HTTP response: {text:?}"));
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no HTTP response: {text:?}"));
     let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
-        .expect("status line");
+    let status = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|s| s.parse().ok()).expect("status line");
     let headers = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
         .collect::<Vec<_>>();
-    let chunked = headers
-        .iter()
-        .any(|(n, v)| n.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
-    let body = if chunked {
-        dechunk(body)
-    } else {
-        body.to_string()
-    };
-    Response {
-        status,
-        headers,
-        body,
-    }
+    let chunked = headers.iter().any(|(n, v)| n.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    let body = if chunked { dechunk(body) } else { body.to_string() };
+    Response { status, headers, body }
 }
 
 fn dechunk(mut body: &str) -> String {

@@ -34,9 +34,7 @@ fn main() -> Result<()> {
     if !args.addr.ip().is_loopback() {
         bail!("load is only ever sent to loopback addresses");
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let (latencies, elapsed) = runtime.block_on(load(&args))?;
     let (raw_rate, raw_us) = raw_sign_rate(Duration::from_secs(3));
     let mut sorted = latencies;
@@ -107,9 +105,7 @@ async fn load(args: &Args) -> Result<(Vec<u64>, Duration)> {
 type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 
 async fn connect(addr: SocketAddr) -> Result<Sender> {
-    let stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .with_context(|| format!("connect {addr}"))?;
+    let stream = tokio::net::TcpStream::connect(addr).await.with_context(|| format!("connect {addr}"))?;
     stream.set_nodelay(true)?;
     let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(connection);
@@ -128,10 +124,7 @@ async fn fetch_public_key(args: &Args) -> Result<String> {
     }
     let body = response.into_body().collect().await?.to_bytes();
     let json: serde_json::Value = serde_json::from_slice(&body)?;
-    Ok(json["publicKey"]
-        .as_str()
-        .context("publicKey in the reply")?
-        .to_string())
+    Ok(json["publicKey"].as_str().context("publicKey in the reply")?.to_string())
 }
 
 /// Signs 32-byte digests on one core for `duration`: signatures per second and µs per signature.

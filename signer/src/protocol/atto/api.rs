@@ -48,11 +48,7 @@ impl Capability {
 
     /// A comma-separated list like `CHALLENGE, vote` (the `ATTO_SIGNER_CAPABILITIES` form).
     pub fn parse_list(list: &str) -> Result<Vec<Capability>, String> {
-        list.split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::parse)
-            .collect()
+        list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::parse).collect()
     }
 }
 
@@ -63,18 +59,14 @@ impl std::str::FromStr for Capability {
             "CHALLENGE" => Ok(Capability::Challenge),
             "BLOCK" => Ok(Capability::Block),
             "VOTE" => Ok(Capability::Vote),
-            _ => Err(format!(
-                "unknown capability {s:?}: expected CHALLENGE, BLOCK or VOTE"
-            )),
+            _ => Err(format!("unknown capability {s:?}: expected CHALLENGE, BLOCK or VOTE")),
         }
     }
 }
 
 impl<'de> Deserialize<'de> for Capability {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        String::deserialize(deserializer)?
-            .parse()
-            .map_err(serde::de::Error::custom)
+        String::deserialize(deserializer)?.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -91,11 +83,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         // A block is < 1 KiB of JSON and a challenge at most 8 KiB of hex.
-        Limits {
-            max_body_bytes: 64 * 1024,
-            request_timeout: Duration::from_secs(10),
-            max_in_flight: 256,
-        }
+        Limits { max_body_bytes: 64 * 1024, request_timeout: Duration::from_secs(10), max_in_flight: 256 }
     }
 }
 
@@ -109,12 +97,7 @@ struct Api {
 
 /// The router for one Atto key. Every route requires the token, GET included.
 pub fn router(signer: Arc<Signer>, key: &str, auth: Arc<TokenAuth>, limits: Limits) -> Router {
-    let api = Api {
-        signer,
-        key: key.into(),
-        auth,
-        in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
-    };
+    let api = Api { signer, key: key.into(), auth, in_flight: Arc::new(Semaphore::new(limits.max_in_flight)) };
     Router::new()
         .route("/public-keys", get(public_keys))
         .route("/blocks", post(blocks))
@@ -123,10 +106,7 @@ pub fn router(signer: Arc<Signer>, key: &str, auth: Arc<TokenAuth>, limits: Limi
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(middleware::from_fn_with_state(api.clone(), authenticate))
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            limits.request_timeout,
-        ))
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, limits.request_timeout))
         .layer(middleware::from_fn_with_state(api.clone(), observe))
         .with_state(api)
 }
@@ -140,25 +120,18 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            message: Some(message.into()),
-        }
+        ApiError { status, message: Some(message.into()) }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = match self.message {
-            Some(message) => {
-                (self.status, Json(serde_json::json!({ "message": message }))).into_response()
-            }
+            Some(message) => (self.status, Json(serde_json::json!({ "message": message }))).into_response(),
             None => self.status.into_response(),
         };
         if matches!(self.status, StatusCode::TOO_MANY_REQUESTS) {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
     }
@@ -203,9 +176,7 @@ async fn observe(State(api): State<Api>, request: Request, next: Next) -> Respon
     let endpoint = endpoint_label(request.uri().path());
     let response = next.run(request).await;
     let status = response.status();
-    api.signer
-        .metrics()
-        .observe_request(PROTOCOL, endpoint, status.as_u16(), started.elapsed());
+    api.signer.metrics().observe_request(PROTOCOL, endpoint, status.as_u16(), started.elapsed());
     match status {
         StatusCode::REQUEST_TIMEOUT => api.signer.metrics().refuse(PROTOCOL, "timeout"),
         StatusCode::PAYLOAD_TOO_LARGE => api.signer.metrics().refuse(PROTOCOL, "too_large"),
@@ -219,11 +190,7 @@ async fn authenticate(State(api): State<Api>, request: Request, next: Next) -> R
         next.run(request).await
     } else {
         api.signer.metrics().refuse(PROTOCOL, "unauthorized");
-        ApiError {
-            status: StatusCode::UNAUTHORIZED,
-            message: None,
-        }
-        .into_response()
+        ApiError { status: StatusCode::UNAUTHORIZED, message: None }.into_response()
     }
 }
 
@@ -242,21 +209,12 @@ impl Api {
     /// This key's Ed25519 public key, once its backend has answered.
     fn public_key(&self) -> Result<[u8; 32], ApiError> {
         let entry = self.signer.key(&self.key).ok_or_else(|| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("key {} is not configured", self.key),
-            )
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("key {} is not configured", self.key))
         })?;
         let public_key = entry.public_key().ok_or_else(|| {
-            ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                format!("key {} is not ready yet; retry", self.key),
-            )
+            ApiError::new(StatusCode::TOO_MANY_REQUESTS, format!("key {} is not ready yet; retry", self.key))
         })?;
-        match (
-            public_key.algorithm(),
-            <[u8; 32]>::try_from(public_key.as_bytes()),
-        ) {
+        match (public_key.algorithm(), <[u8; 32]>::try_from(public_key.as_bytes())) {
             (Algorithm::Ed25519, Ok(bytes)) => Ok(bytes),
             (algorithm, _) => Err(ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -265,18 +223,11 @@ impl Api {
         }
     }
 
-    fn decode<T: DeserializeOwned>(
-        &self,
-        body: Result<Bytes, BytesRejection>,
-    ) -> Result<T, ApiError> {
-        let body =
-            body.map_err(|rejection| ApiError::new(rejection.status(), rejection.body_text()))?;
+    fn decode<T: DeserializeOwned>(&self, body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+        let body = body.map_err(|rejection| ApiError::new(rejection.status(), rejection.body_text()))?;
         serde_json::from_slice(&body).map_err(|error| {
             self.signer.metrics().refuse(PROTOCOL, "bad_request");
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                format!("invalid request body: {error}"),
-            )
+            ApiError::new(StatusCode::BAD_REQUEST, format!("invalid request body: {error}"))
         })
     }
 
@@ -295,33 +246,19 @@ impl Api {
         ))
     }
 
-    async fn sign(
-        &self,
-        kind: SignKind,
-        payload: &[u8],
-    ) -> Result<Json<SignatureResponse>, ApiError> {
+    async fn sign(&self, kind: SignKind, payload: &[u8]) -> Result<Json<SignatureResponse>, ApiError> {
         let _slot = self.in_flight.try_acquire().map_err(|_| {
             self.signer.metrics().refuse(PROTOCOL, "overload");
             ApiError::new(StatusCode::TOO_MANY_REQUESTS, "signer busy; retry")
         })?;
-        let request = SignRequest {
-            key: &self.key,
-            chain: PROTOCOL,
-            kind,
-            mark: None,
-            payload,
-        };
+        let request = SignRequest { key: &self.key, chain: PROTOCOL, kind, mark: None, payload };
         let signature = self.signer.sign(request).await?;
-        Ok(Json(SignatureResponse {
-            signature: hex::encode_upper(signature.to_bytes()),
-        }))
+        Ok(Json(SignatureResponse { signature: hex::encode_upper(signature.to_bytes()) }))
     }
 }
 
 async fn public_keys(State(api): State<Api>) -> Result<Json<PublicKeyResponse>, ApiError> {
-    Ok(Json(PublicKeyResponse {
-        public_key: hex::encode_upper(api.public_key()?),
-    }))
+    Ok(Json(PublicKeyResponse { public_key: hex::encode_upper(api.public_key()?) }))
 }
 
 async fn blocks(
@@ -350,11 +287,7 @@ async fn challenges(
 ) -> Result<Json<SignatureResponse>, ApiError> {
     let ours = api.public_key()?;
     let request = api.decode::<ChallengeRequest>(body)?;
-    api.sign(
-        SignKind::AttoChallenge,
-        &request.target.digest(&ours, request.timestamp),
-    )
-    .await
+    api.sign(SignKind::AttoChallenge, &request.target.digest(&ours, request.timestamp)).await
 }
 
 #[cfg(test)]
@@ -367,9 +300,7 @@ mod tests {
             Capability::parse_list("challenge, block ,VOTE").unwrap(),
             vec![Capability::Challenge, Capability::Block, Capability::Vote]
         );
-        assert!(Capability::parse_list("CHALLENGE,SEND")
-            .unwrap_err()
-            .contains("SEND"));
+        assert!(Capability::parse_list("CHALLENGE,SEND").unwrap_err().contains("SEND"));
         assert_eq!(Capability::parse_list(" , ").unwrap(), vec![]);
     }
 

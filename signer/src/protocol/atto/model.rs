@@ -18,9 +18,7 @@ pub fn blake2b<const N: usize>(parts: &[&[u8]]) -> [u8; N] {
         hasher.update(part);
     }
     let mut out = [0u8; N];
-    hasher
-        .finalize_variable(&mut out)
-        .expect("output buffer has the requested length");
+    hasher.finalize_variable(&mut out).expect("output buffer has the requested length");
     out
 }
 
@@ -32,13 +30,8 @@ impl<'de, const N: usize> Deserialize<'de> for Hex<N> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         deserializer.deserialize_str(HexVisitor(|text: &str| {
             let mut out = [0u8; N];
-            hex::decode_to_slice(text, &mut out).map_err(|_| {
-                format!(
-                    "expected {} hex characters, got {:?}",
-                    N * 2,
-                    truncate(text)
-                )
-            })?;
+            hex::decode_to_slice(text, &mut out)
+                .map_err(|_| format!("expected {} hex characters, got {:?}", N * 2, truncate(text)))?;
             Ok(Hex(out))
         }))
     }
@@ -203,54 +196,25 @@ impl Block {
         let mut w = Bytes(Vec::with_capacity(134));
         match self {
             Block::Open(b) => {
-                w.u8(0)
-                    .u8(b.network.code())
-                    .u16(b.version)
-                    .u8(b.algorithm.code())
-                    .raw(&b.public_key.0);
+                w.u8(0).u8(b.network.code()).u16(b.version).u8(b.algorithm.code()).raw(&b.public_key.0);
                 w.u64(b.balance).i64(b.timestamp);
                 w.u8(b.send_hash_algorithm.code()).raw(&b.send_hash.0);
-                w.u8(b.representative_algorithm.code())
-                    .raw(&b.representative_public_key.0);
+                w.u8(b.representative_algorithm.code()).raw(&b.representative_public_key.0);
             }
             Block::Receive(b) => {
-                w.u8(1)
-                    .u8(b.network.code())
-                    .u16(b.version)
-                    .u8(b.algorithm.code())
-                    .raw(&b.public_key.0);
-                w.u64(b.height)
-                    .u64(b.balance)
-                    .i64(b.timestamp)
-                    .raw(&b.previous.0);
+                w.u8(1).u8(b.network.code()).u16(b.version).u8(b.algorithm.code()).raw(&b.public_key.0);
+                w.u64(b.height).u64(b.balance).i64(b.timestamp).raw(&b.previous.0);
                 w.u8(b.send_hash_algorithm.code()).raw(&b.send_hash.0);
             }
             Block::Send(b) => {
-                w.u8(2)
-                    .u8(b.network.code())
-                    .u16(b.version)
-                    .u8(b.algorithm.code())
-                    .raw(&b.public_key.0);
-                w.u64(b.height)
-                    .u64(b.balance)
-                    .i64(b.timestamp)
-                    .raw(&b.previous.0);
-                w.u8(b.receiver_algorithm.code())
-                    .raw(&b.receiver_public_key.0)
-                    .u64(b.amount);
+                w.u8(2).u8(b.network.code()).u16(b.version).u8(b.algorithm.code()).raw(&b.public_key.0);
+                w.u64(b.height).u64(b.balance).i64(b.timestamp).raw(&b.previous.0);
+                w.u8(b.receiver_algorithm.code()).raw(&b.receiver_public_key.0).u64(b.amount);
             }
             Block::Change(b) => {
-                w.u8(3)
-                    .u8(b.network.code())
-                    .u16(b.version)
-                    .u8(b.algorithm.code())
-                    .raw(&b.public_key.0);
-                w.u64(b.height)
-                    .u64(b.balance)
-                    .i64(b.timestamp)
-                    .raw(&b.previous.0);
-                w.u8(b.representative_algorithm.code())
-                    .raw(&b.representative_public_key.0);
+                w.u8(3).u8(b.network.code()).u16(b.version).u8(b.algorithm.code()).raw(&b.public_key.0);
+                w.u64(b.height).u64(b.balance).i64(b.timestamp).raw(&b.previous.0);
+                w.u8(b.representative_algorithm.code()).raw(&b.representative_public_key.0);
             }
         }
         w.0
@@ -278,12 +242,8 @@ impl Vote {
     /// The 76 serialized vote bytes.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut w = Bytes(Vec::with_capacity(76));
-        w.u16(self.version)
-            .u8(self.algorithm.code())
-            .raw(&self.public_key.0);
-        w.u8(self.block_algorithm.code())
-            .raw(&self.block_hash.0)
-            .i64(self.timestamp);
+        w.u16(self.version).u8(self.algorithm.code()).raw(&self.public_key.0);
+        w.u8(self.block_algorithm.code()).raw(&self.block_hash.0).i64(self.timestamp);
         w.0
     }
 
@@ -364,12 +324,8 @@ fn base32_lower(bytes: &[u8]) -> String {
 /// fuzzer drives exactly the decoding the API runs.
 pub fn decode_and_digest(endpoint: u8, body: &[u8], public_key: &[u8; 32]) -> Option<Vec<u8>> {
     match endpoint % 3 {
-        0 => serde_json::from_slice::<TargetRequest<Block>>(body)
-            .ok()
-            .map(|r| r.target.hash().to_vec()),
-        1 => serde_json::from_slice::<TargetRequest<Vote>>(body)
-            .ok()
-            .map(|r| r.target.hash().to_vec()),
+        0 => serde_json::from_slice::<TargetRequest<Block>>(body).ok().map(|r| r.target.hash().to_vec()),
+        1 => serde_json::from_slice::<TargetRequest<Vote>>(body).ok().map(|r| r.target.hash().to_vec()),
         _ => serde_json::from_slice::<ChallengeRequest>(body)
             .ok()
             .map(|r| r.target.digest(public_key, r.timestamp).to_vec()),
@@ -384,9 +340,7 @@ mod tests {
     const REP: &str = "69C010A8A74924D083D1FC8234861B4B357530F42341484B4EBDA6B99F047105";
 
     fn block_json(fields: &str) -> String {
-        format!(
-            r#"{{"network":"LIVE","version":0,"algorithm":"V1","publicKey":"{ZERO_PK}",{fields}}}"#
-        )
+        format!(r#"{{"network":"LIVE","version":0,"algorithm":"V1","publicKey":"{ZERO_PK}",{fields}}}"#)
     }
 
     /// (JSON fields, serialized bytes, hash) from research/atto.md §3.8.
@@ -425,16 +379,39 @@ mod tests {
         }
     }
 
+    /// The LIVE and DEV genesis transactions (attocash/node application-{live,dev}.yaml): real
+    /// production signatures. Our decoder must rebuild the exact block bytes from JSON, and the
+    /// signature must verify over our hash.
+    #[test]
+    fn genesis_transactions_verify() {
+        use crate::keys::{Algorithm as Curve, PublicKey, Signature};
+        let genesis = [
+            ("LIVE", "0000000000C55A82411E874C4BB8E114688F66B69C6DD6A78B6B1AD9CA46B0A77AEC16C912000008C5A1D8CCF92FE8705A930100000000000000000000000000000000000000000000000000000000000000000000000089A4A906C0E12AC7CE2F47E76FD4BA01F31F468DE93F4C880F060E346DFE8BD821A9A3D45090DC818FDE7D275615AE5ABAE2F352CFE90B58B8A456FDFE62240FE9CE4980029C8BFBA8D3D9BADA9C1EF6F68C548FA9F92B1B06A84E379884060F0FF023CE00000000", 1732389169199i64, "D1C37D6BBB8F9984029EA21712BB1AA6D2B3D0CD9A484C8CC3B967B7A0501C08"),
+            ("DEV", "0002000000E4C619E2F65B535D414F184033A1D80B6D6D605B54CE4DE5D49BCE8C47E74A92000008C5A1D8CCF9408D6C5A930100000000000000000000000000000000000000000000000000000000000000000000000063D7FB577B1A84C10308B41B899A9B0C2AF4976FC0FB75CC5B5259A7242777A5D30667F4244A8C4B830AD0A57344D053BDA68E78C343266CEDD8606D54BE40BD64173F6995D6E6A771E4DB56BCF95B24512FD56DF82468AFFFA409765739840B26BFDF9400000000", 1732388883776, "59F7064570ACDE37CE53AD16D1C87976135AE440C135C6DFC75F694CFB5D8C4E"),
+        ];
+        for (network, transaction, timestamp, hash) in genesis {
+            let transaction = hex::decode(transaction).unwrap();
+            assert_eq!(transaction.len(), 191, "block 119 ‖ signature 64 ‖ work 8");
+            let (block_bytes, signature) = (&transaction[..119], &transaction[119..183]);
+            let public_key = hex::encode_upper(&block_bytes[5..37]);
+            let representative = hex::encode_upper(&block_bytes[87..119]);
+            let json = format!(
+                r#"{{"type":"OPEN","network":"{network}","version":0,"algorithm":"V1","publicKey":"{public_key}","balance":18000000000000000000,"timestamp":{timestamp},"sendHashAlgorithm":"V1","sendHash":"{}","representativeAlgorithm":"V1","representativePublicKey":"{representative}"}}"#,
+                "00".repeat(32)
+            );
+            let block: Block = serde_json::from_str(&json).unwrap();
+            assert_eq!(block.to_bytes(), block_bytes, "{network}");
+            assert_eq!(hex::encode_upper(block.hash()), hash, "{network}");
+            let key = PublicKey::from_bytes(Curve::Ed25519, block.public_key()).unwrap();
+            key.verify(&block.hash(), &Signature::new(Curve::Ed25519, signature.try_into().unwrap())).unwrap();
+        }
+    }
+
     #[test]
     fn hex_input_is_case_insensitive() {
         let (json, _, hash) = vectors().remove(0);
-        let hexes = [
-            ZERO_PK,
-            "03783A08F51486A66A602439D9164894F07F150B548911086DAE4E4F57A9C4DD",
-        ];
-        let lowered = hexes
-            .iter()
-            .fold(json, |json, h| json.replace(h, &h.to_lowercase()));
+        let hexes = [ZERO_PK, "03783A08F51486A66A602439D9164894F07F150B548911086DAE4E4F57A9C4DD"];
+        let lowered = hexes.iter().fold(json, |json, h| json.replace(h, &h.to_lowercase()));
         assert!(lowered.contains("3b6a27bc"));
         let block: Block = serde_json::from_str(&lowered).unwrap();
         assert_eq!(hex::encode_upper(block.hash()), hash);
@@ -467,10 +444,7 @@ mod tests {
     fn challenge_digest_like_upstream() {
         let mut bytes = b"wss://atto.example.com:8082".to_vec();
         bytes.extend_from_slice(&[0xAB; 128]);
-        let body = format!(
-            r#"{{"target":"{}","timestamp":1704616011000}}"#,
-            hex::encode(&bytes)
-        );
+        let body = format!(r#"{{"target":"{}","timestamp":1704616011000}}"#, hex::encode(&bytes));
         let request: ChallengeRequest = serde_json::from_str(&body).unwrap();
         let pk: [u8; 32] = hex::decode(ZERO_PK).unwrap().try_into().unwrap();
         assert_eq!(
@@ -485,10 +459,7 @@ mod tests {
             hex::encode_upper(blake2b::<32>(&[&[0u8; 32]])),
             "89EB0D6A8A691DAE2CD15ED0369931CE0A949ECAFA5C3F93F8121833646E15C3"
         );
-        assert_eq!(
-            hex::encode_upper(blake2b::<8>(&[b"atto"])),
-            "41F1A46DC16757D6"
-        );
+        assert_eq!(hex::encode_upper(blake2b::<8>(&[b"atto"])), "41F1A46DC16757D6");
         assert_eq!(
             hex::encode_upper(blake2b::<32>(&[b"atto", b"commons"])),
             "08994FC1B1C06542E3EE7BC2B6BDA6905538303D5755C0DAD714810260B7D078"
@@ -498,10 +469,7 @@ mod tests {
     #[test]
     fn addresses_like_upstream() {
         let pk: [u8; 32] = hex::decode(ZERO_PK).unwrap().try_into().unwrap();
-        assert_eq!(
-            address(&pk),
-            "atto://aa5wuj54z23killcuounaktpbvzwkmqvo4o6eq5ghlaerimllhnctwl5g2ekm"
-        );
+        assert_eq!(address(&pk), "atto://aa5wuj54z23killcuounaktpbvzwkmqvo4o6eq5ghlaerimllhnctwl5g2ekm");
     }
 
     #[test]
@@ -518,10 +486,7 @@ mod tests {
             assert!(serde_json::from_str::<Block>(&bad).is_err(), "{bad}");
         }
         let short = format!(r#"{{"target":"{}","timestamp":1}}"#, "AB".repeat(63));
-        assert!(serde_json::from_str::<ChallengeRequest>(&short)
-            .unwrap_err()
-            .to_string()
-            .contains("64 to 4096"));
+        assert!(serde_json::from_str::<ChallengeRequest>(&short).unwrap_err().to_string().contains("64 to 4096"));
         let long = format!(r#"{{"target":"{}","timestamp":1}}"#, "AB".repeat(4097));
         assert!(serde_json::from_str::<ChallengeRequest>(&long).is_err());
     }
@@ -529,13 +494,7 @@ mod tests {
     #[test]
     fn decode_never_panics_on_garbage() {
         let pk = [0u8; 32];
-        for input in [
-            &b""[..],
-            b"{",
-            b"null",
-            b"{\"target\":{\"type\":\"SEND\"}}",
-            &[0xff, 0xfe, 0x00],
-        ] {
+        for input in [&b""[..], b"{", b"null", b"{\"target\":{\"type\":\"SEND\"}}", &[0xff, 0xfe, 0x00]] {
             for endpoint in 0..3 {
                 assert!(decode_and_digest(endpoint, input, &pk).is_none());
             }
