@@ -47,6 +47,7 @@ pub struct App {
 
 impl App {
     pub async fn start(config: &SignerConfig) -> Result<App, StartupError> {
+        config.validate()?;
         let metrics = Arc::new(Metrics::default());
         let mut entries = Vec::new();
         for (name, key) in &config.keys {
