@@ -1,1 +1,3 @@
+//! Cross-component tests for sigil, and the harness that gives them a real Kubernetes API server.
 
+pub mod cluster;

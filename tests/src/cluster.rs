@@ -1,0 +1,126 @@
+//! A real cluster for tests. With `KUBECONFIG` set, the tests use that cluster (kind, or anything
+//! else); otherwise they start, or reuse, the local control plane of `e2e/cluster`. Each test gets
+//! its own namespace, deleted when the test ends.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{DeleteParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+
+/// The repository root (this crate lives in `tests/`).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+}
+
+pub struct TestCluster {
+    pub kubeconfig: PathBuf,
+    pub client: Client,
+}
+
+impl TestCluster {
+    /// The cluster named by `KUBECONFIG`, or the local control plane (started if needed).
+    pub async fn get() -> Result<TestCluster> {
+        let kubeconfig = match std::env::var_os("KUBECONFIG") {
+            Some(path) if !path.is_empty() => PathBuf::from(path),
+            _ => local_control_plane()?,
+        };
+        let config = Kubeconfig::read_from(&kubeconfig)
+            .with_context(|| format!("reading kubeconfig {}", kubeconfig.display()))?;
+        let config = Config::from_custom_kubeconfig(config, &KubeConfigOptions::default()).await?;
+        Ok(TestCluster { kubeconfig, client: Client::try_from(config)? })
+    }
+
+    /// A fresh namespace `<prefix>-<random>`, deleted when the returned value is dropped.
+    pub async fn namespace(&self, prefix: &str) -> Result<TestNamespace> {
+        let mut suffix = [0u8; 4];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut suffix);
+        let name = format!("{prefix}-{}", hex::encode(suffix));
+        let namespace: Namespace = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "labels": {"sigil.dev/test": "true"}}
+        }))?;
+        Api::<Namespace>::all(self.client.clone()).create(&PostParams::default(), &namespace).await?;
+        Ok(TestNamespace { name, client: self.client.clone() })
+    }
+
+    /// Runs a binary the cluster brings (kubectl, helm) with this cluster's kubeconfig.
+    pub fn tool(&self, name: &str) -> Command {
+        let mut command = Command::new(tool_path(name));
+        command.env("KUBECONFIG", &self.kubeconfig);
+        command
+    }
+}
+
+/// `e2e/cluster up` (a no-op when up; serialised with a lock) and its kubeconfig.
+fn local_control_plane() -> Result<PathBuf> {
+    let script = repo_root().join("e2e/cluster");
+    let status = Command::new(&script).arg("up").status().with_context(|| format!("running {}", script.display()))?;
+    if !status.success() {
+        bail!("e2e/cluster up failed ({status}); its logs are under the cluster directory it names");
+    }
+    Ok(cluster_dir().join("kubeconfig"))
+}
+
+fn cluster_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("SIGIL_CLUSTER_DIR") {
+        return PathBuf::from(dir);
+    }
+    let cache = std::env::var_os("SIGIL_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/sigil"));
+    cache.join("cluster")
+}
+
+/// kubectl and helm: the local control plane's, else the ones on PATH (kind users).
+pub fn tool_path(name: &str) -> PathBuf {
+    let local = cluster_dir().join("bin").join(name);
+    if Path::new(&local).exists() {
+        local
+    } else {
+        PathBuf::from(name)
+    }
+}
+
+pub struct TestNamespace {
+    pub name: String,
+    client: Client,
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        // Drop cannot be async: delete from a small runtime of its own.
+        let (client, name) = (self.client.clone(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            let api = Api::<Namespace>::all(client);
+            // Best effort: a namespace left behind is harmless and visible (label sigil.dev/test).
+            let _ = runtime.block_on(tokio::time::timeout(
+                Duration::from_secs(10),
+                api.delete(&name, &DeleteParams::background()),
+            ));
+        })
+        .join();
+    }
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, or fails after `deadline` saying `what`.
+pub async fn wait_for<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>>>,
+{
+    let end = tokio::time::Instant::now() + deadline;
+    loop {
+        if let Some(value) = check().await? {
+            return Ok(value);
+        }
+        if tokio::time::Instant::now() >= end {
+            bail!("timed out after {deadline:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
