@@ -1,6 +1,7 @@
-//! A real cluster for tests. With `KUBECONFIG` set, the tests use that cluster (kind, or anything
-//! else); otherwise they start, or reuse, the local control plane of `e2e/cluster`. Each test gets
-//! its own namespace, deleted when the test ends.
+//! A real cluster for tests. With `SIGIL_TEST_KUBECONFIG` set, the tests use that cluster (kind, or
+//! anything else; e2e/kind/test sets it); otherwise they start, or reuse, the local control plane of
+//! `e2e/cluster`. A dedicated variable rather than `KUBECONFIG`, so that a shell pointed at a real
+//! cluster never runs the suite against it. Each test gets its own namespace, deleted at its end.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -23,9 +24,9 @@ pub struct TestCluster {
 }
 
 impl TestCluster {
-    /// The cluster named by `KUBECONFIG`, or the local control plane (started if needed).
+    /// The cluster named by `SIGIL_TEST_KUBECONFIG`, or the local control plane (started if needed).
     pub async fn get() -> Result<TestCluster> {
-        let kubeconfig = match std::env::var_os("KUBECONFIG") {
+        let kubeconfig = match std::env::var_os("SIGIL_TEST_KUBECONFIG") {
             Some(path) if !path.is_empty() => PathBuf::from(path),
             _ => local_control_plane()?,
         };

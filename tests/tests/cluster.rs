@@ -77,3 +77,21 @@ async fn brings_kubernetes_1_33_kubectl_and_helm() -> Result<()> {
     assert!(String::from_utf8_lossy(&output.stdout).starts_with("v3."));
     Ok(())
 }
+
+#[tokio::test]
+async fn cluster_script_names_a_busy_port_and_starts_nothing() -> Result<()> {
+    TestCluster::get().await?; // the binaries are built
+    let busy = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let port = busy.local_addr()?.port();
+    let state = tempfile::tempdir()?;
+    let output = std::process::Command::new(sigil_tests::cluster::repo_root().join("e2e/cluster"))
+        .arg("up")
+        .env("SIGIL_CLUSTER_DIR", state.path().join("cluster"))
+        .env("SIGIL_APISERVER_PORT", port.to_string())
+        .output()?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains(&format!("port {port} (SIGIL_APISERVER_PORT) is in use")), "{stderr}");
+    assert!(!state.path().join("cluster/pids").exists(), "nothing was started");
+    Ok(())
+}
