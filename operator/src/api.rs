@@ -1,0 +1,353 @@
+//! The `RemoteSigner` custom resource (group `sigil.dev`, version `v1alpha1`).
+//!
+//! No field has a schema default (defaults live in code, so Argo CD sees no drift), every field is
+//! documented (so `kubectl explain` helps), and what can be checked at admission is checked there
+//! by CEL rules ([`crd`]).
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::{CustomResource, CustomResourceExt};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A signer for one validator key: the operator creates its token, config, ratchet storage and
+/// identity wiring, and injects it as a sidecar into pods labelled `sigil.dev/signer: <name>`.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "sigil.dev",
+    version = "v1alpha1",
+    kind = "RemoteSigner",
+    namespaced,
+    status = "RemoteSignerStatus",
+    shortname = "rsig",
+    category = "sigil",
+    printcolumn = r#"{"name":"Protocol","type":"string","jsonPath":".spec.protocol"}"#,
+    printcolumn = r#"{"name":"Backend","type":"string","jsonPath":".status.keyBackend"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Public key","type":"string","jsonPath":".status.publicKey"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct RemoteSignerSpec {
+    /// The protocol the node speaks to its signer: Atto, Tezos or CometBFT.
+    pub protocol: Protocol,
+    /// Where the validator key lives. Set exactly one backend.
+    pub key: KeySpec,
+    /// Atto options. Only for protocol Atto.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub atto: Option<AttoSpec>,
+    /// Tezos options. Only for protocol Tezos.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tezos: Option<TezosSpec>,
+    /// CometBFT options. Only for protocol CometBFT.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cometbft: Option<CometBftSpec>,
+    /// Where the double-sign high-water marks are kept. Tezos and CometBFT only; a ConfigMap
+    /// `<name>-ratchet` when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ratchet: Option<RatchetSpec>,
+    /// The API token shared by the node and its signer, which the operator generates and rotates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<TokenSpec>,
+    /// The ServiceAccount the signing pods run as. It gets the ratchet RBAC and the Workload
+    /// Identity annotations. `default` when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_name: Option<String>,
+    /// Cloud identity for KMS backends, written as annotations on the ServiceAccount.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload_identity: Option<WorkloadIdentitySpec>,
+    /// The injected signer container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sidecar: Option<SidecarSpec>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Protocol {
+    /// The Atto signer REST API (attocash/signer compatible).
+    Atto,
+    /// The Tezos remote-signer HTTP API (octez-signer compatible).
+    Tezos,
+    /// The CometBFT privval protocol (tmkms compatible).
+    #[serde(rename = "CometBFT")]
+    CometBft,
+}
+
+impl Protocol {
+    /// Whether signing needs a high-water mark (messages carry levels and rounds).
+    pub fn uses_ratchet(self) -> bool {
+        !matches!(self, Protocol::Atto)
+    }
+}
+
+/// Exactly one key backend.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeySpec {
+    /// A software key in a Secret in this namespace, mounted read-only into the signer only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretKeyRef>,
+    /// A key in a PKCS#11 HSM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pkcs11: Option<Pkcs11Spec>,
+    /// A Google Cloud KMS key version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gcp_kms: Option<GcpKmsSpec>,
+    /// An AWS KMS key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_kms: Option<AwsKmsSpec>,
+    /// An Azure Key Vault key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure_key_vault: Option<AzureKeyVaultSpec>,
+}
+
+impl KeySpec {
+    /// The backend's name as the CRD spells it, when exactly one is set.
+    pub fn backend(&self) -> Option<&'static str> {
+        let set: Vec<&'static str> = [
+            (self.secret_ref.is_some(), "secretRef"),
+            (self.pkcs11.is_some(), "pkcs11"),
+            (self.gcp_kms.is_some(), "gcpKms"),
+            (self.aws_kms.is_some(), "awsKms"),
+            (self.azure_key_vault.is_some(), "azureKeyVault"),
+        ]
+        .into_iter()
+        .filter_map(|(set, name)| set.then_some(name))
+        .collect();
+        match set.as_slice() {
+            [one] => Some(one),
+            _ => None,
+        }
+    }
+}
+
+/// A key inside a Secret.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// The Secret's name (same namespace).
+    pub name: String,
+    /// The key within the Secret's data.
+    pub key: String,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Pkcs11Spec {
+    /// Path of the PKCS#11 module inside the signer image, e.g. /usr/lib/softhsm/libsofthsm2.so.
+    pub module: String,
+    /// The token's label.
+    pub token_label: String,
+    /// The key's label.
+    pub key_label: String,
+    /// The Secret key holding the user PIN.
+    pub pin_secret_ref: SecretKeyRef,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GcpKmsSpec {
+    /// projects/<p>/locations/<l>/keyRings/<r>/cryptoKeys/<k>/cryptoKeyVersions/<n>
+    pub key_version: String,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AwsKmsSpec {
+    /// Key id or ARN.
+    pub key_id: String,
+    /// AWS region, e.g. eu-west-1.
+    pub region: String,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AzureKeyVaultSpec {
+    /// https://<vault>.vault.azure.net
+    pub vault_url: String,
+    /// The key's name.
+    pub key_name: String,
+    /// A key version; the current version when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_version: Option<String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AttoSpec {
+    /// What the node may ask the signer for: CHALLENGE (peer handshakes), VOTE, BLOCK (genesis only).
+    pub capabilities: Vec<AttoCapability>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum AttoCapability {
+    /// Sign peer-handshake challenges.
+    Challenge,
+    /// Sign blocks (only for creating a new genesis).
+    Block,
+    /// Sign votes.
+    Vote,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TezosSpec {
+    /// Operation kinds the baker may have signed, e.g. block, preattestation, attestation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CometBftSpec {
+    /// The chain id the validator signs for.
+    pub chain_id: String,
+    /// The node's priv_validator_laddr the signer dials; tcp://127.0.0.1:26659 when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_address: Option<String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RatchetSpec {
+    /// The store: ConfigMap (several replicas, one mark) or File (a volume of the pod's own).
+    pub store: RatchetStore,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum RatchetStore {
+    /// ConfigMap `<name>-ratchet`, written with a resourceVersion precondition.
+    ConfigMap,
+    /// A file on a volume the pod provides, fsynced before each signature.
+    File,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenSpec {
+    /// How often the token is replaced, as a duration like 720h (the default) or 24h. At least 1m.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation_interval: Option<String>,
+    /// How long the previous token stays valid after a rotation, like 10m (the default). At least
+    /// 1m: kubelets take up to a minute or so to update mounted Secrets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace_period: Option<String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadIdentitySpec {
+    /// GKE: the Google service account, written as iam.gke.io/gcp-service-account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gcp_service_account: Option<String>,
+    /// EKS IRSA: the IAM role ARN, written as eks.amazonaws.com/role-arn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_role_arn: Option<String>,
+    /// Azure Workload Identity: the client id, written as azure.workload.identity/client-id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure_client_id: Option<String>,
+    /// Azure Workload Identity: the tenant id, written as azure.workload.identity/tenant-id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure_tenant_id: Option<String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SidecarSpec {
+    /// The sigil-signer image; the operator's own version when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// CPU and memory for the signer container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+/// What the operator observed and did.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RemoteSignerStatus {
+    /// The metadata.generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Ready, and the conditions behind it: TokenReady, ConfigReady, IdentityReady.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The key backend in use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_backend: Option<String>,
+    /// The signer's public key or address, once known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
+    /// When the API token was last generated (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_rotated_at: Option<String>,
+    /// Until when the previous token is still accepted (RFC 3339), during a rotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_token_expires_at: Option<String>,
+    /// The ServiceAccount that carries this signer's identity annotations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_service_account: Option<String>,
+}
+
+/// A condition in the Kubernetes convention.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    /// Ready, TokenReady, ConfigReady or IdentityReady.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// True, False or Unknown.
+    pub status: String,
+    /// A CamelCase reason.
+    pub reason: String,
+    /// What a person needs to know.
+    pub message: String,
+    /// When status last changed (RFC 3339).
+    pub last_transition_time: String,
+    /// The generation this condition was computed for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// The CRD as installed: kube-derive's schema plus the CEL rules that reject bad specs at
+/// admission with a message a person can act on.
+pub fn crd() -> CustomResourceDefinition {
+    let mut crd = serde_json::to_value(RemoteSigner::crd()).expect("a CRD serializes");
+    let spec = &mut crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+    let rule = |rule: &str, message: &str| serde_json::json!({ "rule": rule, "message": message });
+    spec["x-kubernetes-validations"] = serde_json::json!([
+        rule("!has(self.atto) || self.protocol == 'Atto'", "spec.atto (capabilities) is only for protocol Atto"),
+        rule("!has(self.tezos) || self.protocol == 'Tezos'", "spec.tezos is only for protocol Tezos"),
+        rule("!has(self.cometbft) || self.protocol == 'CometBFT'", "spec.cometbft is only for protocol CometBFT"),
+        rule("self.protocol != 'Atto' || has(self.atto)", "protocol Atto needs spec.atto.capabilities"),
+        rule("self.protocol != 'CometBFT' || has(self.cometbft)", "protocol CometBFT needs spec.cometbft.chainId"),
+        rule(
+            "!has(self.ratchet) || self.protocol != 'Atto'",
+            "spec.ratchet is for Tezos and CometBFT; Atto keeps no marks"
+        ),
+    ]);
+    spec["properties"]["key"]["x-kubernetes-validations"] = serde_json::json!([rule(
+        "[has(self.secretRef), has(self.pkcs11), has(self.gcpKms), has(self.awsKms), has(self.azureKeyVault)].filter(x, x).size() == 1",
+        "spec.key: set exactly one of secretRef, pkcs11, gcpKms, awsKms, azureKeyVault"
+    )]);
+    spec["properties"]["atto"]["properties"]["capabilities"]["minItems"] = 1.into();
+    let duration = |field: &str| {
+        serde_json::json!([rule(
+            "self.matches('^([0-9]+(s|m|h))+$') && duration(self) >= duration('1m')",
+            &format!("spec.token.{field} is a duration of at least 1m, like 10m, 24h or 1h30m"),
+        )])
+    };
+    let token = &mut spec["properties"]["token"]["properties"];
+    token["rotationInterval"]["x-kubernetes-validations"] = duration("rotationInterval");
+    token["gracePeriod"]["x-kubernetes-validations"] = duration("gracePeriod");
+    serde_json::from_value(crd).expect("the edited CRD is still a CRD")
+}
+
+/// The CRD as YAML, as `crdgen` writes it to `crds/`.
+pub fn crd_yaml() -> String {
+    format!(
+        "# Generated by `cargo run -p sigil-operator --bin crdgen`; do not edit.\n{}",
+        serde_yaml::to_string(&crd()).expect("a CRD serializes")
+    )
+}

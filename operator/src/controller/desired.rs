@@ -1,0 +1,362 @@
+//! What should exist for a RemoteSigner, as pure functions: the token Secret, the signer config,
+//! the ratchet ConfigMap with its Role and RoleBinding, the ServiceAccount's identity annotations.
+//! Every object carries an ownerReference to the RemoteSigner and our labels only (never the
+//! user's, so Argo CD's tracking labels are never copied).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::ByteString;
+use kube::{Resource, ResourceExt};
+use serde_json::{json, Value};
+use sigil_signer::backend::local::LocalKeyConfig;
+use sigil_signer::config::{AttoConfig, KeyConfig, ManagementConfig, SignerConfig};
+use sigil_signer::keys::Algorithm;
+use sigil_signer::protocol::atto::api::Capability;
+
+use super::token::TokenState;
+use crate::api::{AttoCapability, Protocol, RatchetStore, RemoteSigner, WorkloadIdentitySpec};
+
+/// The one field manager for everything the operator applies.
+pub const FIELD_MANAGER: &str = "sigil-operator";
+/// On every child: which RemoteSigner it belongs to.
+pub const OWNER_LABEL: &str = "sigil.dev/remote-signer";
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "sigil-operator");
+
+/// Where the injected sidecar finds things (the webhook mounts them there).
+pub const KEY_DIR: &str = "/var/run/sigil/key";
+pub const KEY_FILE: &str = "secretKey";
+pub const TOKEN_DIR: &str = "/var/run/sigil/token";
+pub const CONFIG_DIR: &str = "/etc/sigil";
+pub const CONFIG_FILE: &str = "signer.yaml";
+pub const API_PORT: u16 = 9090;
+pub const MANAGEMENT_PORT: u16 = 9091;
+
+/// Token Secret annotations: the rotation schedule survives a lost status.
+pub const ROTATED_AT: &str = "sigil.dev/rotated-at";
+pub const PREVIOUS_UNTIL: &str = "sigil.dev/previous-until";
+
+pub fn token_secret_name(name: &str) -> String {
+    format!("{name}-token")
+}
+pub fn config_map_name(name: &str) -> String {
+    format!("{name}-config")
+}
+pub fn ratchet_name(name: &str) -> String {
+    format!("{name}-ratchet")
+}
+
+pub fn service_account(rs: &RemoteSigner) -> String {
+    rs.spec.service_account_name.clone().unwrap_or_else(|| "default".into())
+}
+
+/// Whether this RemoteSigner keeps its marks in a ConfigMap.
+pub fn uses_ratchet_config_map(rs: &RemoteSigner) -> bool {
+    rs.spec.protocol.uses_ratchet() && rs.spec.ratchet.as_ref().is_none_or(|r| r.store == RatchetStore::ConfigMap)
+}
+
+fn metadata(rs: &RemoteSigner, name: &str) -> Value {
+    let owner = rs.controller_owner_ref(&()).expect("a RemoteSigner read from the API has a name and uid");
+    json!({
+        "name": name,
+        "namespace": rs.namespace(),
+        "labels": { MANAGED_BY.0: MANAGED_BY.1, "app.kubernetes.io/part-of": "sigil", OWNER_LABEL: rs.name_any() },
+        "ownerReferences": [owner],
+    })
+}
+
+pub fn token_secret(rs: &RemoteSigner, state: &TokenState) -> Value {
+    let mut meta = metadata(rs, &token_secret_name(&rs.name_any()));
+    let mut annotations = json!({ ROTATED_AT: state.rotated_at.to_string() });
+    if let Some(until) = state.previous_until {
+        annotations[PREVIOUS_UNTIL] = until.to_string().into();
+    }
+    meta["annotations"] = annotations;
+    json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": meta,
+        "type": "Opaque",
+        // Both keys always exist: an empty token.previous means "none", and the mounted file
+        // never disappears from under the signer.
+        "stringData": { "token": state.token, "token.previous": state.previous.clone().unwrap_or_default() },
+    })
+}
+
+/// The token state a Secret we wrote holds, or `None` when it has no usable token.
+pub fn token_state(secret: &Secret) -> Option<TokenState> {
+    let data = secret.data.as_ref()?;
+    let text = |key: &str| {
+        data.get(key).and_then(|ByteString(bytes)| String::from_utf8(bytes.clone()).ok()).filter(|v| !v.is_empty())
+    };
+    let annotations = secret.metadata.annotations.as_ref();
+    let time = |key: &str| annotations.and_then(|a| a.get(key)).and_then(|v| v.parse().ok());
+    Some(TokenState {
+        token: text("token")?,
+        previous: text("token.previous"),
+        // A Secret without our annotation is treated as due for rotation.
+        rotated_at: time(ROTATED_AT).unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+        previous_until: time(PREVIOUS_UNTIL),
+    })
+}
+
+/// The sidecar's config: the same type `sigil-signer --config` parses.
+pub fn signer_config(rs: &RemoteSigner) -> Result<SignerConfig, (&'static str, String)> {
+    let spec = &rs.spec;
+    if spec.key.secret_ref.is_none() {
+        let backend = spec.key.backend().unwrap_or("none");
+        return Err((
+            "BackendNotSupported",
+            format!("key backend {backend}: this sigil version signs with spec.key.secretRef only"),
+        ));
+    }
+    let atto = match spec.protocol {
+        Protocol::Atto => {
+            let capabilities = spec.atto.as_ref().map(|a| a.capabilities.clone()).unwrap_or_default();
+            AttoConfig {
+                listen: ([127, 0, 0, 1], API_PORT).into(),
+                key: "validator".into(),
+                capabilities: capabilities
+                    .iter()
+                    .map(|c| match c {
+                        AttoCapability::Challenge => Capability::Challenge,
+                        AttoCapability::Block => Capability::Block,
+                        AttoCapability::Vote => Capability::Vote,
+                    })
+                    .collect(),
+                token_file: Some(format!("{TOKEN_DIR}/token").into()),
+                token_env: None,
+            }
+        }
+        other => {
+            return Err((
+                "ProtocolNotSupported",
+                format!("protocol {other:?}: this sigil version serves the Atto protocol only"),
+            ))
+        }
+    };
+    let key = LocalKeyConfig {
+        secret_key_file: Some(format!("{KEY_DIR}/{KEY_FILE}").into()),
+        algorithm: Some(Algorithm::Ed25519),
+        ..Default::default()
+    };
+    let config = SignerConfig {
+        keys: BTreeMap::from([("validator".to_string(), KeyConfig::local(key))]),
+        ratchet: None,
+        atto: Some(atto),
+        // The kubelet probes /readyz from outside the pod; the API stays on loopback.
+        management: Some(ManagementConfig { listen: ([0, 0, 0, 0], MANAGEMENT_PORT).into() }),
+    };
+    config.validate().map_err(|e| ("InvalidConfig", e.to_string()))?;
+    Ok(config)
+}
+
+pub fn config_map(rs: &RemoteSigner, config: &SignerConfig) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": metadata(rs, &config_map_name(&rs.name_any())),
+        "data": { CONFIG_FILE: config.to_yaml() },
+    })
+}
+
+/// The ratchet ConfigMap, metadata only: its data belongs to the signer, which writes it with a
+/// resourceVersion precondition; the operator never touches the marks.
+pub fn ratchet_config_map(rs: &RemoteSigner) -> Value {
+    json!({ "apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata(rs, &ratchet_name(&rs.name_any())) })
+}
+
+/// `get` and `update` on the ratchet ConfigMap alone.
+pub fn ratchet_role(rs: &RemoteSigner) -> Value {
+    let name = ratchet_name(&rs.name_any());
+    json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": metadata(rs, &name),
+        "rules": [{ "apiGroups": [""], "resources": ["configmaps"], "resourceNames": [name], "verbs": ["get", "update"] }],
+    })
+}
+
+pub fn ratchet_role_binding(rs: &RemoteSigner) -> Value {
+    let name = ratchet_name(&rs.name_any());
+    json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": metadata(rs, &name),
+        "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name },
+        "subjects": [{ "kind": "ServiceAccount", "name": service_account(rs), "namespace": rs.namespace() }],
+    })
+}
+
+/// The annotations each cloud's Workload Identity reads from the ServiceAccount.
+pub fn identity_annotations(identity: Option<&WorkloadIdentitySpec>) -> BTreeMap<String, String> {
+    let Some(identity) = identity else { return BTreeMap::new() };
+    [
+        ("iam.gke.io/gcp-service-account", &identity.gcp_service_account),
+        ("eks.amazonaws.com/role-arn", &identity.aws_role_arn),
+        ("azure.workload.identity/client-id", &identity.azure_client_id),
+        ("azure.workload.identity/tenant-id", &identity.azure_tenant_id),
+    ]
+    .into_iter()
+    .filter_map(|(key, value)| value.clone().map(|v| (key.to_string(), v)))
+    .collect()
+}
+
+/// The part of the ServiceAccount the operator owns: these annotations and nothing else. Applying
+/// it with no annotations releases (removes) the ones applied before.
+pub fn service_account_patch(name: &str, namespace: &str, annotations: &BTreeMap<String, String>) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": { "name": name, "namespace": namespace, "annotations": annotations },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{AttoSpec, KeySpec, RatchetSpec, RemoteSignerSpec, SecretKeyRef};
+
+    pub fn remote_signer(spec: RemoteSignerSpec) -> RemoteSigner {
+        let mut rs = RemoteSigner::new("voter", spec);
+        rs.metadata.namespace = Some("validators".into());
+        rs.metadata.uid = Some("5f7c-uid".into());
+        rs.metadata.labels = Some(BTreeMap::from([
+            ("app.kubernetes.io/instance".to_string(), "argo-app".to_string()),
+            ("argocd.argoproj.io/instance".to_string(), "argo-app".to_string()),
+        ]));
+        rs
+    }
+
+    pub fn atto_spec() -> RemoteSignerSpec {
+        RemoteSignerSpec {
+            protocol: Protocol::Atto,
+            key: KeySpec {
+                secret_ref: Some(SecretKeyRef { name: "voter-key".into(), key: "seed".into() }),
+                ..Default::default()
+            },
+            atto: Some(AttoSpec { capabilities: vec![AttoCapability::Challenge, AttoCapability::Vote] }),
+            tezos: None,
+            cometbft: None,
+            ratchet: None,
+            token: None,
+            service_account_name: Some("voter".into()),
+            workload_identity: None,
+            sidecar: None,
+        }
+    }
+
+    #[test]
+    fn children_are_owned_and_carry_only_our_labels() {
+        let rs = remote_signer(atto_spec());
+        let state = TokenState {
+            token: "t".into(),
+            previous: None,
+            rotated_at: k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+            previous_until: None,
+        };
+        let config = signer_config(&rs).unwrap();
+        for child in [token_secret(&rs, &state), config_map(&rs, &config), ratchet_role(&rs), ratchet_role_binding(&rs)]
+        {
+            let meta = &child["metadata"];
+            assert_eq!(meta["namespace"], "validators");
+            let owner = &meta["ownerReferences"][0];
+            assert_eq!((owner["kind"].as_str(), owner["name"].as_str()), (Some("RemoteSigner"), Some("voter")));
+            assert_eq!((owner["uid"].as_str(), owner["controller"].as_bool()), (Some("5f7c-uid"), Some(true)));
+            let labels = meta["labels"].as_object().unwrap();
+            assert_eq!(labels[OWNER_LABEL], "voter");
+            assert!(labels.keys().all(|k| !k.contains("instance") && !k.starts_with("argocd")), "{labels:?}");
+        }
+    }
+
+    #[test]
+    fn token_secret_round_trips_its_state() {
+        let rs = remote_signer(atto_spec());
+        let now = k8s_openapi::jiff::Timestamp::from_second(1_800_000_000).unwrap();
+        let state = TokenState {
+            token: "new".into(),
+            previous: Some("old".into()),
+            rotated_at: now,
+            previous_until: Some(now + k8s_openapi::jiff::SignedDuration::from_mins(10)),
+        };
+        let applied = token_secret(&rs, &state);
+        assert_eq!(applied["stringData"]["token.previous"], "old");
+        // What the API server stores: stringData becomes data.
+        let mut stored: Secret = serde_json::from_value(applied.clone()).unwrap();
+        stored.data = Some(
+            stored.string_data.take().unwrap().into_iter().map(|(k, v)| (k, ByteString(v.into_bytes()))).collect(),
+        );
+        assert_eq!(token_state(&stored), Some(state.clone()));
+
+        let dropped = TokenState { previous: None, previous_until: None, ..state };
+        let applied = token_secret(&rs, &dropped);
+        assert_eq!(applied["stringData"]["token.previous"], "", "the key stays, empty");
+        assert!(applied["metadata"]["annotations"].get(PREVIOUS_UNTIL).is_none());
+    }
+
+    #[test]
+    fn atto_config_is_what_the_signer_parses() {
+        let rs = remote_signer(atto_spec());
+        let config = signer_config(&rs).unwrap();
+        let yaml = config_map(&rs, &config)["data"][CONFIG_FILE].as_str().unwrap().to_string();
+        let parsed = SignerConfig::from_yaml(&yaml).unwrap();
+        let atto = parsed.atto.unwrap();
+        assert_eq!(atto.listen.to_string(), "127.0.0.1:9090");
+        assert_eq!(atto.capabilities, vec![Capability::Challenge, Capability::Vote]);
+        assert_eq!(atto.token_file.unwrap().to_str(), Some("/var/run/sigil/token/token"));
+        assert_eq!(parsed.management.unwrap().listen.to_string(), "0.0.0.0:9091");
+    }
+
+    #[test]
+    fn what_this_version_cannot_serve_is_said_plainly() {
+        let mut spec = atto_spec();
+        spec.protocol = Protocol::Tezos;
+        spec.atto = None;
+        assert_eq!(signer_config(&remote_signer(spec)).unwrap_err().0, "ProtocolNotSupported");
+        let mut spec = atto_spec();
+        spec.key = KeySpec {
+            gcp_kms: Some(crate::api::GcpKmsSpec { key_version: "projects/p/.../1".into() }),
+            ..Default::default()
+        };
+        let (reason, message) = signer_config(&remote_signer(spec)).unwrap_err();
+        assert_eq!(reason, "BackendNotSupported");
+        assert!(message.contains("gcpKms"), "{message}");
+    }
+
+    #[test]
+    fn ratchet_rbac_is_least_privilege() {
+        let mut spec = atto_spec();
+        spec.protocol = Protocol::Tezos;
+        let rs = remote_signer(spec.clone());
+        assert!(uses_ratchet_config_map(&rs));
+        let role = ratchet_role(&rs);
+        assert_eq!(
+            role["rules"],
+            json!([{ "apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["voter-ratchet"], "verbs": ["get", "update"] }])
+        );
+        let binding = ratchet_role_binding(&rs);
+        assert_eq!(binding["subjects"][0]["name"], "voter");
+        assert!(ratchet_config_map(&rs).get("data").is_none(), "the marks are the signer's");
+
+        spec.ratchet = Some(RatchetSpec { store: RatchetStore::File });
+        assert!(!uses_ratchet_config_map(&remote_signer(spec)));
+        assert!(!uses_ratchet_config_map(&remote_signer(atto_spec())));
+    }
+
+    #[test]
+    fn identity_annotations_per_cloud() {
+        assert!(identity_annotations(None).is_empty());
+        let identity = WorkloadIdentitySpec {
+            gcp_service_account: Some("signer@p.iam.gserviceaccount.com".into()),
+            azure_client_id: Some("cid".into()),
+            azure_tenant_id: Some("tid".into()),
+            ..Default::default()
+        };
+        let annotations = identity_annotations(Some(&identity));
+        assert_eq!(annotations.len(), 3);
+        assert_eq!(annotations["iam.gke.io/gcp-service-account"], "signer@p.iam.gserviceaccount.com");
+        assert_eq!(annotations["azure.workload.identity/tenant-id"], "tid");
+        let patch = service_account_patch("voter", "validators", &annotations);
+        assert_eq!(patch["metadata"]["annotations"].as_object().unwrap().len(), 3);
+    }
+}

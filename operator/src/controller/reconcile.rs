@@ -1,0 +1,331 @@
+//! The I/O around the pure decisions: read what exists, apply what should exist (server-side apply,
+//! field manager `sigil-operator`), record status and events, and say when to come back.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource, ResourceExt};
+use serde_json::json;
+
+use super::desired::{self, FIELD_MANAGER, MANAGED_BY};
+use super::status::{self, failed, ok, Outcome};
+use super::token::{self, TokenAction};
+use crate::api::RemoteSigner;
+use crate::metrics::Metrics;
+
+/// Present while identity annotations we wrote exist on a ServiceAccount: they are outside what
+/// ownerReferences clean up, so deletion waits until they are removed.
+pub const IDENTITY_FINALIZER: &str = "sigil.dev/identity";
+/// How soon a RemoteSigner that is not Ready is looked at again.
+const RETRY: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Context {
+    pub fn new(client: Client, metrics: Arc<Metrics>) -> Arc<Self> {
+        let recorder = Recorder::new(client.clone(), Reporter::from(FIELD_MANAGER));
+        Arc::new(Context { client, recorder, metrics })
+    }
+
+    async fn event(&self, rs: &RemoteSigner, type_: EventType, reason: &str, note: String) {
+        let event =
+            Event { type_, reason: reason.into(), note: Some(note), action: "Reconcile".into(), secondary: None };
+        if let Err(error) = self.recorder.publish(&event, &rs.object_ref(&())).await {
+            tracing::warn!(%error, "could not record an event");
+        }
+    }
+}
+
+/// Runs the controller until `shutdown` completes.
+pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
+    let client = ctx.client.clone();
+    let ours = watcher::Config::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1));
+    Controller::new(Api::<RemoteSigner>::all(client.clone()), watcher::Config::default())
+        .owns(Api::<Secret>::all(client.clone()), ours.clone())
+        .owns(Api::<ConfigMap>::all(client.clone()), ours)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, "reconcile did not complete");
+            }
+        })
+        .await;
+}
+
+fn error_policy(rs: Arc<RemoteSigner>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.reconcile_errors.inc();
+    tracing::warn!(remote_signer = %rs.name_any(), namespace = ?rs.namespace(), %error, "reconcile failed; retrying");
+    Action::requeue(RETRY)
+}
+
+pub async fn reconcile(rs: Arc<RemoteSigner>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    ctx.metrics.reconciles.inc();
+    let result = reconcile_inner(&rs, &ctx).await;
+    ctx.metrics.reconcile_duration.observe(started.elapsed().as_secs_f64());
+    result
+}
+
+async fn reconcile_inner(rs: &RemoteSigner, ctx: &Context) -> Result<Action, Error> {
+    let namespace = rs.namespace().ok_or_else(|| Error::Invalid("RemoteSigner without a namespace".into()))?;
+    let name = rs.name_any();
+    let client = &ctx.client;
+    let signers: Api<RemoteSigner> = Api::namespaced(client.clone(), &namespace);
+    let annotations = desired::identity_annotations(rs.spec.workload_identity.as_ref());
+    let has_finalizer = rs.finalizers().iter().any(|f| f == IDENTITY_FINALIZER);
+
+    if rs.meta().deletion_timestamp.is_some() {
+        if has_finalizer {
+            release_identity(rs, ctx, &namespace).await?;
+            remove_finalizer(&signers, rs).await?;
+        }
+        return Ok(Action::await_change());
+    }
+    if !annotations.is_empty() && !has_finalizer {
+        // Finalizer first, so that nothing we write to the ServiceAccount can outlive us.
+        let mut finalizers = rs.finalizers().to_vec();
+        finalizers.push(IDENTITY_FINALIZER.into());
+        set_finalizers(&signers, rs, &finalizers).await?;
+        return Ok(Action::requeue(Duration::ZERO));
+    }
+
+    let now = Timestamp::now();
+    let apply = PatchParams::apply(FIELD_MANAGER).force();
+    let (token_outcome, token_wait, token_state) = reconcile_token(rs, ctx, &namespace, now, &apply).await?;
+    let config_outcome = reconcile_config(rs, ctx, &namespace, &apply).await?;
+    reconcile_ratchet(rs, ctx, &namespace, &apply).await?;
+    let identity_outcome = reconcile_identity(rs, ctx, &namespace, &annotations).await?;
+    if annotations.is_empty() && has_finalizer {
+        remove_finalizer(&signers, rs).await?;
+    }
+
+    let parts = [
+        (status::TOKEN_READY, token_outcome),
+        (status::CONFIG_READY, config_outcome),
+        (status::IDENTITY_READY, identity_outcome),
+    ];
+    let previous = rs.status.clone().unwrap_or_default();
+    let conditions = status::conditions(&previous.conditions, now, rs.meta().generation, &parts);
+    let ready = conditions[0].status == "True";
+    let status = json!({
+        "apiVersion": "sigil.dev/v1alpha1",
+        "kind": "RemoteSigner",
+        "status": {
+            "observedGeneration": rs.meta().generation,
+            "conditions": conditions,
+            "keyBackend": rs.spec.key.backend(),
+            "tokenRotatedAt": token_state.as_ref().map(|s| s.rotated_at.to_string()),
+            "previousTokenExpiresAt": token_state.as_ref().and_then(|s| s.previous_until).map(|t| t.to_string()),
+            "identityServiceAccount": (!annotations.is_empty()).then(|| desired::service_account(rs)),
+        }
+    });
+    signers.patch_status(&name, &apply, &Patch::Apply(&status)).await?;
+    if previous.conditions.first().map(|c| c.status.as_str()) != Some(conditions[0].status.as_str()) {
+        let (type_, note) = if ready {
+            (EventType::Normal, "Ready".to_string())
+        } else {
+            (EventType::Warning, format!("Not ready: {}", conditions[0].message))
+        };
+        ctx.event(rs, type_, &conditions[0].reason, note).await;
+    }
+    let wait = Duration::try_from(token_wait).unwrap_or(RETRY);
+    Ok(Action::requeue(if ready { wait } else { wait.min(RETRY) }))
+}
+
+type TokenResult = (Outcome, k8s_openapi::jiff::SignedDuration, Option<token::TokenState>);
+
+async fn reconcile_token(
+    rs: &RemoteSigner,
+    ctx: &Context,
+    namespace: &str,
+    now: Timestamp,
+    apply: &PatchParams,
+) -> Result<TokenResult, Error> {
+    let schedule = match token::schedule(rs.spec.token.as_ref()) {
+        Ok(schedule) => schedule,
+        Err(message) => {
+            return Ok((failed("InvalidSchedule", message), k8s_openapi::jiff::SignedDuration::from_secs(30), None))
+        }
+    };
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let name = desired::token_secret_name(&rs.name_any());
+    let current = secrets.get_opt(&name).await?.and_then(|s| desired::token_state(&s));
+    let existed = current.is_some();
+    let (state, action, wait) = token::plan(now, current, schedule, token::random_token);
+    if action != TokenAction::Unchanged || !existed {
+        secrets.patch(&name, apply, &Patch::Apply(&desired::token_secret(rs, &state))).await?;
+        let note = match action {
+            TokenAction::Created => format!("Created API token Secret {name}"),
+            TokenAction::Rotated => format!(
+                "Rotated the API token in Secret {name}; the previous token stays valid until {}",
+                state.previous_until.map(|t| t.to_string()).unwrap_or_default()
+            ),
+            TokenAction::PreviousDropped => format!("Grace period over: dropped the previous token from Secret {name}"),
+            TokenAction::Unchanged => format!("Restored Secret {name}"),
+        };
+        let reason = match action {
+            TokenAction::Created => "TokenCreated",
+            TokenAction::Rotated => "TokenRotated",
+            TokenAction::PreviousDropped => "PreviousTokenDropped",
+            TokenAction::Unchanged => "TokenRestored",
+        };
+        ctx.metrics.token_actions.get_or_create(&crate::metrics::ActionLabels { action: reason }).inc();
+        ctx.event(rs, EventType::Normal, reason, note).await;
+    }
+    let next = now + wait;
+    let message = format!("Secret {name} holds the API token; next change at {next}");
+    Ok((ok("TokenIssued", message), wait, Some(state)))
+}
+
+async fn reconcile_config(
+    rs: &RemoteSigner,
+    ctx: &Context,
+    namespace: &str,
+    apply: &PatchParams,
+) -> Result<Outcome, Error> {
+    let config = match desired::signer_config(rs) {
+        Ok(config) => config,
+        Err((reason, message)) => return Ok(failed(reason, message)),
+    };
+    if let Some(key) = &rs.spec.key.secret_ref {
+        // Metadata only: the operator never reads key material.
+        let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+        if secrets.get_metadata_opt(&key.name).await?.is_none() {
+            return Ok(failed(
+                "KeySecretNotFound",
+                format!("Secret {} (spec.key.secretRef) does not exist in namespace {namespace}", key.name),
+            ));
+        }
+    }
+    let name = desired::config_map_name(&rs.name_any());
+    let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), namespace);
+    config_maps.patch(&name, apply, &Patch::Apply(&desired::config_map(rs, &config))).await?;
+    Ok(ok("Rendered", format!("ConfigMap {name} holds the signer config")))
+}
+
+async fn reconcile_ratchet(
+    rs: &RemoteSigner,
+    ctx: &Context,
+    namespace: &str,
+    apply: &PatchParams,
+) -> Result<(), Error> {
+    let name = desired::ratchet_name(&rs.name_any());
+    let roles: Api<Role> = Api::namespaced(ctx.client.clone(), namespace);
+    let bindings: Api<RoleBinding> = Api::namespaced(ctx.client.clone(), namespace);
+    if desired::uses_ratchet_config_map(rs) {
+        let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), namespace);
+        config_maps.patch(&name, apply, &Patch::Apply(&desired::ratchet_config_map(rs))).await?;
+        roles.patch(&name, apply, &Patch::Apply(&desired::ratchet_role(rs))).await?;
+        bindings.patch(&name, apply, &Patch::Apply(&desired::ratchet_role_binding(rs))).await?;
+    } else {
+        // Access goes when it is no longer needed. The ratchet ConfigMap itself stays until the
+        // RemoteSigner is deleted: high-water marks are never thrown away by a spec edit.
+        delete_if_present(&bindings, &name).await?;
+        delete_if_present(&roles, &name).await?;
+    }
+    Ok(())
+}
+
+async fn delete_if_present<K>(api: &Api<K>, name: &str) -> Result<(), Error>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(error) => Err(error.into()),
+    }
+}
+
+async fn reconcile_identity(
+    rs: &RemoteSigner,
+    ctx: &Context,
+    namespace: &str,
+    annotations: &BTreeMap<String, String>,
+) -> Result<Outcome, Error> {
+    let account = desired::service_account(rs);
+    // A ServiceAccount annotated before, and no longer the one in the spec: release it.
+    let previous = rs.status.as_ref().and_then(|s| s.identity_service_account.clone());
+    if let Some(previous) = previous.filter(|p| *p != account || annotations.is_empty()) {
+        release(ctx, namespace, &previous).await?;
+    }
+    if annotations.is_empty() {
+        return Ok(ok("NotRequested", "spec.workloadIdentity is not set; nothing to annotate"));
+    }
+    let accounts: Api<ServiceAccount> = Api::namespaced(ctx.client.clone(), namespace);
+    if accounts.get_metadata_opt(&account).await?.is_none() {
+        return Ok(failed(
+            "ServiceAccountNotFound",
+            format!(
+                "ServiceAccount {account} (spec.serviceAccountName) does not exist in namespace {namespace}; create it"
+            ),
+        ));
+    }
+    // No force: an annotation the user manages themselves is a conflict to report, not to take over.
+    let patch = desired::service_account_patch(&account, namespace, annotations);
+    match accounts.patch(&account, &PatchParams::apply(FIELD_MANAGER), &Patch::Apply(&patch)).await {
+        Ok(_) => Ok(ok(
+            "Annotated",
+            format!("ServiceAccount {account} carries {}", annotations.keys().cloned().collect::<Vec<_>>().join(", ")),
+        )),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(failed(
+            "AnnotationConflict",
+            format!("another manager owns an identity annotation on ServiceAccount {account}: {}", status.message),
+        )),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Removes the identity annotations we applied (applying none releases them).
+async fn release(ctx: &Context, namespace: &str, account: &str) -> Result<(), Error> {
+    let accounts: Api<ServiceAccount> = Api::namespaced(ctx.client.clone(), namespace);
+    if accounts.get_metadata_opt(account).await?.is_none() {
+        return Ok(());
+    }
+    let patch = desired::service_account_patch(account, namespace, &BTreeMap::new());
+    accounts.patch(account, &PatchParams::apply(FIELD_MANAGER), &Patch::Apply(&patch)).await?;
+    Ok(())
+}
+
+async fn release_identity(rs: &RemoteSigner, ctx: &Context, namespace: &str) -> Result<(), Error> {
+    let account = rs
+        .status
+        .as_ref()
+        .and_then(|s| s.identity_service_account.clone())
+        .unwrap_or_else(|| desired::service_account(rs));
+    release(ctx, namespace, &account).await
+}
+
+async fn remove_finalizer(signers: &Api<RemoteSigner>, rs: &RemoteSigner) -> Result<(), Error> {
+    let remaining: Vec<String> = rs.finalizers().iter().filter(|f| *f != IDENTITY_FINALIZER).cloned().collect();
+    set_finalizers(signers, rs, &remaining).await
+}
+
+/// A merge patch guarded by resourceVersion: never overwrites someone else's concurrent change.
+async fn set_finalizers(signers: &Api<RemoteSigner>, rs: &RemoteSigner, finalizers: &[String]) -> Result<(), Error> {
+    let patch = json!({ "metadata": { "finalizers": finalizers, "resourceVersion": rs.resource_version() } });
+    signers.patch(&rs.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    Ok(())
+}

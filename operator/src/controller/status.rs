@@ -1,0 +1,83 @@
+//! Conditions: each part of a RemoteSigner reports True with what it did, or False with a reason
+//! and a message a person can act on; Ready is True only when all are.
+
+use k8s_openapi::jiff::Timestamp;
+
+use crate::api::Condition;
+
+pub const READY: &str = "Ready";
+pub const TOKEN_READY: &str = "TokenReady";
+pub const CONFIG_READY: &str = "ConfigReady";
+pub const IDENTITY_READY: &str = "IdentityReady";
+
+/// One part's outcome: `(reason, message)`, good or bad.
+pub type Outcome = Result<(String, String), (String, String)>;
+
+pub fn ok(reason: &str, message: impl Into<String>) -> Outcome {
+    Ok((reason.to_string(), message.into()))
+}
+
+pub fn failed(reason: &str, message: impl Into<String>) -> Outcome {
+    Err((reason.to_string(), message.into()))
+}
+
+/// The conditions for this generation. A condition whose status did not change keeps its
+/// lastTransitionTime.
+pub fn conditions(
+    previous: &[Condition],
+    now: Timestamp,
+    generation: Option<i64>,
+    parts: &[(&str, Outcome)],
+) -> Vec<Condition> {
+    let build = |type_: &str, outcome: &Outcome| {
+        let (status, (reason, message)) = match outcome {
+            Ok(detail) => ("True", detail.clone()),
+            Err(detail) => ("False", detail.clone()),
+        };
+        let since = previous
+            .iter()
+            .find(|c| c.type_ == type_ && c.status == status)
+            .map(|c| c.last_transition_time.clone())
+            .unwrap_or_else(|| now.to_string());
+        Condition {
+            type_: type_.to_string(),
+            status: status.to_string(),
+            reason,
+            message,
+            last_transition_time: since,
+            observed_generation: generation,
+        }
+    };
+    let ready = match parts.iter().find(|(_, outcome)| outcome.is_err()) {
+        None => ok("Ready", "the signer's token, config and identity are in place"),
+        Some((type_, Err((reason, message)))) => failed(reason, format!("{type_}: {message}")),
+        Some(_) => unreachable!("found an Err"),
+    };
+    std::iter::once(build(READY, &ready)).chain(parts.iter().map(|(t, o)| build(t, o))).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + s).unwrap()
+    }
+
+    #[test]
+    fn ready_summarises_and_times_only_move_on_change() {
+        let parts = [(TOKEN_READY, ok("TokenIssued", "t")), (CONFIG_READY, ok("Rendered", "c"))];
+        let first = conditions(&[], at(0), Some(1), &parts);
+        assert_eq!(first.len(), 3);
+        assert_eq!((first[0].type_.as_str(), first[0].status.as_str()), (READY, "True"));
+
+        let broken =
+            [(TOKEN_READY, ok("TokenIssued", "t")), (CONFIG_READY, failed("KeySecretNotFound", "no Secret x"))];
+        let second = conditions(&first, at(60), Some(2), &broken);
+        assert_eq!((second[0].status.as_str(), second[0].reason.as_str()), ("False", "KeySecretNotFound"));
+        assert_eq!(second[0].message, "ConfigReady: no Secret x");
+        assert_eq!(second[0].last_transition_time, at(60).to_string());
+        assert_eq!(second[1].last_transition_time, at(0).to_string(), "TokenReady did not change");
+        assert!(second.iter().all(|c| c.observed_generation == Some(2)));
+    }
+}

@@ -1,0 +1,4 @@
+//! Prints the RemoteSigner CRD. `cargo run -p sigil-operator --bin crdgen > crds/remotesigner.yaml`
+fn main() {
+    print!("{}", sigil_operator::api::crd_yaml());
+}

@@ -1,0 +1,143 @@
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+use clap::Parser;
+use sigil_operator::controller::reconcile::{self, Context};
+use sigil_operator::leader::{self, LeaseConfig};
+use sigil_operator::metrics::Metrics;
+
+/// Reconciles sigil RemoteSigner resources: API tokens and their rotation, signer config, ratchet
+/// storage and RBAC, Workload Identity annotations. Uses the in-cluster config, or KUBECONFIG.
+#[derive(Parser)]
+#[command(version, about)]
+struct Args {
+    /// Address for /healthz, /readyz and /metrics.
+    #[arg(long, env = "SIGIL_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    metrics_addr: SocketAddr,
+    /// Elect a leader through a Lease, so that replicas never act at once. Turn off only when a
+    /// single replica is guaranteed.
+    #[arg(long, env = "SIGIL_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_election: bool,
+    /// Namespace of the leader Lease: the operator's own (POD_NAMESPACE).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    #[arg(long, default_value = "sigil-operator")]
+    lease_name: String,
+    /// How long a leader's Lease lasts without renewal.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    lease_duration: Duration,
+    /// This replica's identity in the Lease (POD_NAME); hostname and a random suffix otherwise.
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Log format: text or json.
+    #[arg(long, env = "SIGIL_LOG_FORMAT", default_value = "text")]
+    log_format: String,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let duration: k8s_openapi::jiff::SignedDuration = text.parse().map_err(|e| format!("{text:?}: {e}"))?;
+    Duration::try_from(duration).map_err(|_| format!("{text:?} must be positive"))
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SIGIL_LOG").unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if args.log_format == "json" {
+        logs.json().flatten_event(true).init();
+    } else {
+        logs.init();
+    }
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(run(args))
+}
+
+#[derive(Clone)]
+struct Health {
+    metrics: Arc<Metrics>,
+    ready: Arc<AtomicBool>,
+}
+
+async fn run(args: Args) -> Result<()> {
+    let client = kube::Client::try_default().await.context("no Kubernetes config (in-cluster or KUBECONFIG)")?;
+    let metrics = Arc::new(Metrics::default());
+    let health = Health { metrics: metrics.clone(), ready: Arc::new(AtomicBool::new(false)) };
+    let listener = tokio::net::TcpListener::bind(args.metrics_addr)
+        .await
+        .with_context(|| format!("cannot listen on {} (--metrics-addr)", args.metrics_addr))?;
+    tracing::info!(addr = %listener.local_addr()?, "metrics listening");
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(|State(h): State<Health>| async move { h.metrics.encode() }))
+        .with_state(health.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let lease = LeaseConfig {
+        namespace: args.lease_namespace,
+        name: args.lease_name,
+        identity: args.identity.unwrap_or_else(default_identity),
+        duration: args.lease_duration,
+    };
+    // Reachability of the API server is what readiness means for a standby replica.
+    client.apiserver_version().await.context("the Kubernetes API server does not answer")?;
+    health.ready.store(true, Ordering::Relaxed);
+    if args.leader_election {
+        tracing::info!(identity = %lease.identity, lease = %lease.name, "waiting to lead");
+        tokio::select! {
+            _ = leader::acquire(&client, &lease) => {}
+            _ = shutdown_signal() => return Ok(()),
+        }
+        tracing::info!(identity = %lease.identity, "leading");
+    }
+    metrics.leader.set(1);
+    let ctx = Context::new(client.clone(), metrics.clone());
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let controller = tokio::spawn(reconcile::run(ctx, async move {
+        let mut stopped = stopped;
+        let _ = stopped.wait_for(|s| *s).await;
+    }));
+    let outcome = tokio::select! {
+        _ = shutdown_signal() => Ok(()),
+        _ = leader::hold(&client, &lease), if args.leader_election => {
+            Err(anyhow::anyhow!("lost the leader Lease {}; exiting so that only the new leader acts", lease.name))
+        }
+    };
+    metrics.leader.set(0);
+    let _ = stop.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(10), controller).await;
+    if args.leader_election && outcome.is_ok() {
+        leader::release(&client, &lease).await;
+    }
+    outcome
+}
+
+async fn readyz(State(health): State<Health>) -> (StatusCode, &'static str) {
+    if health.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "starting\n")
+    }
+}
+
+fn default_identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "sigil-operator".into());
+    let mut suffix = [0u8; 4];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut suffix);
+    format!("{}-{:02x}{:02x}{:02x}{:02x}", host.trim(), suffix[0], suffix[1], suffix[2], suffix[3])
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
