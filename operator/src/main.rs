@@ -36,6 +36,9 @@ struct Args {
     /// This replica's identity in the Lease (POD_NAME); hostname and a random suffix otherwise.
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
+    /// Reconcile RemoteSigners in this namespace only (every namespace when unset).
+    #[arg(long, env = "SIGIL_WATCH_NAMESPACE")]
+    namespace: Option<String>,
     /// Log format: text or json.
     #[arg(long, env = "SIGIL_LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -100,7 +103,7 @@ async fn run(args: Args) -> Result<()> {
     metrics.leader.set(1);
     let ctx = Context::new(client.clone(), metrics.clone());
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let controller = tokio::spawn(reconcile::run(ctx, async move {
+    let controller = tokio::spawn(reconcile::run(ctx, args.namespace.clone(), async move {
         let mut stopped = stopped;
         let _ = stopped.wait_for(|s| *s).await;
     }));

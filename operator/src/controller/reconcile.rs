@@ -57,13 +57,27 @@ impl Context {
     }
 }
 
-/// Runs the controller until `shutdown` completes.
-pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
+/// Runs the controller until `shutdown` completes, over every namespace or just `namespace`.
+pub async fn run(
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    fn api<K>(client: &Client, namespace: &Option<String>) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as Resource>::DynamicType: Default,
+    {
+        match namespace {
+            Some(namespace) => Api::namespaced(client.clone(), namespace),
+            None => Api::all(client.clone()),
+        }
+    }
     let client = ctx.client.clone();
     let ours = watcher::Config::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1));
-    Controller::new(Api::<RemoteSigner>::all(client.clone()), watcher::Config::default())
-        .owns(Api::<Secret>::all(client.clone()), ours.clone())
-        .owns(Api::<ConfigMap>::all(client.clone()), ours)
+    Controller::new(api::<RemoteSigner>(&client, &namespace), watcher::Config::default())
+        .owns(api::<Secret>(&client, &namespace), ours.clone())
+        .owns(api::<ConfigMap>(&client, &namespace), ours)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {

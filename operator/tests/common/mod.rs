@@ -1,0 +1,137 @@
+//! Helpers for the operator's tests against a real API server: the CRD, the operator binary, its
+//! metrics, and waiting for RemoteSigner states.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use sigil_operator::api::{RemoteSigner, RemoteSignerSpec};
+use sigil_tests::cluster::{wait_for, TestCluster};
+
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// Installs (or updates) the RemoteSigner CRD, as `kubectl apply --server-side` would.
+pub async fn install_crd(client: &Client) -> Result<()> {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd = sigil_operator::api::crd();
+    crds.patch("remotesigners.sigil.dev", &PatchParams::apply("sigil-tests").force(), &Patch::Apply(&crd)).await?;
+    wait_for("the CRD to be established", DEADLINE, || async {
+        let crd = crds.get("remotesigners.sigil.dev").await?;
+        let established = crd
+            .status
+            .and_then(|s| s.conditions)
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True");
+        Ok(established.then_some(()))
+    })
+    .await
+}
+
+/// A running sigil-operator scoped to one namespace; killed on drop.
+pub struct Operator {
+    child: Child,
+    pub metrics: SocketAddr,
+    pub logs: mpsc::Receiver<String>,
+}
+
+impl Operator {
+    pub fn start(kubeconfig: &Path, namespace: &str, extra: &[&str]) -> Result<Operator> {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sigil-operator"))
+            .args(["--namespace", namespace, "--lease-namespace", namespace, "--metrics-addr", "127.0.0.1:0"])
+            .args(["--log-format", "json"])
+            .args(extra)
+            .env_clear()
+            .env("KUBECONFIG", kubeconfig)
+            .env("SIGIL_LOG", "info,sigil_operator=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("start sigil-operator")?;
+        let (send, logs) = mpsc::channel();
+        let stderr = child.stderr.take().expect("stderr is piped");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if send.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(line) = logs.recv_timeout(left) else {
+                bail!("sigil-operator did not start; its output:\n{}", seen.join("\n"));
+            };
+            seen.push(line.clone());
+            let event: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            if event["message"] == "metrics listening" {
+                let metrics = event["addr"].as_str().unwrap_or_default().parse()?;
+                return Ok(Operator { child, metrics, logs });
+            }
+        }
+    }
+
+    /// SIGKILL: no lease release, no cleanup (a crash).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// One metric's value, 0 when absent.
+    pub fn metric(&self, name: &str) -> f64 {
+        let Ok(mut stream) = TcpStream::connect(self.metrics) else { return -1.0 };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        let _ = write!(stream, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let mut body = String::new();
+        let _ = stream.read_to_string(&mut body);
+        body.lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub async fn create(client: &Client, namespace: &str, name: &str, spec: RemoteSignerSpec) -> Result<RemoteSigner> {
+    let api: Api<RemoteSigner> = Api::namespaced(client.clone(), namespace);
+    Ok(api.create(&PostParams::default(), &RemoteSigner::new(name, spec)).await?)
+}
+
+/// Waits until the RemoteSigner's status describes its current generation and `Ready` has `status`.
+pub async fn wait_ready(client: &Client, namespace: &str, name: &str, status: &str) -> Result<RemoteSigner> {
+    let api: Api<RemoteSigner> = Api::namespaced(client.clone(), namespace);
+    wait_for(&format!("RemoteSigner {name} Ready={status}"), DEADLINE, || async {
+        let rs = api.get(name).await?;
+        let current = rs.status.as_ref().and_then(|s| s.observed_generation) == rs.metadata.generation;
+        let ready = rs.status.as_ref().and_then(|s| s.conditions.first()).map(|c| c.status.as_str()) == Some(status);
+        Ok((current && ready).then_some(rs))
+    })
+    .await
+}
+
+pub fn repo_path(relative: &str) -> PathBuf {
+    sigil_tests::cluster::repo_root().join(relative)
+}
+
+pub async fn cluster() -> Result<TestCluster> {
+    let cluster = TestCluster::get().await?;
+    install_crd(&cluster.client).await?;
+    Ok(cluster)
+}

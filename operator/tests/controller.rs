@@ -1,0 +1,390 @@
+//! The controller against a real API server (e2e/cluster, or SIGIL_TEST_KUBECONFIG).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::Result;
+use common::*;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+use sigil_operator::api::*;
+use sigil_signer::config::SignerConfig;
+use sigil_tests::cluster::{wait_for, TestCluster};
+
+fn atto_spec() -> RemoteSignerSpec {
+    RemoteSignerSpec {
+        protocol: Protocol::Atto,
+        key: KeySpec {
+            secret_ref: Some(SecretKeyRef { name: "voter-key".into(), key: "seed".into() }),
+            ..Default::default()
+        },
+        atto: Some(AttoSpec { capabilities: vec![AttoCapability::Challenge, AttoCapability::Vote] }),
+        tezos: None,
+        cometbft: None,
+        ratchet: None,
+        token: None,
+        service_account_name: Some("voter".into()),
+        workload_identity: None,
+        sidecar: None,
+    }
+}
+
+async fn create_from_json<K>(client: &Client, namespace: &str, object: serde_json::Value) -> Result<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    Ok(api.create(&PostParams::default(), &serde_json::from_value(object)?).await?)
+}
+
+/// A kubeconfig that acts as ServiceAccount `account`, bound to exactly the operator's rules
+/// (charts/sigil/rbac/operator-rules.yaml). Returns the file and the cluster-scoped objects to delete.
+async fn least_privilege_kubeconfig(
+    cluster: &TestCluster,
+    namespace: &str,
+    dir: &std::path::Path,
+) -> Result<std::path::PathBuf> {
+    let client = &cluster.client;
+    let rules: serde_json::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(repo_path("charts/sigil/rbac/operator-rules.yaml"))?)?;
+    let name = format!("sigil-operator-{namespace}");
+    let role: ClusterRole = serde_json::from_value(json!({
+        "metadata": { "name": name, "labels": { "sigil.dev/test": "true" } }, "rules": rules
+    }))?;
+    Api::<ClusterRole>::all(client.clone()).create(&PostParams::default(), &role).await?;
+    create_from_json::<ServiceAccount>(client, namespace, json!({ "metadata": { "name": "sigil-operator" } })).await?;
+    let binding: ClusterRoleBinding = serde_json::from_value(json!({
+        "metadata": { "name": name, "labels": { "sigil.dev/test": "true" } },
+        "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name },
+        "subjects": [{ "kind": "ServiceAccount", "name": "sigil-operator", "namespace": namespace }],
+    }))?;
+    Api::<ClusterRoleBinding>::all(client.clone()).create(&PostParams::default(), &binding).await?;
+
+    let mut kubeconfig: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&cluster.kubeconfig)?)?;
+    for user in kubeconfig["users"].as_sequence_mut().into_iter().flatten() {
+        user["user"]["as"] = format!("system:serviceaccount:{namespace}:sigil-operator").into();
+    }
+    let path = dir.join("kubeconfig");
+    std::fs::write(&path, serde_yaml::to_string(&kubeconfig)?)?;
+    Ok(path)
+}
+
+async fn delete_cluster_rbac(client: &Client, namespace: &str) {
+    let name = format!("sigil-operator-{namespace}");
+    let _ = Api::<ClusterRoleBinding>::all(client.clone()).delete(&name, &DeleteParams::default()).await;
+    let _ = Api::<ClusterRole>::all(client.clone()).delete(&name, &DeleteParams::default()).await;
+}
+
+fn owned_by(meta: &kube::api::ObjectMeta, rs: &RemoteSigner) -> bool {
+    meta.owner_references.iter().flatten().any(|o| o.uid == rs.uid().unwrap_or_default() && o.controller == Some(true))
+}
+
+#[tokio::test]
+async fn lifecycle_under_least_privilege() -> Result<()> {
+    let cluster = cluster().await?;
+    let namespace = cluster.namespace("lifecycle").await?;
+    let ns = namespace.name.as_str();
+    let client = cluster.client.clone();
+    let dir = tempfile::tempdir()?;
+    let kubeconfig = least_privilege_kubeconfig(&cluster, ns, dir.path()).await?;
+    let result = lifecycle(&client, ns, &kubeconfig).await;
+    delete_cluster_rbac(&client, ns).await;
+    result
+}
+
+async fn lifecycle(client: &Client, ns: &str, kubeconfig: &std::path::Path) -> Result<()> {
+    create_from_json::<ServiceAccount>(client, ns, json!({ "metadata": { "name": "voter" } })).await?;
+    create_from_json::<Secret>(
+        client,
+        ns,
+        json!({ "metadata": { "name": "voter-key" }, "stringData": { "seed": "00".repeat(32) } }),
+    )
+    .await?;
+    let mut spec = atto_spec();
+    spec.workload_identity = Some(WorkloadIdentitySpec {
+        gcp_service_account: Some("signer@project.iam.gserviceaccount.com".into()),
+        ..Default::default()
+    });
+    create(client, ns, "voter", spec).await?;
+    let _operator = Operator::start(kubeconfig, ns, &[])?;
+
+    // Ready, with every child owned by the RemoteSigner.
+    let rs = wait_ready(client, ns, "voter", "True").await?;
+    let status = rs.status.clone().unwrap();
+    assert_eq!(status.observed_generation, Some(1));
+    assert_eq!(status.key_backend.as_deref(), Some("secretRef"));
+    let types: Vec<&str> = status.conditions.iter().map(|c| c.type_.as_str()).collect();
+    assert_eq!(types, ["Ready", "TokenReady", "ConfigReady", "IdentityReady"]);
+    assert!(status.token_rotated_at.is_some());
+    assert!(rs.finalizers().contains(&"sigil.dev/identity".to_string()));
+
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let token = secrets.get("voter-token").await?;
+    assert!(owned_by(&token.metadata, &rs));
+    let data = token.data.clone().unwrap();
+    assert_eq!(data["token"].0.len(), 64);
+    assert!(data["token.previous"].0.is_empty());
+    let labels = token.labels();
+    assert_eq!(labels.get("sigil.dev/remote-signer").map(String::as_str), Some("voter"));
+
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let config = config_maps.get("voter-config").await?;
+    assert!(owned_by(&config.metadata, &rs));
+    let yaml = config.data.unwrap()["signer.yaml"].clone();
+    let parsed = SignerConfig::from_yaml(&yaml)?;
+    assert_eq!(parsed.atto.unwrap().capabilities.len(), 2);
+    assert!(config_maps.get_opt("voter-ratchet").await?.is_none(), "Atto keeps no marks");
+
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
+    let annotations = accounts.get("voter").await?.metadata.annotations.unwrap_or_default();
+    assert_eq!(
+        annotations.get("iam.gke.io/gcp-service-account").map(String::as_str),
+        Some("signer@project.iam.gserviceaccount.com")
+    );
+
+    // A spec change: the config follows and the status describes generation 2.
+    let signers: Api<RemoteSigner> = Api::namespaced(client.clone(), ns);
+    let patch = json!({ "spec": { "atto": { "capabilities": ["CHALLENGE", "VOTE", "BLOCK"] } } });
+    signers.patch("voter", &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    wait_ready(client, ns, "voter", "True").await?;
+    let yaml = config_maps.get("voter-config").await?.data.unwrap()["signer.yaml"].clone();
+    assert!(yaml.contains("BLOCK"), "{yaml}");
+    assert_eq!(secrets.get("voter-token").await?.data.unwrap()["token"], data["token"], "a spec edit keeps the token");
+
+    // The key Secret disappears: not Ready, and the status says which Secret.
+    secrets.delete("voter-key", &DeleteParams::default()).await?;
+    signers
+        .patch(
+            "voter",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({ "metadata": { "annotations": { "touch": "1" } } })),
+        )
+        .await?;
+    let rs = wait_for("ConfigReady=False for the missing key Secret", DEADLINE, || async {
+        let rs = signers.get("voter").await?;
+        let missing = rs.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.reason == "KeySecretNotFound"));
+        Ok(missing.then_some(rs))
+    })
+    .await?;
+    let ready = &rs.status.unwrap().conditions[0];
+    assert_eq!(ready.status, "False");
+    assert!(ready.message.contains("Secret voter-key"), "{}", ready.message);
+    create_from_json::<Secret>(
+        client,
+        ns,
+        json!({ "metadata": { "name": "voter-key" }, "stringData": { "seed": "00".repeat(32) } }),
+    )
+    .await?;
+    signers
+        .patch(
+            "voter",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({ "metadata": { "annotations": { "touch": "2" } } })),
+        )
+        .await?;
+    wait_ready(client, ns, "voter", "True").await?;
+
+    // Tezos (not served by this version yet): ratchet storage and its RBAC appear, and the status
+    // says plainly why the signer is not ready.
+    let patch = json!({ "spec": { "protocol": "Tezos", "atto": null } });
+    signers.patch("voter", &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    let rs = wait_ready(client, ns, "voter", "False").await?;
+    assert_eq!(rs.status.unwrap().conditions[0].reason, "ProtocolNotSupported");
+    let role = Api::<Role>::namespaced(client.clone(), ns).get("voter-ratchet").await?;
+    assert_eq!(role.rules.unwrap()[0].resource_names.clone().unwrap(), vec!["voter-ratchet".to_string()]);
+    let binding = Api::<RoleBinding>::namespaced(client.clone(), ns).get("voter-ratchet").await?;
+    assert_eq!(binding.subjects.unwrap()[0].name, "voter");
+    assert!(config_maps.get_opt("voter-ratchet").await?.is_some());
+
+    // Identity removed from the spec: the annotation and the finalizer go.
+    let patch =
+        json!({ "spec": { "protocol": "Atto", "atto": { "capabilities": ["VOTE"] }, "workloadIdentity": null } });
+    signers.patch("voter", &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    let rs = wait_ready(client, ns, "voter", "True").await?;
+    assert!(!rs.finalizers().contains(&"sigil.dev/identity".to_string()));
+    let annotations = accounts.get("voter").await?.metadata.annotations.unwrap_or_default();
+    assert!(!annotations.contains_key("iam.gke.io/gcp-service-account"), "{annotations:?}");
+    assert!(
+        Api::<Role>::namespaced(client.clone(), ns).get_opt("voter-ratchet").await?.is_none(),
+        "access no longer needed"
+    );
+    assert!(config_maps.get_opt("voter-ratchet").await?.is_some(), "marks are never dropped by a spec edit");
+
+    // Identity back, then delete: annotations removed before the RemoteSigner goes, children GC'd.
+    let patch = json!({ "spec": { "workloadIdentity": { "awsRoleArn": "arn:aws:iam::123456789012:role/signer" } } });
+    signers.patch("voter", &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    wait_for("the IRSA annotation", DEADLINE, || async {
+        let annotations = accounts.get("voter").await?.metadata.annotations.unwrap_or_default();
+        Ok(annotations.contains_key("eks.amazonaws.com/role-arn").then_some(()))
+    })
+    .await?;
+    signers.delete("voter", &DeleteParams::default()).await?;
+    wait_for("the RemoteSigner, its children and its annotations to be gone", DEADLINE, || async {
+        let annotations: BTreeMap<String, String> =
+            accounts.get("voter").await?.metadata.annotations.unwrap_or_default();
+        let gone = signers.get_opt("voter").await?.is_none()
+            && secrets.get_opt("voter-token").await?.is_none()
+            && config_maps.get_opt("voter-config").await?.is_none()
+            && config_maps.get_opt("voter-ratchet").await?.is_none()
+            && !annotations.contains_key("eks.amazonaws.com/role-arn");
+        Ok(gone.then_some(()))
+    })
+    .await?;
+    assert!(accounts.get_opt("voter").await?.is_some(), "the user's ServiceAccount itself stays");
+    Ok(())
+}
+
+#[tokio::test]
+async fn invalid_specs_are_refused_at_admission() -> Result<()> {
+    let cluster = cluster().await?;
+    let namespace = cluster.namespace("admission").await?;
+    let mut two_backends = atto_spec();
+    two_backends.key.gcp_kms =
+        Some(GcpKmsSpec { key_version: "projects/p/locations/l/keyRings/r/cryptoKeys/k/cryptoKeyVersions/1".into() });
+    let mut tezos_with_capabilities = atto_spec();
+    tezos_with_capabilities.protocol = Protocol::Tezos;
+    let mut short_grace = atto_spec();
+    short_grace.token = Some(TokenSpec { rotation_interval: None, grace_period: Some("10s".into()) });
+    for (spec, expected) in [
+        (two_backends, "spec.key: set exactly one of secretRef, pkcs11, gcpKms, awsKms, azureKeyVault"),
+        (tezos_with_capabilities, "spec.atto (capabilities) is only for protocol Atto"),
+        (short_grace, "spec.token.gracePeriod is a duration of at least 1m"),
+    ] {
+        let error = create(&cluster.client, &namespace.name, "bad", spec).await.unwrap_err();
+        let message = format!("{error:#}");
+        assert!(message.contains(expected), "{message}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn restart_mid_way_loses_and_duplicates_nothing() -> Result<()> {
+    let cluster = cluster().await?;
+    let namespace = cluster.namespace("restart").await?;
+    let (client, ns) = (cluster.client.clone(), namespace.name.as_str());
+    create_from_json::<Secret>(
+        &client,
+        ns,
+        json!({ "metadata": { "name": "voter-key" }, "stringData": { "seed": "00".repeat(32) } }),
+    )
+    .await?;
+    for i in 0..3 {
+        create(&client, ns, &format!("signer-{i}"), atto_spec()).await?;
+    }
+    let mut operator = Operator::start(&cluster.kubeconfig, ns, &[])?;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let mut tokens = BTreeMap::new();
+    for i in 0..3 {
+        wait_ready(&client, ns, &format!("signer-{i}"), "True").await?;
+        tokens.insert(i, secrets.get(&format!("signer-{i}-token")).await?.data.unwrap()["token"].clone());
+    }
+    operator.kill();
+    for i in 3..5 {
+        create(&client, ns, &format!("signer-{i}"), atto_spec()).await?;
+    }
+    let _operator = Operator::start(&cluster.kubeconfig, ns, &[])?;
+    for i in 0..5 {
+        wait_ready(&client, ns, &format!("signer-{i}"), "True").await?;
+    }
+    for (i, token) in tokens {
+        assert_eq!(
+            secrets.get(&format!("signer-{i}-token")).await?.data.unwrap()["token"],
+            token,
+            "signer-{i} kept its token"
+        );
+    }
+    let ours = secrets.list(&ListParams::default().labels("app.kubernetes.io/managed-by=sigil-operator")).await?;
+    assert_eq!(ours.items.len(), 5, "one token Secret per RemoteSigner");
+    Ok(())
+}
+
+#[tokio::test]
+async fn only_the_leader_acts_and_a_standby_takes_over() -> Result<()> {
+    let cluster = cluster().await?;
+    let namespace = cluster.namespace("leader").await?;
+    let (client, ns) = (cluster.client.clone(), namespace.name.as_str());
+    create_from_json::<Secret>(
+        &client,
+        ns,
+        json!({ "metadata": { "name": "voter-key" }, "stringData": { "seed": "00".repeat(32) } }),
+    )
+    .await?;
+    let lease = ["--lease-duration", "3s"];
+    let mut operators =
+        vec![Operator::start(&cluster.kubeconfig, ns, &lease)?, Operator::start(&cluster.kubeconfig, ns, &lease)?];
+    let leader = wait_for("one leader", DEADLINE, || async {
+        let leaders: Vec<usize> = (0..2).filter(|&i| operators[i].metric("sigil_operator_leader") == 1.0).collect();
+        Ok((leaders.len() == 1).then(|| leaders[0]))
+    })
+    .await?;
+    create(&client, ns, "first", atto_spec()).await?;
+    wait_ready(&client, ns, "first", "True").await?;
+    let standby = 1 - leader;
+    assert!(operators[leader].metric("sigil_operator_reconciles_total") >= 1.0);
+    assert_eq!(operators[standby].metric("sigil_operator_reconciles_total"), 0.0, "the standby never reconciles");
+    assert_eq!(operators[standby].metric("sigil_operator_leader"), 0.0);
+
+    // The leader crashes without releasing its Lease: the standby leads once it expires.
+    operators[leader].kill();
+    wait_for("the standby to lead", Duration::from_secs(30), || async {
+        Ok((operators[standby].metric("sigil_operator_leader") == 1.0).then_some(()))
+    })
+    .await?;
+    create(&client, ns, "second", atto_spec()).await?;
+    wait_ready(&client, ns, "second", "True").await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn token_rotates_and_the_previous_one_is_dropped_after_grace() -> Result<()> {
+    let cluster = cluster().await?;
+    let namespace = cluster.namespace("rotation").await?;
+    let (client, ns) = (cluster.client.clone(), namespace.name.as_str());
+    create_from_json::<Secret>(
+        &client,
+        ns,
+        json!({ "metadata": { "name": "voter-key" }, "stringData": { "seed": "00".repeat(32) } }),
+    )
+    .await?;
+    let mut spec = atto_spec();
+    spec.token = Some(TokenSpec { rotation_interval: Some("1m".into()), grace_period: Some("1m".into()) });
+    create(&client, ns, "rotating", spec).await?;
+    let _operator = Operator::start(&cluster.kubeconfig, ns, &[])?;
+    wait_ready(&client, ns, "rotating", "True").await?;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let first = secrets.get("rotating-token").await?.data.unwrap()["token"].clone();
+
+    let rotation = Duration::from_secs(90);
+    let rotated = wait_for("the first rotation", rotation, || async {
+        let data = secrets.get("rotating-token").await?.data.unwrap();
+        Ok((data["token"] != first).then_some(data))
+    })
+    .await?;
+    assert_eq!(rotated["token.previous"], first, "the old token stays valid during the grace period");
+    let signers: Api<RemoteSigner> = Api::namespaced(client.clone(), ns);
+    let status = signers.get("rotating").await?.status.unwrap();
+    assert!(status.previous_token_expires_at.is_some());
+
+    wait_for("the previous token to be dropped", rotation, || async {
+        let data = secrets.get("rotating-token").await?.data.unwrap();
+        Ok((data["token.previous"].0.is_empty() && data["token"] == rotated["token"]).then_some(()))
+    })
+    .await?;
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
+    let reasons: Vec<String> =
+        events.list(&ListParams::default()).await?.items.into_iter().filter_map(|e| e.reason).collect();
+    for reason in ["TokenCreated", "TokenRotated", "PreviousTokenDropped"] {
+        assert!(reasons.iter().any(|r| r == reason), "no {reason} event in {reasons:?}");
+    }
+    Ok(())
+}
