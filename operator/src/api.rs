@@ -338,6 +338,10 @@ pub fn crd() -> CustomResourceDefinition {
             &format!("spec.token.{field} is a duration of at least 1m, like 10m, 24h or 1h30m"),
         )])
     };
+    spec["properties"]["token"]["x-kubernetes-validations"] = serde_json::json!([rule(
+        "!has(self.rotationInterval) || !has(self.gracePeriod) || !self.gracePeriod.matches('^([0-9]+(s|m|h))+$') || !self.rotationInterval.matches('^([0-9]+(s|m|h))+$') || duration(self.gracePeriod) < duration(self.rotationInterval)",
+        "spec.token.gracePeriod must be shorter than spec.token.rotationInterval"
+    )]);
     let token = &mut spec["properties"]["token"]["properties"];
     token["rotationInterval"]["x-kubernetes-validations"] = duration("rotationInterval");
     token["gracePeriod"]["x-kubernetes-validations"] = duration("gracePeriod");

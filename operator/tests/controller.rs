@@ -255,10 +255,13 @@ async fn invalid_specs_are_refused_at_admission() -> Result<()> {
     tezos_with_capabilities.protocol = Protocol::Tezos;
     let mut short_grace = atto_spec();
     short_grace.token = Some(TokenSpec { rotation_interval: None, grace_period: Some("10s".into()) });
+    let mut long_grace = atto_spec();
+    long_grace.token = Some(TokenSpec { rotation_interval: Some("1h".into()), grace_period: Some("2h".into()) });
     for (spec, expected) in [
         (two_backends, "spec.key: set exactly one of secretRef, pkcs11, gcpKms, awsKms, azureKeyVault"),
         (tezos_with_capabilities, "spec.atto (capabilities) is only for protocol Atto"),
         (short_grace, "spec.token.gracePeriod is a duration of at least 1m"),
+        (long_grace, "spec.token.gracePeriod must be shorter than spec.token.rotationInterval"),
     ] {
         let error = create(&cluster.client, &namespace.name, "bad", spec).await.unwrap_err();
         let message = format!("{error:#}");
@@ -356,13 +359,27 @@ async fn token_rotates_and_the_previous_one_is_dropped_after_grace() -> Result<(
         json!({ "metadata": { "name": "voter-key" }, "stringData": { "seed": "00".repeat(32) } }),
     )
     .await?;
+    // A token Secret from an earlier operator run, rotated 110 s ago: the operator adopts it, and
+    // with a 2 m interval its rotation is 10 s away (the test need not wait out a whole interval).
+    let rotated_at =
+        (k8s_openapi::jiff::Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_secs(110)).to_string();
+    create_from_json::<Secret>(
+        &client,
+        ns,
+        json!({
+            "metadata": { "name": "rotating-token", "annotations": { "sigil.dev/rotated-at": rotated_at } },
+            "stringData": { "token": "first-token-from-an-earlier-run", "token.previous": "" },
+        }),
+    )
+    .await?;
     let mut spec = atto_spec();
-    spec.token = Some(TokenSpec { rotation_interval: Some("1m".into()), grace_period: Some("1m".into()) });
+    spec.token = Some(TokenSpec { rotation_interval: Some("2m".into()), grace_period: Some("1m".into()) });
     create(&client, ns, "rotating", spec).await?;
     let _operator = Operator::start(&cluster.kubeconfig, ns, &[])?;
     wait_ready(&client, ns, "rotating", "True").await?;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
-    let first = secrets.get("rotating-token").await?.data.unwrap()["token"].clone();
+    let first = k8s_openapi::ByteString(b"first-token-from-an-earlier-run".to_vec());
+    assert_eq!(secrets.get("rotating-token").await?.data.unwrap()["token"], first, "adopted, not replaced");
 
     let rotation = Duration::from_secs(90);
     let rotated = wait_for("the first rotation", rotation, || async {
@@ -383,7 +400,7 @@ async fn token_rotates_and_the_previous_one_is_dropped_after_grace() -> Result<(
     let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
     let reasons: Vec<String> =
         events.list(&ListParams::default()).await?.items.into_iter().filter_map(|e| e.reason).collect();
-    for reason in ["TokenCreated", "TokenRotated", "PreviousTokenDropped"] {
+    for reason in ["TokenRotated", "PreviousTokenDropped"] {
         assert!(reasons.iter().any(|r| r == reason), "no {reason} event in {reasons:?}");
     }
     Ok(())

@@ -99,10 +99,9 @@ impl Drop for TestNamespace {
             let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
             let api = Api::<Namespace>::all(client);
             // Best effort: a namespace left behind is harmless and visible (label sigil.dev/test).
-            let _ = runtime.block_on(tokio::time::timeout(
-                Duration::from_secs(10),
-                api.delete(&name, &DeleteParams::background()),
-            ));
+            let _ = runtime.block_on(async {
+                tokio::time::timeout(Duration::from_secs(10), api.delete(&name, &DeleteParams::background())).await
+            });
         })
         .join();
     }

@@ -44,14 +44,17 @@ pub fn schedule(spec: Option<&TokenSpec>) -> Result<Schedule, String> {
             _ => Err(format!("spec.token.{field} {text:?} is not a duration of at least 1m (like 10m or 24h)")),
         },
     };
-    Ok(Schedule {
-        interval: parse(
-            spec.and_then(|t| t.rotation_interval.as_ref()),
-            DEFAULT_ROTATION_INTERVAL,
-            "rotationInterval",
-        )?,
-        grace: parse(spec.and_then(|t| t.grace_period.as_ref()), DEFAULT_GRACE_PERIOD, "gracePeriod")?,
-    })
+    let interval =
+        parse(spec.and_then(|t| t.rotation_interval.as_ref()), DEFAULT_ROTATION_INTERVAL, "rotationInterval")?;
+    let grace = parse(spec.and_then(|t| t.grace_period.as_ref()), DEFAULT_GRACE_PERIOD, "gracePeriod")?;
+    // Otherwise the next rotation comes before the previous token is dropped, and a previous
+    // token stays valid forever.
+    if grace >= interval {
+        return Err(format!(
+            "spec.token.gracePeriod ({grace:#}) must be shorter than spec.token.rotationInterval ({interval:#})"
+        ));
+    }
+    Ok(Schedule { interval, grace })
 }
 
 /// The next state, what changed, and how long until something is due.
@@ -147,6 +150,8 @@ mod tests {
             schedule(Some(&spec)).unwrap(),
             Schedule { interval: SignedDuration::from_mins(90), grace: SignedDuration::from_mins(2) }
         );
+        let equal = TokenSpec { rotation_interval: Some("5m".into()), grace_period: None };
+        assert!(schedule(Some(&equal)).unwrap_err().contains("must be shorter"), "default grace 10m > 5m");
         for bad in ["30s", "soon", "-1h", ""] {
             let spec = TokenSpec { grace_period: Some(bad.into()), ..Default::default() };
             assert!(schedule(Some(&spec)).unwrap_err().contains("spec.token.gracePeriod"), "{bad}");
