@@ -324,7 +324,7 @@ async fn only_the_leader_acts_and_a_standby_takes_over() -> Result<()> {
     .await?;
     let lease = ["--lease-duration", "3s"];
     let mut operators =
-        vec![Operator::start(&cluster.kubeconfig, ns, &lease)?, Operator::start(&cluster.kubeconfig, ns, &lease)?];
+        [Operator::start(&cluster.kubeconfig, ns, &lease)?, Operator::start(&cluster.kubeconfig, ns, &lease)?];
     let leader = wait_for("one leader", DEADLINE, || async {
         let leaders: Vec<usize> = (0..2).filter(|&i| operators[i].metric("sigil_operator_leader") == 1.0).collect();
         Ok((leaders.len() == 1).then(|| leaders[0]))
