@@ -47,6 +47,16 @@ where
     Ok(api.create(&PostParams::default(), &serde_json::from_value(object)?).await?)
 }
 
+/// The validator key Secret the specs refer to (`voter-key`, key `seed`).
+async fn key_secret(client: &Client, namespace: &str) -> Result<Secret> {
+    create_from_json(
+        client,
+        namespace,
+        json!({ "metadata": { "name": "voter-key" }, "stringData": { "seed": "00".repeat(32) } }),
+    )
+    .await
+}
+
 /// A kubeconfig that acts as ServiceAccount `account`, bound to exactly the operator's rules
 /// (charts/sigil/rbac/operator-rules.yaml). Returns the file and the cluster-scoped objects to delete.
 async fn least_privilege_kubeconfig(
@@ -104,12 +114,7 @@ async fn lifecycle_under_least_privilege() -> Result<()> {
 
 async fn lifecycle(client: &Client, ns: &str, kubeconfig: &std::path::Path) -> Result<()> {
     create_from_json::<ServiceAccount>(client, ns, json!({ "metadata": { "name": "voter" } })).await?;
-    create_from_json::<Secret>(
-        client,
-        ns,
-        json!({ "metadata": { "name": "voter-key" }, "stringData": { "seed": "00".repeat(32) } }),
-    )
-    .await?;
+    key_secret(client, ns).await?;
     let mut spec = atto_spec();
     spec.workload_identity = Some(WorkloadIdentitySpec {
         gcp_service_account: Some("signer@project.iam.gserviceaccount.com".into()),
@@ -179,12 +184,7 @@ async fn lifecycle(client: &Client, ns: &str, kubeconfig: &std::path::Path) -> R
     let ready = &rs.status.unwrap().conditions[0];
     assert_eq!(ready.status, "False");
     assert!(ready.message.contains("Secret voter-key"), "{}", ready.message);
-    create_from_json::<Secret>(
-        client,
-        ns,
-        json!({ "metadata": { "name": "voter-key" }, "stringData": { "seed": "00".repeat(32) } }),
-    )
-    .await?;
+    key_secret(client, ns).await?;
     signers
         .patch(
             "voter",
@@ -275,12 +275,7 @@ async fn restart_mid_way_loses_and_duplicates_nothing() -> Result<()> {
     let cluster = cluster().await?;
     let namespace = cluster.namespace("restart").await?;
     let (client, ns) = (cluster.client.clone(), namespace.name.as_str());
-    create_from_json::<Secret>(
-        &client,
-        ns,
-        json!({ "metadata": { "name": "voter-key" }, "stringData": { "seed": "00".repeat(32) } }),
-    )
-    .await?;
+    key_secret(&client, ns).await?;
     for i in 0..3 {
         create(&client, ns, &format!("signer-{i}"), atto_spec()).await?;
     }
@@ -316,12 +311,7 @@ async fn only_the_leader_acts_and_a_standby_takes_over() -> Result<()> {
     let cluster = cluster().await?;
     let namespace = cluster.namespace("leader").await?;
     let (client, ns) = (cluster.client.clone(), namespace.name.as_str());
-    create_from_json::<Secret>(
-        &client,
-        ns,
-        json!({ "metadata": { "name": "voter-key" }, "stringData": { "seed": "00".repeat(32) } }),
-    )
-    .await?;
+    key_secret(&client, ns).await?;
     let lease = ["--lease-duration", "3s"];
     let mut operators =
         [Operator::start(&cluster.kubeconfig, ns, &lease)?, Operator::start(&cluster.kubeconfig, ns, &lease)?];
@@ -353,12 +343,7 @@ async fn token_rotates_and_the_previous_one_is_dropped_after_grace() -> Result<(
     let cluster = cluster().await?;
     let namespace = cluster.namespace("rotation").await?;
     let (client, ns) = (cluster.client.clone(), namespace.name.as_str());
-    create_from_json::<Secret>(
-        &client,
-        ns,
-        json!({ "metadata": { "name": "voter-key" }, "stringData": { "seed": "00".repeat(32) } }),
-    )
-    .await?;
+    key_secret(&client, ns).await?;
     // A token Secret from an earlier operator run, rotated 110 s ago: the operator adopts it, and
     // with a 2 m interval its rotation is 10 s away (the test need not wait out a whole interval).
     let rotated_at =
