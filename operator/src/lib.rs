@@ -4,3 +4,4 @@ pub mod api;
 pub mod controller;
 pub mod leader;
 pub mod metrics;
+pub mod webhook;

@@ -12,6 +12,7 @@ use clap::Parser;
 use sigil_operator::controller::reconcile::{self, Context};
 use sigil_operator::leader::{self, LeaseConfig};
 use sigil_operator::metrics::Metrics;
+use sigil_operator::webhook::{self, WebhookConfig};
 
 /// Reconciles sigil RemoteSigner resources: API tokens and their rotation, signer config, ratchet
 /// storage and RBAC, Workload Identity annotations. Uses the in-cluster config, or KUBECONFIG.
@@ -39,6 +40,24 @@ struct Args {
     /// Reconcile RemoteSigners in this namespace only (every namespace when unset).
     #[arg(long, env = "SIGIL_WATCH_NAMESPACE")]
     namespace: Option<String>,
+    /// Serve the sidecar-injection webhook (on every replica: admission needs no leader).
+    #[arg(long, env = "SIGIL_WEBHOOK", default_value_t = true, action = clap::ArgAction::Set)]
+    webhook: bool,
+    /// Where the webhook's HTTPS server listens.
+    #[arg(long, env = "SIGIL_WEBHOOK_ADDR", default_value = "0.0.0.0:8443")]
+    webhook_addr: SocketAddr,
+    /// Out of cluster: register the webhook by this URL, e.g. https://127.0.0.1:8443 (as envtest
+    /// does). In cluster, leave unset: the API server reaches it through --webhook-service.
+    #[arg(long, env = "SIGIL_WEBHOOK_URL")]
+    webhook_url: Option<String>,
+    /// The Service in front of the webhook (in the operator's namespace).
+    #[arg(long, default_value = "sigil-operator")]
+    webhook_service: String,
+    #[arg(long, default_value_t = 443)]
+    webhook_service_port: u16,
+    /// The sigil-signer image injected when a RemoteSigner does not name one.
+    #[arg(long, env = "SIGIL_SIGNER_IMAGE", default_value = concat!("ghcr.io/sigil-dev/sigil-signer:", env!("CARGO_PKG_VERSION")))]
+    signer_image: String,
     /// Log format: text or json.
     #[arg(long, env = "SIGIL_LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -84,29 +103,56 @@ async fn run(args: Args) -> Result<()> {
     tokio::spawn(async move { axum::serve(listener, app).await });
 
     let lease = LeaseConfig {
-        namespace: args.lease_namespace,
+        namespace: args.lease_namespace.clone(),
         name: args.lease_name,
         identity: args.identity.unwrap_or_else(default_identity),
         duration: args.lease_duration,
     };
     // Reachability of the API server is what readiness means for a standby replica.
     client.apiserver_version().await.context("the Kubernetes API server does not answer")?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let until_stopped = move || {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }
+    };
+    if args.webhook {
+        let config = WebhookConfig {
+            addr: args.webhook_addr,
+            url: args.webhook_url.clone(),
+            service: args.webhook_service.clone(),
+            service_port: args.webhook_service_port,
+            namespace: args.lease_namespace.clone(),
+            watch_namespace: args.namespace.clone(),
+            image: args.signer_image.clone(),
+        };
+        let (client, stopped) = (client.clone(), until_stopped());
+        tokio::spawn(async move {
+            if let Err(error) = webhook::run(client, config, stopped).await {
+                tracing::error!(
+                    error = format!("{error:#}"),
+                    "the webhook stopped; labelled pods are refused until it is back"
+                );
+                std::process::exit(1);
+            }
+        });
+    }
     health.ready.store(true, Ordering::Relaxed);
     if args.leader_election {
         tracing::info!(identity = %lease.identity, lease = %lease.name, "waiting to lead");
         tokio::select! {
             _ = leader::acquire(&client, &lease) => {}
-            _ = shutdown_signal() => return Ok(()),
+            _ = shutdown_signal() => {
+                let _ = stop.send(true);
+                return Ok(());
+            }
         }
         tracing::info!(identity = %lease.identity, "leading");
     }
     metrics.leader.set(1);
     let ctx = Context::new(client.clone(), metrics.clone());
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let controller = tokio::spawn(reconcile::run(ctx, args.namespace.clone(), async move {
-        let mut stopped = stopped;
-        let _ = stopped.wait_for(|s| *s).await;
-    }));
+    let controller = tokio::spawn(reconcile::run(ctx, args.namespace.clone(), until_stopped()));
     let outcome = tokio::select! {
         _ = shutdown_signal() => Ok(()),
         _ = leader::hold(&client, &lease), if args.leader_election => {

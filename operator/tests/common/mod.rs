@@ -48,6 +48,7 @@ impl Operator {
         let mut child = Command::new(env!("CARGO_BIN_EXE_sigil-operator"))
             .args(["--namespace", namespace, "--lease-namespace", namespace, "--metrics-addr", "127.0.0.1:0"])
             .args(["--log-format", "json"])
+            .args(if extra.iter().any(|a| a.starts_with("--webhook")) { &[][..] } else { &["--webhook=false"][..] })
             .args(extra)
             .env_clear()
             .env("KUBECONFIG", kubeconfig)
@@ -134,4 +135,17 @@ pub async fn cluster() -> Result<TestCluster> {
     let cluster = TestCluster::get().await?;
     install_crd(&cluster.client).await?;
     Ok(cluster)
+}
+
+/// Webhook flags for a free loopback port, registered by URL (as envtest does).
+pub fn webhook_args() -> Vec<String> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
+    vec![
+        "--webhook-addr".into(),
+        format!("127.0.0.1:{port}"),
+        "--webhook-url".into(),
+        format!("https://127.0.0.1:{port}"),
+        "--signer-image".into(),
+        "sigil-signer:test".into(),
+    ]
 }
