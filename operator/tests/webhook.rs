@@ -47,18 +47,15 @@ fn pod(name: &str, signer: Option<&str>) -> Pod {
 
 /// Deletes this namespace's webhook configuration when the test ends (it is cluster-scoped, so
 /// the namespace's deletion does not take it along).
-struct WebhookCleanup(Client, String);
+struct WebhookCleanup(std::path::PathBuf, String);
 
 impl Drop for WebhookCleanup {
     fn drop(&mut self) {
         use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
-        let (client, name) = (self.0.clone(), format!("sigil-operator-{}", self.1));
-        let _ = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
-            let api: Api<MutatingWebhookConfiguration> = Api::all(client);
-            let _ = runtime.block_on(async { api.delete(&name, &Default::default()).await });
-        })
-        .join();
+        let name = format!("sigil-operator-{}", self.1);
+        sigil_tests::cluster::cleanup(&self.0, |client| async move {
+            let _ = Api::<MutatingWebhookConfiguration>::all(client).delete(&name, &Default::default()).await;
+        });
     }
 }
 
@@ -94,7 +91,7 @@ async fn labelled_pods_get_the_signer_and_others_are_untouched() -> Result<()> {
     let cluster = cluster().await?;
     let namespace = cluster.namespace("inject").await?;
     let (client, ns) = (cluster.client.clone(), namespace.name.as_str());
-    let _cleanup = WebhookCleanup(client.clone(), ns.to_string());
+    let _cleanup = WebhookCleanup(cluster.kubeconfig.clone(), ns.to_string());
     setup(&client, ns).await?;
     create(&client, ns, "voter", atto_spec()).await?;
     let args = webhook_args();
@@ -157,7 +154,7 @@ async fn fails_closed() -> Result<()> {
     let cluster = cluster().await?;
     let namespace = cluster.namespace("closed").await?;
     let (client, ns) = (cluster.client.clone(), namespace.name.as_str());
-    let _cleanup = WebhookCleanup(client.clone(), ns.to_string());
+    let _cleanup = WebhookCleanup(cluster.kubeconfig.clone(), ns.to_string());
     setup(&client, ns).await?;
     let mut broken = atto_spec();
     broken.key.secret_ref = Some(SecretKeyRef { name: "missing-key".into(), key: "seed".into() });

@@ -45,7 +45,7 @@ impl TestCluster {
             "metadata": {"name": name, "labels": {"sigil.dev/test": "true"}}
         }))?;
         Api::<Namespace>::all(self.client.clone()).create(&PostParams::default(), &namespace).await?;
-        Ok(TestNamespace { name, client: self.client.clone() })
+        Ok(TestNamespace { name, kubeconfig: self.kubeconfig.clone() })
     }
 
     /// Runs a binary the cluster brings (kubectl, helm) with this cluster's kubeconfig.
@@ -88,23 +88,39 @@ pub fn tool_path(name: &str) -> PathBuf {
 
 pub struct TestNamespace {
     pub name: String,
-    client: Client,
+    kubeconfig: PathBuf,
 }
 
 impl Drop for TestNamespace {
     fn drop(&mut self) {
-        // Drop cannot be async: delete from a small runtime of its own.
-        let (client, name) = (self.client.clone(), self.name.clone());
-        let _ = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
-            let api = Api::<Namespace>::all(client);
-            // Best effort: a namespace left behind is harmless and visible (label sigil.dev/test).
-            let _ = runtime.block_on(async {
-                tokio::time::timeout(Duration::from_secs(10), api.delete(&name, &DeleteParams::background())).await
-            });
-        })
-        .join();
+        let name = self.name.clone();
+        // Best effort: a namespace left behind is harmless and visible (label sigil.dev/test).
+        cleanup(&self.kubeconfig, |client| async move {
+            let _ = Api::<Namespace>::all(client).delete(&name, &DeleteParams::background()).await;
+        });
     }
+}
+
+/// Runs `work` to completion from a `Drop`: on a thread with its own runtime and its own client.
+/// (A client made on the test's runtime cannot be driven while Drop blocks that runtime.)
+pub fn cleanup<F, Fut>(kubeconfig: &Path, work: F)
+where
+    F: FnOnce(Client) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    let kubeconfig = kubeconfig.to_path_buf();
+    let _ = std::thread::spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+        runtime.block_on(async move {
+            let Ok(config) = Kubeconfig::read_from(&kubeconfig) else { return };
+            let Ok(config) = Config::from_custom_kubeconfig(config, &KubeConfigOptions::default()).await else {
+                return;
+            };
+            let Ok(client) = Client::try_from(config) else { return };
+            let _ = tokio::time::timeout(Duration::from_secs(10), work(client)).await;
+        });
+    })
+    .join();
 }
 
 /// Polls `check` every 100 ms until it returns `Some`, or fails after `deadline` saying `what`.
