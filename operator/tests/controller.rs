@@ -360,6 +360,35 @@ async fn token_rotates_and_the_previous_one_is_dropped_after_grace() -> Result<(
     let mut spec = atto_spec();
     spec.token = Some(TokenSpec { rotation_interval: Some("2m".into()), grace_period: Some("1m".into()) });
     create(&client, ns, "rotating", spec).await?;
+    // Two Atto nodes that read the token from their environment.
+    let deployment: k8s_openapi::api::apps::v1::Deployment = serde_json::from_value(json!({
+        "metadata": { "name": "nodes" },
+        "spec": {
+            "replicas": 2,
+            "selector": { "matchLabels": { "app": "nodes" } },
+            "template": {
+                "metadata": { "labels": { "app": "nodes", "sigil.dev/signer": "rotating" } },
+                "spec": { "containers": [{ "name": "node", "image": "atto/node:1" }] }
+            }
+        }
+    }))?;
+    Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &deployment)
+        .await?;
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), ns);
+    let running = |list: &kube::api::ObjectList<k8s_openapi::api::core::v1::Pod>| -> Vec<String> {
+        list.items
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+            .map(|p| p.name_any())
+            .collect()
+    };
+    let originals = wait_for("two node pods Running", DEADLINE, || async {
+        let names = running(&pods.list(&ListParams::default().labels("app=nodes")).await?);
+        Ok((names.len() == 2).then_some(names))
+    })
+    .await?;
     let _operator = Operator::start(&cluster.kubeconfig, ns, &[])?;
     wait_ready(&client, ns, "rotating", "True").await?;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
@@ -374,18 +403,35 @@ async fn token_rotates_and_the_previous_one_is_dropped_after_grace() -> Result<(
     .await?;
     assert_eq!(rotated["token.previous"], first, "the old token stays valid during the grace period");
     let signers: Api<RemoteSigner> = Api::namespaced(client.clone(), ns);
-    let status = signers.get("rotating").await?.status.unwrap();
-    assert!(status.previous_token_expires_at.is_some());
+    wait_for("status to show the grace period", DEADLINE, || async {
+        let status = signers.get("rotating").await?.status.unwrap_or_default();
+        Ok(status.previous_token_expires_at.map(|_| ()))
+    })
+    .await?;
 
+    // The pods holding the old token are replaced, one at a time; only then is it dropped.
     wait_for("the previous token to be dropped", rotation, || async {
         let data = secrets.get("rotating-token").await?.data.unwrap();
-        Ok((data["token.previous"].0.is_empty() && data["token"] == rotated["token"]).then_some(()))
+        let names = running(&pods.list(&ListParams::default().labels("app=nodes")).await?);
+        if data["token.previous"].0.is_empty() {
+            assert!(
+                names.iter().all(|n| !originals.contains(n)),
+                "previous dropped while {names:?} still ran the old token"
+            );
+            return Ok(Some(()));
+        }
+        Ok(None)
+    })
+    .await?;
+    wait_for("two fresh pods Running", DEADLINE, || async {
+        let names = running(&pods.list(&ListParams::default().labels("app=nodes")).await?);
+        Ok((names.len() == 2 && names.iter().all(|n| !originals.contains(n))).then_some(()))
     })
     .await?;
     let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
     let reasons: Vec<String> =
         events.list(&ListParams::default()).await?.items.into_iter().filter_map(|e| e.reason).collect();
-    for reason in ["TokenRotated", "PreviousTokenDropped"] {
+    for reason in ["TokenRotated", "PodRestarted", "PreviousTokenDropped"] {
         assert!(reasons.iter().any(|r| r == reason), "no {reason} event in {reasons:?}");
     }
     Ok(())

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::api::{DeleteParams, EvictParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::watcher;
@@ -187,7 +187,12 @@ async fn reconcile_token(
     let name = desired::token_secret_name(&rs.name_any());
     let current = secrets.get_opt(&name).await?.and_then(|s| desired::token_state(&s));
     let existed = current.is_some();
-    let (state, action, wait) = token::plan(now, current, schedule, token::random_token);
+    // Pods whose node read the old token from its environment, still running.
+    let stale = match current.as_ref().filter(|c| c.previous.is_some()) {
+        Some(current) => stale_pods(rs, ctx, namespace, current.rotated_at).await?,
+        None => Vec::new(),
+    };
+    let (state, action, mut wait) = token::plan(now, current, schedule, !stale.is_empty(), token::random_token);
     if action != TokenAction::Unchanged || !existed {
         secrets.patch(&name, apply, &Patch::Apply(&desired::token_secret(rs, &state))).await?;
         let note = match action {
@@ -208,9 +213,76 @@ async fn reconcile_token(
         ctx.metrics.token_actions.get_or_create(&crate::metrics::ActionLabels { action: reason }).inc();
         ctx.event(rs, EventType::Normal, reason, note).await;
     }
+    let stale = match action {
+        TokenAction::Rotated => stale_pods(rs, ctx, namespace, state.rotated_at).await?,
+        _ => stale,
+    };
+    if state.previous.is_some() && !stale.is_empty() {
+        restart_one(rs, ctx, namespace, &stale).await?;
+        wait = wait.min(k8s_openapi::jiff::SignedDuration::from_secs(2));
+        let message = format!(
+            "Secret {name} holds a new API token; restarting {} pod(s) that read the old one from their environment",
+            stale.len()
+        );
+        return Ok((ok("TokenIssued", message), wait, Some(state)));
+    }
     let next = now + wait;
     let message = format!("Secret {name} holds the API token; next change at {next}");
     Ok((ok("TokenIssued", message), wait, Some(state)))
+}
+
+/// Atto nodes read their token from an environment variable, fixed at pod start: pods created
+/// before the rotation still use the old token. Other protocols read files and need no restart.
+async fn stale_pods(
+    rs: &RemoteSigner,
+    ctx: &Context,
+    namespace: &str,
+    rotated_at: Timestamp,
+) -> Result<Vec<Pod>, Error> {
+    if rs.spec.protocol != crate::api::Protocol::Atto {
+        return Ok(Vec::new());
+    }
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    let selector = format!("{}={}", crate::webhook::patch::SIGNER_LABEL, rs.name_any());
+    let list = pods.list(&ListParams::default().labels(&selector)).await?;
+    Ok(list
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| p.metadata.creation_timestamp.as_ref().is_some_and(|t| t.0 < rotated_at))
+        .collect())
+}
+
+/// Evicts one stale pod, but only while every other pod of this signer is Ready: one at a time,
+/// through the Eviction API, so PodDisruptionBudgets are respected.
+async fn restart_one(rs: &RemoteSigner, ctx: &Context, namespace: &str, stale: &[Pod]) -> Result<(), Error> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    let selector = format!("{}={}", crate::webhook::patch::SIGNER_LABEL, rs.name_any());
+    let all = pods.list(&ListParams::default().labels(&selector)).await?;
+    let ready = |p: &Pod| {
+        p.metadata.deletion_timestamp.is_none()
+            && p.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    };
+    if !all.items.iter().all(ready) {
+        return Ok(()); // the previous restart is still under way
+    }
+    let pod = stale[0].name_any();
+    match pods.evict(&pod, &EvictParams::default()).await {
+        Ok(_) => {
+            let note = format!("Evicted pod {pod} so that its node picks up the rotated API token");
+            ctx.event(rs, EventType::Normal, "PodRestarted", note).await;
+        }
+        Err(kube::Error::Api(status)) if status.code == 429 => {
+            let note = format!("Eviction of pod {pod} is blocked by a PodDisruptionBudget; the previous token stays valid until it can proceed");
+            ctx.event(rs, EventType::Warning, "EvictionBlocked", note).await;
+        }
+        Err(kube::Error::Api(status)) if status.code == 404 => {}
+        Err(error) => return Err(error.into()),
+    }
+    Ok(())
 }
 
 async fn reconcile_config(

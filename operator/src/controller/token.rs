@@ -57,11 +57,13 @@ pub fn schedule(spec: Option<&TokenSpec>) -> Result<Schedule, String> {
     Ok(Schedule { interval, grace })
 }
 
-/// The next state, what changed, and how long until something is due.
+/// The next state, what changed, and how long until something is due. `hold_previous` keeps the
+/// previous token past its grace period while clients that still use it are being restarted.
 pub fn plan(
     now: Timestamp,
     current: Option<TokenState>,
     schedule: Schedule,
+    hold_previous: bool,
     fresh: impl FnOnce() -> String,
 ) -> (TokenState, TokenAction, SignedDuration) {
     let (state, action) = match current {
@@ -77,13 +79,13 @@ pub fn plan(
             },
             TokenAction::Rotated,
         ),
-        Some(current) if current.previous_until.is_some_and(|until| now >= until) => {
+        Some(current) if !hold_previous && current.previous_until.is_some_and(|until| now >= until) => {
             (TokenState { previous: None, previous_until: None, ..current }, TokenAction::PreviousDropped)
         }
         Some(current) => (current, TokenAction::Unchanged),
     };
     let mut next = state.rotated_at + schedule.interval;
-    if let Some(until) = state.previous_until {
+    if let Some(until) = state.previous_until.filter(|_| !hold_previous) {
         next = next.min(until);
     }
     let wait = now.duration_until(next).max(SignedDuration::ZERO);
@@ -109,23 +111,25 @@ mod tests {
 
     #[test]
     fn create_rotate_drop() {
-        let (state, action, wait) = plan(at(0), None, HOUR, || "a".into());
+        let (state, action, wait) = plan(at(0), None, HOUR, false, || "a".into());
         assert_eq!((action, state.token.as_str(), wait), (TokenAction::Created, "a", SignedDuration::from_hours(1)));
 
-        let (same, action, wait) = plan(at(600), Some(state.clone()), HOUR, || unreachable!());
+        let (same, action, wait) = plan(at(600), Some(state.clone()), HOUR, false, || unreachable!());
         assert_eq!((action, &same), (TokenAction::Unchanged, &state));
         assert_eq!(wait, SignedDuration::from_mins(50));
 
-        let (rotated, action, wait) = plan(at(3600), Some(state), HOUR, || "b".into());
+        let (rotated, action, wait) = plan(at(3600), Some(state), HOUR, false, || "b".into());
         assert_eq!(action, TokenAction::Rotated);
         assert_eq!((rotated.token.as_str(), rotated.previous.as_deref()), ("b", Some("a")));
         assert_eq!(rotated.previous_until, Some(at(4200)));
         assert_eq!(wait, SignedDuration::from_mins(10), "next due: dropping the previous token");
 
-        let (during, action, _) = plan(at(4199), Some(rotated.clone()), HOUR, || unreachable!());
+        let (during, action, _) = plan(at(4199), Some(rotated.clone()), HOUR, false, || unreachable!());
         assert_eq!((action, during.previous.as_deref()), (TokenAction::Unchanged, Some("a")));
 
-        let (dropped, action, wait) = plan(at(4200), Some(rotated), HOUR, || unreachable!());
+        let (held, action, _) = plan(at(4200), Some(rotated.clone()), HOUR, true, || unreachable!());
+        assert_eq!((action, held.previous.as_deref()), (TokenAction::Unchanged, Some("a")), "clients still restarting");
+        let (dropped, action, wait) = plan(at(4200), Some(rotated), HOUR, false, || unreachable!());
         assert_eq!(action, TokenAction::PreviousDropped);
         assert_eq!((dropped.token.as_str(), dropped.previous, dropped.previous_until), ("b", None, None));
         assert_eq!(wait, SignedDuration::from_mins(50));
@@ -134,7 +138,7 @@ mod tests {
     #[test]
     fn a_late_reconcile_rotates_once_and_never_waits_negative() {
         let state = TokenState { token: "a".into(), previous: None, rotated_at: at(0), previous_until: None };
-        let (rotated, action, wait) = plan(at(10 * 3600), Some(state), HOUR, || "b".into());
+        let (rotated, action, wait) = plan(at(10 * 3600), Some(state), HOUR, false, || "b".into());
         assert_eq!((action, rotated.rotated_at), (TokenAction::Rotated, at(10 * 3600)));
         assert!(wait > SignedDuration::ZERO);
     }
