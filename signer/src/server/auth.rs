@@ -6,15 +6,13 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::HeaderValue;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
-/// How often a failed check may trigger an immediate re-read of the token files.
-const RELOAD_ON_MISS_EVERY: Duration = Duration::from_millis(200);
 /// Tokens shorter than this are accepted, but warned about.
 const SHORT_TOKEN: usize = 32;
 
@@ -41,7 +39,8 @@ type TokenDigest = [u8; 32];
 pub struct TokenAuth {
     source: TokenSource,
     accepted: RwLock<Vec<TokenDigest>>,
-    last_reload: Mutex<Instant>,
+    /// The token files' stamps when last read: a miss re-reads them only if they changed.
+    last_stamps: Mutex<Vec<Option<FileStamp>>>,
 }
 
 fn digest(token: &[u8]) -> TokenDigest {
@@ -62,7 +61,8 @@ impl TokenAuth {
         let warning = (shortest < SHORT_TOKEN).then(|| {
             format!("the API token is only {shortest} characters long; use at least {SHORT_TOKEN} random characters")
         });
-        let auth = TokenAuth { source, accepted: RwLock::new(accepted), last_reload: Mutex::new(Instant::now()) };
+        let last_stamps = Mutex::new(stamps(&source));
+        let auth = TokenAuth { source, accepted: RwLock::new(accepted), last_stamps };
         Ok((auth, warning))
     }
 
@@ -78,7 +78,7 @@ impl TokenAuth {
             return true;
         }
         // The files may have changed since the last poll: look once more before refusing.
-        if matches!(self.source, TokenSource::File(_)) && self.reload_rate_limited() {
+        if matches!(self.source, TokenSource::File(_)) && self.reload_if_changed() {
             return self.matches(header.as_bytes());
         }
         false
@@ -95,13 +95,16 @@ impl TokenAuth {
         ok.into()
     }
 
-    fn reload_rate_limited(&self) -> bool {
+    /// Re-reads the token files if they changed since they were last read (a stat each, so a
+    /// stream of bad tokens costs no file reads, and a fresh token is never refused).
+    fn reload_if_changed(&self) -> bool {
+        let now = stamps(&self.source);
         {
-            let mut last = self.last_reload.lock().unwrap_or_else(|e| e.into_inner());
-            if last.elapsed() < RELOAD_ON_MISS_EVERY {
+            let mut last = self.last_stamps.lock().unwrap_or_else(|e| e.into_inner());
+            if *last == now {
                 return false;
             }
-            *last = Instant::now();
+            *last = now;
         }
         self.reload()
     }
@@ -141,6 +144,33 @@ impl TokenAuth {
                 auth.reload();
             }
         });
+    }
+}
+
+/// What identifies a version of a file: a rewrite or an atomic swap (as the kubelet does for
+/// Secret volumes) changes at least one of these.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FileStamp {
+    modified: Option<std::time::SystemTime>,
+    len: u64,
+    #[cfg(unix)]
+    inode: u64,
+}
+
+fn stamp(path: &Path) -> Option<FileStamp> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some(FileStamp {
+        modified: meta.modified().ok(),
+        len: meta.len(),
+        #[cfg(unix)]
+        inode: std::os::unix::fs::MetadataExt::ino(&meta),
+    })
+}
+
+fn stamps(source: &TokenSource) -> Vec<Option<FileStamp>> {
+    match source {
+        TokenSource::Env(_) => Vec::new(),
+        TokenSource::File(path) => vec![stamp(path), stamp(&previous_path(path))],
     }
 }
 
@@ -237,9 +267,12 @@ mod tests {
         let path = dir.path().join("token");
         std::fs::write(&path, "first").unwrap();
         let (auth, _) = TokenAuth::load(TokenSource::File(path.clone())).unwrap();
-        *auth.last_reload.lock().unwrap() = Instant::now() - RELOAD_ON_MISS_EVERY;
-        std::fs::write(&path, "second").unwrap();
-        assert!(auth.check(Some(&header("second"))));
+        // Written immediately after loading: no waiting period in which "second" is refused.
+        std::fs::write(&path, "second-token").unwrap();
+        assert!(auth.check(Some(&header("second-token"))));
+        assert!(!auth.check(Some(&header("first"))));
+        // A stream of bad tokens does not re-read unchanged files.
+        assert!(!auth.reload_if_changed());
     }
 
     #[test]
