@@ -125,10 +125,16 @@ async fn register(client: &Client, config: &WebhookConfig, ca_pem: &str) -> Resu
 struct Admission {
     client: Client,
     image: Arc<str>,
+    native_sidecars: bool,
 }
 
 /// The admission decision for one request.
-pub async fn review(client: &Client, image: &str, request: &AdmissionRequest<Pod>) -> AdmissionResponse {
+pub async fn review(
+    client: &Client,
+    image: &str,
+    native_sidecars: bool,
+    request: &AdmissionRequest<Pod>,
+) -> AdmissionResponse {
     let response = AdmissionResponse::from(request);
     let (Operation::Create, Some(pod)) = (&request.operation, &request.object) else { return response };
     let Some(name) = pod.labels().get(SIGNER_LABEL) else { return response };
@@ -160,7 +166,7 @@ pub async fn review(client: &Client, image: &str, request: &AdmissionRequest<Pod
             ))
         }
     }
-    match patch::inject(pod, &rs, image) {
+    match patch::inject(pod, &rs, image, native_sidecars) {
         Err(reason) => response.deny(format!("sigil: {reason}")),
         Ok(injection) => {
             let ops = match serde_json::from_value::<json_patch::Patch>(serde_json::Value::Array(injection.patch)) {
@@ -185,10 +191,29 @@ async fn mutate(
 ) -> Json<AdmissionReview<DynamicObject>> {
     let request: Result<AdmissionRequest<Pod>, _> = body.try_into();
     let response = match request {
-        Ok(request) => review(&admission.client, &admission.image, &request).await,
+        Ok(request) => review(&admission.client, &admission.image, admission.native_sidecars, &request).await,
         Err(error) => AdmissionResponse::invalid(format!("sigil: not an AdmissionReview: {error}")),
     };
     Json(response.into_review())
+}
+
+/// Native sidecars (init containers with restartPolicy Always) are on by default from Kubernetes
+/// 1.29; older API servers get the signer as a regular container.
+async fn native_sidecars(client: &Client) -> bool {
+    match client.apiserver_version().await {
+        Ok(version) => {
+            let minor: u32 = version.minor.trim_end_matches('+').parse().unwrap_or(u32::MAX);
+            let native = version.major != "1" || minor >= 29;
+            if !native {
+                tracing::info!(version = %version.git_version, "no native sidecars on this cluster; injecting a regular container");
+            }
+            native
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the cluster version; assuming native sidecars");
+            true
+        }
+    }
 }
 
 /// Provisions TLS, registers the webhook, and serves it until `shutdown`. Renews the certificate
@@ -198,6 +223,7 @@ pub async fn run(
     config: WebhookConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let native_sidecars = native_sidecars(&client).await;
     let material = tls::ensure(&client, &config.namespace, &config.secret_name(), &config.names()).await?;
     let resolver = tls::Resolver::new(&material)?;
     let listener = tokio::net::TcpListener::bind(config.addr)
@@ -233,7 +259,7 @@ pub async fn run(
         .route("/mutate", post(mutate))
         .route("/healthz", axum::routing::get(|| async { "ok\n" }))
         .layer(axum::extract::DefaultBodyLimit::max(4 * 1024 * 1024))
-        .with_state(Admission { client, image: config.image.clone().into() });
+        .with_state(Admission { client, image: config.image.clone().into(), native_sidecars });
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {

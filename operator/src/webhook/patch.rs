@@ -18,8 +18,8 @@ pub const SIGNER_LABEL: &str = "sigil.dev/signer";
 pub const CONTAINER: &str = "sigil-signer";
 /// Set on injected pods: which RemoteSigner was injected.
 pub const INJECTED_ANNOTATION: &str = "sigil.dev/injected";
-/// `native` (default: an initContainer with restartPolicy Always) or `container` (a regular
-/// container, for clusters without native sidecars).
+/// `native` (an initContainer with restartPolicy Always) or `container` (a regular container).
+/// Without it: native where the cluster supports it (Kubernetes 1.29 and later).
 pub const MODE_ANNOTATION: &str = "sigil.dev/sidecar-mode";
 
 const VOLUMES: [&str; 3] = ["sigil-token", "sigil-config", "sigil-key"];
@@ -36,8 +36,9 @@ pub fn has_signer(pod: &Pod) -> bool {
     spec.containers.iter().chain(spec.init_containers.iter().flatten()).any(|c| c.name == CONTAINER)
 }
 
-/// The patch that adds the signer to `pod`. `Err` is a refusal with its reason.
-pub fn inject(pod: &Pod, rs: &RemoteSigner, image: &str) -> Result<Injection, String> {
+/// The patch that adds the signer to `pod`. `Err` is a refusal with its reason. `native_default`
+/// says whether the cluster runs native sidecars (the pod's annotation may override it).
+pub fn inject(pod: &Pod, rs: &RemoteSigner, image: &str, native_default: bool) -> Result<Injection, String> {
     let Some(spec) = &pod.spec else { return Err("the pod has no spec".into()) };
     let pending = pod.status.as_ref().and_then(|s| s.phase.as_deref()).is_none_or(|phase| phase == "Pending");
     if has_signer(pod) || !pending {
@@ -69,7 +70,11 @@ pub fn inject(pod: &Pod, rs: &RemoteSigner, image: &str) -> Result<Injection, St
     ];
     append_all(&mut add, "/spec/volumes", spec.volumes.is_none(), &volumes);
 
-    let native = annotations.and_then(|a| a.get(MODE_ANNOTATION)).map(String::as_str) != Some("container");
+    let native = match annotations.and_then(|a| a.get(MODE_ANNOTATION)).map(String::as_str) {
+        Some("container") => false,
+        Some("native") => true,
+        _ => native_default,
+    };
     let container = signer_container(rs, image, native);
     if native {
         // First, so it is up before the other init containers and the node start.
@@ -232,7 +237,7 @@ mod tests {
             "metadata": { "name": "node", "labels": { "sigil.dev/signer": "voter" } },
             "spec": { "serviceAccountName": "voter", "containers": [{ "name": "node", "image": "atto/node" }] }
         }));
-        let injection = inject(&original, &remote_signer(Protocol::Atto), IMAGE).unwrap();
+        let injection = inject(&original, &remote_signer(Protocol::Atto), IMAGE, true).unwrap();
         assert!(injection.warnings.is_empty(), "{:?}", injection.warnings);
         let patched = apply(&original, &injection);
         let spec = patched.spec.clone().unwrap();
@@ -263,16 +268,16 @@ mod tests {
     fn idempotent_and_leaves_running_pods_alone() {
         let rs = remote_signer(Protocol::Atto);
         let original = pod(json!({ "metadata": { "name": "p" }, "spec": { "containers": [{ "name": "node" }] } }));
-        let once = apply(&original, &inject(&original, &rs, IMAGE).unwrap());
-        assert_eq!(inject(&once, &rs, IMAGE).unwrap(), Injection::default(), "re-invocation changes nothing");
+        let once = apply(&original, &inject(&original, &rs, IMAGE, true).unwrap());
+        assert_eq!(inject(&once, &rs, IMAGE, true).unwrap(), Injection::default(), "re-invocation changes nothing");
         let as_container = pod(
             json!({ "metadata": { "name": "p" }, "spec": { "containers": [{ "name": "node" }, { "name": "sigil-signer" }] } }),
         );
-        assert!(inject(&as_container, &rs, IMAGE).unwrap().patch.is_empty());
+        assert!(inject(&as_container, &rs, IMAGE, true).unwrap().patch.is_empty());
         let running = pod(
             json!({ "metadata": { "name": "p" }, "spec": { "containers": [{ "name": "node" }] }, "status": { "phase": "Running" } }),
         );
-        assert!(inject(&running, &rs, IMAGE).unwrap().patch.is_empty());
+        assert!(inject(&running, &rs, IMAGE, true).unwrap().patch.is_empty());
     }
 
     #[test]
@@ -284,7 +289,7 @@ mod tests {
             "metadata": { "name": "p", "annotations": { "sigil.dev/sidecar-mode": "container" } },
             "spec": { "containers": [{ "name": "node", "env": [{ "name": "ATTO_SIGNER_REMOTE_URL", "value": "http://elsewhere" }] }] }
         }));
-        let injection = inject(&original, &rs, IMAGE).unwrap();
+        let injection = inject(&original, &rs, IMAGE, true).unwrap();
         let patched = apply(&original, &injection);
         let spec = patched.spec.unwrap();
         assert_eq!(spec.containers.len(), 2);
@@ -303,11 +308,24 @@ mod tests {
     }
 
     #[test]
+    fn old_clusters_get_a_regular_container_unless_the_pod_asks() {
+        let rs = remote_signer(Protocol::Atto);
+        let plain = pod(json!({ "metadata": { "name": "p" }, "spec": { "containers": [{ "name": "node" }] } }));
+        let spec = apply(&plain, &inject(&plain, &rs, IMAGE, false).unwrap()).spec.unwrap();
+        assert!(spec.init_containers.is_none() && spec.containers[1].name == CONTAINER);
+        let asks = pod(
+            json!({ "metadata": { "name": "p", "annotations": { MODE_ANNOTATION: "native" } }, "spec": { "containers": [{ "name": "node" }] } }),
+        );
+        let spec = apply(&asks, &inject(&asks, &rs, IMAGE, false).unwrap()).spec.unwrap();
+        assert_eq!(spec.init_containers.unwrap()[0].name, CONTAINER);
+    }
+
+    #[test]
     fn refuses_volume_name_clashes() {
         let original = pod(
             json!({ "metadata": { "name": "p" }, "spec": { "containers": [{ "name": "n" }], "volumes": [{ "name": "sigil-key", "emptyDir": {} }] } }),
         );
-        assert!(inject(&original, &remote_signer(Protocol::Atto), IMAGE).unwrap_err().contains("sigil-key"));
+        assert!(inject(&original, &remote_signer(Protocol::Atto), IMAGE, true).unwrap_err().contains("sigil-key"));
     }
 
     /// Pods of many shapes: the patch applies, adds exactly one signer, keeps every user field,
@@ -342,7 +360,7 @@ mod tests {
                                     metadata["annotations"] = json!({ "user": "kept", MODE_ANNOTATION: mode });
                                 }
                                 let original = pod(json!({ "metadata": metadata, "spec": spec }));
-                                let injection = inject(&original, &rs, IMAGE).unwrap();
+                                let injection = inject(&original, &rs, IMAGE, true).unwrap();
                                 let patched = apply(&original, &injection);
                                 let before = original.spec.as_ref().unwrap();
                                 let after = patched.spec.as_ref().unwrap();
@@ -370,7 +388,7 @@ mod tests {
                                 for (k, v) in original.annotations() {
                                     assert_eq!(patched.annotations().get(k), Some(v));
                                 }
-                                assert!(inject(&patched, &rs, IMAGE).unwrap().patch.is_empty());
+                                assert!(inject(&patched, &rs, IMAGE, true).unwrap().patch.is_empty());
                                 checked += 1;
                             }
                         }
