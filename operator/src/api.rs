@@ -62,6 +62,27 @@ pub struct RemoteSignerSpec {
     pub sidecar: Option<SidecarSpec>,
 }
 
+impl RemoteSignerSpec {
+    /// An Atto signer whose key is `key` in Secret `secret`; every optional field unset.
+    pub fn atto(secret: &str, key: &str, capabilities: Vec<AttoCapability>) -> Self {
+        RemoteSignerSpec {
+            protocol: Protocol::Atto,
+            key: KeySpec {
+                secret_ref: Some(SecretKeyRef { name: secret.into(), key: key.into() }),
+                ..Default::default()
+            },
+            atto: Some(AttoSpec { capabilities }),
+            tezos: None,
+            cometbft: None,
+            ratchet: None,
+            token: None,
+            service_account_name: None,
+            workload_identity: None,
+            sidecar: None,
+        }
+    }
+}
+
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum Protocol {
     /// The Atto signer REST API (attocash/signer compatible).

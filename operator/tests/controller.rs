@@ -16,24 +16,6 @@ use sigil_operator::api::*;
 use sigil_signer::config::SignerConfig;
 use sigil_tests::cluster::{wait_for, TestCluster};
 
-fn atto_spec() -> RemoteSignerSpec {
-    RemoteSignerSpec {
-        protocol: Protocol::Atto,
-        key: KeySpec {
-            secret_ref: Some(SecretKeyRef { name: "voter-key".into(), key: "seed".into() }),
-            ..Default::default()
-        },
-        atto: Some(AttoSpec { capabilities: vec![AttoCapability::Challenge, AttoCapability::Vote] }),
-        tezos: None,
-        cometbft: None,
-        ratchet: None,
-        token: None,
-        service_account_name: Some("voter".into()),
-        workload_identity: None,
-        sidecar: None,
-    }
-}
-
 async fn create_from_json<K>(client: &Client, namespace: &str, object: serde_json::Value) -> Result<K>
 where
     K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>

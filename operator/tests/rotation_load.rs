@@ -80,19 +80,8 @@ async fn two_rotations_under_load_without_a_single_401() -> Result<()> {
     });
     secrets.create(&PostParams::default(), &serde_json::from_value(token)?).await?;
     let spec = RemoteSignerSpec {
-        protocol: Protocol::Atto,
-        key: KeySpec {
-            secret_ref: Some(SecretKeyRef { name: "voter-key".into(), key: "seed".into() }),
-            ..Default::default()
-        },
-        atto: Some(AttoSpec { capabilities: vec![AttoCapability::Vote] }),
-        tezos: None,
-        cometbft: None,
-        ratchet: None,
         token: Some(TokenSpec { rotation_interval: Some("2m".into()), grace_period: Some("1m".into()) }),
-        service_account_name: None,
-        workload_identity: None,
-        sidecar: None,
+        ..RemoteSignerSpec::atto("voter-key", "seed", vec![AttoCapability::Vote])
     };
     create(&client, &ns, "loaded", spec).await?;
     let _operator = Operator::start(&cluster.kubeconfig, &ns, &[])?;

@@ -15,24 +15,6 @@ use serde_json::json;
 use sigil_operator::api::*;
 use sigil_tests::cluster::wait_for;
 
-fn atto_spec() -> RemoteSignerSpec {
-    RemoteSignerSpec {
-        protocol: Protocol::Atto,
-        key: KeySpec {
-            secret_ref: Some(SecretKeyRef { name: "voter-key".into(), key: "seed".into() }),
-            ..Default::default()
-        },
-        atto: Some(AttoSpec { capabilities: vec![AttoCapability::Challenge, AttoCapability::Vote] }),
-        tezos: None,
-        cometbft: None,
-        ratchet: None,
-        token: None,
-        service_account_name: Some("voter".into()),
-        workload_identity: None,
-        sidecar: None,
-    }
-}
-
 fn pod(name: &str, signer: Option<&str>) -> Pod {
     let labels = match signer {
         Some(signer) => json!({ "app": "node", "sigil.dev/signer": signer }),

@@ -215,7 +215,7 @@ pub fn service_account_patch(name: &str, namespace: &str, annotations: &BTreeMap
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{AttoSpec, KeySpec, RatchetSpec, RemoteSignerSpec, SecretKeyRef};
+    use crate::api::{KeySpec, RatchetSpec, RemoteSignerSpec};
 
     pub fn remote_signer(spec: RemoteSignerSpec) -> RemoteSigner {
         let mut rs = RemoteSigner::new("voter", spec);
@@ -229,21 +229,8 @@ mod tests {
     }
 
     pub fn atto_spec() -> RemoteSignerSpec {
-        RemoteSignerSpec {
-            protocol: Protocol::Atto,
-            key: KeySpec {
-                secret_ref: Some(SecretKeyRef { name: "voter-key".into(), key: "seed".into() }),
-                ..Default::default()
-            },
-            atto: Some(AttoSpec { capabilities: vec![AttoCapability::Challenge, AttoCapability::Vote] }),
-            tezos: None,
-            cometbft: None,
-            ratchet: None,
-            token: None,
-            service_account_name: Some("voter".into()),
-            workload_identity: None,
-            sidecar: None,
-        }
+        let spec = RemoteSignerSpec::atto("voter-key", "seed", vec![AttoCapability::Challenge, AttoCapability::Vote]);
+        RemoteSignerSpec { service_account_name: Some("voter".into()), ..spec }
     }
 
     #[test]

@@ -193,26 +193,13 @@ fn escape(key: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{AttoCapability, AttoSpec, KeySpec, RemoteSignerSpec, SecretKeyRef, WorkloadIdentitySpec};
+    use crate::api::{AttoCapability, RemoteSignerSpec, WorkloadIdentitySpec};
 
     fn remote_signer(protocol: Protocol) -> RemoteSigner {
+        let spec = RemoteSignerSpec::atto("voter-key", "seed", vec![AttoCapability::Vote]);
         let mut rs = RemoteSigner::new(
             "voter",
-            RemoteSignerSpec {
-                protocol,
-                key: KeySpec {
-                    secret_ref: Some(SecretKeyRef { name: "voter-key".into(), key: "seed".into() }),
-                    ..Default::default()
-                },
-                atto: Some(AttoSpec { capabilities: vec![AttoCapability::Vote] }),
-                tezos: None,
-                cometbft: None,
-                ratchet: None,
-                token: None,
-                service_account_name: Some("voter".into()),
-                workload_identity: None,
-                sidecar: None,
-            },
+            RemoteSignerSpec { protocol, service_account_name: Some("voter".into()), ..spec },
         );
         rs.metadata.namespace = Some("validators".into());
         rs

@@ -149,3 +149,13 @@ pub fn webhook_args() -> Vec<String> {
         "sigil-signer:test".into(),
     ]
 }
+
+/// The Atto spec the tests start from: key `seed` of Secret `voter-key`, ServiceAccount `voter`.
+pub fn atto_spec() -> RemoteSignerSpec {
+    let spec = RemoteSignerSpec::atto(
+        "voter-key",
+        "seed",
+        vec![sigil_operator::api::AttoCapability::Challenge, sigil_operator::api::AttoCapability::Vote],
+    );
+    RemoteSignerSpec { service_account_name: Some("voter".into()), ..spec }
+}
