@@ -100,7 +100,9 @@ async fn run(args: Args) -> Result<()> {
         .route("/readyz", get(readyz))
         .route("/metrics", get(|State(h): State<Health>| async move { h.metrics.encode() }))
         .with_state(health.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    // The signer's accept loop: bounded connections and a header deadline on this listener too.
+    let limits = sigil_signer::server::http::ConnectionLimits::default();
+    tokio::spawn(sigil_signer::server::http::serve(listener, app, limits, std::future::pending()));
 
     let lease = LeaseConfig {
         namespace: args.lease_namespace.clone(),
