@@ -11,12 +11,15 @@ use tokio::net::TcpListener;
 
 use crate::backend::local::{LocalBackend, LocalKeyError};
 use crate::backend::KeyBackend;
-use crate::config::{ConfigError, KeyBackendConfig, SignerConfig};
+use crate::config::{ConfigError, KeyBackendConfig, RatchetStore, SignerConfig};
+use crate::keys::Algorithm;
 use crate::metrics::Metrics;
 use crate::policy::Policy;
-use crate::protocol::atto;
+use crate::protocol::tezos::policy::TezosPolicy;
+use crate::protocol::{atto, tezos};
+use crate::ratchet::file::FileRatchet;
 use crate::ratchet::memory::MemoryRatchet;
-use crate::ratchet::Ratchet;
+use crate::ratchet::{Ratchet, RatchetError};
 use crate::server::auth::{TokenAuth, TokenError};
 use crate::server::http::{self, ConnectionLimits};
 use crate::server::management;
@@ -33,6 +36,8 @@ pub enum StartupError {
     Config(#[from] ConfigError),
     #[error("key {name}: {source}")]
     Key { name: String, source: LocalKeyError },
+    #[error(transparent)]
+    Ratchet(#[from] RatchetError),
     #[error("atto token: {0}")]
     Token(#[from] TokenError),
     #[error("cannot listen on {addr} ({what}): {source}")]
@@ -50,6 +55,7 @@ impl App {
         config.validate()?;
         let metrics = Arc::new(Metrics::default());
         let mut entries = Vec::new();
+        let mut tezos_keys = Vec::new();
         for (name, key) in &config.keys {
             let backend: Arc<dyn KeyBackend> = match key.backend(name)? {
                 KeyBackendConfig::Local(local) => {
@@ -61,14 +67,26 @@ impl App {
                     Arc::new(LocalBackend::new(secret))
                 }
             };
-            let policy = match &config.atto {
-                Some(atto) if atto.key == *name => Policy::allowing(atto.capabilities.iter().map(|c| c.kind())),
-                _ => Policy::default(),
+            let policy = if let Some(atto) = config.atto.as_ref().filter(|a| a.key == *name) {
+                if backend_algorithm(&*backend).await.is_some_and(|a| a != Algorithm::Ed25519) {
+                    return Err(StartupError::Config(ConfigError::Invalid(format!(
+                        "atto.key: key {name:?} must be ed25519 for Atto"
+                    ))));
+                }
+                Policy::allowing(atto.capabilities.iter().map(|c| c.kind()))
+            } else if let Some(tezos) = config.tezos.as_ref().and_then(|t| t.keys.get(name)) {
+                let policy = TezosPolicy::from_config(name, tezos).map_err(ConfigError::Invalid)?;
+                tezos_keys.push(tezos::api::TezosKey::new(name.clone(), policy.clone()));
+                Policy::allowing(tezos::api::sign_kinds(&policy))
+            } else {
+                Policy::default()
             };
             entries.push(KeyEntry::new(name.clone(), backend, policy));
         }
-        // Only the memory store exists so far; Atto has no consensus marks to keep.
-        let ratchet: Arc<dyn Ratchet> = Arc::new(MemoryRatchet::default());
+        let ratchet: Arc<dyn Ratchet> = match config.ratchet.as_ref().map(|r| r.store()).transpose()? {
+            None | Some(RatchetStore::Memory) => Arc::new(MemoryRatchet::default()),
+            Some(RatchetStore::File(file)) => Arc::new(FileRatchet::open(&file.dir)?),
+        };
         let signer = Arc::new(Signer::new(entries, ratchet, metrics, BACKEND_TIMEOUT));
         spawn_key_probe(signer.clone()).await;
 
@@ -83,6 +101,10 @@ impl App {
             let router = atto::api::router(signer.clone(), &atto.key, auth, atto::api::Limits::default());
             listeners.push(("atto API", bind(atto.listen, "atto API").await?, router));
         }
+        if let Some(tezos) = &config.tezos {
+            let router = tezos::api::router(signer.clone(), tezos_keys, tezos.list_known_keys, Default::default());
+            listeners.push(("tezos API", bind(tezos.listen, "tezos API").await?, router));
+        }
         let management = config.management.clone().unwrap_or_default();
         listeners.push((
             "management",
@@ -96,7 +118,7 @@ impl App {
         &self.signer
     }
 
-    /// The bound address of a listener: `"atto API"` or `"management"`.
+    /// The bound address of a listener: `"atto API"`, `"tezos API"` or `"management"`.
     pub fn local_addr(&self, what: &str) -> Option<SocketAddr> {
         self.listeners.iter().find(|(name, _, _)| *name == what).and_then(|(_, l, _)| l.local_addr().ok())
     }
@@ -120,6 +142,11 @@ impl App {
         let _ = stop.send(true);
         while tasks.join_next().await.is_some() {}
     }
+}
+
+/// The key's algorithm, when the backend answers at once (local keys always do).
+async fn backend_algorithm(backend: &dyn KeyBackend) -> Option<Algorithm> {
+    tokio::time::timeout(Duration::from_millis(100), backend.public_key()).await.ok()?.ok().map(|k| k.algorithm())
 }
 
 async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, StartupError> {

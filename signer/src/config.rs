@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::backend::local::LocalKeyConfig;
 use crate::keys::Algorithm;
 use crate::protocol::atto::api::Capability;
+use crate::protocol::tezos::policy::{TezosKeyConfig, TezosPolicy};
 use crate::server::auth::TokenSource;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,6 +24,9 @@ pub struct SignerConfig {
     /// The Atto signer REST API.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub atto: Option<AttoConfig>,
+    /// The Tezos remote-signer HTTP API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tezos: Option<TezosConfig>,
     /// Health, readiness and metrics.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub management: Option<ManagementConfig>,
@@ -56,18 +60,57 @@ impl KeyConfig {
     }
 }
 
-/// Where high-water marks live: set at most one store (memory when none is set).
+/// Where high-water marks live: set exactly one store.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RatchetConfig {
-    /// In process memory: forgotten on restart.
+    /// In process memory: forgotten on restart. For tests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<MemoryRatchetConfig>,
+    /// Local files, fsynced before each signature is released.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<FileRatchetConfig>,
+}
+
+/// The store a [`RatchetConfig`] selects.
+pub enum RatchetStore<'a> {
+    Memory,
+    File(&'a FileRatchetConfig),
+}
+
+impl RatchetConfig {
+    pub fn store(&self) -> Result<RatchetStore<'_>, ConfigError> {
+        match (&self.memory, &self.file) {
+            (Some(_), None) => Ok(RatchetStore::Memory),
+            (None, Some(file)) => Ok(RatchetStore::File(file)),
+            _ => Err(ConfigError::Invalid("ratchet: set exactly one of memory or file".into())),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MemoryRatchetConfig {}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FileRatchetConfig {
+    /// A directory only this signer uses (created mode 700); one file per key and chain.
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TezosConfig {
+    /// Address of the API listener. Defaults to 127.0.0.1:6732 (octez's default port, pod-local).
+    #[serde(default = "default_tezos_listen")]
+    pub listen: SocketAddr,
+    /// The keys served, by name under `keys`, each with its policy.
+    pub keys: BTreeMap<String, TezosKeyConfig>,
+    /// Answer `GET /known_keys` (octez-signer's `--allow-list-known-keys`). Off by default.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub list_known_keys: bool,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -114,6 +157,10 @@ impl Default for ManagementConfig {
 
 fn default_atto_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9090))
+}
+
+fn default_tezos_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 6732))
 }
 
 fn default_management_listen() -> SocketAddr {
@@ -168,12 +215,33 @@ impl SignerConfig {
                 ));
             }
         }
-        let Some(atto) = &self.atto else {
-            return invalid("nothing to serve: add an `atto` section".into());
-        };
+        if self.atto.is_none() && self.tezos.is_none() {
+            return invalid("nothing to serve: add an `atto` or `tezos` section".into());
+        }
+        let mut listeners = vec![("management.listen", self.management.clone().unwrap_or_default().listen)];
+        if let Some(atto) = &self.atto {
+            self.validate_atto(atto)?;
+            listeners.push(("atto.listen", atto.listen));
+        }
+        if let Some(tezos) = &self.tezos {
+            self.validate_tezos(tezos)?;
+            listeners.push(("tezos.listen", tezos.listen));
+        }
+        for (i, (name, addr)) in listeners.iter().enumerate() {
+            if let Some((other, _)) = listeners[..i].iter().find(|(_, a)| a == addr && addr.port() != 0) {
+                return invalid(format!("{name}: {addr} is already {other}"));
+            }
+        }
+        if let Some(ratchet) = &self.ratchet {
+            ratchet.store()?;
+        }
+        Ok(())
+    }
+
+    fn validate_atto(&self, atto: &AttoConfig) -> Result<(), ConfigError> {
+        let invalid = |message: String| Err(ConfigError::Invalid(message));
         let Some(key) = self.keys.get(&atto.key) else {
-            let known: Vec<&str> = self.keys.keys().map(String::as_str).collect();
-            return invalid(format!("atto.key: no key named {:?} (configured: {})", atto.key, known.join(", ")));
+            return invalid(format!("atto.key: {}", self.unknown_key(&atto.key)));
         };
         let KeyBackendConfig::Local(local) = key.backend(&atto.key)?;
         if local.algorithm.is_some_and(|a| a != Algorithm::Ed25519) {
@@ -183,11 +251,36 @@ impl SignerConfig {
             return invalid("atto.capabilities: list at least one of CHALLENGE, BLOCK, VOTE".into());
         }
         atto.token_source()?;
-        let management = self.management.clone().unwrap_or_default();
-        if management.listen == atto.listen && atto.listen.port() != 0 {
-            return invalid(format!("management.listen: {} is already atto.listen", atto.listen));
+        Ok(())
+    }
+
+    fn validate_tezos(&self, tezos: &TezosConfig) -> Result<(), ConfigError> {
+        let invalid = |message: String| Err(ConfigError::Invalid(message));
+        if tezos.keys.is_empty() {
+            return invalid("tezos.keys: list at least one key to serve".into());
+        }
+        for (name, policy) in &tezos.keys {
+            if !self.keys.contains_key(name) {
+                return invalid(format!("tezos.keys.{name}: {}", self.unknown_key(name)));
+            }
+            if self.atto.as_ref().is_some_and(|a| a.key == *name) {
+                return invalid(format!("tezos.keys.{name}: the key is also atto.key; give each protocol its own key"));
+            }
+            TezosPolicy::from_config(name, policy).map_err(ConfigError::Invalid)?;
+        }
+        if self.ratchet.is_none() {
+            return invalid(
+                "ratchet: Tezos needs a durable high-water mark; set ratchet.file.dir \
+                 (or ratchet.memory: {} for tests only)"
+                    .into(),
+            );
         }
         Ok(())
+    }
+
+    fn unknown_key(&self, name: &str) -> String {
+        let known: Vec<&str> = self.keys.keys().map(String::as_str).collect();
+        format!("no key named {name:?} (configured: {})", known.join(", "))
     }
 
     /// The drop-in mode: attocash/signer's environment variables (research/atto.md §1.6). Every
@@ -236,6 +329,7 @@ impl SignerConfig {
                 }),
             )]),
             ratchet: None,
+            tezos: None,
             atto: Some(AttoConfig {
                 listen: any(port("ATTO_SIGNER_PORT", 9090)?),
                 key: "atto".into(),
@@ -301,9 +395,29 @@ management: {listen: "0.0.0.0:9091"}
             ),
             (EXAMPLE.replace("{secretKeyFile: /run/sigil/key}", "{}"), "keys.voter.local: set exactly one"),
             (EXAMPLE.replace("secretKeyFile: /run/sigil/key", "secretKeyFile: /k, algorithm: p256"), "must be ed25519"),
-            (EXAMPLE.replace("0.0.0.0:9091", "127.0.0.1:9090"), "management.listen: 127.0.0.1:9090 is already"),
+            (EXAMPLE.replace("0.0.0.0:9091", "127.0.0.1:9090"), "atto.listen: 127.0.0.1:9090 is already management.listen"),
             ("keys: {}\n".to_string(), "keys: configure at least one key"),
             ("keys: {a: {local: {secretKey: x}}}\n".to_string(), "nothing to serve"),
+            (
+                format!("{EXAMPLE}tezos: {{keys: {{voter: {{allow: [block]}}}}}}\nratchet: {{memory: {{}}}}\n"),
+                "tezos.keys.voter: the key is also atto.key",
+            ),
+            (format!("{EXAMPLE}tezos: {{keys: {{baker: {{allow: [block]}}}}}}\n"), "tezos.keys.baker: no key named"),
+            (format!("{EXAMPLE}ratchet: {{}}\n"), "ratchet: set exactly one of memory or file"),
+            (
+                "keys: {b: {local: {secretKey: x}}}\ntezos: {keys: {b: {allow: [block]}}}\n".to_string(),
+                "Tezos needs a durable high-water mark",
+            ),
+            (
+                "keys: {b: {local: {secretKey: x}}}\ntezos: {keys: {b: {allow: [blok]}}}\nratchet: {memory: {}}\n"
+                    .to_string(),
+                "tezos.keys.b.allow[0]: unknown kind",
+            ),
+            (
+                "keys: {b: {local: {secretKey: x}}}\ntezos: {listen: '127.0.0.1:9091', keys: {b: {allow: [block]}}}\nratchet: {memory: {}}\n"
+                    .to_string(),
+                "tezos.listen: 127.0.0.1:9091 is already management.listen",
+            ),
             ("keys: [\n".to_string(), "config: "),
         ];
         for (yaml, expected) in cases {

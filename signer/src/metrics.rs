@@ -41,6 +41,11 @@ pub struct BackendLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RatchetLabels {
+    pub store: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KeyLabels {
     pub key: String,
 }
@@ -59,6 +64,7 @@ pub struct Metrics {
     pub backend_sign_duration: Family<BackendLabels, Histogram>,
     pub backend_errors: Family<BackendLabels, Counter>,
     pub key_ready: Family<KeyLabels, Gauge>,
+    pub ratchet_commit_duration: Family<RatchetLabels, Histogram>,
 }
 
 impl Default for Metrics {
@@ -86,6 +92,12 @@ impl Default for Metrics {
         registry.register("backend_errors", "Key backend failures, by backend and key", backend_errors.clone());
         let key_ready = Family::default();
         registry.register("key_ready", "1 when the key's backend answered a public-key call", key_ready.clone());
+        let ratchet_commit_duration = Family::new_with_constructor(latency_buckets as fn() -> Histogram);
+        registry.register(
+            "ratchet_commit_duration_seconds",
+            "Time to make a new high-water mark durable, by store",
+            ratchet_commit_duration.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -95,6 +107,7 @@ impl Default for Metrics {
             backend_sign_duration,
             backend_errors,
             key_ready,
+            ratchet_commit_duration,
         }
     }
 }

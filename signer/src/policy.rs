@@ -3,12 +3,16 @@
 
 use std::fmt;
 
+use crate::protocol::tezos::operation::RequestKind;
+
 /// Every kind of thing sigil signs, across protocols.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum SignKind {
     AttoBlock,
     AttoVote,
     AttoChallenge,
+    /// A Tezos request, by magic byte; the Tezos front checks the finer policy (operations, chains).
+    Tezos(RequestKind),
 }
 
 impl SignKind {
@@ -18,12 +22,22 @@ impl SignKind {
             SignKind::AttoBlock => "atto_block",
             SignKind::AttoVote => "atto_vote",
             SignKind::AttoChallenge => "atto_challenge",
+            SignKind::Tezos(kind) => match kind {
+                RequestKind::Block => "tezos_block",
+                RequestKind::Preattestation => "tezos_preattestation",
+                RequestKind::Attestation => "tezos_attestation",
+                RequestKind::Generic => "tezos_generic",
+                RequestKind::Michelson => "tezos_michelson",
+                RequestKind::LegacyBlock => "tezos_legacy_block",
+                RequestKind::LegacyEndorsement => "tezos_legacy_endorsement",
+            },
         }
     }
 
     pub fn protocol(self) -> &'static str {
         match self {
             SignKind::AttoBlock | SignKind::AttoVote | SignKind::AttoChallenge => "atto",
+            SignKind::Tezos(_) => "tezos",
         }
     }
 }

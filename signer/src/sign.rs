@@ -8,9 +8,9 @@ use sha2::{Digest, Sha256};
 
 use crate::backend::{BackendError, KeyBackend};
 use crate::keys::{PublicKey, Signature};
-use crate::metrics::{BackendLabels, KeyLabels, Metrics, SignatureLabels};
+use crate::metrics::{BackendLabels, KeyLabels, Metrics, RatchetLabels, SignatureLabels};
 use crate::policy::{Policy, SignKind};
-use crate::ratchet::{Mark, Ratchet, RatchetError, State, StreamId};
+use crate::ratchet::{check, Mark, Ratchet, RatchetError, State, StreamId, Verdict};
 
 /// What a protocol front asks for, already decoded from the wire.
 #[derive(Debug, Clone)]
@@ -162,15 +162,35 @@ impl Signer {
         if !entry.policy.allows(request.kind) {
             return Err(SignError::NotAllowed { key: entry.name.clone(), kind: request.kind });
         }
-        if let Some((mark, stream)) = request.mark {
-            let stream = StreamId { key: entry.name.clone(), chain: request.chain.to_string(), stream };
-            let state = State { mark, payload_digest: Sha256::digest(request.payload).into() };
-            self.ratchet.advance(&stream, state).await?;
+        let Some((mark, stream)) = request.mark else {
+            return self.backend_sign(entry, request.payload).await;
+        };
+        // Check, sign and commit under the stream's lock; release the signature only once the
+        // commit is durable (see ratchet/mod.rs).
+        let stream = StreamId { key: entry.name.clone(), chain: request.chain.to_string(), stream };
+        let next = State { mark, payload_digest: Sha256::digest(request.payload).into(), signature: None };
+        let mut lock = self.ratchet.lock(&stream).await?;
+        if check(&stream, lock.current(), &next)? == Verdict::Repeat {
+            if let Some(signature) = lock.current().and_then(|s| s.signature) {
+                return Ok(signature);
+            }
         }
+        let signature = self.backend_sign(entry, request.payload).await?;
+        let started = Instant::now();
+        let committed = lock.commit(State { signature: Some(signature), ..next }).await;
+        self.metrics
+            .ratchet_commit_duration
+            .get_or_create(&RatchetLabels { store: self.ratchet.kind() })
+            .observe(started.elapsed().as_secs_f64());
+        committed?;
+        Ok(signature)
+    }
+
+    async fn backend_sign(&self, entry: &KeyEntry, payload: &[u8]) -> Result<Signature, SignError> {
         let backend = entry.backend.kind();
         let labels = BackendLabels { backend, key: entry.name.clone() };
         let started = Instant::now();
-        let outcome = tokio::time::timeout(self.backend_timeout, entry.backend.sign(request.payload)).await;
+        let outcome = tokio::time::timeout(self.backend_timeout, entry.backend.sign(payload)).await;
         self.metrics.backend_sign_duration.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
         let error = match outcome {
             Ok(Ok(signature)) => return Ok(signature),

@@ -9,21 +9,23 @@ use zeroize::Zeroizing;
 
 use super::{BackendError, KeyBackend};
 use crate::keys::{Algorithm, KeyError, PublicKey, SecretKey, Signature};
+use crate::protocol::tezos::encoding::{self, EncodingError};
 
 /// `keys.<name>.local` in the config: exactly one source of the secret.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LocalKeyConfig {
-    /// The secret inline (64 hex characters). Convenient for tests; prefer a file or env var.
+    /// The secret inline: 64 hex characters, or a Tezos `edsk…`/`spsk…`/`p2sk…` key. Convenient
+    /// for tests; prefer a file or env var.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_key: Option<String>,
-    /// A file holding the secret (64 hex characters). Should be readable by the owner only.
+    /// A file holding the secret (either form). Should be readable by the owner only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_key_file: Option<PathBuf>,
     /// The name of an environment variable holding the secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_key_env: Option<String>,
-    /// The curve. Defaults to ed25519.
+    /// The curve of a hex secret. Defaults to ed25519; a Tezos key names its own curve.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub algorithm: Option<Algorithm>,
 }
@@ -38,6 +40,10 @@ pub enum LocalKeyError {
     MissingEnv(String),
     #[error("{origin}: {source}")]
     Invalid { origin: String, source: KeyError },
+    #[error("{origin}: not a Tezos secret key: {source}")]
+    Tezos { origin: String, source: EncodingError },
+    #[error("{origin}: the key is {found}, but algorithm says {configured}")]
+    AlgorithmMismatch { origin: String, found: Algorithm, configured: Algorithm },
 }
 
 impl LocalKeyConfig {
@@ -63,7 +69,18 @@ impl LocalKeyConfig {
             let value = value.ok_or_else(|| LocalKeyError::MissingEnv(name.to_string()))?;
             (Zeroizing::new(value), format!("environment variable {name}"))
         };
-        let key = SecretKey::from_hex(algorithm, &text).map_err(|source| LocalKeyError::Invalid { origin, source })?;
+        let key = if encoding::is_secret_key_text(&text) {
+            let key = encoding::parse_secret_key(&text)
+                .map_err(|source| LocalKeyError::Tezos { origin: origin.clone(), source })?;
+            match self.algorithm {
+                Some(configured) if configured != key.algorithm() => {
+                    return Err(LocalKeyError::AlgorithmMismatch { origin, found: key.algorithm(), configured })
+                }
+                _ => key,
+            }
+        } else {
+            SecretKey::from_hex(algorithm, &text).map_err(|source| LocalKeyError::Invalid { origin, source })?
+        };
         Ok((key, warning))
     }
 }
@@ -160,6 +177,19 @@ mod tests {
         let message = bad.load().unwrap_err().to_string();
         assert!(message.contains("64 hex"), "{message}");
         assert!(!message.contains("c0ffee"), "{message}");
+        let tezos = LocalKeyConfig {
+            secret_key: Some("spsk2oCGdj7yZFmAWr1wqopU512kDtCfWfs7N4FoRH6bkHhgXk5Tu5".into()),
+            ..Default::default()
+        };
+        assert_eq!(tezos.load().unwrap().0.algorithm(), Algorithm::Secp256k1);
+        let mismatch = LocalKeyConfig { algorithm: Some(Algorithm::P256), ..tezos };
+        assert!(mismatch.load().unwrap_err().to_string().contains("the key is secp256k1, but algorithm says p256"));
+        let broken = LocalKeyConfig {
+            secret_key: Some("edsk3qAQSJaDBSYN2PCMdv7BuJoBKeRyDFq5uPAwDfFRAhQdwHxPMM".into()),
+            ..Default::default()
+        };
+        let message = broken.load().unwrap_err().to_string();
+        assert!(message.contains("not a Tezos secret key") && !message.contains("edsk3q"), "{message}");
         let nofile = LocalKeyConfig { secret_key_file: Some("/nonexistent/key".into()), ..Default::default() };
         assert!(nofile.load().unwrap_err().to_string().contains("/nonexistent/key"));
     }

@@ -2,3 +2,4 @@
 //! back into wire replies.
 
 pub mod atto;
+pub mod tezos;

@@ -2,15 +2,18 @@
 //! and forgets everything on restart: for tests and for protocols without consensus marks.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use tokio::sync::OwnedMutexGuard;
 
-use super::{check, Ratchet, RatchetError, State, StreamId, Verdict};
+use super::{check, Ratchet, RatchetError, State, StreamId, StreamLock};
+
+type Slot = Arc<tokio::sync::Mutex<Option<State>>>;
 
 #[derive(Default)]
 pub struct MemoryRatchet {
-    states: Mutex<HashMap<StreamId, State>>,
+    streams: Mutex<HashMap<StreamId, Slot>>,
 }
 
 #[async_trait]
@@ -19,32 +22,40 @@ impl Ratchet for MemoryRatchet {
         "memory"
     }
 
-    async fn advance(&self, stream: &StreamId, next: State) -> Result<Verdict, RatchetError> {
-        let mut states = self.states.lock().map_err(|_| RatchetError::Unavailable("lock poisoned".into()))?;
-        let verdict = check(stream, states.get(stream), &next)?;
-        if verdict == Verdict::Advance {
-            states.insert(stream.clone(), next);
-        }
-        Ok(verdict)
+    async fn lock(&self, stream: &StreamId) -> Result<Box<dyn StreamLock>, RatchetError> {
+        let slot = {
+            let mut streams = self.streams.lock().map_err(|_| RatchetError::Unavailable("lock poisoned".into()))?;
+            streams.entry(stream.clone()).or_default().clone()
+        };
+        Ok(Box::new(MemoryLock { stream: stream.clone(), state: slot.lock_owned().await }))
+    }
+}
+
+struct MemoryLock {
+    stream: StreamId,
+    state: OwnedMutexGuard<Option<State>>,
+}
+
+#[async_trait]
+impl StreamLock for MemoryLock {
+    fn current(&self) -> Option<&State> {
+        self.state.as_ref()
+    }
+
+    async fn commit(&mut self, next: State) -> Result<(), RatchetError> {
+        check(&self.stream, self.state.as_ref(), &next)?;
+        *self.state = Some(next);
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::conformance;
     use super::*;
-    use crate::ratchet::Mark;
 
     #[tokio::test]
-    async fn streams_are_independent_and_marks_only_rise() {
-        let ratchet = MemoryRatchet::default();
-        let a = StreamId { key: "a".into(), chain: "c".into(), stream: "block" };
-        let b = StreamId { key: "b".into(), chain: "c".into(), stream: "block" };
-        let at = |level| State { mark: Mark { level, round: 0, step: 0 }, payload_digest: [level as u8; 32] };
-        assert_eq!(ratchet.advance(&a, at(5)).await, Ok(Verdict::Advance));
-        assert_eq!(ratchet.advance(&b, at(1)).await, Ok(Verdict::Advance));
-        assert_eq!(ratchet.advance(&a, at(5)).await, Ok(Verdict::Repeat));
-        assert!(ratchet.advance(&a, at(4)).await.is_err());
-        assert_eq!(ratchet.advance(&a, at(6)).await, Ok(Verdict::Advance));
-        assert!(ratchet.advance(&a, at(5)).await.is_err());
+    async fn follows_the_rule() {
+        conformance(&MemoryRatchet::default()).await;
     }
 }

@@ -1,14 +1,20 @@
 //! The ratchet: a high-water mark per (key, chain, stream) that refuses anything that could be a
 //! double-sign. The rule is a pure function ([`check`]); stores only persist its verdicts.
 //!
-//! A store's `advance` returns only once the new mark is durable, and the sign path signs only
-//! after it returns: a crash in between loses one signature, never safety.
+//! The sign path holds a stream's lock from the check until the new state is durable: it checks,
+//! signs, commits the mark together with the signature, and only then releases the signature. A
+//! signature whose commit failed is dropped, so nothing leaves the process above the durable mark;
+//! a crash loses at most that one signature, never safety. Keeping the signature lets an identical
+//! retry get the very same bytes back, even from a backend whose ECDSA nonces are random.
 
+pub mod file;
 pub mod memory;
 
 use std::fmt;
 
 use async_trait::async_trait;
+
+use crate::keys::Signature;
 
 /// A position in a chain's consensus: level (height), then round, then step within the round.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -30,6 +36,8 @@ pub struct State {
     pub mark: Mark,
     /// SHA-256 of the signed payload, so an identical re-request can be answered again.
     pub payload_digest: [u8; 32],
+    /// The signature given for it, returned again on an identical re-request.
+    pub signature: Option<Signature>,
 }
 
 /// Which high-water mark a request moves.
@@ -49,9 +57,10 @@ impl fmt::Display for StreamId {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
-    /// Strictly above the mark: record the new state, then sign.
+    /// Strictly above the mark: sign, then commit the new state before releasing the signature.
     Advance,
-    /// The same mark and the same payload as last time: signing again is safe; nothing to write.
+    /// The same mark and the same payload as last time: answer with the stored signature (or sign
+    /// the same bytes again when none is stored).
     Repeat,
 }
 
@@ -87,17 +96,63 @@ pub trait Ratchet: Send + Sync {
     /// A short name for metrics and logs: `memory`, `file`, `configMap`.
     fn kind(&self) -> &'static str;
 
-    /// Applies [`check`] against the stored state and, on `Advance`, makes `next` durable before
-    /// returning. Any failure to read or write the store is `Unavailable` (fail closed).
-    async fn advance(&self, stream: &StreamId, next: State) -> Result<Verdict, RatchetError>;
+    /// Takes `stream`'s lock: until the returned guard is dropped, no other request on the stream
+    /// is checked. Failing to read the store is `Unavailable` (fail closed).
+    async fn lock(&self, stream: &StreamId) -> Result<Box<dyn StreamLock>, RatchetError>;
+}
+
+/// One stream, locked.
+#[async_trait]
+pub trait StreamLock: Send {
+    /// The stream's last committed state.
+    fn current(&self) -> Option<&State>;
+
+    /// Makes `next` the stream's state, returning once it is durable. Checks [`check`] again, so
+    /// no store can be asked to lower a mark. Failing to write is `Unavailable`.
+    async fn commit(&mut self, next: State) -> Result<(), RatchetError>;
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use crate::keys::Algorithm;
+
+    /// What every store must do; each store's tests run it.
+    pub(crate) async fn conformance(ratchet: &dyn Ratchet) {
+        let a = StreamId { key: "a".into(), chain: "c".into(), stream: "block" };
+        let b = StreamId { key: "b".into(), chain: "c".into(), stream: "block" };
+        let at = |level: u64| State {
+            mark: Mark { level, round: 0, step: 0 },
+            payload_digest: [level as u8; 32],
+            signature: None,
+        };
+        let mut lock = ratchet.lock(&a).await.unwrap();
+        assert_eq!(lock.current(), None);
+        lock.commit(at(5)).await.unwrap();
+        assert_eq!(lock.current(), Some(&at(5)));
+        assert!(lock.commit(at(4)).await.is_err(), "a store must refuse to lower a mark");
+        // While the stream is locked, nobody else checks it.
+        let waited = tokio::time::timeout(std::time::Duration::from_millis(50), ratchet.lock(&a)).await;
+        assert!(waited.is_err(), "a second lock on a locked stream must wait");
+        drop(lock);
+
+        let mut other = ratchet.lock(&b).await.unwrap();
+        assert_eq!(other.current(), None, "streams are independent");
+        other.commit(at(1)).await.unwrap();
+        drop(other);
+
+        let mut lock = ratchet.lock(&a).await.unwrap();
+        assert_eq!(lock.current(), Some(&at(5)));
+        let signed = State { signature: Some(crate::keys::Signature::new(Algorithm::Ed25519, [9; 64])), ..at(5) };
+        lock.commit(signed.clone()).await.unwrap();
+        assert_eq!(lock.current(), Some(&signed));
+        assert!(lock.commit(State { payload_digest: [0; 32], ..at(5) }).await.is_err());
+        lock.commit(at(6)).await.unwrap();
+        assert_eq!(lock.current().map(|s| s.mark.level), Some(6));
+    }
 
     fn state(level: u64, round: u64, step: u8, payload: u8) -> State {
-        State { mark: Mark { level, round, step }, payload_digest: [payload; 32] }
+        State { mark: Mark { level, round, step }, payload_digest: [payload; 32], signature: None }
     }
 
     #[test]

@@ -1,0 +1,283 @@
+//! The Tezos remote-signer HTTP API as octez-client and octez-baker call it (research/tezos.md §1).
+//!
+//! Errors use octez's body shape, `[{"kind":"temporary","id":"failure","msg":…}]`, with distinct
+//! status codes like Signatory (octez only cares that it is not 200): 400 undecodable, 401
+//! authentication, 403 policy, 404 unknown key, 409 high-water mark, 503 try later, 500 backend.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use tokio::sync::Semaphore;
+use tower_http::timeout::TimeoutLayer;
+
+use super::encoding::{self, blake2b_256};
+use super::operation;
+use super::policy::{Refusal, TezosPolicy};
+use crate::policy::SignKind;
+use crate::ratchet::{Mark, RatchetError};
+use crate::sign::{SignError, SignRequest, Signer};
+
+const PROTOCOL: &str = "tezos";
+
+/// Bounds on every request.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Octez operations are at most 32 KiB, so 64 KiB of hex plus the JSON quotes.
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+    pub max_in_flight: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_body_bytes: 128 * 1024, request_timeout: Duration::from_secs(10), max_in_flight: 256 }
+    }
+}
+
+/// One key served over the Tezos API.
+pub struct TezosKey {
+    pub name: String,
+    pub policy: TezosPolicy,
+    /// `tz1…`, known once the backend has answered.
+    pkh: OnceLock<(String, [u8; 21])>,
+}
+
+impl TezosKey {
+    pub fn new(name: String, policy: TezosPolicy) -> Self {
+        TezosKey { name, policy, pkh: OnceLock::new() }
+    }
+}
+
+#[derive(Clone)]
+struct Api {
+    signer: Arc<Signer>,
+    keys: Arc<Vec<TezosKey>>,
+    list_known_keys: bool,
+    in_flight: Arc<Semaphore>,
+}
+
+pub fn router(signer: Arc<Signer>, keys: Vec<TezosKey>, list_known_keys: bool, limits: Limits) -> Router {
+    let api = Api {
+        signer,
+        keys: Arc::new(keys),
+        list_known_keys,
+        in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
+    };
+    Router::new()
+        .route("/keys/{pkh}", get(public_key).post(sign))
+        .route("/authorized_keys", get(authorized_keys))
+        .route("/known_keys", get(known_keys))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
+        .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, limits.request_timeout))
+        .layer(middleware::from_fn_with_state(api.clone(), observe))
+        .with_state(api)
+}
+
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError { status, message: message.into() }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!([{ "kind": "temporary", "id": "failure", "msg": self.message }]);
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<SignError> for ApiError {
+    fn from(error: SignError) -> Self {
+        let status = match &error {
+            _ if error.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
+            SignError::Ratchet(RatchetError::Refused { .. }) => StatusCode::CONFLICT,
+            SignError::NotAllowed { .. } => StatusCode::FORBIDDEN,
+            SignError::UnknownKey(_) => StatusCode::NOT_FOUND,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, error.to_string())
+    }
+}
+
+fn endpoint_label(path: &str) -> &'static str {
+    match path {
+        "/authorized_keys" => "authorized_keys",
+        "/known_keys" => "known_keys",
+        p if p.starts_with("/keys/") => "keys",
+        _ => "other",
+    }
+}
+
+async fn observe(State(api): State<Api>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let endpoint = endpoint_label(request.uri().path());
+    let response = next.run(request).await;
+    let status = response.status();
+    api.signer.metrics().observe_request(PROTOCOL, endpoint, status.as_u16(), started.elapsed());
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        api.signer.metrics().refuse(PROTOCOL, "too_large");
+    }
+    response
+}
+
+impl Api {
+    /// The key whose hash is `pkh`, among those whose backend has answered.
+    fn find(&self, pkh: &str) -> Option<(&TezosKey, &(String, [u8; 21]))> {
+        self.keys.iter().find_map(|key| {
+            let hash = match key.pkh.get() {
+                Some(hash) => hash,
+                None => {
+                    let public_key = self.signer.key(&key.name)?.public_key()?;
+                    key.pkh.get_or_init(|| (encoding::pkh(public_key), encoding::pkh_bytes(public_key)))
+                }
+            };
+            (hash.0 == pkh).then_some((key, hash))
+        })
+    }
+
+    fn unknown(&self, pkh: &str) -> ApiError {
+        self.signer.metrics().refuse(PROTOCOL, "unknown_key");
+        ApiError::new(StatusCode::NOT_FOUND, format!("no key {pkh} here"))
+    }
+
+    fn refuse(&self, refusal: Refusal) -> ApiError {
+        self.signer.metrics().refuse(PROTOCOL, refusal.reason());
+        let status = match refusal {
+            Refusal::MissingAuthentication { .. } | Refusal::BadAuthentication { .. } => StatusCode::UNAUTHORIZED,
+            _ => StatusCode::FORBIDDEN,
+        };
+        tracing::warn!(%refusal, "tezos request refused");
+        ApiError::new(status, refusal.to_string())
+    }
+
+    fn bad_request(&self, message: String) -> ApiError {
+        self.signer.metrics().refuse(PROTOCOL, "bad_request");
+        tracing::warn!(%message, "tezos request refused");
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+async fn public_key(State(api): State<Api>, Path(pkh): Path<String>) -> Result<Response, ApiError> {
+    let (key, _) = api.find(&pkh).ok_or_else(|| api.unknown(&pkh))?;
+    let public_key = api.signer.key(&key.name).and_then(|e| e.public_key()).ok_or_else(|| api.unknown(&pkh))?;
+    Ok(Json(serde_json::json!({ "public_key": encoding::public_key_b58(public_key) })).into_response())
+}
+
+#[derive(Deserialize)]
+struct SignQuery {
+    authentication: Option<String>,
+    /// The client's signature version; it changes only BLS (tz4) signing, which sigil does not serve.
+    #[allow(dead_code)]
+    version: Option<String>,
+}
+
+async fn sign(
+    State(api): State<Api>,
+    Path(pkh): Path<String>,
+    Query(query): Query<SignQuery>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let (key, (_, pkh_bytes)) = api.find(&pkh).ok_or_else(|| api.unknown(&pkh))?;
+    key.policy.check_client(peer.ip()).map_err(|r| api.refuse(r))?;
+    let body = body.map_err(|rejection| ApiError::new(rejection.status(), rejection.body_text()))?;
+    let data = decode_body(&body).map_err(|m| api.bad_request(m))?;
+    key.policy.check_authentication(pkh_bytes, &data, query.authentication.as_deref()).map_err(|r| api.refuse(r))?;
+    let request = operation::parse(&data).map_err(|e| api.bad_request(format!("cannot sign: {e}")))?;
+    key.policy.check_request(&request).map_err(|r| api.refuse(r))?;
+
+    let _slot = api.in_flight.try_acquire().map_err(|_| {
+        api.signer.metrics().refuse(PROTOCOL, "overload");
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "signer busy; retry")
+    })?;
+    let chain = request.watermark.map(|w| encoding::chain_id_b58(w.chain_id)).unwrap_or_default();
+    let mark = match (request.watermark, request.kind.stream()) {
+        (Some(w), Some(stream)) => {
+            Some((Mark { level: u64::from(w.level), round: u64::from(w.round), step: 0 }, stream))
+        }
+        _ => None,
+    };
+    let digest = blake2b_256(&data);
+    let signature = api
+        .signer
+        .sign(SignRequest {
+            key: &key.name,
+            chain: &chain,
+            kind: SignKind::Tezos(request.kind),
+            mark,
+            payload: &digest,
+        })
+        .await?;
+    if let Some(mark) = mark {
+        tracing::info!(key = %key.name, kind = %request.kind, %chain, level = mark.0.level, round = mark.0.round, "signed");
+    } else {
+        tracing::info!(key = %key.name, kind = %request.kind, operations = ?request.operations, "signed");
+    }
+    Ok(Json(serde_json::json!({ "signature": encoding::signature_b58(&signature) })).into_response())
+}
+
+/// The body is a JSON string of hex, e.g. `"11ed9d217c…"`.
+fn decode_body(body: &[u8]) -> Result<Vec<u8>, String> {
+    let text: String =
+        serde_json::from_slice(body).map_err(|e| format!("the body must be a JSON string of hex bytes: {e}"))?;
+    hex::decode(text.trim()).map_err(|e| format!("the body is not hex: {e}"))
+}
+
+/// `{}` when no key requires authentication (exactly that: octez reads an empty list as "required").
+async fn authorized_keys(State(api): State<Api>) -> Json<serde_json::Value> {
+    let mut hashes: Vec<String> = api.keys.iter().flat_map(|k| k.policy.authorized_keys()).map(encoding::pkh).collect();
+    hashes.sort();
+    hashes.dedup();
+    if hashes.is_empty() {
+        Json(serde_json::json!({}))
+    } else {
+        Json(serde_json::json!({ "authorized_keys": hashes }))
+    }
+}
+
+async fn known_keys(State(api): State<Api>) -> Result<Json<serde_json::Value>, ApiError> {
+    if !api.list_known_keys {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "listing keys is off (tezos.listKnownKeys)"));
+    }
+    let known: Vec<String> = api
+        .keys
+        .iter()
+        .filter_map(|key| api.signer.key(&key.name).and_then(|e| e.public_key()))
+        .map(encoding::pkh)
+        .collect();
+    Ok(Json(serde_json::json!({ "known_keys": known })))
+}
+
+/// The request kinds a key's policy allows, as the signer's coarse policy.
+pub fn sign_kinds(policy: &TezosPolicy) -> impl Iterator<Item = SignKind> + '_ {
+    policy.kinds().map(SignKind::Tezos)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_are_json_hex_strings() {
+        assert_eq!(decode_body(br#""0312ab""#).unwrap(), vec![0x03, 0x12, 0xab]);
+        assert!(decode_body(b"0312ab").unwrap_err().contains("JSON string"));
+        assert!(decode_body(br#""03zz""#).unwrap_err().contains("not hex"));
+    }
+}

@@ -1,0 +1,319 @@
+//! What one Tezos key may sign, for whom, on which chains. Built from `tezos.keys.<name>` in the
+//! config; every refusal names the rule (the config field) that refused.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use super::encoding::{self, blake2b_256};
+use super::operation::{self, Request, RequestKind};
+use crate::keys::PublicKey;
+
+/// `tezos.keys.<name>` in the config.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TezosKeyConfig {
+    /// What the key may sign: `block`, `preattestation`, `attestation`, `generic:<operation>`
+    /// (e.g. `generic:transaction`, `generic:stake`), `michelson`, `legacy_block`, `legacy_endorsement`.
+    pub allow: Vec<String>,
+    /// Chain ids (`NetXdQprcVkpaWU`) this key may sign consensus messages for. Empty: any chain.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chains: Vec<String>,
+    /// Client public keys (`edpk…`, `sppk…`, `p2pk…`); when set, every sign request for this key
+    /// must be signed by one of them (octez-client's `authentication=`). Empty: no authentication.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub authorized_keys: Vec<String>,
+    /// Client addresses or networks (`10.0.0.0/8`, `::1`) allowed to ask. Empty: any client.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_ips: Vec<String>,
+}
+
+/// The compiled policy of one key.
+#[derive(Debug, Clone)]
+pub struct TezosPolicy {
+    /// The config path, e.g. `tezos.keys.baker`, for error messages.
+    path: String,
+    kinds: BTreeSet<RequestKind>,
+    operations: BTreeSet<&'static str>,
+    chains: Vec<[u8; 4]>,
+    authorized_keys: Vec<PublicKey>,
+    allowed_ips: Vec<Network>,
+}
+
+/// Why a request was refused, naming the rule.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Refusal {
+    #[error("client {client} is not in {path}.allowedIps")]
+    ClientAddress { client: IpAddr, path: String },
+    #[error("{path}.authorizedKeys is set: the request must carry an authentication signature (authentication=…)")]
+    MissingAuthentication { path: String },
+    #[error("the authentication signature does not verify with any key in {path}.authorizedKeys")]
+    BadAuthentication { path: String },
+    #[error("{what} is not allowed by {path}.allow")]
+    Kind { what: String, path: String },
+    #[error("chain {chain} is not in {path}.chains")]
+    Chain { chain: String, path: String },
+}
+
+impl Refusal {
+    /// A stable label for the refusal metric.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refusal::ClientAddress { .. } => "client_address",
+            Refusal::MissingAuthentication { .. } | Refusal::BadAuthentication { .. } => "unauthenticated",
+            Refusal::Kind { .. } | Refusal::Chain { .. } => "policy",
+        }
+    }
+}
+
+impl TezosPolicy {
+    pub fn from_config(name: &str, config: &TezosKeyConfig) -> Result<TezosPolicy, String> {
+        let path = format!("tezos.keys.{name}");
+        let mut kinds = BTreeSet::new();
+        let mut operations = BTreeSet::new();
+        if config.allow.is_empty() {
+            return Err(format!(
+                "{path}.allow: list what this key may sign, e.g. [block, preattestation, attestation]"
+            ));
+        }
+        for (i, entry) in config.allow.iter().enumerate() {
+            let entry = entry.trim();
+            if let Some(op) = entry.strip_prefix("generic:") {
+                let known = operation::operation_names().find(|n| *n == op).ok_or_else(|| {
+                    let names: Vec<&str> = operation::operation_names().collect();
+                    format!("{path}.allow[{i}]: unknown operation {op:?}; known: {}", names.join(", "))
+                })?;
+                kinds.insert(RequestKind::Generic);
+                operations.insert(known);
+                continue;
+            }
+            let kind = ALL_KINDS.iter().copied().find(|k| k.name() == entry && *k != RequestKind::Generic);
+            let kind = kind.ok_or_else(|| {
+                format!(
+                    "{path}.allow[{i}]: unknown kind {entry:?}; use block, preattestation, attestation, \
+                     generic:<operation>, michelson, legacy_block or legacy_endorsement"
+                )
+            })?;
+            kinds.insert(kind);
+        }
+        let chains = config
+            .chains
+            .iter()
+            .enumerate()
+            .map(|(i, c)| encoding::parse_chain_id(c).map_err(|e| format!("{path}.chains[{i}]: {c:?}: {e}")))
+            .collect::<Result<_, _>>()?;
+        let authorized_keys = config
+            .authorized_keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| encoding::parse_public_key(k).map_err(|e| format!("{path}.authorizedKeys[{i}]: {e}")))
+            .collect::<Result<_, _>>()?;
+        let allowed_ips = config
+            .allowed_ips
+            .iter()
+            .enumerate()
+            .map(|(i, n)| Network::parse(n).map_err(|e| format!("{path}.allowedIps[{i}]: {e}")))
+            .collect::<Result<_, _>>()?;
+        Ok(TezosPolicy { path, kinds, operations, chains, authorized_keys, allowed_ips })
+    }
+
+    /// The request kinds this key may sign at all (for the signer's coarse policy).
+    pub fn kinds(&self) -> impl Iterator<Item = RequestKind> + '_ {
+        self.kinds.iter().copied()
+    }
+
+    /// The client keys whose signatures are accepted as authentication.
+    pub fn authorized_keys(&self) -> &[PublicKey] {
+        &self.authorized_keys
+    }
+
+    pub fn check_client(&self, client: IpAddr) -> Result<(), Refusal> {
+        if self.allowed_ips.is_empty() || self.allowed_ips.iter().any(|n| n.contains(client)) {
+            return Ok(());
+        }
+        Err(Refusal::ClientAddress { client, path: self.path.clone() })
+    }
+
+    /// Checks `authentication` (a signature by a client key over `0x04 ‖ 0x01 ‖ pkh ‖ data`,
+    /// research/tezos.md §1.2) when this key requires it.
+    pub fn check_authentication(
+        &self,
+        signer_pkh: &[u8; 21],
+        data: &[u8],
+        authentication: Option<&str>,
+    ) -> Result<(), Refusal> {
+        if self.authorized_keys.is_empty() {
+            return Ok(());
+        }
+        let Some(authentication) = authentication else {
+            return Err(Refusal::MissingAuthentication { path: self.path.clone() });
+        };
+        let mut message = Vec::with_capacity(23 + data.len());
+        message.extend_from_slice(&[0x04, 0x01]);
+        message.extend_from_slice(signer_pkh);
+        message.extend_from_slice(data);
+        let digest = blake2b_256(&message);
+        let verified = self.authorized_keys.iter().any(|key| {
+            encoding::parse_signature(authentication, key.algorithm()).is_ok_and(|s| key.verify(&digest, &s).is_ok())
+        });
+        if verified {
+            Ok(())
+        } else {
+            Err(Refusal::BadAuthentication { path: self.path.clone() })
+        }
+    }
+
+    /// Whether the decoded request is one this key may sign.
+    pub fn check_request(&self, request: &Request) -> Result<(), Refusal> {
+        let refuse = |what: String| Err(Refusal::Kind { what, path: self.path.clone() });
+        if !self.kinds.contains(&request.kind) {
+            return refuse(format!("{} request", request.kind));
+        }
+        if request.kind == RequestKind::Generic {
+            if let Some(op) = request.operations.iter().find(|op| !self.operations.contains(*op)) {
+                return refuse(format!("generic:{op} operation"));
+            }
+        }
+        if let Some(watermark) = &request.watermark {
+            if !self.chains.is_empty() && !self.chains.contains(&watermark.chain_id) {
+                return Err(Refusal::Chain {
+                    chain: encoding::chain_id_b58(watermark.chain_id),
+                    path: self.path.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+const ALL_KINDS: [RequestKind; 7] = [
+    RequestKind::Block,
+    RequestKind::Preattestation,
+    RequestKind::Attestation,
+    RequestKind::Generic,
+    RequestKind::Michelson,
+    RequestKind::LegacyBlock,
+    RequestKind::LegacyEndorsement,
+];
+
+/// An address or CIDR network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Network {
+    address: IpAddr,
+    prefix: u8,
+}
+
+impl Network {
+    fn parse(text: &str) -> Result<Network, String> {
+        let (address, prefix) = match text.trim().split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (text.trim(), None),
+        };
+        let address: IpAddr = address.parse().map_err(|_| format!("{text:?} is not an IP address or network"))?;
+        let max = if address.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => {
+                p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(|| format!("{text:?}: bad prefix length"))?
+            }
+            None => max,
+        };
+        Ok(Network { address, prefix })
+    }
+
+    fn contains(&self, client: IpAddr) -> bool {
+        // An IPv4 client on a dual-stack socket arrives as ::ffff:a.b.c.d.
+        let client = match client {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(client),
+            v4 => v4,
+        };
+        let bits = |a: IpAddr| -> u128 {
+            match a {
+                IpAddr::V4(v4) => u32::from(v4) as u128,
+                IpAddr::V6(v6) => u128::from(v6),
+            }
+        };
+        if self.address.is_ipv4() != client.is_ipv4() {
+            return false;
+        }
+        let width = if client.is_ipv4() { 32 } else { 128 };
+        let shift = width - self.prefix as u32;
+        shift >= width || (bits(self.address) >> shift) == (bits(client) >> shift)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::tezos::operation::Watermark;
+
+    fn policy(yaml: &str) -> Result<TezosPolicy, String> {
+        TezosPolicy::from_config("baker", &serde_yaml::from_str(yaml).unwrap())
+    }
+
+    fn request(kind: RequestKind, operations: &[&'static str]) -> Request {
+        let watermark = kind.stream().map(|_| Watermark { chain_id: [0x7a, 0x06, 0xa7, 0x70], level: 1, round: 0 });
+        Request { kind, watermark, operations: operations.to_vec() }
+    }
+
+    #[test]
+    fn kinds_operations_and_chains() {
+        let p =
+            policy("{allow: [block, attestation, 'generic:transaction', 'generic:stake'], chains: [NetXdQprcVkpaWU]}")
+                .unwrap();
+        assert_eq!(p.check_request(&request(RequestKind::Block, &[])), Ok(()));
+        assert_eq!(
+            p.check_request(&request(RequestKind::Preattestation, &[])).unwrap_err().to_string(),
+            "preattestation request is not allowed by tezos.keys.baker.allow"
+        );
+        assert_eq!(p.check_request(&request(RequestKind::Generic, &["transaction", "stake"])), Ok(()));
+        assert_eq!(
+            p.check_request(&request(RequestKind::Generic, &["transaction", "delegation"])).unwrap_err().to_string(),
+            "generic:delegation operation is not allowed by tezos.keys.baker.allow"
+        );
+        let mut other_chain = request(RequestKind::Block, &[]);
+        other_chain.watermark.as_mut().unwrap().chain_id = [1, 2, 3, 4];
+        assert!(p.check_request(&other_chain).unwrap_err().to_string().contains("is not in tezos.keys.baker.chains"));
+    }
+
+    #[test]
+    fn config_errors_name_the_field() {
+        assert!(policy("{allow: []}").unwrap_err().contains("tezos.keys.baker.allow: list"));
+        assert!(policy("{allow: [blocks]}").unwrap_err().contains("allow[0]: unknown kind \"blocks\""));
+        assert!(policy("{allow: ['generic:transfer']}").unwrap_err().contains("unknown operation \"transfer\""));
+        assert!(policy("{allow: [generic]}").unwrap_err().contains("unknown kind \"generic\""));
+        assert!(policy("{allow: [block], chains: [mainnet]}").unwrap_err().contains("chains[0]"));
+        assert!(policy("{allow: [block], authorizedKeys: [tz1x]}").unwrap_err().contains("authorizedKeys[0]"));
+        assert!(policy("{allow: [block], allowedIps: [10.0.0.0/33]}").unwrap_err().contains("allowedIps[0]"));
+    }
+
+    #[test]
+    fn client_networks() {
+        let p = policy("{allow: [block], allowedIps: [10.1.0.0/16, '::1', 127.0.0.1]}").unwrap();
+        for ok in ["10.1.200.3", "::1", "127.0.0.1", "::ffff:10.1.0.9"] {
+            assert_eq!(p.check_client(ok.parse().unwrap()), Ok(()), "{ok}");
+        }
+        for refused in ["10.2.0.1", "127.0.0.2", "::2"] {
+            assert!(p.check_client(refused.parse().unwrap()).is_err(), "{refused}");
+        }
+        assert_eq!(policy("{allow: [block]}").unwrap().check_client("8.8.8.8".parse().unwrap()), Ok(()));
+        let any = Network::parse("0.0.0.0/0").unwrap();
+        assert!(any.contains("1.2.3.4".parse().unwrap()));
+    }
+
+    /// research/tezos.md §1.2: the authentication vector computed with two independent libraries.
+    #[test]
+    fn authentication_vector() {
+        let client = "edpkv45regue1bWtuHnCgLU8xWKLwa9qRqv4gimgJKro4LSc3C5VjV";
+        let p = policy(&format!("{{allow: ['generic:transaction'], authorizedKeys: [{client}]}}")).unwrap();
+        let signer = encoding::parse_public_key(client).unwrap();
+        let data = hex::decode("03a11f5f176e553a11cf184bb2b15f09f55dfc5dcb2d26d79bf5dd099d074d5f5d6c0079cae4c9a1885f17d3995619bf28636c4394458b820af19172c35000904e0000712c4c4270d9e7f512115310d8ec6acfcd878bef00").unwrap();
+        let pkh = encoding::pkh_bytes(&signer);
+        let good =
+            "edsigttaa8Lq6sQEDSGbgWXpV2umGv4rQSqSVN2j1CuJNKTaDBRaPqZREFRSdGqH5zxVYhULjuxxnMfEE8cWCokrCfnMjFWNXfo";
+        assert_eq!(p.check_authentication(&pkh, &data, Some(good)), Ok(()));
+        assert!(matches!(p.check_authentication(&pkh, &data, None), Err(Refusal::MissingAuthentication { .. })));
+        assert!(matches!(p.check_authentication(&pkh, &data[1..], Some(good)), Err(Refusal::BadAuthentication { .. })));
+        assert!(matches!(p.check_authentication(&pkh, &data, Some("edsig")), Err(Refusal::BadAuthentication { .. })));
+    }
+}
