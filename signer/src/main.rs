@@ -7,6 +7,7 @@ use sigil_signer::app::App;
 use sigil_signer::config::{KeyBackendConfig, SignerConfig};
 use sigil_signer::keys::{Algorithm, PublicKey, SecretKey};
 use sigil_signer::protocol::atto::model as atto;
+use sigil_signer::protocol::tezos::encoding as tezos;
 use zeroize::Zeroizing;
 
 /// A remote signer for validators: keys stay here, the node asks for signatures.
@@ -36,8 +37,9 @@ Examples:
   sigil-signer --config signer.yaml
   sigil-signer key generate --algorithm ed25519 --out voter.key
   sigil-signer key show --file voter.key
+  echo edsk... | sigil-signer key import --out baker.key
 
-Docs: docs/atto.md, docs/configuration.md";
+Docs: docs/atto.md, docs/tezos.md, docs/configuration.md";
 
 #[derive(Clone, Copy, ValueEnum)]
 enum LogFormat {
@@ -64,7 +66,8 @@ enum KeyCommand {
         #[arg(long, short, value_name = "FILE")]
         out: PathBuf,
     },
-    /// Read a secret key (64 hex characters) from standard input, check it, and write it to a file.
+    /// Read a secret key from standard input (64 hex characters, or a Tezos edsk…/spsk…/p2sk…
+    /// key), check it, and write it to a file as hex.
     Import {
         #[arg(long, short, value_enum, default_value_t = AlgorithmArg::Ed25519)]
         algorithm: AlgorithmArg,
@@ -78,7 +81,8 @@ enum KeyCommand {
 
 #[derive(Args)]
 struct ShowArgs {
-    /// A secret key file (64 hex characters). Without --file or --key, the secret is read from stdin.
+    /// A secret key file (64 hex characters or a Tezos edsk…/spsk…/p2sk… key). Without --file or
+    /// --key, the secret is read from stdin.
     #[arg(long, short, value_name = "FILE", conflicts_with = "key")]
     file: Option<PathBuf>,
     /// A key named in the --config file.
@@ -173,7 +177,15 @@ async fn shutdown_signal() {
 fn read_secret_stdin(algorithm: Algorithm) -> Result<SecretKey> {
     let mut text = Zeroizing::new(String::new());
     std::io::stdin().take(4096).read_to_string(&mut text).context("cannot read the secret key from stdin")?;
-    Ok(SecretKey::from_hex(algorithm, &text)?)
+    parse_secret(algorithm, &text)
+}
+
+/// 64 hex characters of `algorithm`, or a Tezos `edsk…`/`spsk…`/`p2sk…` key (its own curve).
+fn parse_secret(algorithm: Algorithm, text: &str) -> Result<SecretKey> {
+    if tezos::is_secret_key_text(text) {
+        return Ok(tezos::parse_secret_key(text).context("not a valid Tezos secret key")?);
+    }
+    Ok(SecretKey::from_hex(algorithm, text)?)
 }
 
 fn write_secret(out: &Path, key: &SecretKey) -> Result<()> {
@@ -209,7 +221,7 @@ fn show(args: &ShowArgs, config: Option<&Path>) -> Result<PublicKey> {
             let text = Zeroizing::new(
                 std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?,
             );
-            SecretKey::from_hex(algorithm, &text).with_context(|| format!("{}", path.display()))?
+            parse_secret(algorithm, &text).with_context(|| format!("{}", path.display()))?
         }
         None => read_secret_stdin(algorithm)?,
     };
@@ -225,6 +237,7 @@ fn print_public(public_key: &PublicKey, to_stderr: bool) -> Result<()> {
     if let (Algorithm::Ed25519, Ok(ed25519)) = (public_key.algorithm(), <[u8; 32]>::try_from(public_key.as_bytes())) {
         lines.push(format!("atto:       {}", atto::address(&ed25519)));
     }
+    lines.push(format!("tezos:      {} ({})", tezos::pkh(public_key), tezos::public_key_b58(public_key)));
     let text = lines.join("\n") + "\n";
     if to_stderr {
         std::io::stderr().write_all(text.as_bytes())?;

@@ -41,7 +41,7 @@ fn config_mode(dir: &std::path::Path, capabilities: &str) -> SignerProcess {
 fn every_error_path_then_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
     let signer = config_mode(dir.path(), "VOTE, CHALLENGE");
-    let api = signer.atto;
+    let api = signer.atto();
 
     // Public key: authenticated GET, uppercase hex, JSON.
     let response = http(api, "GET", "/public-keys", Some(TOKEN), None);
@@ -151,7 +151,7 @@ fn every_error_path_then_keeps_serving() {
 fn token_files_rotate_without_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let signer = config_mode(dir.path(), "VOTE");
-    let api = signer.atto;
+    let api = signer.atto();
     assert_eq!(http(api, "GET", "/public-keys", Some(TOKEN), None).status, 200);
 
     // Rotate as the operator does: new token, the old one kept as token.previous.
@@ -189,10 +189,10 @@ fn drop_in_environment_mode() {
             ("ATTO_SIGNER_MANAGEMENT_PORT", "0"),
         ],
     );
-    let response = http(signer.atto, "GET", "/public-keys", Some(TOKEN), None);
+    let response = http(signer.atto(), "GET", "/public-keys", Some(TOKEN), None);
     assert_eq!(response.json()["publicKey"], public_key.as_str());
     let response =
-        http(signer.atto, "POST", "/votes", Some(TOKEN), Some(&vote_body(&public_key, &"01".repeat(32), i64::MAX)));
+        http(signer.atto(), "POST", "/votes", Some(TOKEN), Some(&vote_body(&public_key, &"01".repeat(32), i64::MAX)));
     assert_eq!(response.status, 200, "{response:?}");
     assert_eq!(http(signer.management, "GET", "/readyz", None, None).status, 200);
 }

@@ -38,7 +38,7 @@ fn the_atto_library_accepts_every_signature() {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/atto/interop.mjs");
     let output = Command::new("node")
         .arg(&script)
-        .env("SIGNER_URL", format!("http://{}/", signer.atto))
+        .env("SIGNER_URL", format!("http://{}/", signer.atto()))
         .env("SIGNER_TOKEN", TOKEN)
         .env("SIGNER_SECRET", SEED_HEX)
         .env("ATTO_COMMONS", &package)

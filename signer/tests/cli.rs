@@ -91,3 +91,40 @@ fn help_and_version() {
     assert_eq!(code, 0);
     assert!(out.starts_with("sigil-signer "), "{out}");
 }
+
+/// research/tezos.md §3.6 (octez's key_encoding_vectors.ml): import takes octez's secret forms and
+/// show prints the Tezos address and public key.
+#[test]
+fn tezos_keys_import_and_show() {
+    let dir = tempfile::tempdir().unwrap();
+    let vectors = [
+        (
+            "edsk3qAQSJaDBSYN2PCMdv7BuJoBKeRyDFq5uPAwDfFRAhQdwHxPMN",
+            "tz1SodoUsWVe1Yey9eMFbqRUtNpBWfir5NRr",
+            "edpkufnz668CdgnVC4X5KRvJoXCMgicr29Tjmr5vxGzvMdipwkTZmM",
+        ),
+        (
+            "spsk2oCGdj7yZFmAWr1wqopU512kDtCfWfs7N4FoRH6bkHhgXk5Tu5",
+            "tz2SSuN7FRcAurZPSAQS1swNWE8xxf71MTjt",
+            "sppk7aFpmJLm3ZxMd3F4osvGBq77R1NeSpiJVnof3Wiv4mt84EBE9aX",
+        ),
+        (
+            "p2sk2g5Btw8MK7fnhQg9d7DaE8QYX8A89BLWaqWTQcHuATYY3ABjD9",
+            "tz3ZxowXGSjiVq227GQcwKdz87rKhq62rY4t",
+            "p2pk66Y3178eHvgWFA4CDsgGPhbkWtwrYCVUKJnsAi41eGP7MbHKv24",
+        ),
+    ];
+    for (i, (secret, address, public)) in vectors.iter().enumerate() {
+        let file = dir.path().join(format!("k{i}"));
+        let file = file.to_str().unwrap();
+        let (code, out, err) = run_to_end(&["key", "import", "--out", file], &[], Some(secret));
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains(&format!("tezos:      {address} ({public})")), "{out}");
+        assert!(!out.contains(secret) && !err.contains(secret), "secret printed");
+        let (code, shown, _) = run_to_end(&["key", "show"], &[], Some(secret));
+        assert_eq!((code, shown), (0, out));
+    }
+    let (code, _, err) = run_to_end(&["key", "show"], &[], Some("edesk1fakeencryptedkey"));
+    assert_eq!(code, 1);
+    assert!(err.contains("decrypt it with octez-client first"), "{err}");
+}

@@ -13,13 +13,15 @@ pub const SEED_HEX: &str = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703b
 /// A running `sigil-signer`; killed on drop.
 pub struct SignerProcess {
     child: Child,
-    pub atto: SocketAddr,
+    /// The API listeners by name ("atto API", "tezos API").
+    apis: Vec<(String, SocketAddr)>,
     pub management: SocketAddr,
     pub logs: mpsc::Receiver<String>,
 }
 
 impl SignerProcess {
-    /// Starts the binary with JSON logs and waits (with a deadline) until both listeners are up.
+    /// Starts the binary with JSON logs and waits (with a deadline) until every listener is up
+    /// (the management listener is announced last).
     pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> SignerProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_sigil-signer"))
             .args(args)
@@ -40,10 +42,10 @@ impl SignerProcess {
                 }
             }
         });
-        let (mut atto, mut management) = (None, None);
+        let (mut apis, mut management) = (Vec::new(), None);
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut seen = Vec::new();
-        while atto.is_none() || management.is_none() {
+        while management.is_none() {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = logs
                 .recv_timeout(left)
@@ -53,13 +55,31 @@ impl SignerProcess {
                 continue;
             };
             let addr = event["addr"].as_str().and_then(|a| a.parse::<SocketAddr>().ok());
-            match event["message"].as_str() {
-                Some("atto API listening") => atto = addr.map(loopback),
-                Some("management listening") => management = addr.map(loopback),
+            match (event["message"].as_str().and_then(|m| m.strip_suffix(" listening")), addr) {
+                (Some("management"), Some(addr)) => management = Some(loopback(addr)),
+                (Some(api), Some(addr)) => apis.push((api.to_string(), loopback(addr))),
                 _ => {}
             }
         }
-        SignerProcess { child, atto: atto.unwrap(), management: management.unwrap(), logs }
+        SignerProcess { child, apis, management: management.unwrap(), logs }
+    }
+
+    fn api(&self, name: &str) -> SocketAddr {
+        self.apis.iter().find(|(n, _)| n == name).map(|(_, a)| *a).unwrap_or_else(|| panic!("no {name} listener"))
+    }
+
+    pub fn atto(&self) -> SocketAddr {
+        self.api("atto API")
+    }
+
+    pub fn tezos(&self) -> SocketAddr {
+        self.api("tezos API")
+    }
+
+    /// Kills the process at once (SIGKILL): no drain, no cleanup.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Every log line so far.
