@@ -47,6 +47,7 @@ fn the_local_example_serves_and_signs() {
     );
     let public_key =
         http(signer.atto(), "GET", "/public-keys", Some(TOKEN), None).json()["publicKey"].as_str().unwrap().to_string();
-    let response = http(signer.atto(), "POST", "/votes", Some(TOKEN), Some(&vote_body(&public_key, &"CD".repeat(32), 5)));
+    let response =
+        http(signer.atto(), "POST", "/votes", Some(TOKEN), Some(&vote_body(&public_key, &"CD".repeat(32), 5)));
     assert_eq!(response.status, 200, "{response:?}");
 }
