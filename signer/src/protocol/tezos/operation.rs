@@ -159,10 +159,13 @@ fn block(data: &[u8]) -> Result<Request, ParseError> {
     let mut at = FITNESS;
     let mut last = None;
     while at < end {
-        let len = if at + 4 <= end { u32_at(data, at) as usize } else { usize::MAX };
-        let next = at.checked_add(4 + len).filter(|n| *n <= end).ok_or(ParseError::BadBlock("bad fitness element"))?;
-        last = Some((at + 4, len));
-        at = next;
+        if at + 4 > end {
+            return Err(ParseError::BadBlock("bad fitness element"));
+        }
+        let start = at + 4;
+        let len = u32_at(data, at) as usize;
+        at = start.checked_add(len).filter(|n| *n <= end).ok_or(ParseError::BadBlock("bad fitness element"))?;
+        last = Some((start, len));
     }
     match last {
         Some((start, 4)) => Ok(watermarked(RequestKind::Block, data, level, u32_at(data, start))),

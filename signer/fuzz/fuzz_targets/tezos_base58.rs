@@ -1,0 +1,23 @@
+//! Tezos base58check decoders for keys, signatures and chain ids (config files, query parameters,
+//! URL paths). Never panic; whatever decodes must re-encode to the same text.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use sigil_signer::keys::Algorithm;
+use sigil_signer::protocol::tezos::encoding::{
+    chain_id_b58, parse_chain_id, parse_public_key, parse_secret_key, parse_signature, public_key_b58,
+};
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    if let Ok(key) = parse_public_key(text) {
+        assert_eq!(public_key_b58(&key), text.trim());
+    }
+    if let Ok(chain) = parse_chain_id(text) {
+        assert_eq!(chain_id_b58(chain), text.trim());
+    }
+    let _ = parse_secret_key(text);
+    for algorithm in Algorithm::ALL {
+        let _ = parse_signature(text, algorithm);
+    }
+});
