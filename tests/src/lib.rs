@@ -1,3 +1,4 @@
 //! Cross-component tests for sigil, and the harness that gives them a real Kubernetes API server.
 
 pub mod cluster;
+pub mod load;

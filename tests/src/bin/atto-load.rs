@@ -9,8 +9,8 @@ use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use clap::Parser;
 use ed25519_dalek::Signer;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
+use http_body_util::Full;
+use sigil_tests::load;
 
 #[derive(Parser)]
 struct Args {
@@ -37,21 +37,12 @@ fn main() -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let (latencies, elapsed) = runtime.block_on(load(&args))?;
     let (raw_rate, raw_us) = raw_sign_rate(Duration::from_secs(3));
-    let mut sorted = latencies;
-    sorted.sort_unstable();
-    let pct = |p: f64| sorted[((sorted.len() as f64 - 1.0) * p) as usize] as f64 / 1000.0;
-    let report = serde_json::json!({
-        "concurrency": args.concurrency,
-        "requests": sorted.len(),
-        "seconds": elapsed.as_secs_f64(),
-        "signatures_per_second": sorted.len() as f64 / elapsed.as_secs_f64(),
-        "p50_us": pct(0.50),
-        "p99_us": pct(0.99),
-        "p999_us": pct(0.999),
-        "raw_ed25519_signs_per_second_one_core": raw_rate,
-        "raw_ed25519_sign_us": raw_us,
-        "http_overhead_p50_us": pct(0.50) - raw_us,
-    });
+    let mut report = load::report(latencies, elapsed);
+    let p50 = report["p50_us"].as_f64().unwrap_or_default();
+    report["concurrency"] = args.concurrency.into();
+    report["raw_ed25519_signs_per_second_one_core"] = raw_rate.into();
+    report["raw_ed25519_sign_us"] = raw_us.into();
+    report["http_overhead_p50_us"] = (p50 - raw_us).into();
     println!("{report}");
     Ok(())
 }
@@ -65,7 +56,7 @@ async fn load(args: &Args) -> Result<(Vec<u64>, Duration)> {
     for worker in 0..args.concurrency {
         let (addr, token, public_key) = (args.addr, args.token.clone(), public_key.clone());
         workers.spawn(async move {
-            let mut sender = connect(addr).await?;
+            let mut sender = load::connect(addr).await?;
             let mut latencies = Vec::with_capacity(per_worker.min(1 << 20));
             for i in 0..per_worker {
                 if Instant::now() >= deadline {
@@ -84,9 +75,7 @@ async fn load(args: &Args) -> Result<(Vec<u64>, Duration)> {
                     .header("authorization", &token)
                     .body(Full::new(Bytes::from(body)))?;
                 let sent = Instant::now();
-                let response = sender.send_request(request).await?;
-                let status = response.status();
-                response.into_body().collect().await?;
+                let (status, _) = load::send(&mut sender, request).await?;
                 latencies.push(sent.elapsed().as_nanos() as u64);
                 if status != 200 {
                     bail!("POST /votes answered {status}");
@@ -102,27 +91,16 @@ async fn load(args: &Args) -> Result<(Vec<u64>, Duration)> {
     Ok((all, started.elapsed()))
 }
 
-type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
-
-async fn connect(addr: SocketAddr) -> Result<Sender> {
-    let stream = tokio::net::TcpStream::connect(addr).await.with_context(|| format!("connect {addr}"))?;
-    stream.set_nodelay(true)?;
-    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(connection);
-    Ok(sender)
-}
-
 async fn fetch_public_key(args: &Args) -> Result<String> {
-    let mut sender = connect(args.addr).await?;
+    let mut sender = load::connect(args.addr).await?;
     let request = http::Request::get("/public-keys")
         .header("host", args.addr.to_string())
         .header("authorization", &args.token)
         .body(Full::new(Bytes::new()))?;
-    let response = sender.send_request(request).await?;
-    if response.status() != 200 {
-        bail!("GET /public-keys answered {}", response.status());
+    let (status, body) = load::send(&mut sender, request).await?;
+    if status != 200 {
+        bail!("GET /public-keys answered {status}");
     }
-    let body = response.into_body().collect().await?.to_bytes();
     let json: serde_json::Value = serde_json::from_slice(&body)?;
     Ok(json["publicKey"].as_str().context("publicKey in the reply")?.to_string())
 }

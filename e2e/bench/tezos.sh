@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# sigil-signer and Signatory side by side: the same tz1 key (a local file), a file high-water mark,
+# the same stream of preattestations, attestations and blocks at rising levels, over loopback.
+# Reports throughput and p50/p99 for both, and the ratios. sigil fsyncs every mark before it
+# answers; Signatory's file watermark does not fsync.
+#
+#   e2e/bench/tezos.sh [seconds-per-run]     (default 10)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+seconds=${1:-10}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/sigil/target}
+cargo build --quiet --release -p sigil-signer -p sigil-tests --bin sigil-signer --bin tezos-load
+bin=$CARGO_TARGET_DIR/release
+signatory=$(e2e/lib/signatory)
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_for() { # url
+  for _ in $(seq 200); do curl -fsS "$1" >/dev/null 2>&1 && return 0; sleep 0.05; done
+  curl -fsS "$1" >/dev/null
+}
+
+secret=edsk3qAQSJaDBSYN2PCMdv7BuJoBKeRyDFq5uPAwDfFRAhQdwHxPMN
+pkh=tz1SodoUsWVe1Yey9eMFbqRUtNpBWfir5NRr
+sigil_port=$(free_port); sigil_management=$(free_port)
+signatory_port=$(free_port); signatory_utility=$(free_port)
+
+cat > "$work/sigil.yaml" <<YAML
+keys: {baker: {local: {secretKey: $secret}}}
+ratchet: {file: {dir: $work/sigil-ratchet}}
+tezos: {listen: "127.0.0.1:$sigil_port", keys: {baker: {allow: [block, preattestation, attestation]}}}
+management: {listen: "127.0.0.1:$sigil_management"}
+YAML
+SIGIL_LOG=warn "$bin/sigil-signer" --config "$work/sigil.yaml" &
+pids+=($!)
+
+echo "[{\"name\":\"baker\",\"value\":\"unencrypted:$secret\"}]" > "$work/secret_keys"
+cat > "$work/signatory.yaml" <<YAML
+base_dir: $work/signatory
+server:
+  address: 127.0.0.1:$signatory_port
+  utility_address: 127.0.0.1:$signatory_utility
+vaults:
+  local:
+    driver: file
+    config:
+      file: $work/secret_keys
+watermark:
+  driver: file
+tezos:
+  $pkh:
+    allow:
+      block:
+      preattestation:
+      attestation:
+YAML
+"$signatory" serve -c "$work/signatory.yaml" --log warn >"$work/signatory.log" 2>&1 &
+pids+=($!)
+
+wait_for "http://127.0.0.1:$sigil_management/readyz"
+wait_for "http://127.0.0.1:$signatory_port/keys/$pkh"
+
+echo "# $(date -u +%F) $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $("$signatory" version 2>/dev/null | head -1 || echo signatory)"
+for concurrency in 1 4 16; do
+  ours=$("$bin/tezos-load" --addr "127.0.0.1:$sigil_port" --pkh "$pkh" --concurrency "$concurrency" --seconds "$seconds" --label sigil)
+  theirs=$("$bin/tezos-load" --addr "127.0.0.1:$signatory_port" --pkh "$pkh" --concurrency "$concurrency" --seconds "$seconds" --label signatory)
+  echo "$ours"
+  echo "$theirs"
+  python3 - "$ours" "$theirs" <<'PY'
+import json, sys
+ours, theirs = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+print(json.dumps({
+    "concurrency": ours["concurrency"],
+    "throughput_ratio_sigil_over_signatory": round(ours["signatures_per_second"] / theirs["signatures_per_second"], 2),
+    "p99_ratio_signatory_over_sigil": round(theirs["p99_us"] / ours["p99_us"], 2),
+}))
+PY
+done

@@ -1,0 +1,126 @@
+//! Load for a Tezos remote signer (sigil-signer or Signatory) over loopback, the way a baker signs:
+//! per level a preattestation, an attestation and a block, at rising levels. Each connection bakes
+//! on its own chain id, so connections never contend for one high-water mark and the same stream
+//! can be replayed against any signer. Bounded by time and count; prints one JSON line.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use bytes::Bytes;
+use clap::Parser;
+use http_body_util::Full;
+use sigil_tests::load;
+
+#[derive(Parser)]
+struct Args {
+    /// The signer's address, e.g. 127.0.0.1:6732 (loopback only).
+    #[arg(long)]
+    addr: SocketAddr,
+    /// The key to sign with (`tz1…`).
+    #[arg(long)]
+    pkh: String,
+    /// Connections (bakers) sending at once, each on its own chain.
+    #[arg(long, default_value_t = 1)]
+    concurrency: usize,
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Stop after this many requests in all, whichever comes first.
+    #[arg(long, default_value_t = 1_000_000)]
+    max_requests: usize,
+    /// A label for the report (`sigil`, `signatory`).
+    #[arg(long, default_value = "signer")]
+    label: String,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let (latencies, elapsed) = runtime.block_on(run(&args))?;
+    let mut report = load::report(latencies, elapsed);
+    report["signer"] = args.label.clone().into();
+    report["concurrency"] = args.concurrency.into();
+    println!("{report}");
+    Ok(())
+}
+
+async fn run(args: &Args) -> Result<(Vec<u64>, Duration)> {
+    let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    let per_worker = args.max_requests / args.concurrency.max(1);
+    let started = Instant::now();
+    let mut workers = tokio::task::JoinSet::new();
+    for worker in 0..args.concurrency {
+        let (addr, path) = (args.addr, format!("/keys/{}", args.pkh));
+        // A chain id per run and worker: a rerun never starts below an old mark.
+        let chain = chain_id(worker, started);
+        workers.spawn(async move {
+            let mut sender = load::connect(addr).await?;
+            let mut latencies = Vec::with_capacity(per_worker.min(1 << 20));
+            'levels: for level in 1u32.. {
+                for data in [consensus(0x12, chain, level), consensus(0x13, chain, level), block(chain, level)] {
+                    if latencies.len() >= per_worker || Instant::now() >= deadline {
+                        break 'levels;
+                    }
+                    let request = http::Request::post(path.as_str())
+                        .header("host", addr.to_string())
+                        .header("content-type", "application/json")
+                        .body(Full::new(Bytes::from(format!("\"{}\"", hex::encode(&data)))))?;
+                    let sent = Instant::now();
+                    let (status, body) = load::send(&mut sender, request).await?;
+                    latencies.push(sent.elapsed().as_nanos() as u64);
+                    if status != 200 {
+                        bail!("POST {path} level {level} answered {status}: {}", String::from_utf8_lossy(&body));
+                    }
+                }
+            }
+            anyhow::Ok(latencies)
+        });
+    }
+    let mut all = Vec::new();
+    while let Some(result) = workers.join_next().await {
+        all.extend(result??);
+    }
+    Ok((all, started.elapsed()))
+}
+
+fn chain_id(worker: usize, started: Instant) -> [u8; 4] {
+    let salt = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos() as u32;
+    let salt = salt ^ started.elapsed().subsec_nanos();
+    (salt.rotate_left(8) ^ worker as u32).to_be_bytes()
+}
+
+/// A (pre)attestation in the current protocol's encoding: tag 20/21, slot, level, round, payload.
+fn consensus(magic: u8, chain: [u8; 4], level: u32) -> Vec<u8> {
+    let mut data = vec![magic];
+    data.extend_from_slice(&chain);
+    data.extend_from_slice(&[0x5a; 32]);
+    data.push(if magic == 0x12 { 20 } else { 21 });
+    data.extend_from_slice(&3u16.to_be_bytes());
+    data.extend_from_slice(&level.to_be_bytes());
+    data.extend_from_slice(&0u32.to_be_bytes());
+    data.extend_from_slice(&[0x77; 32]);
+    data
+}
+
+/// A Tenderbake block header at round 0.
+fn block(chain: [u8; 4], level: u32) -> Vec<u8> {
+    let mut data = vec![0x11];
+    data.extend_from_slice(&chain);
+    data.extend_from_slice(&level.to_be_bytes());
+    data.push(1);
+    data.extend_from_slice(&[0x5a; 32]); // predecessor
+    data.extend_from_slice(&(1_700_000_000u64 + u64::from(level)).to_be_bytes());
+    data.push(4); // validation passes
+    data.extend_from_slice(&[0x33; 32]); // operations hash
+    let elements: [&[u8]; 5] = [&[2], &level.to_be_bytes(), &[], &0u32.to_be_bytes(), &0u32.to_be_bytes()];
+    let fitness: Vec<u8> = elements.iter().flat_map(|e| [&(e.len() as u32).to_be_bytes()[..], e].concat()).collect();
+    data.extend_from_slice(&(fitness.len() as u32).to_be_bytes());
+    data.extend_from_slice(&fitness);
+    data.extend_from_slice(&[0x44; 32]); // context
+    data.extend_from_slice(&[0x77; 32]); // payload hash
+    data.extend_from_slice(&0u32.to_be_bytes()); // payload round
+    data.extend_from_slice(&[0; 8]); // proof of work nonce
+    data.push(0); // no seed nonce hash
+    data.push(2); // per-block votes: pass
+    data
+}
