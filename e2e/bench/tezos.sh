@@ -67,7 +67,7 @@ pids+=($!)
 wait_for "http://127.0.0.1:$sigil_management/readyz"
 wait_for "http://127.0.0.1:$signatory_port/keys/$pkh"
 
-echo "# $(date -u +%F) $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $("$signatory" version 2>/dev/null | head -1 || echo signatory)"
+echo "# $(date -u +%F) $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $(basename "$(dirname "$signatory")")"
 for concurrency in 1 4 16; do
   ours=$("$bin/tezos-load" --addr "127.0.0.1:$sigil_port" --pkh "$pkh" --concurrency "$concurrency" --seconds "$seconds" --label sigil)
   theirs=$("$bin/tezos-load" --addr "127.0.0.1:$signatory_port" --pkh "$pkh" --concurrency "$concurrency" --seconds "$seconds" --label signatory)

@@ -183,7 +183,7 @@ fn read_secret_stdin(algorithm: Algorithm) -> Result<SecretKey> {
 /// 64 hex characters of `algorithm`, or a Tezos `edsk…`/`spsk…`/`p2sk…` key (its own curve).
 fn parse_secret(algorithm: Algorithm, text: &str) -> Result<SecretKey> {
     if tezos::is_secret_key_text(text) {
-        return Ok(tezos::parse_secret_key(text).context("not a valid Tezos secret key")?);
+        return tezos::parse_secret_key(text).context("not a valid Tezos secret key");
     }
     Ok(SecretKey::from_hex(algorithm, text)?)
 }

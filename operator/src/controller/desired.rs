@@ -131,7 +131,10 @@ pub fn signer_config(rs: &RemoteSigner) -> Result<SignerConfig, (&'static str, S
         other => {
             return Err((
                 "ProtocolNotSupported",
-                format!("protocol {other:?}: this sigil version serves the Atto protocol only"),
+                format!(
+                    "protocol {other:?}: the operator renders Atto signers only so far; Tezos and CometBFT \
+                     need the ConfigMap ratchet, so that marks survive a pod moving"
+                ),
             ))
         }
     };
@@ -144,6 +147,7 @@ pub fn signer_config(rs: &RemoteSigner) -> Result<SignerConfig, (&'static str, S
         keys: BTreeMap::from([("validator".to_string(), KeyConfig::local(key))]),
         ratchet: None,
         atto: Some(atto),
+        tezos: None,
         // The kubelet probes /readyz from outside the pod; the API stays on loopback.
         management: Some(ManagementConfig { listen: ([0, 0, 0, 0], MANAGEMENT_PORT).into() }),
     };
