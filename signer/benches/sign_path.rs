@@ -16,7 +16,7 @@ use sigil_signer::ratchet::Mark;
 use sigil_signer::sign::{KeyEntry, SignRequest, Signer};
 
 fn request(payload: &[u8]) -> SignRequest<'_> {
-    SignRequest { key: "k", chain: "bench", kind: SignKind::AttoVote, mark: None, payload }
+    SignRequest::new("k", "bench", SignKind::AttoVote, None, payload)
 }
 
 fn bench(c: &mut Criterion) {

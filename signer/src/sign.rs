@@ -24,6 +24,25 @@ pub struct SignRequest<'a> {
     pub mark: Option<(Mark, &'static str)>,
     /// The bytes handed to the backend (message for Ed25519, digest for ECDSA).
     pub payload: &'a [u8],
+    /// What makes two requests at one mark the same request, when not the whole payload. CometBFT
+    /// leaves a vote's timestamp out, so a re-sent vote gets the first signature back.
+    pub identity: Option<&'a [u8]>,
+    /// Kept with the mark and handed back when a request repeats (CometBFT: the signed timestamp).
+    pub context: Option<&'a [u8]>,
+}
+
+impl<'a> SignRequest<'a> {
+    /// A request whose identity is its payload and that keeps no context.
+    pub fn new(key: &'a str, chain: &'a str, kind: SignKind, mark: Option<(Mark, &'static str)>, payload: &'a [u8]) -> Self {
+        SignRequest { key, chain, kind, mark, payload, identity: None, context: None }
+    }
+}
+
+/// A signature, and the context stored with it (on a repeat, the first request's context).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signed {
+    pub signature: Signature,
+    pub context: Option<Vec<u8>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -140,7 +159,7 @@ impl Signer {
         failures
     }
 
-    pub async fn sign(&self, request: SignRequest<'_>) -> Result<Signature, SignError> {
+    pub async fn sign(&self, request: SignRequest<'_>) -> Result<Signed, SignError> {
         let result = self.sign_inner(&request).await;
         match &result {
             Ok(_) => {
@@ -157,33 +176,36 @@ impl Signer {
         result
     }
 
-    async fn sign_inner(&self, request: &SignRequest<'_>) -> Result<Signature, SignError> {
+    async fn sign_inner(&self, request: &SignRequest<'_>) -> Result<Signed, SignError> {
         let entry = self.keys.get(request.key).ok_or_else(|| SignError::UnknownKey(request.key.to_string()))?;
         if !entry.policy.allows(request.kind) {
             return Err(SignError::NotAllowed { key: entry.name.clone(), kind: request.kind });
         }
+        let context = request.context.map(<[u8]>::to_vec);
         let Some((mark, stream)) = request.mark else {
-            return self.backend_sign(entry, request.payload).await;
+            return Ok(Signed { signature: self.backend_sign(entry, request.payload).await?, context });
         };
         // Check, sign and commit under the stream's lock; release the signature only once the
         // commit is durable (see ratchet/mod.rs).
         let stream = StreamId { key: entry.name.clone(), chain: request.chain.to_string(), stream };
-        let next = State { mark, payload_digest: Sha256::digest(request.payload).into(), signature: None };
+        let identity = request.identity.unwrap_or(request.payload);
+        let next = State { mark, payload_digest: Sha256::digest(identity).into(), signature: None, context };
         let mut lock = self.ratchet.lock(&stream).await?;
         if check(&stream, lock.current(), &next)? == Verdict::Repeat {
-            if let Some(signature) = lock.current().and_then(|s| s.signature) {
-                return Ok(signature);
+            if let Some(State { signature: Some(signature), context, .. }) = lock.current() {
+                return Ok(Signed { signature: *signature, context: context.clone() });
             }
         }
         let signature = self.backend_sign(entry, request.payload).await?;
         let started = Instant::now();
+        let context = next.context.clone();
         let committed = lock.commit(State { signature: Some(signature), ..next }).await;
         self.metrics
             .ratchet_commit_duration
             .get_or_create(&RatchetLabels { store: self.ratchet.kind() })
             .observe(started.elapsed().as_secs_f64());
         committed?;
-        Ok(signature)
+        Ok(Signed { signature, context })
     }
 
     async fn backend_sign(&self, entry: &KeyEntry, payload: &[u8]) -> Result<Signature, SignError> {
@@ -216,13 +238,7 @@ mod tests {
     }
 
     fn request(kind: SignKind, mark: Option<u64>, payload: &[u8]) -> SignRequest<'_> {
-        SignRequest {
-            key: "k",
-            chain: "test",
-            kind,
-            mark: mark.map(|level| (Mark { level, round: 0, step: 0 }, "test")),
-            payload,
-        }
+        SignRequest::new("k", "test", kind, mark.map(|level| (Mark { level, round: 0, step: 0 }, "test")), payload)
     }
 
     #[tokio::test]
@@ -232,7 +248,7 @@ mod tests {
         assert!(signer.probe_keys().await.is_empty());
         assert!(signer.is_ready());
 
-        let signature = signer.sign(request(SignKind::AttoVote, None, b"hello")).await.unwrap();
+        let signature = signer.sign(request(SignKind::AttoVote, None, b"hello")).await.unwrap().signature;
         signer.key("k").unwrap().public_key().unwrap().verify(b"hello", &signature).unwrap();
 
         let refused = signer.sign(request(SignKind::AttoBlock, None, b"hello")).await.unwrap_err();

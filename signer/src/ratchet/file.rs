@@ -64,6 +64,8 @@ struct Record {
     payload_sha256: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     signature: Option<(Algorithm, String)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    context: Option<String>,
 }
 
 impl Record {
@@ -74,6 +76,7 @@ impl Record {
             step: state.mark.step,
             payload_sha256: hex::encode(state.payload_digest),
             signature: state.signature.map(|s| (s.algorithm(), hex::encode(s.to_bytes()))),
+            context: state.context.as_ref().map(hex::encode),
         }
     }
 
@@ -83,7 +86,12 @@ impl Record {
             Some((algorithm, text)) => Some(Signature::new(*algorithm, hex::decode(text).ok()?.try_into().ok()?)),
             None => None,
         };
-        Some(State { mark: Mark { level: self.level, round: self.round, step: self.step }, payload_digest, signature })
+        let context = match &self.context {
+            Some(text) => Some(hex::decode(text).ok()?),
+            None => None,
+        };
+        let mark = Mark { level: self.level, round: self.round, step: self.step };
+        Some(State { mark, payload_digest, signature, context })
     }
 }
 
@@ -348,6 +356,7 @@ mod tests {
             mark: Mark { level, round: 1, step: 0 },
             payload_digest: [level as u8; 32],
             signature: Some(Signature::new(Algorithm::Ed25519, [level as u8; 64])),
+            context: Some(vec![level as u8]),
         }
     }
 

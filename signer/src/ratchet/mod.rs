@@ -38,6 +38,8 @@ pub struct State {
     pub payload_digest: [u8; 32],
     /// The signature given for it, returned again on an identical re-request.
     pub signature: Option<Signature>,
+    /// Protocol data to hand back with that signature (CometBFT: the timestamp it covers).
+    pub context: Option<Vec<u8>>,
 }
 
 /// Which high-water mark a request moves.
@@ -125,6 +127,7 @@ pub(crate) mod tests {
             mark: Mark { level, round: 0, step: 0 },
             payload_digest: [level as u8; 32],
             signature: None,
+            context: None,
         };
         let mut lock = ratchet.lock(&a).await.unwrap();
         assert_eq!(lock.current(), None);
@@ -152,7 +155,7 @@ pub(crate) mod tests {
     }
 
     fn state(level: u64, round: u64, step: u8, payload: u8) -> State {
-        State { mark: Mark { level, round, step }, payload_digest: [payload; 32], signature: None }
+        State { mark: Mark { level, round, step }, payload_digest: [payload; 32], signature: None, context: None }
     }
 
     #[test]

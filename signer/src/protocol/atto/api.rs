@@ -251,8 +251,8 @@ impl Api {
             self.signer.metrics().refuse(PROTOCOL, "overload");
             ApiError::new(StatusCode::TOO_MANY_REQUESTS, "signer busy; retry")
         })?;
-        let request = SignRequest { key: &self.key, chain: PROTOCOL, kind, mark: None, payload };
-        let signature = self.signer.sign(request).await?;
+        let request = SignRequest::new(&self.key, PROTOCOL, kind, None, payload);
+        let signature = self.signer.sign(request).await?.signature;
         Ok(Json(SignatureResponse { signature: hex::encode_upper(signature.to_bytes()) }))
     }
 }

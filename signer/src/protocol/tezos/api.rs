@@ -215,16 +215,8 @@ async fn sign(
         _ => None,
     };
     let digest = blake2b_256(&data);
-    let signature = api
-        .signer
-        .sign(SignRequest {
-            key: &key.name,
-            chain: &chain,
-            kind: SignKind::Tezos(request.kind),
-            mark,
-            payload: &digest,
-        })
-        .await?;
+    let request_to_sign = SignRequest::new(&key.name, &chain, SignKind::Tezos(request.kind), mark, &digest);
+    let signature = api.signer.sign(request_to_sign).await?.signature;
     if let Some(mark) = mark {
         tracing::info!(key = %key.name, kind = %request.kind, %chain, level = mark.0.level, round = mark.0.round, "signed");
     } else {
