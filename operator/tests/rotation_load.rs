@@ -100,6 +100,7 @@ async fn two_rotations_under_load_without_a_single_401() -> Result<()> {
         .into(),
         ratchet: None,
         tezos: None,
+        cometbft: Vec::new(),
         atto: Some(AttoConfig {
             listen: "127.0.0.1:0".parse()?,
             key: "validator".into(),

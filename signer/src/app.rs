@@ -15,8 +15,9 @@ use crate::config::{ConfigError, KeyBackendConfig, RatchetStore, SignerConfig};
 use crate::keys::Algorithm;
 use crate::metrics::Metrics;
 use crate::policy::Policy;
+use crate::policy::SignKind;
 use crate::protocol::tezos::policy::TezosPolicy;
-use crate::protocol::{atto, tezos};
+use crate::protocol::{atto, cometbft, tezos};
 use crate::ratchet::file::FileRatchet;
 use crate::ratchet::memory::MemoryRatchet;
 use crate::ratchet::{Ratchet, RatchetError};
@@ -48,6 +49,8 @@ pub enum StartupError {
 pub struct App {
     signer: Arc<Signer>,
     listeners: Vec<(&'static str, TcpListener, Router)>,
+    /// CometBFT nodes to dial.
+    clients: Vec<Arc<cometbft::client::Client>>,
 }
 
 impl App {
@@ -74,6 +77,13 @@ impl App {
                     ))));
                 }
                 Policy::allowing(atto.capabilities.iter().map(|c| c.kind()))
+            } else if config.cometbft.iter().any(|c| c.key == *name) {
+                if backend_algorithm(&*backend).await.is_some_and(|a| a != Algorithm::Ed25519) {
+                    return Err(StartupError::Config(ConfigError::Invalid(format!(
+                        "keys.{name}: CometBFT validator keys must be ed25519 here"
+                    ))));
+                }
+                Policy::allowing(SignKind::COMETBFT)
             } else if let Some(tezos) = config.tezos.as_ref().and_then(|t| t.keys.get(name)) {
                 let policy = TezosPolicy::from_config(name, tezos).map_err(ConfigError::Invalid)?;
                 tezos_keys.push(tezos::api::TezosKey::new(name.clone(), policy.clone()));
@@ -89,6 +99,28 @@ impl App {
         };
         let signer = Arc::new(Signer::new(entries, ratchet, metrics, BACKEND_TIMEOUT));
         spawn_key_probe(signer.clone()).await;
+
+        let mut clients = Vec::new();
+        for (i, validator) in config.cometbft.iter().enumerate() {
+            let invalid = |e: String| StartupError::Config(ConfigError::Invalid(format!("cometbft[{i}]: {e}")));
+            let identity = cometbft::client::load_identity(validator.identity_key_file.as_deref()).map_err(invalid)?;
+            clients.push(Arc::new(cometbft::client::Client {
+                validator: cometbft::session::Validator {
+                    chain_id: validator.chain_id.clone(),
+                    key: validator.key.clone(),
+                    version: validator.version.unwrap_or_default(),
+                    signer: signer.clone(),
+                },
+                endpoint: cometbft::client::Endpoint::parse(&validator.connect).map_err(invalid)?,
+                identity,
+                node_id: validator
+                    .node_id
+                    .as_deref()
+                    .map(cometbft::client::parse_node_id)
+                    .transpose()
+                    .map_err(invalid)?,
+            }));
+        }
 
         let mut listeners = Vec::new();
         if let Some(atto) = &config.atto {
@@ -111,7 +143,7 @@ impl App {
             bind(management.listen, "management").await?,
             management::router(signer.clone()),
         ));
-        Ok(App { signer, listeners })
+        Ok(App { signer, listeners, clients })
     }
 
     pub fn signer(&self) -> &Arc<Signer> {
@@ -136,6 +168,9 @@ impl App {
                 let _ = stopped.wait_for(|s| *s).await;
             };
             tasks.spawn(http::serve(listener, router, ConnectionLimits::default(), until));
+        }
+        for client in self.clients {
+            tasks.spawn(client.run(stopped.clone()));
         }
         shutdown.await;
         tracing::info!("shutting down");

@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 use crate::backend::local::LocalKeyConfig;
 use crate::keys::Algorithm;
 use crate::protocol::atto::api::Capability;
+use crate::protocol::cometbft::client::{parse_node_id, Endpoint};
+pub use crate::protocol::cometbft::session::Version as CometBftVersion;
 use crate::protocol::tezos::policy::{TezosKeyConfig, TezosPolicy};
 use crate::server::auth::TokenSource;
 
@@ -27,6 +29,9 @@ pub struct SignerConfig {
     /// The Tezos remote-signer HTTP API.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tezos: Option<TezosConfig>,
+    /// CometBFT validators to dial (privval), one entry per node and chain.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cometbft: Vec<CometBftConfig>,
     /// Health, readiness and metrics.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub management: Option<ManagementConfig>,
@@ -143,6 +148,28 @@ impl AttoConfig {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CometBftConfig {
+    /// The node's `priv_validator_laddr`: `tcp://host:port` (SecretConnection) or `unix:///path`.
+    pub connect: String,
+    /// The chain's id, as in its genesis; requests for any other chain are refused.
+    pub chain_id: String,
+    /// The key to sign with: a name under `keys`, an Ed25519 key.
+    pub key: String,
+    /// The node's privval layout: `v0.38` (v0.34 to v0.40; the default) or `v1.0`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<CometBftVersion>,
+    /// sigil's SecretConnection identity (hex, base64 seed or priv_validator_key.json), created
+    /// mode 600 when missing. Unset: a new identity each start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_key_file: Option<PathBuf>,
+    /// The node's SecretConnection id to insist on (40 hex characters). Stock CometBFT makes a new
+    /// one each start, so only set this for nodes that persist theirs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ManagementConfig {
     /// Address of the management listener. Defaults to 127.0.0.1:9091.
     #[serde(default = "default_management_listen")]
@@ -215,9 +242,10 @@ impl SignerConfig {
                 ));
             }
         }
-        if self.atto.is_none() && self.tezos.is_none() {
-            return invalid("nothing to serve: add an `atto` or `tezos` section".into());
+        if self.atto.is_none() && self.tezos.is_none() && self.cometbft.is_empty() {
+            return invalid("nothing to serve: add an `atto`, `tezos` or `cometbft` section".into());
         }
+        self.validate_cometbft()?;
         let mut listeners = vec![("management.listen", self.management.clone().unwrap_or_default().listen)];
         if let Some(atto) = &self.atto {
             self.validate_atto(atto)?;
@@ -278,6 +306,44 @@ impl SignerConfig {
         Ok(())
     }
 
+    fn validate_cometbft(&self) -> Result<(), ConfigError> {
+        let invalid = |message: String| Err(ConfigError::Invalid(message));
+        for (i, validator) in self.cometbft.iter().enumerate() {
+            let path = format!("cometbft[{i}]");
+            Endpoint::parse(&validator.connect).map_err(|e| ConfigError::Invalid(format!("{path}.connect: {e}")))?;
+            if validator.chain_id.trim().is_empty() {
+                return invalid(format!("{path}.chainId: set the chain id from the node's genesis"));
+            }
+            if !self.keys.contains_key(&validator.key) {
+                return invalid(format!("{path}.key: {}", self.unknown_key(&validator.key)));
+            }
+            let other_protocol = self.atto.as_ref().is_some_and(|a| a.key == validator.key)
+                || self.tezos.as_ref().is_some_and(|t| t.keys.contains_key(&validator.key));
+            if other_protocol {
+                return invalid(format!("{path}.key: key {:?} serves another protocol too", validator.key));
+            }
+            if let Some(node_id) = &validator.node_id {
+                parse_node_id(node_id).map_err(|e| ConfigError::Invalid(format!("{path}.nodeId: {e}")))?;
+            }
+            let duplicate =
+                self.cometbft[..i].iter().any(|v| v.chain_id == validator.chain_id && v.key == validator.key);
+            if duplicate {
+                return invalid(format!(
+                    "{path}: key {:?} on chain {:?} is listed twice; one connection per validator",
+                    validator.key, validator.chain_id
+                ));
+            }
+        }
+        if !self.cometbft.is_empty() && self.ratchet.is_none() {
+            return invalid(
+                "ratchet: CometBFT needs a durable high-water mark; set ratchet.file.dir \
+                 (or ratchet.memory: {} for tests only)"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
     fn unknown_key(&self, name: &str) -> String {
         let known: Vec<&str> = self.keys.keys().map(String::as_str).collect();
         format!("no key named {name:?} (configured: {})", known.join(", "))
@@ -330,6 +396,7 @@ impl SignerConfig {
             )]),
             ratchet: None,
             tezos: None,
+            cometbft: Vec::new(),
             atto: Some(AttoConfig {
                 listen: any(port("ATTO_SIGNER_PORT", 9090)?),
                 key: "atto".into(),
@@ -404,6 +471,26 @@ management: {listen: "0.0.0.0:9091"}
             ),
             (format!("{EXAMPLE}tezos: {{keys: {{baker: {{allow: [block]}}}}}}\n"), "tezos.keys.baker: no key named"),
             (format!("{EXAMPLE}ratchet: {{}}\n"), "ratchet: set exactly one of memory or file"),
+            (
+                "keys: {v: {local: {secretKey: x}}}\ncometbft: [{connect: 'http://x:1', chainId: c, key: v}]\n".into(),
+                "cometbft[0].connect: \"http://x:1\": expected tcp://host:port or unix:///path",
+            ),
+            (
+                "keys: {v: {local: {secretKey: x}}}\ncometbft: [{connect: 'tcp://127.0.0.1:1', chainId: c, key: w}]\n".into(),
+                "cometbft[0].key: no key named \"w\"",
+            ),
+            (
+                "keys: {v: {local: {secretKey: x}}}\ncometbft: [{connect: 'tcp://127.0.0.1:1', chainId: c, key: v}]\n".into(),
+                "CometBFT needs a durable high-water mark",
+            ),
+            (
+                "keys: {v: {local: {secretKey: x}}}\nratchet: {memory: {}}\ncometbft: [{connect: 'tcp://127.0.0.1:1', chainId: c, key: v, version: v2}]\n".into(),
+                "cometbft[0].version: unknown variant `v2`",
+            ),
+            (
+                "keys: {v: {local: {secretKey: x}}}\nratchet: {memory: {}}\ncometbft: [{connect: 'tcp://127.0.0.1:1', chainId: c, key: v, nodeId: zz}]\n".into(),
+                "cometbft[0].nodeId: nodeId \"zz\" is not hex",
+            ),
             (
                 "keys: {b: {local: {secretKey: x}}}\ntezos: {keys: {b: {allow: [block]}}}\n".to_string(),
                 "Tezos needs a durable high-water mark",

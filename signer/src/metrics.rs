@@ -46,6 +46,11 @@ pub struct RatchetLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ChainLabels {
+    pub chain: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KeyLabels {
     pub key: String,
 }
@@ -65,6 +70,7 @@ pub struct Metrics {
     pub backend_errors: Family<BackendLabels, Counter>,
     pub key_ready: Family<KeyLabels, Gauge>,
     pub ratchet_commit_duration: Family<RatchetLabels, Histogram>,
+    pub cometbft_connected: Family<ChainLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -98,6 +104,12 @@ impl Default for Metrics {
             "Time to make a new high-water mark durable, by store",
             ratchet_commit_duration.clone(),
         );
+        let cometbft_connected = Family::default();
+        registry.register(
+            "cometbft_connected",
+            "1 while connected to the CometBFT node of this chain",
+            cometbft_connected.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -108,6 +120,7 @@ impl Default for Metrics {
             backend_errors,
             key_ready,
             ratchet_commit_duration,
+            cometbft_connected,
         }
     }
 }

@@ -13,6 +13,20 @@ pub enum SignKind {
     AttoChallenge,
     /// A Tezos request, by magic byte; the Tezos front checks the finer policy (operations, chains).
     Tezos(RequestKind),
+    CometBftProposal,
+    CometBftPrevote,
+    CometBftPrecommit,
+    CometBftVoteExtension,
+}
+
+impl SignKind {
+    /// Everything a CometBFT validator key signs.
+    pub const COMETBFT: [SignKind; 4] = [
+        SignKind::CometBftProposal,
+        SignKind::CometBftPrevote,
+        SignKind::CometBftPrecommit,
+        SignKind::CometBftVoteExtension,
+    ];
 }
 
 impl SignKind {
@@ -31,6 +45,10 @@ impl SignKind {
                 RequestKind::LegacyBlock => "tezos_legacy_block",
                 RequestKind::LegacyEndorsement => "tezos_legacy_endorsement",
             },
+            SignKind::CometBftProposal => "cometbft_proposal",
+            SignKind::CometBftPrevote => "cometbft_prevote",
+            SignKind::CometBftPrecommit => "cometbft_precommit",
+            SignKind::CometBftVoteExtension => "cometbft_vote_extension",
         }
     }
 
@@ -38,6 +56,10 @@ impl SignKind {
         match self {
             SignKind::AttoBlock | SignKind::AttoVote | SignKind::AttoChallenge => "atto",
             SignKind::Tezos(_) => "tezos",
+            SignKind::CometBftProposal
+            | SignKind::CometBftPrevote
+            | SignKind::CometBftPrecommit
+            | SignKind::CometBftVoteExtension => "cometbft",
         }
     }
 }

@@ -33,7 +33,13 @@ pub struct SignRequest<'a> {
 
 impl<'a> SignRequest<'a> {
     /// A request whose identity is its payload and that keeps no context.
-    pub fn new(key: &'a str, chain: &'a str, kind: SignKind, mark: Option<(Mark, &'static str)>, payload: &'a [u8]) -> Self {
+    pub fn new(
+        key: &'a str,
+        chain: &'a str,
+        kind: SignKind,
+        mark: Option<(Mark, &'static str)>,
+        payload: &'a [u8],
+    ) -> Self {
         SignRequest { key, chain, kind, mark, payload, identity: None, context: None }
     }
 }

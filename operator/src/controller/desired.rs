@@ -148,6 +148,7 @@ pub fn signer_config(rs: &RemoteSigner) -> Result<SignerConfig, (&'static str, S
         ratchet: None,
         atto: Some(atto),
         tezos: None,
+        cometbft: Vec::new(),
         // The kubelet probes /readyz from outside the pod; the API stays on loopback.
         management: Some(ManagementConfig { listen: ([0, 0, 0, 0], MANAGEMENT_PORT).into() }),
     };

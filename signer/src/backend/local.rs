@@ -9,14 +9,15 @@ use zeroize::Zeroizing;
 
 use super::{BackendError, KeyBackend};
 use crate::keys::{Algorithm, KeyError, PublicKey, SecretKey, Signature};
+use crate::protocol::cometbft::keys as cometbft;
 use crate::protocol::tezos::encoding::{self, EncodingError};
 
 /// `keys.<name>.local` in the config: exactly one source of the secret.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LocalKeyConfig {
-    /// The secret inline: 64 hex characters, or a Tezos `edsk…`/`spsk…`/`p2sk…` key. Convenient
-    /// for tests; prefer a file or env var.
+    /// The secret inline: 64 hex characters, a Tezos `edsk…`/`spsk…`/`p2sk…` key, a CometBFT
+    /// `priv_validator_key.json` or a tmkms base64 seed. Convenient for tests; prefer a file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_key: Option<String>,
     /// A file holding the secret (either form). Should be readable by the owner only.
@@ -42,6 +43,8 @@ pub enum LocalKeyError {
     Invalid { origin: String, source: KeyError },
     #[error("{origin}: not a Tezos secret key: {source}")]
     Tezos { origin: String, source: EncodingError },
+    #[error("{origin}: {reason}")]
+    CometBft { origin: String, reason: String },
     #[error("{origin}: the key is {found}, but algorithm says {configured}")]
     AlgorithmMismatch { origin: String, found: Algorithm, configured: Algorithm },
 }
@@ -69,17 +72,26 @@ impl LocalKeyConfig {
             let value = value.ok_or_else(|| LocalKeyError::MissingEnv(name.to_string()))?;
             (Zeroizing::new(value), format!("environment variable {name}"))
         };
-        let key = if encoding::is_secret_key_text(&text) {
-            let key = encoding::parse_secret_key(&text)
-                .map_err(|source| LocalKeyError::Tezos { origin: origin.clone(), source })?;
-            match self.algorithm {
+        // Key files that name their own curve: CometBFT/tmkms and Tezos forms.
+        let named = if cometbft::is_key_text(&text) {
+            let reason = |reason| LocalKeyError::CometBft { origin: origin.clone(), reason };
+            Some(cometbft::parse_secret_key(&text).map_err(reason)?)
+        } else if encoding::is_secret_key_text(&text) {
+            let tezos = |source| LocalKeyError::Tezos { origin: origin.clone(), source };
+            Some(encoding::parse_secret_key(&text).map_err(tezos)?)
+        } else {
+            None
+        };
+        let key = match named {
+            Some(key) => match self.algorithm {
                 Some(configured) if configured != key.algorithm() => {
                     return Err(LocalKeyError::AlgorithmMismatch { origin, found: key.algorithm(), configured })
                 }
                 _ => key,
+            },
+            None => {
+                SecretKey::from_hex(algorithm, &text).map_err(|source| LocalKeyError::Invalid { origin, source })?
             }
-        } else {
-            SecretKey::from_hex(algorithm, &text).map_err(|source| LocalKeyError::Invalid { origin, source })?
         };
         Ok((key, warning))
     }

@@ -2,4 +2,5 @@
 //! back into wire replies.
 
 pub mod atto;
+pub mod cometbft;
 pub mod tezos;

@@ -1,0 +1,7 @@
+//! CometBFT privval: sigil dials the validator node's `priv_validator_laddr` and answers its
+//! requests, as tmkms does (research/cometbft.md).
+
+pub mod client;
+pub mod keys;
+pub mod proto;
+pub mod session;

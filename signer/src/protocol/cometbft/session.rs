@@ -1,0 +1,408 @@
+//! One validator's requests, answered: public key, votes, proposals, pings. The rules are
+//! CometBFT's FilePV rules (research/cometbft.md §6.1, §6.4), through the sign path's ratchet:
+//!
+//! - one high-water mark per key and chain: (height, round, step) with step proposal 1,
+//!   prevote 2, precommit 3; strictly newer → sign;
+//! - the same height/round/step again: identical sign bytes get the stored signature; a **vote**
+//!   that differs only in its timestamp gets the stored signature *and the stored timestamp* (the
+//!   node adopts it); a proposal that differs in anything is refused (the node would not adopt a
+//!   timestamp, §3.4);
+//! - every refusal is a `RemoteSignerError` on a connection that stays open.
+//!
+//! Vote extensions are signed on every non-nil precommit unless the node says
+//! `skip_extension_signing` (v1.0); they carry no mark (FilePV re-signs them too).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use prost::Message as _;
+use serde::{Deserialize, Serialize};
+
+use super::proto::{self, BlockId, PubKeyResponse, PublicKey, PublicKeySum, RemoteSignerError, Sum, Timestamp, Vote};
+use crate::keys::Algorithm;
+use crate::policy::SignKind;
+use crate::ratchet::{Mark, RatchetError};
+use crate::sign::{SignError, SignRequest, Signer};
+
+pub const PROTOCOL: &str = "cometbft";
+/// The one ratchet stream per key and chain: proposals and votes share the height/round/step order.
+const STREAM: &str = "consensus";
+
+/// Which privval layout the node speaks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Version {
+    /// CometBFT v0.34 to v0.38 (and v0.39/v0.40, which keep the layout).
+    #[default]
+    #[serde(rename = "v0.38")]
+    V0_38,
+    /// CometBFT v1.0: public keys as bytes and type, `skip_extension_signing`.
+    #[serde(rename = "v1.0")]
+    V1_0,
+}
+
+/// `RemoteSignerError` codes sigil answers with.
+pub mod code {
+    /// The request is malformed or for another chain.
+    pub const INVALID: i32 = 1;
+    /// The high-water mark refused: signing would be a double sign (tmkms's code).
+    pub const DOUBLE_SIGN: i32 = 2;
+    /// The key or ratchet store did not answer; the node may try again.
+    pub const UNAVAILABLE: i32 = 3;
+    /// sigil does not do this (raw bytes).
+    pub const NOT_SUPPORTED: i32 = 4;
+}
+
+/// What a finished request looked like, for metrics and logs.
+pub struct Outcome {
+    pub response: Sum,
+    /// `ok`, or the refusal reason.
+    pub result: &'static str,
+}
+
+pub struct Validator {
+    pub chain_id: String,
+    pub key: String,
+    pub version: Version,
+    pub signer: Arc<Signer>,
+}
+
+fn error(code: i32, description: impl Into<String>) -> Option<RemoteSignerError> {
+    Some(RemoteSignerError { code, description: description.into() })
+}
+
+impl Validator {
+    /// Answers one request. Never fails: refusals are answers.
+    pub async fn handle(&self, request: Sum) -> Outcome {
+        let started = Instant::now();
+        let name = request.name();
+        let (response, result) = match request {
+            Sum::PingRequest(_) => (Sum::PingResponse(proto::PingResponse {}), "ok"),
+            Sum::PubKeyRequest(request) => self.public_key(&request.chain_id),
+            Sum::SignVoteRequest(request) => self.sign_vote(request).await,
+            Sum::SignProposalRequest(request) => self.sign_proposal(request).await,
+            Sum::SignBytesRequest(_) => (
+                Sum::SignBytesResponse(proto::SignBytesResponse {
+                    signature: Vec::new(),
+                    error: error(code::NOT_SUPPORTED, "sigil signs votes and proposals only, never raw bytes"),
+                }),
+                "not_supported",
+            ),
+            other => {
+                // A response where a request belongs: answer with an error, keep the connection.
+                let description = format!("unexpected message {} from the node", other.name());
+                (
+                    Sum::SignBytesResponse(proto::SignBytesResponse {
+                        signature: Vec::new(),
+                        error: error(code::INVALID, description),
+                    }),
+                    "bad_request",
+                )
+            }
+        };
+        // HTTP-like codes, so one dashboard reads every protocol.
+        let code = match result {
+            "ok" => 200,
+            "ratchet" => 409,
+            "unavailable" | "key_not_ready" => 503,
+            "not_supported" => 501,
+            _ => 400,
+        };
+        self.signer.metrics().observe_request(PROTOCOL, name, code, started.elapsed());
+        // Refusals by the sign path are counted there; these are the front's own.
+        if matches!(result, "bad_request" | "not_supported" | "key_not_ready") {
+            self.signer.metrics().refuse(PROTOCOL, result);
+        }
+        Outcome { response, result }
+    }
+
+    fn check_chain(&self, chain_id: &str) -> Result<(), (i32, String)> {
+        if chain_id == self.chain_id {
+            return Ok(());
+        }
+        Err((code::INVALID, format!("chain {chain_id:?} is not this signer's chain {:?}", self.chain_id)))
+    }
+
+    fn public_key(&self, chain_id: &str) -> (Sum, &'static str) {
+        let refuse = |code, description: String| {
+            tracing::warn!(chain = %self.chain_id, %description, "public key request refused");
+            let response = PubKeyResponse { error: error(code, description), ..Default::default() };
+            (Sum::PubKeyResponse(response), "bad_request")
+        };
+        if let Err((code, description)) = self.check_chain(chain_id) {
+            return refuse(code, description);
+        }
+        let Some(public_key) = self.signer.key(&self.key).and_then(|k| k.public_key()) else {
+            let response = PubKeyResponse {
+                error: error(code::UNAVAILABLE, format!("key {} is not ready", self.key)),
+                ..Default::default()
+            };
+            return (Sum::PubKeyResponse(response), "key_not_ready");
+        };
+        let (sum, kind) = match public_key.algorithm() {
+            Algorithm::Ed25519 => (PublicKeySum::Ed25519(public_key.as_bytes().to_vec()), "ed25519"),
+            Algorithm::Secp256k1 => (PublicKeySum::Secp256k1(public_key.as_bytes().to_vec()), "secp256k1"),
+            Algorithm::P256 => return refuse(code::INVALID, "CometBFT has no P-256 consensus keys".into()),
+        };
+        let response = match self.version {
+            Version::V0_38 => PubKeyResponse { pub_key: Some(PublicKey { sum: Some(sum) }), ..Default::default() },
+            Version::V1_0 => PubKeyResponse {
+                pub_key_bytes: public_key.as_bytes().to_vec(),
+                pub_key_type: kind.into(),
+                ..Default::default()
+            },
+        };
+        (Sum::PubKeyResponse(response), "ok")
+    }
+
+    async fn sign_vote(&self, request: proto::SignVoteRequest) -> (Sum, &'static str) {
+        let respond = |vote: Option<Vote>, failure: Option<(i32, String, &'static str)>| match failure {
+            None => (Sum::SignedVoteResponse(proto::SignedVoteResponse { vote, error: None }), "ok"),
+            Some((code, description, reason)) => {
+                tracing::warn!(chain = %self.chain_id, %description, "vote refused");
+                let response =
+                    proto::SignedVoteResponse { vote: Some(Vote::default()), error: error(code, description) };
+                (Sum::SignedVoteResponse(response), reason)
+            }
+        };
+        match self.vote(request).await {
+            Ok(vote) => respond(Some(vote), None),
+            Err(failure) => respond(None, Some(failure)),
+        }
+    }
+
+    /// Signs a vote; the answer carries only what the node copies: signature, extension signature,
+    /// timestamp (which keeps it under the node's 10 KiB read limit whatever the extension).
+    async fn vote(&self, request: proto::SignVoteRequest) -> Result<Vote, (i32, String, &'static str)> {
+        let invalid = |description: String| (code::INVALID, description, "bad_request");
+        self.check_chain(&request.chain_id).map_err(|(c, d)| (c, d, "bad_request"))?;
+        let skip_extension = request.skip_extension_signing;
+        let vote = request.vote.ok_or_else(|| invalid("the request carries no vote".into()))?;
+        let (kind, step) = match vote.r#type {
+            proto::PREVOTE => (SignKind::CometBftPrevote, 2),
+            proto::PRECOMMIT => (SignKind::CometBftPrecommit, 3),
+            other => return Err(invalid(format!("vote type {other} is neither prevote (1) nor precommit (2)"))),
+        };
+        let mark = position(vote.height, vote.round, step).map_err(invalid)?;
+        let nil = BlockId::is_nil(vote.block_id.as_ref());
+        let extends = vote.r#type == proto::PRECOMMIT && !nil;
+        if !extends && !vote.extension.is_empty() {
+            return Err(invalid("unexpected vote extension: extensions belong to non-nil precommits only".into()));
+        }
+        let sign_bytes = proto::vote_sign_bytes(&vote, &self.chain_id);
+        // The same vote with another timestamp is the same vote: FilePV answers it with the first
+        // signature and that signature's timestamp.
+        let identity = proto::vote_sign_bytes(&Vote { timestamp: None, ..vote.clone() }, &self.chain_id);
+        let timestamp = vote.timestamp.unwrap_or_default();
+        let context = timestamp.encode_to_vec();
+        let to_sign = SignRequest {
+            identity: Some(&identity),
+            context: Some(&context),
+            ..SignRequest::new(&self.key, &self.chain_id, kind, Some((mark, STREAM)), &sign_bytes)
+        };
+        let signed = self.signer.sign(to_sign).await.map_err(refusal)?;
+        let timestamp = signed.context.as_deref().and_then(|c| Timestamp::decode(c).ok()).unwrap_or(timestamp);
+        let mut answer =
+            Vote { timestamp: Some(timestamp), signature: signed.signature.to_bytes().to_vec(), ..Default::default() };
+        if extends && !skip_extension {
+            let bytes = proto::vote_extension_sign_bytes(&vote, &self.chain_id);
+            let to_sign = SignRequest::new(&self.key, &self.chain_id, SignKind::CometBftVoteExtension, None, &bytes);
+            answer.extension_signature =
+                self.signer.sign(to_sign).await.map_err(refusal)?.signature.to_bytes().to_vec();
+        }
+        Ok(answer)
+    }
+
+    async fn sign_proposal(&self, request: proto::SignProposalRequest) -> (Sum, &'static str) {
+        let result = self.proposal(request).await;
+        let (proposal, failure) = match result {
+            Ok(proposal) => (Some(proposal), None),
+            Err(failure) => (Some(proto::Proposal::default()), Some(failure)),
+        };
+        match failure {
+            None => (Sum::SignedProposalResponse(proto::SignedProposalResponse { proposal, error: None }), "ok"),
+            Some((code, description, reason)) => {
+                tracing::warn!(chain = %self.chain_id, %description, "proposal refused");
+                let response = proto::SignedProposalResponse { proposal, error: error(code, description) };
+                (Sum::SignedProposalResponse(response), reason)
+            }
+        }
+    }
+
+    async fn proposal(
+        &self,
+        request: proto::SignProposalRequest,
+    ) -> Result<proto::Proposal, (i32, String, &'static str)> {
+        let invalid = |description: String| (code::INVALID, description, "bad_request");
+        self.check_chain(&request.chain_id).map_err(|(c, d)| (c, d, "bad_request"))?;
+        let proposal = request.proposal.ok_or_else(|| invalid("the request carries no proposal".into()))?;
+        if proposal.r#type != proto::PROPOSAL {
+            return Err(invalid(format!("proposal type {} is not 32", proposal.r#type)));
+        }
+        let mark = position(proposal.height, proposal.round, 1).map_err(invalid)?;
+        let sign_bytes = proto::proposal_sign_bytes(&proposal, &self.chain_id);
+        let to_sign =
+            SignRequest::new(&self.key, &self.chain_id, SignKind::CometBftProposal, Some((mark, STREAM)), &sign_bytes);
+        let signed = self.signer.sign(to_sign).await.map_err(refusal)?;
+        Ok(proto::Proposal { signature: signed.signature.to_bytes().to_vec(), ..Default::default() })
+    }
+}
+
+/// The ratchet position of a height and round; negative numbers are not positions.
+fn position(height: i64, round: i32, step: u8) -> Result<Mark, String> {
+    match (u64::try_from(height), u64::try_from(round)) {
+        (Ok(level), Ok(round)) if level > 0 => Ok(Mark { level, round, step }),
+        _ => Err(format!("height {height} round {round} is not a valid position")),
+    }
+}
+
+fn refusal(error: SignError) -> (i32, String, &'static str) {
+    match &error {
+        SignError::Ratchet(RatchetError::Refused { .. }) => (code::DOUBLE_SIGN, error.to_string(), "ratchet"),
+        _ if error.is_retryable() => (code::UNAVAILABLE, error.to_string(), "unavailable"),
+        _ => (code::INVALID, error.to_string(), error.reason()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::backend::local::LocalBackend;
+    use crate::keys::{PublicKey, SecretKey, Signature};
+    use crate::policy::Policy;
+    use crate::ratchet::memory::MemoryRatchet;
+    use crate::sign::KeyEntry;
+
+    async fn validator(version: Version) -> (Validator, PublicKey) {
+        let key = SecretKey::from_bytes(Algorithm::Ed25519, &[3; 32]).unwrap();
+        let public_key = key.public_key();
+        let entry = KeyEntry::new("v", Arc::new(LocalBackend::new(key)), Policy::allowing(SignKind::COMETBFT));
+        let signer =
+            Arc::new(Signer::new([entry], Arc::new(MemoryRatchet::default()), Arc::default(), Duration::from_secs(1)));
+        assert!(signer.probe_keys().await.is_empty());
+        (Validator { chain_id: "test-chain".into(), key: "v".into(), version, signer }, public_key)
+    }
+
+    fn block(hash: u8) -> Option<BlockId> {
+        Some(BlockId {
+            hash: vec![hash; 32],
+            part_set_header: Some(proto::PartSetHeader { total: 1, hash: vec![hash; 32] }),
+        })
+    }
+
+    fn vote(r#type: i32, height: i64, round: i32, block_id: Option<BlockId>, seconds: i64) -> Vote {
+        Vote { r#type, height, round, block_id, timestamp: Some(Timestamp { seconds, nanos: 5 }), ..Default::default() }
+    }
+
+    async fn sign_vote(v: &Validator, vote: Vote, skip: bool) -> proto::SignedVoteResponse {
+        let request =
+            proto::SignVoteRequest { vote: Some(vote), chain_id: "test-chain".into(), skip_extension_signing: skip };
+        match v.handle(Sum::SignVoteRequest(request)).await.response {
+            Sum::SignedVoteResponse(response) => response,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    fn signature(bytes: &[u8]) -> Signature {
+        Signature::new(Algorithm::Ed25519, bytes.try_into().unwrap())
+    }
+
+    #[tokio::test]
+    async fn public_key_in_each_layout_and_chain_checked() {
+        for version in [Version::V0_38, Version::V1_0] {
+            let (v, public_key) = validator(version).await;
+            let request = Sum::PubKeyRequest(proto::PubKeyRequest { chain_id: "test-chain".into() });
+            let Sum::PubKeyResponse(response) = v.handle(request).await.response else { panic!() };
+            match version {
+                Version::V0_38 => assert_eq!(
+                    response.pub_key.unwrap().sum,
+                    Some(PublicKeySum::Ed25519(public_key.as_bytes().to_vec()))
+                ),
+                Version::V1_0 => {
+                    assert_eq!(response.pub_key_bytes, public_key.as_bytes());
+                    assert_eq!(response.pub_key_type, "ed25519");
+                }
+            }
+            let wrong = Sum::PubKeyRequest(proto::PubKeyRequest { chain_id: "other".into() });
+            let Sum::PubKeyResponse(refused) = v.handle(wrong).await.response else { panic!() };
+            assert!(refused.error.unwrap().description.contains("not this signer's chain"));
+        }
+    }
+
+    #[tokio::test]
+    async fn votes_follow_filepv() {
+        let (v, key) = validator(Version::V0_38).await;
+        let prevote = vote(proto::PREVOTE, 10, 0, block(1), 100);
+        let first = sign_vote(&v, prevote.clone(), false).await.vote.unwrap();
+        key.verify(&proto::vote_sign_bytes(&prevote, "test-chain"), &signature(&first.signature)).unwrap();
+        assert!(first.extension_signature.is_empty(), "no extension on prevotes");
+        // Identical: the same signature.
+        assert_eq!(sign_vote(&v, prevote.clone(), false).await.vote.unwrap(), first);
+        // Only the timestamp differs: the first signature and the first timestamp.
+        let later = sign_vote(&v, vote(proto::PREVOTE, 10, 0, block(1), 105), false).await.vote.unwrap();
+        assert_eq!(later.signature, first.signature);
+        assert_eq!(later.timestamp, Some(Timestamp { seconds: 100, nanos: 5 }));
+        // Another block at the same height/round/step: refused, code 2.
+        let double = sign_vote(&v, vote(proto::PREVOTE, 10, 0, block(2), 100), false).await;
+        assert_eq!(double.error.as_ref().unwrap().code, code::DOUBLE_SIGN, "{double:?}");
+        // A precommit for another block in the same round is a different step: FilePV allows it.
+        let precommit = vote(proto::PRECOMMIT, 10, 0, block(2), 101);
+        let signed = sign_vote(&v, Vote { extension: b"ext".to_vec(), ..precommit.clone() }, false).await.vote.unwrap();
+        let extension =
+            proto::vote_extension_sign_bytes(&Vote { extension: b"ext".to_vec(), ..precommit.clone() }, "test-chain");
+        key.verify(&extension, &signature(&signed.extension_signature)).unwrap();
+        // Regressions: refused.
+        assert_eq!(sign_vote(&v, prevote.clone(), false).await.error.unwrap().code, code::DOUBLE_SIGN);
+        assert_eq!(
+            sign_vote(&v, vote(proto::PRECOMMIT, 9, 3, block(1), 1), false).await.error.unwrap().code,
+            code::DOUBLE_SIGN
+        );
+        // v1.0's skip flag, nil precommits and stray extensions.
+        let skipped = sign_vote(&v, vote(proto::PRECOMMIT, 11, 0, block(1), 1), true).await.vote.unwrap();
+        assert!(skipped.extension_signature.is_empty());
+        let nil = sign_vote(&v, vote(proto::PRECOMMIT, 12, 0, None, 1), false).await.vote.unwrap();
+        assert!(nil.extension_signature.is_empty());
+        let stray = Vote { extension: b"x".to_vec(), ..vote(proto::PREVOTE, 13, 0, block(1), 1) };
+        assert!(sign_vote(&v, stray, false).await.error.unwrap().description.contains("unexpected vote extension"));
+        assert_eq!(sign_vote(&v, vote(7, 14, 0, None, 1), false).await.error.unwrap().code, code::INVALID);
+        assert_eq!(sign_vote(&v, vote(proto::PREVOTE, -1, 0, None, 1), false).await.error.unwrap().code, code::INVALID);
+    }
+
+    #[tokio::test]
+    async fn proposals_differing_in_timestamp_are_refused() {
+        let (v, key) = validator(Version::V1_0).await;
+        let proposal = proto::Proposal {
+            r#type: proto::PROPOSAL,
+            height: 5,
+            round: 0,
+            pol_round: -1,
+            block_id: block(1),
+            timestamp: Some(Timestamp { seconds: 50, nanos: 0 }),
+            signature: vec![],
+        };
+        let ask = |proposal: proto::Proposal| {
+            let v = &v;
+            async move {
+                let request = proto::SignProposalRequest { proposal: Some(proposal), chain_id: "test-chain".into() };
+                let Sum::SignedProposalResponse(response) = v.handle(Sum::SignProposalRequest(request)).await.response
+                else {
+                    panic!()
+                };
+                response
+            }
+        };
+        let first = ask(proposal.clone()).await.proposal.unwrap();
+        key.verify(&proto::proposal_sign_bytes(&proposal, "test-chain"), &signature(&first.signature)).unwrap();
+        assert_eq!(ask(proposal.clone()).await.proposal.unwrap().signature, first.signature);
+        let moved = proto::Proposal { timestamp: Some(Timestamp { seconds: 51, nanos: 0 }), ..proposal.clone() };
+        assert_eq!(ask(moved).await.error.unwrap().code, code::DOUBLE_SIGN);
+        let raw = v.handle(Sum::SignBytesRequest(proto::SignBytesRequest { value: vec![1] })).await;
+        assert_eq!(raw.result, "not_supported");
+        let metrics = v.signer.metrics().encode();
+        assert!(
+            metrics.contains(r#"sigil_signer_refusals_total{protocol="cometbft",reason="ratchet"} 1"#),
+            "{metrics}"
+        );
+    }
+}
