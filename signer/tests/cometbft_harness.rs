@@ -1,0 +1,114 @@
+//! A scripted CometBFT node (the `cometbft-p2p` SecretConnection, the listener side) drives the
+//! real binary through the cases a real node rarely produces on demand: conflicting votes at one
+//! height/round/step, regressions, a vote re-sent with a new timestamp, another chain id, a raw
+//! bytes request, a 1 MB vote extension. Each refusal is a RemoteSignerError and the same
+//! connection keeps serving.
+
+mod common;
+
+use std::time::Duration;
+
+use cometbft_p2p::{AsyncReadMsg, AsyncSecretConnection, AsyncWriteMsg, IdentitySecret};
+use common::*;
+use sigil_signer::keys::{Algorithm, SecretKey, Signature};
+use sigil_signer::protocol::cometbft::proto::{self, BlockId, Message, PartSetHeader, Sum, Timestamp, Vote};
+use tokio::net::TcpListener;
+
+const CHAIN: &str = "harness-chain";
+
+struct FakeNode {
+    connection: AsyncSecretConnection<tokio::net::TcpStream>,
+}
+
+impl FakeNode {
+    async fn ask(&mut self, request: Sum) -> Sum {
+        self.connection.write_msg(Message { sum: Some(request) }).await.unwrap();
+        let answer: Message =
+            tokio::time::timeout(Duration::from_secs(10), self.connection.read_msg()).await.unwrap().unwrap();
+        answer.sum.unwrap()
+    }
+
+    async fn vote(&mut self, vote: Vote, chain: &str) -> proto::SignedVoteResponse {
+        let request =
+            proto::SignVoteRequest { vote: Some(vote), chain_id: chain.into(), skip_extension_signing: false };
+        match self.ask(Sum::SignVoteRequest(request)).await {
+            Sum::SignedVoteResponse(response) => response,
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+fn block(hash: u8) -> Option<BlockId> {
+    Some(BlockId { hash: vec![hash; 32], part_set_header: Some(PartSetHeader { total: 1, hash: vec![hash; 32] }) })
+}
+
+fn vote(r#type: i32, height: i64, block_id: Option<BlockId>, seconds: i64) -> Vote {
+    Vote { r#type, height, round: 0, block_id, timestamp: Some(Timestamp { seconds, nanos: 0 }), ..Default::default() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_keep_the_connection_and_follow_filepv() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let seed = [7u8; 32];
+    let config = format!(
+        "keys: {{v: {{local: {{secretKey: {}}}}}}}\nratchet: {{file: {{dir: {}}}}}\n\
+         cometbft: [{{connect: 'tcp://127.0.0.1:{port}', chainId: {CHAIN}, key: v}}]\nmanagement: {{listen: 127.0.0.1:0}}\n",
+        hex::encode(seed),
+        dir.path().join("ratchet").display()
+    );
+    std::fs::write(dir.path().join("sigil.yaml"), config).unwrap();
+    let path = dir.path().join("sigil.yaml");
+    let signer = tokio::task::spawn_blocking(move || SignerProcess::spawn(&["--config", path.to_str().unwrap()], &[]));
+    let (stream, _) = tokio::time::timeout(Duration::from_secs(20), listener.accept()).await.unwrap().unwrap();
+    let identity = IdentitySecret::generate(&mut rand_core::OsRng);
+    let connection = AsyncSecretConnection::new(stream, &identity).await.unwrap();
+    let mut node = FakeNode { connection };
+    let signer = signer.await.unwrap();
+    let key = SecretKey::from_bytes(Algorithm::Ed25519, &seed).unwrap().public_key();
+    let verify = |bytes: &[u8], signature: &[u8]| {
+        key.verify(bytes, &Signature::new(Algorithm::Ed25519, signature.try_into().unwrap())).unwrap();
+    };
+
+    let Sum::PubKeyResponse(public) =
+        node.ask(Sum::PubKeyRequest(proto::PubKeyRequest { chain_id: CHAIN.into() })).await
+    else {
+        panic!()
+    };
+    assert_eq!(public.pub_key.unwrap().sum, Some(proto::PublicKeySum::Ed25519(key.as_bytes().to_vec())));
+
+    let prevote = vote(proto::PREVOTE, 5, block(1), 100);
+    let first = node.vote(prevote.clone(), CHAIN).await.vote.unwrap();
+    verify(&proto::vote_sign_bytes(&prevote, CHAIN), &first.signature);
+
+    // Conflicting vote at the same height/round/step: refused, and the connection still answers.
+    let conflict = node.vote(vote(proto::PREVOTE, 5, block(2), 100), CHAIN).await;
+    assert_eq!(conflict.error.as_ref().map(|e| e.code), Some(2), "{conflict:?}");
+    assert!(conflict.error.unwrap().description.contains("different payload"));
+    assert_eq!(node.ask(Sum::PingRequest(proto::PingRequest {})).await, Sum::PingResponse(proto::PingResponse {}));
+
+    // Same vote, new timestamp (a node re-sending after a restart): the first signature and time.
+    let resent = node.vote(vote(proto::PREVOTE, 5, block(1), 160), CHAIN).await.vote.unwrap();
+    assert_eq!((resent.signature, resent.timestamp), (first.signature.clone(), first.timestamp));
+
+    // Regression, another chain, raw bytes: refused, connection alive.
+    assert_eq!(node.vote(vote(proto::PREVOTE, 4, block(1), 100), CHAIN).await.error.unwrap().code, 2);
+    let other_chain = node.vote(vote(proto::PREVOTE, 6, block(1), 100), "other-chain").await.error.unwrap();
+    assert!(other_chain.description.contains("not this signer's chain"), "{other_chain:?}");
+    let raw = node.ask(Sum::SignBytesRequest(proto::SignBytesRequest { value: b"looks like a vote".to_vec() })).await;
+    assert!(matches!(raw, Sum::SignBytesResponse(proto::SignBytesResponse { error: Some(_), .. })), "{raw:?}");
+
+    // A precommit with a 1 MB extension: signed, extension signature over the canonical bytes,
+    // and the answer stays small (the node reads at most 10 KiB). Over SecretConnection a whole
+    // message is capped at 1 MiB by cometbft-p2p (as in tmkms), so this is near the largest.
+    let extension = vec![0xab; 1_000_000];
+    let precommit = Vote { extension: extension.clone(), ..vote(proto::PRECOMMIT, 5, block(1), 101) };
+    let signed = node.vote(precommit.clone(), CHAIN).await.vote.unwrap();
+    verify(&proto::vote_extension_sign_bytes(&precommit, CHAIN), &signed.extension_signature);
+    assert!(prost::Message::encoded_len(&signed) < 10 * 1024);
+
+    let metrics = http(signer.management, "GET", "/metrics", None, None).body;
+    assert!(metrics.contains(r#"sigil_signer_cometbft_connected{chain="harness-chain"} 1"#), "{metrics}");
+    assert!(metrics.contains(r#"sigil_signer_refusals_total{protocol="cometbft",reason="ratchet"} 2"#), "{metrics}");
+}
