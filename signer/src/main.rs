@@ -4,9 +4,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use sigil_signer::app::App;
+use sigil_signer::backend::local::LocalKeyConfig;
 use sigil_signer::config::{KeyBackendConfig, SignerConfig};
 use sigil_signer::keys::{Algorithm, PublicKey, SecretKey};
 use sigil_signer::protocol::atto::model as atto;
+use sigil_signer::protocol::cometbft::keys as cometbft;
 use sigil_signer::protocol::tezos::encoding as tezos;
 use zeroize::Zeroizing;
 
@@ -90,6 +92,9 @@ struct ShowArgs {
     key: Option<String>,
     #[arg(long, short, value_enum, default_value_t = AlgorithmArg::Ed25519)]
     algorithm: AlgorithmArg,
+    /// Also print the Cosmos SDK consensus forms with this bech32 prefix (e.g. `cosmos`).
+    #[arg(long, value_name = "PREFIX")]
+    bech32_prefix: Option<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -133,14 +138,16 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Key(KeyCommand::Generate { algorithm, out }) => {
             let key = SecretKey::generate(algorithm.into());
             write_secret(&out, &key)?;
-            print_public(&key.public_key(), out.as_os_str() == "-")
+            print_public(&key.public_key(), None, out.as_os_str() == "-")
         }
         Command::Key(KeyCommand::Import { algorithm, out }) => {
             let key = read_secret_stdin(algorithm.into())?;
             write_secret(&out, &key)?;
-            print_public(&key.public_key(), false)
+            print_public(&key.public_key(), None, false)
         }
-        Command::Key(KeyCommand::Show(args)) => print_public(&show(&args, cli.config.as_deref())?, false),
+        Command::Key(KeyCommand::Show(args)) => {
+            print_public(&show(&args, cli.config.as_deref())?, args.bech32_prefix.as_deref(), false)
+        }
     }
 }
 
@@ -180,12 +187,15 @@ fn read_secret_stdin(algorithm: Algorithm) -> Result<SecretKey> {
     parse_secret(algorithm, &text)
 }
 
-/// 64 hex characters of `algorithm`, or a Tezos `edsk…`/`spsk…`/`p2sk…` key (its own curve).
+/// 64 hex characters of `algorithm`, or a key file that names its own curve (Tezos `edsk…`,
+/// CometBFT `priv_validator_key.json`, tmkms base64).
 fn parse_secret(algorithm: Algorithm, text: &str) -> Result<SecretKey> {
-    if tezos::is_secret_key_text(text) {
-        return tezos::parse_secret_key(text).context("not a valid Tezos secret key");
-    }
-    Ok(SecretKey::from_hex(algorithm, text)?)
+    let config = LocalKeyConfig {
+        secret_key: Some(text.to_string()),
+        algorithm: (!tezos::is_secret_key_text(text) && !cometbft::is_key_text(text)).then_some(algorithm),
+        ..Default::default()
+    };
+    Ok(config.load()?.0)
 }
 
 fn write_secret(out: &Path, key: &SecretKey) -> Result<()> {
@@ -229,7 +239,7 @@ fn show(args: &ShowArgs, config: Option<&Path>) -> Result<PublicKey> {
 }
 
 /// Public facts only; goes to stderr when stdout carries the secret.
-fn print_public(public_key: &PublicKey, to_stderr: bool) -> Result<()> {
+fn print_public(public_key: &PublicKey, bech32_prefix: Option<&str>, to_stderr: bool) -> Result<()> {
     let mut lines = vec![
         format!("algorithm:  {}", public_key.algorithm()),
         format!("public key: {}", hex::encode_upper(public_key.as_bytes())),
@@ -238,6 +248,13 @@ fn print_public(public_key: &PublicKey, to_stderr: bool) -> Result<()> {
         lines.push(format!("atto:       {}", atto::address(&ed25519)));
     }
     lines.push(format!("tezos:      {} ({})", tezos::pkh(public_key), tezos::public_key_b58(public_key)));
+    if let Some(address) = cometbft::address(public_key) {
+        lines.push(format!("cometbft:   {}", hex::encode_upper(address)));
+    }
+    if let Some(prefix) = bech32_prefix {
+        let (address, public) = cometbft::bech32_forms(public_key, prefix).map_err(anyhow::Error::msg)?;
+        lines.push(format!("consensus:  {address} ({public})"));
+    }
     let text = lines.join("\n") + "\n";
     if to_stderr {
         std::io::stderr().write_all(text.as_bytes())?;

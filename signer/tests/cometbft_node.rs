@@ -138,8 +138,13 @@ fn run_chain(version: &str, laddr_for: impl Fn(&Path) -> String, v1: bool) {
     let node = start_node(&binary, &home, &laddr);
     node.wait_for_height(20, Duration::from_secs(90));
 
-    // Every commit 2..=20 carries a precommit by this validator's key.
+    // Every commit 2..=20 carries a precommit by this validator's key, whose address
+    // `sigil-signer key show` prints from the same file.
     let validator = address(&home);
+    let key_file = home.join("config/priv_validator_key.json");
+    let (code, shown, _) = run_to_end(&["key", "show", "--file", key_file.to_str().unwrap()], &[], None);
+    assert_eq!(code, 0);
+    assert!(shown.contains(&format!("cometbft:   {validator}")), "{shown}");
     for height in 2..=20 {
         let commit = node.get(&format!("/commit?height={height}"));
         let signatures = &commit["result"]["signed_header"]["commit"]["signatures"];
