@@ -5,11 +5,15 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use sigil_signer::app::App;
 use sigil_signer::backend::local::LocalKeyConfig;
-use sigil_signer::config::{KeyBackendConfig, SignerConfig};
+use sigil_signer::config::{KeyBackendConfig, RatchetStore, SignerConfig};
 use sigil_signer::keys::{Algorithm, PublicKey, SecretKey};
 use sigil_signer::protocol::atto::model as atto;
 use sigil_signer::protocol::cometbft::keys as cometbft;
+use sigil_signer::protocol::cometbft::session as cometbft_session;
+use sigil_signer::protocol::cometbft::state::{self as cometbft_state, StateFormat};
 use sigil_signer::protocol::tezos::encoding as tezos;
+use sigil_signer::ratchet::file::FileRatchet;
+use sigil_signer::ratchet::{Ratchet, State, StreamId};
 use zeroize::Zeroizing;
 
 /// A remote signer for validators: keys stay here, the node asks for signatures.
@@ -56,6 +60,29 @@ enum Command {
     /// Create, import and inspect keys.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Work with the high-water marks of the configured file ratchet (the signer must be stopped).
+    #[command(subcommand)]
+    Ratchet(RatchetCommand),
+}
+
+#[derive(Subcommand)]
+enum RatchetCommand {
+    /// Start a CometBFT validator's mark where its previous signer left off: read CometBFT's
+    /// priv_validator_state.json or a tmkms state file. Never lowers a mark.
+    Import {
+        /// The key, as named in the config.
+        #[arg(long)]
+        key: String,
+        /// The chain id.
+        #[arg(long)]
+        chain: String,
+        /// CometBFT's data/priv_validator_state.json.
+        #[arg(long, value_name = "FILE", conflicts_with = "from_tmkms", required_unless_present = "from_tmkms")]
+        from_cometbft: Option<PathBuf>,
+        /// A tmkms state file (state_file in tmkms.toml).
+        #[arg(long, value_name = "FILE")]
+        from_tmkms: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -145,6 +172,14 @@ fn dispatch(cli: Cli) -> Result<()> {
             write_secret(&out, &key)?;
             print_public(&key.public_key(), None, false)
         }
+        Command::Ratchet(RatchetCommand::Import { key, chain, from_cometbft, from_tmkms }) => {
+            let (path, format) = match (from_cometbft, from_tmkms) {
+                (Some(path), _) => (path, StateFormat::CometBft),
+                (None, Some(path)) => (path, StateFormat::Tmkms),
+                (None, None) => bail!("pass --from-cometbft or --from-tmkms"),
+            };
+            import_mark(cli.config.as_deref(), &key, &chain, &path, format)
+        }
         Command::Key(KeyCommand::Show(args)) => {
             print_public(&show(&args, cli.config.as_deref())?, args.bech32_prefix.as_deref(), false)
         }
@@ -179,6 +214,34 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+fn import_mark(config: Option<&Path>, key: &str, chain: &str, path: &Path, format: StateFormat) -> Result<()> {
+    let Some(config_path) = config else {
+        bail!("ratchet import works on the --config file's ratchet; pass --config FILE")
+    };
+    let config = SignerConfig::from_file(config_path)?;
+    let Some(RatchetStore::File(store)) = config.ratchet.as_ref().map(|r| r.store()).transpose()? else {
+        bail!("{}: ratchet import needs ratchet.file", config_path.display());
+    };
+    if !config.keys.contains_key(key) {
+        bail!("no key named {key:?} in {}", config_path.display());
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mark = cometbft_state::parse(&text, format).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+    runtime.block_on(async {
+        let ratchet = FileRatchet::open(&store.dir)?;
+        let stream = StreamId { key: key.to_string(), chain: chain.to_string(), stream: cometbft_session::STREAM };
+        let mut lock = ratchet.lock(&stream).await?;
+        if let Some(current) = lock.current().filter(|c| c.mark >= mark) {
+            bail!("{stream} is already at {}, not below the imported {mark}; nothing changed", current.mark);
+        }
+        // No payload is known for the imported position, so nothing at it will be signed again.
+        lock.commit(State { mark, payload_digest: [0; 32], signature: None, context: None }).await?;
+        println!("{stream}: imported {mark} from {}", path.display());
+        Ok(())
+    })
 }
 
 fn read_secret_stdin(algorithm: Algorithm) -> Result<SecretKey> {

@@ -128,3 +128,41 @@ fn tezos_keys_import_and_show() {
     assert_eq!(code, 1);
     assert!(err.contains("decrypt it with octez-client first"), "{err}");
 }
+
+/// A CometBFT migration starts from the old signer's mark (research/cometbft.md §6): import from
+/// priv_validator_state.json or tmkms's state file; never lower.
+#[test]
+fn ratchet_import_carries_a_cometbft_mark_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("signer.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "keys: {{v: {{local: {{secretKey: '{}'}}}}}}\nratchet: {{file: {{dir: {}}}}}\n\
+             cometbft: [{{connect: 'tcp://127.0.0.1:26659', chainId: c1, key: v}}]\n",
+            "01".repeat(32),
+            dir.path().join("ratchet").display()
+        ),
+    )
+    .unwrap();
+    let cometbft = dir.path().join("priv_validator_state.json");
+    std::fs::write(&cometbft, r#"{"height":"361402","round":0,"step":3}"#).unwrap();
+    let tmkms = dir.path().join("tmkms.json");
+    std::fs::write(&tmkms, r#"{"height":"361402","round":"0","step":1,"block_id":null}"#).unwrap();
+    let config = config.to_str().unwrap();
+    let import = |flag: &str, file: &std::path::Path| {
+        run_to_end(
+            &["--config", config, "ratchet", "import", "--key", "v", "--chain", "c1", flag, file.to_str().unwrap()],
+            &[],
+            None,
+        )
+    };
+    let (code, out, err) = import("--from-cometbft", &cometbft);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("imported level 361402 round 0 step 3"), "{out}");
+    // tmkms's prevote step (1) is sigil's 2: below the mark now, so nothing changes.
+    let (code, _, err) = import("--from-tmkms", &tmkms);
+    assert_eq!(code, 1);
+    assert!(err.contains("is already at level 361402 round 0 step 3"), "{err}");
+    assert!(dir.path().join("ratchet/v/c1.ratchet").is_file());
+}

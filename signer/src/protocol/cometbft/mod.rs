@@ -5,3 +5,4 @@ pub mod client;
 pub mod keys;
 pub mod proto;
 pub mod session;
+pub mod state;

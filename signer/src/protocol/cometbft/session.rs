@@ -26,7 +26,7 @@ use crate::sign::{SignError, SignRequest, Signer};
 
 pub const PROTOCOL: &str = "cometbft";
 /// The one ratchet stream per key and chain: proposals and votes share the height/round/step order.
-const STREAM: &str = "consensus";
+pub const STREAM: &str = "consensus";
 
 /// Which privval layout the node speaks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
