@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# sigil-signer and tmkms side by side as CometBFT privval signers: the same Ed25519 key (a
+# priv_validator_key.json), the same harness node (tests/src/bin/privval-load.rs) over the same
+# transport (TCP with SecretConnection), the same stream of proposals, prevotes and precommits at
+# rising heights. Reports p50/p99 and throughput for both, and the ratios. sigil fsyncs its state
+# before every answer; tmkms writes its state file without fsync.
+#
+#   e2e/bench/cometbft.sh [seconds-per-run]     (default 10)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+seconds=${1:-10}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/sigil/target}
+cargo build --quiet --release -p sigil-signer -p sigil-tests --bin sigil-signer --bin privval-load
+bin=$CARGO_TARGET_DIR/release
+tmkms=$(e2e/lib/tmkms)
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; done
+  [ -n "${KEEP:-}" ] || rm -rf "$work"
+}
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+chain=bench-chain
+# One validator key for both, in CometBFT's file format, and tmkms's SecretConnection identity.
+python3 - "$work" <<'PY'
+import base64, os, sys
+work = sys.argv[1]
+seed = os.urandom(32)
+open(f"{work}/seed.hex", "w").write(seed.hex())
+open(f"{work}/kms-identity.key", "w").write(base64.b64encode(os.urandom(32)).decode())
+PY
+public=$("$bin/sigil-signer" key show --file "$work/seed.hex" | awk '/^public key/ {print $3}')
+python3 - "$work" "$public" <<'PY'
+import base64, hashlib, json, sys
+work, public = sys.argv[1], bytes.fromhex(sys.argv[2])
+seed = bytes.fromhex(open(f"{work}/seed.hex").read())
+json.dump({"address": hashlib.sha256(public).hexdigest()[:40].upper(), "pub_key": {"type": "tendermint/PubKeyEd25519", "value": base64.b64encode(public).decode()},
+           "priv_key": {"type": "tendermint/PrivKeyEd25519", "value": base64.b64encode(seed + public).decode()}},
+          open(f"{work}/priv_validator_key.json", "w"))
+PY
+chmod 600 "$work"/*.json "$work"/*.key "$work/seed.hex"
+
+run() { # label, port, command...
+  local label=$1 port=$2; shift 2
+  "$bin/privval-load" --listen "127.0.0.1:$port" --chain-id "$chain" --seconds "$seconds" --label "$label" > "$work/$label.json" &
+  local load=$!
+  "$@" > "$work/$label.log" 2>&1 &
+  local signer=$!
+  pids+=("$signer")
+  wait "$load"
+  kill "$signer" 2>/dev/null; wait "$signer" 2>/dev/null || true
+  cat "$work/$label.json"
+}
+
+sigil_port=$(free_port)
+cat > "$work/sigil.yaml" <<YAML
+keys: {validator: {local: {secretKeyFile: $work/priv_validator_key.json}}}
+ratchet: {file: {dir: $work/sigil-ratchet}}
+cometbft: [{connect: "tcp://127.0.0.1:$sigil_port", chainId: $chain, key: validator}]
+management: {listen: "127.0.0.1:$(free_port)"}
+YAML
+
+tmkms_port=$(free_port)
+cat > "$work/tmkms.toml" <<TOML
+[[chain]]
+id = "$chain"
+key_format = { type = "hex" }
+state_file = "$work/tmkms-state.json"
+sign_extensions = true
+
+[[validator]]
+chain_id = "$chain"
+addr = "tcp://127.0.0.1:$tmkms_port"
+secret_key = "$work/kms-identity.key"
+protocol_version = "v0.38"
+reconnect = true
+
+[[providers.softsign]]
+chain_ids = ["$chain"]
+key_type = "consensus"
+path = "$work/priv_validator_key.json"
+key_format = "json"
+TOML
+
+echo "# $(date -u +%F) $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $("$tmkms" version 2>/dev/null | head -1)"
+ours=$(run sigil "$sigil_port" env SIGIL_LOG=warn "$bin/sigil-signer" --config "$work/sigil.yaml")
+theirs=$(run tmkms "$tmkms_port" "$tmkms" start -c "$work/tmkms.toml")
+echo "$ours"
+echo "$theirs"
+python3 - "$ours" "$theirs" <<'PY'
+import json, sys
+ours, theirs = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+print(json.dumps({
+    "throughput_ratio_sigil_over_tmkms": round(ours["signatures_per_second"] / theirs["signatures_per_second"], 2),
+    "p99_ratio_tmkms_over_sigil": round(theirs["p99_us"] / ours["p99_us"], 2),
+}))
+PY
