@@ -18,6 +18,8 @@ use crate::policy::Policy;
 use crate::policy::SignKind;
 use crate::protocol::tezos::policy::TezosPolicy;
 use crate::protocol::{atto, cometbft, tezos};
+#[cfg(feature = "kubernetes")]
+use crate::ratchet::configmap::ConfigMapRatchet;
 use crate::ratchet::file::FileRatchet;
 use crate::ratchet::memory::MemoryRatchet;
 use crate::ratchet::{Ratchet, RatchetError};
@@ -96,6 +98,14 @@ impl App {
         let ratchet: Arc<dyn Ratchet> = match config.ratchet.as_ref().map(|r| r.store()).transpose()? {
             None | Some(RatchetStore::Memory) => Arc::new(MemoryRatchet::default()),
             Some(RatchetStore::File(file)) => Arc::new(FileRatchet::open(&file.dir)?),
+            #[cfg(feature = "kubernetes")]
+            Some(RatchetStore::ConfigMap(cm)) => Arc::new(ConfigMapRatchet::connect(&cm.name, &cm.namespace).await?),
+            #[cfg(not(feature = "kubernetes"))]
+            Some(RatchetStore::ConfigMap(_)) => {
+                return Err(StartupError::Config(ConfigError::Invalid(
+                    "ratchet.configMap: this build has no Kubernetes support (feature kubernetes)".into(),
+                )))
+            }
         };
         let signer = Arc::new(Signer::new(entries, ratchet, metrics, BACKEND_TIMEOUT));
         spawn_key_probe(signer.clone()).await;

@@ -75,22 +75,35 @@ pub struct RatchetConfig {
     /// Local files, fsynced before each signature is released.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<FileRatchetConfig>,
+    /// A Kubernetes ConfigMap shared by every replica, written with compare-and-swap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map: Option<ConfigMapRatchetConfig>,
 }
 
 /// The store a [`RatchetConfig`] selects.
 pub enum RatchetStore<'a> {
     Memory,
     File(&'a FileRatchetConfig),
+    ConfigMap(&'a ConfigMapRatchetConfig),
 }
 
 impl RatchetConfig {
     pub fn store(&self) -> Result<RatchetStore<'_>, ConfigError> {
-        match (&self.memory, &self.file) {
-            (Some(_), None) => Ok(RatchetStore::Memory),
-            (None, Some(file)) => Ok(RatchetStore::File(file)),
-            _ => Err(ConfigError::Invalid("ratchet: set exactly one of memory or file".into())),
+        match (&self.memory, &self.file, &self.config_map) {
+            (Some(_), None, None) => Ok(RatchetStore::Memory),
+            (None, Some(file), None) => Ok(RatchetStore::File(file)),
+            (None, None, Some(config_map)) => Ok(RatchetStore::ConfigMap(config_map)),
+            _ => Err(ConfigError::Invalid("ratchet: set exactly one of memory, file or configMap".into())),
         }
     }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConfigMapRatchetConfig {
+    /// The ConfigMap (the operator's `<RemoteSigner>-ratchet`). It must exist.
+    pub name: String,
+    pub namespace: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -470,7 +483,7 @@ management: {listen: "0.0.0.0:9091"}
                 "tezos.keys.voter: the key is also atto.key",
             ),
             (format!("{EXAMPLE}tezos: {{keys: {{baker: {{allow: [block]}}}}}}\n"), "tezos.keys.baker: no key named"),
-            (format!("{EXAMPLE}ratchet: {{}}\n"), "ratchet: set exactly one of memory or file"),
+            (format!("{EXAMPLE}ratchet: {{}}\n"), "ratchet: set exactly one of memory, file or configMap"),
             (
                 "keys: {v: {local: {secretKey: x}}}\ncometbft: [{connect: 'http://x:1', chainId: c, key: v}]\n".into(),
                 "cometbft[0].connect: \"http://x:1\": expected tcp://host:port or unix:///path",

@@ -55,9 +55,10 @@ struct Contents {
     streams: BTreeMap<String, Record>,
 }
 
+/// One stream's state as stored (file slots and ConfigMap entries alike).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Record {
+pub(crate) struct Record {
     level: u64,
     round: u64,
     step: u8,
@@ -69,7 +70,7 @@ struct Record {
 }
 
 impl Record {
-    fn from_state(state: &State) -> Record {
+    pub(crate) fn from_state(state: &State) -> Record {
         Record {
             level: state.mark.level,
             round: state.mark.round,
@@ -80,7 +81,7 @@ impl Record {
         }
     }
 
-    fn to_state(&self) -> Option<State> {
+    pub(crate) fn to_state(&self) -> Option<State> {
         let payload_digest = hex::decode(&self.payload_sha256).ok()?.try_into().ok()?;
         let signature = match &self.signature {
             Some((algorithm, text)) => Some(Signature::new(*algorithm, hex::decode(text).ok()?.try_into().ok()?)),

@@ -7,6 +7,8 @@
 //! a crash loses at most that one signature, never safety. Keeping the signature lets an identical
 //! retry get the very same bytes back, even from a backend whose ECDSA nonces are random.
 
+#[cfg(feature = "kubernetes")]
+pub mod configmap;
 pub mod file;
 pub mod memory;
 

@@ -1,0 +1,221 @@
+//! The ConfigMap ratchet on a real API server: several sigil-signer processes share one
+//! ConfigMap and receive conflicting requests at once; etcd's compare-and-swap must leave at most
+//! one signed payload per (key, chain, kind, level, round). One replica is killed with SIGKILL
+//! mid-stream.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::PostParams;
+use kube::Api;
+use sigil_tests::cluster::TestCluster;
+
+const BAKER: &str = "edsk3qAQSJaDBSYN2PCMdv7BuJoBKeRyDFq5uPAwDfFRAhQdwHxPMN";
+const BAKER_PKH: &str = "tz1SodoUsWVe1Yey9eMFbqRUtNpBWfir5NRr";
+
+/// The signer binary of this build (nextest and cargo test build every workspace binary).
+fn signer_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>");
+    let binary = dir.join("sigil-signer");
+    assert!(binary.is_file(), "{} is missing: build it with cargo build -p sigil-signer", binary.display());
+    binary
+}
+
+struct Replica {
+    child: Child,
+    tezos: SocketAddr,
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_replica(kubeconfig: &std::path::Path, dir: &std::path::Path, index: usize, ratchet: &str) -> Result<Replica> {
+    let config = dir.join(format!("replica-{index}.yaml"));
+    std::fs::write(
+        &config,
+        format!(
+            "keys: {{baker: {{local: {{secretKey: {BAKER}}}}}}}\n\
+             ratchet: {ratchet}\n\
+             tezos: {{listen: 127.0.0.1:0, keys: {{baker: {{allow: [block, attestation]}}}}}}\n\
+             management: {{listen: 127.0.0.1:0}}\n"
+        ),
+    )?;
+    let mut child = Command::new(signer_binary())
+        .args(["--config", config.to_str().unwrap(), "--log-format", "json", "--log", "warn,sigil_signer::app=info"])
+        .env_clear()
+        .env("KUBECONFIG", kubeconfig)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let stderr = child.stderr.take().unwrap();
+    let (send, receive) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = send.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let line = receive
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .context("replica did not start listening")?;
+        let event: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        if event["message"] == "tezos API listening" {
+            let tezos = event["addr"].as_str().unwrap().parse()?;
+            // Keep draining its log so it never blocks on a full pipe.
+            std::thread::spawn(move || while receive.recv().is_ok() {});
+            return Ok(Replica { child, tezos });
+        }
+    }
+}
+
+/// An attestation at `level`, round 0, for payload `payload` (a different block at that level).
+fn attestation(level: u32, payload: u8) -> Vec<u8> {
+    let mut data = vec![0x13, 0x7a, 0x06, 0xa7, 0x70];
+    data.extend_from_slice(&[0xbb; 32]);
+    data.push(21);
+    data.extend_from_slice(&1u16.to_be_bytes());
+    data.extend_from_slice(&level.to_be_bytes());
+    data.extend_from_slice(&0u32.to_be_bytes());
+    data.extend_from_slice(&[payload; 32]);
+    data
+}
+
+/// POST one sign request; `Some(signature)` on 200, `None` on a refusal or a dead replica.
+fn sign(addr: SocketAddr, data: &[u8]) -> Option<String> {
+    let body = format!("\"{}\"", hex::encode(data));
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
+    let request = format!(
+        "POST /keys/{BAKER_PKH} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    if !response.starts_with("HTTP/1.1 200") {
+        return None;
+    }
+    let json = response.split_once("\r\n\r\n")?.1;
+    let value: serde_json::Value = serde_json::from_str(json).ok()?;
+    value["signature"].as_str().map(str::to_string)
+}
+
+/// Levels at which two payloads were signed, after racing six clients through `LEVELS` levels
+/// against `replicas`, killing the first one halfway. Prints the counts.
+fn race(mut replicas: Vec<Replica>, label: &str) -> Result<Vec<u32>> {
+    let addrs: Vec<SocketAddr> = replicas.iter().map(|r| r.tezos).collect();
+    // Six clients race through the same levels; at each level every client picks a replica and a
+    // payload (A or B) at random.
+    const LEVELS: u32 = 300;
+    let signed: Arc<Mutex<BTreeMap<u32, BTreeMap<u8, BTreeSet<String>>>>> = Arc::default();
+    let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let replica_zero = Arc::new(Mutex::new(Some(replicas.remove(0))));
+    let clients: Vec<_> = (0..6u64)
+        .map(|client| {
+            let (signed, sent, addrs, replica_zero) =
+                (signed.clone(), sent.clone(), addrs.clone(), replica_zero.clone());
+            std::thread::spawn(move || {
+                let mut seed = 0x9e37_79b9_7f4a_7c15u64 ^ client.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                let mut random = move || {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    seed
+                };
+                for level in 1..=LEVELS {
+                    if level == LEVELS / 2 && client == 0 {
+                        if let Some(mut replica) = replica_zero.lock().unwrap().take() {
+                            let _ = replica.child.kill(); // SIGKILL
+                        }
+                    }
+                    for _ in 0..2 {
+                        let addr = addrs[(random() % addrs.len() as u64) as usize];
+                        let payload = 1 + (random() % 2) as u8;
+                        sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if let Some(signature) = sign(addr, &attestation(level, payload)) {
+                            signed
+                                .lock()
+                                .unwrap()
+                                .entry(level)
+                                .or_default()
+                                .entry(payload)
+                                .or_default()
+                                .insert(signature);
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.join().expect("client thread");
+    }
+    let signed = signed.lock().unwrap();
+    let mut doubles = Vec::new();
+    let mut signatures = 0;
+    for (level, payloads) in signed.iter() {
+        signatures += payloads.values().map(BTreeSet::len).sum::<usize>();
+        if payloads.len() > 1 {
+            doubles.push(*level);
+        }
+        for (payload, distinct) in payloads {
+            // Identical requests get the stored signature back: one signature per payload.
+            if distinct.len() > 1 {
+                bail!("{label}: level {level} payload {payload}: {} different signatures", distinct.len());
+            }
+        }
+    }
+    eprintln!(
+        "{label}: 3 replicas (one killed at level {}), {} requests, {signatures} signatures, {} of {LEVELS} levels \
+         signed, levels with two payloads signed: {}",
+        LEVELS / 2,
+        sent.load(std::sync::atomic::Ordering::Relaxed),
+        signed.len(),
+        doubles.len()
+    );
+    if signed.len() < LEVELS as usize * 9 / 10 {
+        bail!("{label}: only {} levels got a signature", signed.len());
+    }
+    Ok(doubles)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_never_sign_two_payloads_at_one_level() -> Result<()> {
+    let cluster = TestCluster::get().await?;
+    let namespace = cluster.namespace("ratchet").await?;
+    let config_maps: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), &namespace.name);
+    let empty: ConfigMap = serde_json::from_value(serde_json::json!({"metadata": {"name": "sigil-ratchet"}}))?;
+    config_maps.create(&PostParams::default(), &empty).await?;
+    let dir = tempfile::tempdir()?;
+    let shared = format!("{{configMap: {{name: sigil-ratchet, namespace: {}}}}}", namespace.name);
+    let replicas =
+        (0..3).map(|i| start_replica(&cluster.kubeconfig, dir.path(), i, &shared)).collect::<Result<Vec<_>>>()?;
+    let doubles = tokio::task::spawn_blocking(move || race(replicas, "configMap ratchet")).await??;
+    assert!(doubles.is_empty(), "double signs at levels {doubles:?}");
+
+    // The control: the same race against replicas with a ratchet each (a file per replica) does
+    // double-sign, so the count above means something.
+    let separate = (0..3)
+        .map(|i| {
+            let ratchet = format!("{{file: {{dir: {}}}}}", dir.path().join(format!("own-{i}")).display());
+            start_replica(&cluster.kubeconfig, dir.path(), 10 + i, &ratchet)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let doubles = tokio::task::spawn_blocking(move || race(separate, "a file ratchet per replica")).await??;
+    assert!(!doubles.is_empty(), "independent ratchets should have signed two payloads at some level");
+    Ok(())
+}
