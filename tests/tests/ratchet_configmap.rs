@@ -4,44 +4,22 @@
 //! mid-stream.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::PostParams;
 use kube::Api;
 use sigil_tests::cluster::TestCluster;
+use sigil_tests::process::Signer;
 
 const BAKER: &str = "edsk3qAQSJaDBSYN2PCMdv7BuJoBKeRyDFq5uPAwDfFRAhQdwHxPMN";
 const BAKER_PKH: &str = "tz1SodoUsWVe1Yey9eMFbqRUtNpBWfir5NRr";
 
-/// The signer binary of this build (nextest and cargo test build every workspace binary).
-fn signer_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>");
-    let binary = dir.join("sigil-signer");
-    assert!(binary.is_file(), "{} is missing: build it with cargo build -p sigil-signer", binary.display());
-    binary
-}
-
-struct Replica {
-    child: Child,
-    tezos: SocketAddr,
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_replica(kubeconfig: &std::path::Path, dir: &std::path::Path, index: usize, ratchet: &str) -> Result<Replica> {
+fn start_replica(kubeconfig: &std::path::Path, dir: &std::path::Path, index: usize, ratchet: &str) -> Result<Signer> {
     let config = dir.join(format!("replica-{index}.yaml"));
     std::fs::write(
         &config,
@@ -52,34 +30,7 @@ fn start_replica(kubeconfig: &std::path::Path, dir: &std::path::Path, index: usi
              management: {{listen: 127.0.0.1:0}}\n"
         ),
     )?;
-    let mut child = Command::new(signer_binary())
-        .args(["--config", config.to_str().unwrap(), "--log-format", "json", "--log", "warn,sigil_signer::app=info"])
-        .env_clear()
-        .env("KUBECONFIG", kubeconfig)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let stderr = child.stderr.take().unwrap();
-    let (send, receive) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = send.send(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let line = receive
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .context("replica did not start listening")?;
-        let event: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-        if event["message"] == "tezos API listening" {
-            let tezos = event["addr"].as_str().unwrap().parse()?;
-            // Keep draining its log so it never blocks on a full pipe.
-            std::thread::spawn(move || while receive.recv().is_ok() {});
-            return Ok(Replica { child, tezos });
-        }
-    }
+    Signer::start(&config, &[("KUBECONFIG", kubeconfig.as_os_str())])
 }
 
 /// An attestation at `level`, round 0, for payload `payload` (a different block at that level).
@@ -116,8 +67,8 @@ fn sign(addr: SocketAddr, data: &[u8]) -> Option<String> {
 
 /// Levels at which two payloads were signed, after racing six clients through `LEVELS` levels
 /// against `replicas`, killing the first one halfway. Prints the counts.
-fn race(mut replicas: Vec<Replica>, label: &str) -> Result<Vec<u32>> {
-    let addrs: Vec<SocketAddr> = replicas.iter().map(|r| r.tezos).collect();
+fn race(mut replicas: Vec<Signer>, label: &str) -> Result<Vec<u32>> {
+    let addrs: Vec<SocketAddr> = replicas.iter().map(|r| r.api("tezos API")).collect::<Result<_>>()?;
     // Six clients race through the same levels; at each level every client picks a replica and a
     // payload (A or B) at random.
     const LEVELS: u32 = 300;
@@ -139,7 +90,7 @@ fn race(mut replicas: Vec<Replica>, label: &str) -> Result<Vec<u32>> {
                 for level in 1..=LEVELS {
                     if level == LEVELS / 2 && client == 0 {
                         if let Some(mut replica) = replica_zero.lock().unwrap().take() {
-                            let _ = replica.child.kill(); // SIGKILL
+                            replica.kill(); // SIGKILL
                         }
                     }
                     for _ in 0..2 {

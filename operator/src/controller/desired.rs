@@ -171,14 +171,15 @@ pub fn ratchet_config_map(rs: &RemoteSigner) -> Value {
     json!({ "apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata(rs, &ratchet_name(&rs.name_any())) })
 }
 
-/// `get` and `update` on the ratchet ConfigMap alone.
+/// `get` and `update` on the ratchet ConfigMap alone, plus `list` and `watch` restricted to it
+/// (the signer's cache follows other replicas' writes through a watch on that one name).
 pub fn ratchet_role(rs: &RemoteSigner) -> Value {
     let name = ratchet_name(&rs.name_any());
     json!({
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
         "metadata": metadata(rs, &name),
-        "rules": [{ "apiGroups": [""], "resources": ["configmaps"], "resourceNames": [name], "verbs": ["get", "update"] }],
+        "rules": [{ "apiGroups": [""], "resources": ["configmaps"], "resourceNames": [name], "verbs": ["get", "update", "list", "watch"] }],
     })
 }
 
@@ -324,7 +325,7 @@ mod tests {
         let role = ratchet_role(&rs);
         assert_eq!(
             role["rules"],
-            json!([{ "apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["voter-ratchet"], "verbs": ["get", "update"] }])
+            json!([{ "apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["voter-ratchet"], "verbs": ["get", "update", "list", "watch"] }])
         );
         let binding = ratchet_role_binding(&rs);
         assert_eq!(binding["subjects"][0]["name"], "voter");
