@@ -65,6 +65,9 @@ fn sign(addr: SocketAddr, data: &[u8]) -> Option<String> {
     value["signature"].as_str().map(str::to_string)
 }
 
+/// level → payload → the distinct signatures returned for it.
+type SignedByLevel = BTreeMap<u32, BTreeMap<u8, BTreeSet<String>>>;
+
 /// Levels at which two payloads were signed, after racing six clients through `LEVELS` levels
 /// against `replicas`, killing the first one halfway. Prints the counts.
 fn race(mut replicas: Vec<Signer>, label: &str) -> Result<Vec<u32>> {
@@ -72,7 +75,7 @@ fn race(mut replicas: Vec<Signer>, label: &str) -> Result<Vec<u32>> {
     // Six clients race through the same levels; at each level every client picks a replica and a
     // payload (A or B) at random.
     const LEVELS: u32 = 300;
-    let signed: Arc<Mutex<BTreeMap<u32, BTreeMap<u8, BTreeSet<String>>>>> = Arc::default();
+    let signed: Arc<Mutex<SignedByLevel>> = Arc::default();
     let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let replica_zero = Arc::new(Mutex::new(Some(replicas.remove(0))));
     let clients: Vec<_> = (0..6u64)
