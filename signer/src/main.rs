@@ -5,15 +5,15 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use sigil_signer::app::App;
 use sigil_signer::backend::local::LocalKeyConfig;
-use sigil_signer::config::{KeyBackendConfig, RatchetStore, SignerConfig};
+use sigil_signer::config::{KeyBackendConfig, SignerConfig};
 use sigil_signer::keys::{Algorithm, PublicKey, SecretKey};
 use sigil_signer::protocol::atto::model as atto;
 use sigil_signer::protocol::cometbft::keys as cometbft;
-use sigil_signer::protocol::cometbft::session as cometbft_session;
-use sigil_signer::protocol::cometbft::state::{self as cometbft_state, StateFormat};
+use sigil_signer::protocol::cometbft::state::StateFormat;
 use sigil_signer::protocol::tezos::encoding as tezos;
+use sigil_signer::ratchet::admin;
 use sigil_signer::ratchet::file::FileRatchet;
-use sigil_signer::ratchet::{Ratchet, State, StreamId};
+use sigil_signer::ratchet::{Mark, StreamId};
 use zeroize::Zeroizing;
 
 /// A remote signer for validators: keys stay here, the node asks for signatures.
@@ -67,8 +67,27 @@ enum Command {
 
 #[derive(Subcommand)]
 enum RatchetCommand {
-    /// Start a CometBFT validator's mark where its previous signer left off: read CometBFT's
-    /// priv_validator_state.json or a tmkms state file. Never lowers a mark.
+    /// List every stored mark.
+    Show,
+    /// Set one stream's mark. Raising is always allowed; lowering needs --force.
+    Set {
+        #[command(flatten)]
+        stream: StreamArgs,
+        #[arg(long)]
+        level: u64,
+        #[arg(long, default_value_t = 0)]
+        round: u64,
+        /// CometBFT: 1 proposal, 2 prevote, 3 precommit. Tezos: 0.
+        #[arg(long, default_value_t = 0)]
+        step: u8,
+        /// Lower a mark. Dangerous: the signer may then sign again positions it has already signed,
+        /// which is a double sign if it did. Only after you are sure the key never signed above.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Start marks where the previous signer left off, never lowering one: CometBFT's
+    /// priv_validator_state.json, a tmkms state file, a Signatory watermark file, or another sigil
+    /// ratchet directory.
     Import {
         /// The key, as named in the config.
         #[arg(long)]
@@ -76,13 +95,37 @@ enum RatchetCommand {
         /// The chain id.
         #[arg(long)]
         chain: String,
-        /// CometBFT's data/priv_validator_state.json.
-        #[arg(long, value_name = "FILE", conflicts_with = "from_tmkms", required_unless_present = "from_tmkms")]
-        from_cometbft: Option<PathBuf>,
-        /// A tmkms state file (state_file in tmkms.toml).
-        #[arg(long, value_name = "FILE")]
-        from_tmkms: Option<PathBuf>,
+        #[command(flatten)]
+        from: ImportSource,
     },
+}
+
+#[derive(Args)]
+struct StreamArgs {
+    #[arg(long)]
+    key: String,
+    #[arg(long)]
+    chain: String,
+    /// block, preattestation, attestation (Tezos), consensus (CometBFT).
+    #[arg(long)]
+    stream: String,
+}
+
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+struct ImportSource {
+    /// CometBFT's data/priv_validator_state.json.
+    #[arg(long, value_name = "FILE")]
+    from_cometbft: Option<PathBuf>,
+    /// A tmkms state file (state_file in tmkms.toml).
+    #[arg(long, value_name = "FILE")]
+    from_tmkms: Option<PathBuf>,
+    /// Signatory's <base_dir>/watermark_v2/<chain>.json (the key's own tz address is looked up).
+    #[arg(long, value_name = "FILE")]
+    from_signatory: Option<PathBuf>,
+    /// Another sigil file ratchet directory (ratchet.file.dir), e.g. when moving to a ConfigMap.
+    #[arg(long, value_name = "DIR")]
+    from_sigil_dir: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -172,14 +215,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             write_secret(&out, &key)?;
             print_public(&key.public_key(), None, false)
         }
-        Command::Ratchet(RatchetCommand::Import { key, chain, from_cometbft, from_tmkms }) => {
-            let (path, format) = match (from_cometbft, from_tmkms) {
-                (Some(path), _) => (path, StateFormat::CometBft),
-                (None, Some(path)) => (path, StateFormat::Tmkms),
-                (None, None) => bail!("pass --from-cometbft or --from-tmkms"),
-            };
-            import_mark(cli.config.as_deref(), &key, &chain, &path, format)
-        }
+        Command::Ratchet(command) => ratchet_command(cli.config.as_deref(), command),
         Command::Key(KeyCommand::Show(args)) => {
             print_public(&show(&args, cli.config.as_deref())?, args.bech32_prefix.as_deref(), false)
         }
@@ -216,32 +252,72 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-fn import_mark(config: Option<&Path>, key: &str, chain: &str, path: &Path, format: StateFormat) -> Result<()> {
+fn ratchet_command(config: Option<&Path>, command: RatchetCommand) -> Result<()> {
     let Some(config_path) = config else {
-        bail!("ratchet import works on the --config file's ratchet; pass --config FILE")
+        bail!("ratchet commands work on the --config file's ratchet; pass --config FILE")
     };
     let config = SignerConfig::from_file(config_path)?;
-    let Some(RatchetStore::File(store)) = config.ratchet.as_ref().map(|r| r.store()).transpose()? else {
-        bail!("{}: ratchet import needs ratchet.file", config_path.display());
-    };
-    if !config.keys.contains_key(key) {
-        bail!("no key named {key:?} in {}", config_path.display());
-    }
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mark = cometbft_state::parse(&text, format).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
-        let ratchet = FileRatchet::open(&store.dir)?;
-        let stream = StreamId { key: key.to_string(), chain: chain.to_string(), stream: cometbft_session::STREAM };
-        let mut lock = ratchet.lock(&stream).await?;
-        if let Some(current) = lock.current().filter(|c| c.mark >= mark) {
-            bail!("{stream} is already at {}, not below the imported {mark}; nothing changed", current.mark);
+        let ratchet = admin::open(&config).await?;
+        match command {
+            RatchetCommand::Show => {
+                for entry in admin::show(&*ratchet).await? {
+                    let signed = if entry.state.signature.is_some() { "signature kept" } else { "no signature" };
+                    println!("{} {} {}: {} ({signed})", entry.key, entry.chain, entry.stream, entry.state.mark);
+                }
+            }
+            RatchetCommand::Set { stream, level, round, step, force } => {
+                let id = StreamId { key: stream.key, chain: stream.chain, stream: admin::stream_name(&stream.stream)? };
+                let outcome = admin::set(&*ratchet, &id, Mark { level, round, step }, force).await?;
+                if let admin::Outcome::Lowered { .. } = outcome {
+                    eprintln!(
+                        "WARNING: a lowered mark lets this key sign positions it may already have signed. \
+                         If it did, that is a double sign."
+                    );
+                }
+                println!("{outcome}");
+            }
+            RatchetCommand::Import { key, chain, from } => {
+                if !config.keys.contains_key(&key) {
+                    bail!("no key named {key:?} in {}", config_path.display());
+                }
+                let text;
+                let pkh;
+                let source = match from {
+                    ImportSource { from_cometbft: Some(path), .. } => {
+                        text = admin::read(&path)?;
+                        admin::Source::CometBft(&text, StateFormat::CometBft)
+                    }
+                    ImportSource { from_tmkms: Some(path), .. } => {
+                        text = admin::read(&path)?;
+                        admin::Source::CometBft(&text, StateFormat::Tmkms)
+                    }
+                    ImportSource { from_signatory: Some(path), .. } => {
+                        text = admin::read(&path)?;
+                        pkh = tezos::pkh(&configured_public_key(&config, &key)?);
+                        admin::Source::Signatory { text: &text, pkh: &pkh }
+                    }
+                    ImportSource { from_sigil_dir: Some(dir), .. } => {
+                        admin::Source::Sigil(admin::show(&FileRatchet::open(&dir)?).await?)
+                    }
+                    _ => bail!("name one source to import from"),
+                };
+                for outcome in admin::import(&*ratchet, &key, &chain, admin::marks(source, &key, &chain)?).await? {
+                    println!("{outcome}");
+                }
+            }
         }
-        // No payload is known for the imported position, so nothing at it will be signed again.
-        lock.commit(State { mark, payload_digest: [0; 32], signature: None, context: None }).await?;
-        println!("{stream}: imported {mark} from {}", path.display());
         Ok(())
     })
+}
+
+/// The public key of a configured key whose backend can answer offline (local keys).
+fn configured_public_key(config: &SignerConfig, name: &str) -> Result<PublicKey> {
+    let Some(key) = config.keys.get(name) else { bail!("no key named {name:?}") };
+    match key.backend(name)? {
+        KeyBackendConfig::Local(local) => Ok(local.load()?.0.public_key()),
+    }
 }
 
 fn read_secret_stdin(algorithm: Algorithm) -> Result<SecretKey> {

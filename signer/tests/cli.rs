@@ -159,10 +159,30 @@ fn ratchet_import_carries_a_cometbft_mark_over() {
     };
     let (code, out, err) = import("--from-cometbft", &cometbft);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("imported level 361402 round 0 step 3"), "{out}");
+    assert!(out.contains("key v chain c1 consensus: set to level 361402 round 0 step 3 (was empty)"), "{out}");
     // tmkms's prevote step (1) is sigil's 2: below the mark now, so nothing changes.
-    let (code, _, err) = import("--from-tmkms", &tmkms);
-    assert_eq!(code, 1);
-    assert!(err.contains("is already at level 361402 round 0 step 3"), "{err}");
+    let (code, out, _) = import("--from-tmkms", &tmkms);
+    assert_eq!(code, 0);
+    assert!(out.contains("already at level 361402 round 0 step 3, not below the requested mark; unchanged"), "{out}");
     assert!(dir.path().join("ratchet/v/c1.ratchet").is_file());
+
+    let (_, shown, _) = run_to_end(&["--config", config, "ratchet", "show"], &[], None);
+    assert_eq!(shown, "v c1 consensus: level 361402 round 0 step 3 (no signature)\n");
+    // Lowering needs --force, and says why it is dangerous.
+    let set = |force: bool| {
+        let mut args =
+            vec!["--config", config, "ratchet", "set", "--key", "v", "--chain", "c1", "--stream", "consensus"];
+        args.extend(["--level", "100", "--step", "1"]);
+        if force {
+            args.push("--force");
+        }
+        run_to_end(&args, &[], None)
+    };
+    let (code, out, _) = set(false);
+    assert_eq!(code, 0);
+    assert!(out.contains("unchanged"), "{out}");
+    let (code, out, err) = set(true);
+    assert_eq!(code, 0);
+    assert!(out.contains("LOWERED from level 361402 round 0 step 3 to level 100 round 0 step 1"), "{out}");
+    assert!(err.contains("WARNING") && err.contains("double sign"), "{err}");
 }

@@ -173,3 +173,65 @@ async fn three_replicas_never_sign_two_payloads_at_one_level() -> Result<()> {
     assert!(!doubles.is_empty(), "independent ratchets should have signed two payloads at some level");
     Ok(())
 }
+
+/// Moving from a file ratchet to the ConfigMap: `ratchet import --from-sigil-dir` carries every
+/// mark over, `ratchet show` lists them from the ConfigMap, and the operator's labels stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn marks_move_from_a_file_ratchet_into_the_config_map() -> Result<()> {
+    let cluster = TestCluster::get().await?;
+    let namespace = cluster.namespace("ratchet-import").await?;
+    let config_maps: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), &namespace.name);
+    let labelled: ConfigMap = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "sigil-ratchet", "labels": {"app.kubernetes.io/managed-by": "sigil-operator"}}
+    }))?;
+    config_maps.create(&PostParams::default(), &labelled).await?;
+    let dir = tempfile::tempdir()?;
+    let write = |name: &str, ratchet: String| -> Result<std::path::PathBuf> {
+        let path = dir.path().join(name);
+        std::fs::write(
+            &path,
+            format!("keys: {{baker: {{local: {{secretKey: {BAKER}}}}}}}\nratchet: {ratchet}\ntezos: {{keys: {{baker: {{allow: [block]}}}}}}\n"),
+        )?;
+        Ok(path)
+    };
+    let file_config = write("file.yaml", format!("{{file: {{dir: {}}}}}", dir.path().join("marks").display()))?;
+    let map_config =
+        write("map.yaml", format!("{{configMap: {{name: sigil-ratchet, namespace: {}}}}}", namespace.name))?;
+    let run = |config: &std::path::Path, args: &[&str]| -> Result<String> {
+        let output = std::process::Command::new(sigil_tests::process::signer_binary()?)
+            .arg("--config")
+            .arg(config)
+            .args(args)
+            .env_clear()
+            .env("KUBECONFIG", &cluster.kubeconfig)
+            .output()?;
+        if !output.status.success() {
+            bail!("{args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        }
+        Ok(String::from_utf8(output.stdout)?)
+    };
+    let stream = ["--key", "baker", "--chain", "NetXdQprcVkpaWU"];
+    run(
+        &file_config,
+        &[&["ratchet", "set"][..], &stream, &["--stream", "block", "--level", "7000", "--round", "2"]].concat(),
+    )?;
+    run(&file_config, &[&["ratchet", "set"][..], &stream, &["--stream", "attestation", "--level", "6999"]].concat())?;
+    let marks = dir.path().join("marks");
+    let imported = run(
+        &map_config,
+        &[&["ratchet", "import"][..], &stream, &["--from-sigil-dir", marks.to_str().unwrap()]].concat(),
+    )?;
+    assert!(imported.contains("block: set to level 7000 round 2"), "{imported}");
+    let shown = run(&map_config, &["ratchet", "show"])?;
+    assert_eq!(
+        shown,
+        "baker NetXdQprcVkpaWU attestation: level 6999 round 0 step 0 (no signature)\n\
+         baker NetXdQprcVkpaWU block: level 7000 round 2 step 0 (no signature)\n"
+    );
+    let object = config_maps.get("sigil-ratchet").await?;
+    assert_eq!(
+        object.metadata.labels.unwrap_or_default().get("app.kubernetes.io/managed-by").map(String::as_str),
+        Some("sigil-operator")
+    );
+    Ok(())
+}

@@ -25,7 +25,7 @@ use kube::runtime::watcher;
 use tokio::sync::OwnedMutexGuard;
 
 use super::file::Record;
-use super::{check, Ratchet, RatchetError, State, StreamId, StreamLock};
+use super::{check, Entry, Ratchet, RatchetError, State, StreamId, StreamLock};
 
 /// Every API call gets this long; past it the request is refused as retryable.
 const CALL_TIMEOUT: Duration = Duration::from_secs(3);
@@ -64,6 +64,26 @@ pub fn data_key(stream: &StreamId) -> String {
         }
     }
     format!("{}.{chain}.{}", stream.key, stream.stream)
+}
+
+/// Reverses the `_xx` escaping of [`data_key`].
+fn unescape(chain: &str) -> String {
+    let mut out = Vec::new();
+    let bytes = chain.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match (bytes[i], chain.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'_', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 impl ConfigMapRatchet {
@@ -202,6 +222,22 @@ impl Ratchet for ConfigMapRatchet {
         let current = snapshot.state(&key).map_err(|e| store.unavailable("read", e))?;
         Ok(Box::new(ConfigMapLock { store, stream: stream.clone(), key, snapshot, current, _guard: guard }))
     }
+
+    async fn entries(&self) -> Result<Vec<Entry>, RatchetError> {
+        let snapshot = self.store.read().await?;
+        let mut entries = Vec::new();
+        for (data_key, _) in snapshot.object.data.iter().flatten() {
+            // `<key>.<chain>.<stream>`: key names have no dots, and the chain's are escaped.
+            let mut parts = data_key.splitn(2, '.');
+            let (Some(key), Some(rest)) = (parts.next(), parts.next()) else { continue };
+            let Some((chain, stream)) = rest.rsplit_once('.') else { continue };
+            let state = snapshot.state(data_key).map_err(|e| self.store.unavailable("read", e))?;
+            if let Some(state) = state {
+                entries.push(Entry { key: key.into(), chain: unescape(chain), stream: stream.into(), state });
+            }
+        }
+        Ok(entries)
+    }
 }
 
 struct ConfigMapLock {
@@ -221,10 +257,23 @@ impl StreamLock for ConfigMapLock {
     }
 
     async fn commit(&mut self, next: State) -> Result<(), RatchetError> {
+        self.write(next, true).await
+    }
+
+    async fn overwrite(&mut self, next: State) -> Result<(), RatchetError> {
+        self.write(next, false).await
+    }
+}
+
+impl ConfigMapLock {
+    /// The compare-and-swap loop; `enforce` applies the rule on every attempt.
+    async fn write(&mut self, next: State, enforce: bool) -> Result<(), RatchetError> {
         let value =
             serde_json::to_string(&Record::from_state(&next)).map_err(|e| self.store.unavailable("write", e))?;
         for _ in 0..MAX_CONFLICTS {
-            check(&self.stream, self.current.as_ref(), &next)?;
+            if enforce {
+                check(&self.stream, self.current.as_ref(), &next)?;
+            }
             let mut wanted = self.snapshot.clone();
             wanted.object.data.get_or_insert_with(BTreeMap::new).insert(self.key.clone(), value.clone());
             if let Some(written) = self.store.replace(&wanted).await? {

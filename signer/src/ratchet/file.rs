@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::OwnedMutexGuard;
 
-use super::{check, Mark, Ratchet, RatchetError, State, StreamId, StreamLock};
+use super::{check, Entry, Mark, Ratchet, RatchetError, State, StreamId, StreamLock};
 use crate::keys::{Algorithm, Signature};
 
 const SLOT: usize = 4096;
@@ -289,6 +289,40 @@ impl Ratchet for FileRatchet {
         let current = file.contents.streams.get(stream.stream).and_then(Record::to_state);
         Ok(Box::new(FileLock { stream: stream.clone(), file, current }))
     }
+
+    async fn entries(&self) -> Result<Vec<Entry>, RatchetError> {
+        let dir = self.dir.clone();
+        blocking(move || {
+            let mut entries = Vec::new();
+            let keys = std::fs::read_dir(&dir).map_err(|e| unavailable(&dir, e))?;
+            for key_dir in keys.flatten().filter(|e| e.path().is_dir()) {
+                for file in std::fs::read_dir(key_dir.path()).map_err(|e| unavailable(&key_dir.path(), e))?.flatten() {
+                    let path = file.path();
+                    if path.extension().is_none_or(|e| e != "ratchet") {
+                        continue;
+                    }
+                    let data = std::fs::read(&path).map_err(|e| unavailable(&path, e))?;
+                    let intact = (data.len() == 2 * SLOT)
+                        .then(|| [decode_slot(&data[..SLOT]), decode_slot(&data[SLOT..])])
+                        .into_iter()
+                        .flatten()
+                        .flatten()
+                        .max_by_key(|(sequence, _)| *sequence);
+                    let (_, contents) = intact.ok_or_else(|| unavailable(&path, "damaged (no intact slot)"))?;
+                    for (stream, record) in &contents.streams {
+                        let state = record.to_state().ok_or_else(|| unavailable(&path, "damaged record"))?;
+                        entries.push(Entry {
+                            key: contents.key.clone(),
+                            chain: contents.chain.clone(),
+                            stream: stream.clone(),
+                            state,
+                        });
+                    }
+                }
+            }
+            Ok(entries)
+        })
+    }
 }
 
 struct FileLock {
@@ -305,6 +339,16 @@ impl StreamLock for FileLock {
 
     async fn commit(&mut self, next: State) -> Result<(), RatchetError> {
         check(&self.stream, self.current.as_ref(), &next)?;
+        self.write(next).await
+    }
+
+    async fn overwrite(&mut self, next: State) -> Result<(), RatchetError> {
+        self.write(next).await
+    }
+}
+
+impl FileLock {
+    async fn write(&mut self, next: State) -> Result<(), RatchetError> {
         let mut contents = self.file.contents.clone();
         contents.streams.insert(self.stream.stream.to_string(), Record::from_state(&next));
         let sequence = self.file.sequence + 1;

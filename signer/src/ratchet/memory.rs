@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use tokio::sync::OwnedMutexGuard;
 
-use super::{check, Ratchet, RatchetError, State, StreamId, StreamLock};
+use super::{check, Entry, Ratchet, RatchetError, State, StreamId, StreamLock};
 
 type Slot = Arc<tokio::sync::Mutex<Option<State>>>;
 
@@ -29,6 +29,20 @@ impl Ratchet for MemoryRatchet {
         };
         Ok(Box::new(MemoryLock { stream: stream.clone(), state: slot.lock_owned().await }))
     }
+
+    async fn entries(&self) -> Result<Vec<Entry>, RatchetError> {
+        let slots: Vec<(StreamId, Slot)> = {
+            let streams = self.streams.lock().map_err(|_| RatchetError::Unavailable("lock poisoned".into()))?;
+            streams.iter().map(|(id, slot)| (id.clone(), slot.clone())).collect()
+        };
+        let mut entries = Vec::new();
+        for (id, slot) in slots {
+            if let Some(state) = slot.lock().await.clone() {
+                entries.push(Entry { key: id.key, chain: id.chain, stream: id.stream.to_string(), state });
+            }
+        }
+        Ok(entries)
+    }
 }
 
 struct MemoryLock {
@@ -44,6 +58,11 @@ impl StreamLock for MemoryLock {
 
     async fn commit(&mut self, next: State) -> Result<(), RatchetError> {
         check(&self.stream, self.state.as_ref(), &next)?;
+        *self.state = Some(next);
+        Ok(())
+    }
+
+    async fn overwrite(&mut self, next: State) -> Result<(), RatchetError> {
         *self.state = Some(next);
         Ok(())
     }

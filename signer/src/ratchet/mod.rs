@@ -7,6 +7,7 @@
 //! a crash loses at most that one signature, never safety. Keeping the signature lets an identical
 //! retry get the very same bytes back, even from a backend whose ECDSA nonces are random.
 
+pub mod admin;
 #[cfg(feature = "kubernetes")]
 pub mod configmap;
 pub mod file;
@@ -103,7 +104,22 @@ pub trait Ratchet: Send + Sync {
     /// Takes `stream`'s lock: until the returned guard is dropped, no other request on the stream
     /// is checked. Failing to read the store is `Unavailable` (fail closed).
     async fn lock(&self, stream: &StreamId) -> Result<Box<dyn StreamLock>, RatchetError>;
+
+    /// Every stored stream, for `sigil-signer ratchet show`.
+    async fn entries(&self) -> Result<Vec<Entry>, RatchetError>;
 }
+
+/// One stored stream, as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub key: String,
+    pub chain: String,
+    pub stream: String,
+    pub state: State,
+}
+
+/// The stream names the protocols use (`StreamId::stream` is one of these).
+pub const STREAMS: [&str; 5] = ["block", "preattestation", "attestation", "endorsement", "consensus"];
 
 /// One stream, locked.
 #[async_trait]
@@ -114,6 +130,10 @@ pub trait StreamLock: Send {
     /// Makes `next` the stream's state, returning once it is durable. Checks [`check`] again, so
     /// no store can be asked to lower a mark. Failing to write is `Unavailable`.
     async fn commit(&mut self, next: State) -> Result<(), RatchetError>;
+
+    /// Writes `next` without the rule: only for an operator's `ratchet set --force`, which says
+    /// why lowering a mark is dangerous.
+    async fn overwrite(&mut self, next: State) -> Result<(), RatchetError>;
 }
 
 #[cfg(test)]
