@@ -45,6 +45,7 @@ struct Store {
     name: String,
     namespace: String,
     snapshot: Mutex<Option<Snapshot>>,
+    writer: tokio::sync::Mutex<()>,
 }
 
 pub struct ConfigMapRatchet {
@@ -102,6 +103,7 @@ impl ConfigMapRatchet {
             name: name.to_string(),
             namespace: namespace.to_string(),
             snapshot: Mutex::default(),
+            writer: tokio::sync::Mutex::new(()),
         });
         store.spawn_watch();
         ConfigMapRatchet { store, streams: Mutex::default() }
@@ -270,7 +272,16 @@ impl ConfigMapLock {
     async fn write(&mut self, next: State, enforce: bool) -> Result<(), RatchetError> {
         let value =
             serde_json::to_string(&Record::from_state(&next)).map_err(|e| self.store.unavailable("write", e))?;
+        // One write at a time from this process: streams share the object and its version, so
+        // concurrent writers here would only make each other retry.
+        let _writer = self.store.writer.lock().await;
         for _ in 0..MAX_CONFLICTS {
+            // Start from the freshest copy: other streams of this process may have written since
+            // the lock was taken, and the watch brings other replicas' writes.
+            if let Some(latest) = self.store.cached() {
+                self.current = latest.state(&self.key).map_err(|e| self.store.unavailable("read", e))?;
+                self.snapshot = latest;
+            }
             if enforce {
                 check(&self.stream, self.current.as_ref(), &next)?;
             }
