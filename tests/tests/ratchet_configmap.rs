@@ -235,3 +235,90 @@ async fn marks_move_from_a_file_ratchet_into_the_config_map() -> Result<()> {
     );
     Ok(())
 }
+
+/// The same race for CometBFT: three replicas, each dialed in by its own (scripted) node over
+/// SecretConnection, all asked for prevotes for two different blocks at the same heights.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_cometbft_replicas_never_vote_for_two_blocks_at_one_height() -> Result<()> {
+    use cometbft_p2p::{AsyncReadMsg, AsyncSecretConnection, AsyncWriteMsg, IdentitySecret};
+    use sigil_signer::protocol::cometbft::proto::{self, BlockId, Message, PartSetHeader, Sum, Vote};
+
+    let cluster = TestCluster::get().await?;
+    let namespace = cluster.namespace("ratchet-cometbft").await?;
+    let config_maps: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), &namespace.name);
+    let empty: ConfigMap = serde_json::from_value(serde_json::json!({"metadata": {"name": "sigil-ratchet"}}))?;
+    config_maps.create(&PostParams::default(), &empty).await?;
+    let dir = tempfile::tempdir()?;
+
+    let mut nodes = Vec::new();
+    let mut replicas = Vec::new();
+    for index in 0..3 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let config = dir.path().join(format!("cometbft-{index}.yaml"));
+        std::fs::write(
+            &config,
+            format!(
+                "keys: {{v: {{local: {{secretKey: '{}'}}}}}}\nratchet: {{configMap: {{name: sigil-ratchet, namespace: {}}}}}\n\
+                 cometbft: [{{connect: 'tcp://{}', chainId: race, key: v}}]\nmanagement: {{listen: 127.0.0.1:0}}\n",
+                "05".repeat(32),
+                namespace.name,
+                listener.local_addr()?
+            ),
+        )?;
+        let kubeconfig = cluster.kubeconfig.clone();
+        replicas.push(tokio::task::spawn_blocking(move || {
+            Signer::start(&config, &[("KUBECONFIG", kubeconfig.as_os_str())])
+        }));
+        let (stream, _) = tokio::time::timeout(Duration::from_secs(30), listener.accept()).await??;
+        let identity = IdentitySecret::generate(&mut rand_core::OsRng);
+        nodes.push(AsyncSecretConnection::new(stream, &identity).await?);
+    }
+    let _replicas: Vec<Signer> = futures::future::try_join_all(replicas).await?.into_iter().collect::<Result<_>>()?;
+
+    // Each node asks its replica, height by height, for a prevote for block A or block B.
+    const HEIGHTS: i64 = 150;
+    let votes = nodes.into_iter().enumerate().map(|(index, mut node)| async move {
+        let mut signed = Vec::new();
+        for height in 1..=HEIGHTS {
+            let block = 1 + ((height as usize * 7 + index * 3) % 2) as u8;
+            let vote = Vote {
+                r#type: proto::PREVOTE,
+                height,
+                round: 0,
+                block_id: Some(BlockId {
+                    hash: vec![block; 32],
+                    part_set_header: Some(PartSetHeader { total: 1, hash: vec![block; 32] }),
+                }),
+                timestamp: Some(proto::Timestamp { seconds: 1_700_000_000 + height, nanos: 0 }),
+                ..Default::default()
+            };
+            let request =
+                proto::SignVoteRequest { vote: Some(vote), chain_id: "race".into(), skip_extension_signing: false };
+            node.write_msg(Message { sum: Some(Sum::SignVoteRequest(request)) }).await?;
+            let answer: Message = tokio::time::timeout(Duration::from_secs(20), node.read_msg()).await??;
+            if let Some(Sum::SignedVoteResponse(proto::SignedVoteResponse { error: None, vote: Some(_) })) = answer.sum
+            {
+                signed.push((height, block));
+            }
+        }
+        anyhow::Ok(signed)
+    });
+    let mut blocks: BTreeMap<i64, BTreeSet<u8>> = BTreeMap::new();
+    let mut total = 0;
+    for signed in futures::future::try_join_all(votes).await? {
+        total += signed.len();
+        for (height, block) in signed {
+            blocks.entry(height).or_default().insert(block);
+        }
+    }
+    let doubles: Vec<i64> = blocks.iter().filter(|(_, b)| b.len() > 1).map(|(h, _)| *h).collect();
+    eprintln!(
+        "configMap ratchet, 3 CometBFT replicas: {} prevote requests, {total} signed, {} of {HEIGHTS} heights, heights with two blocks signed: {}",
+        3 * HEIGHTS,
+        blocks.len(),
+        doubles.len()
+    );
+    assert!(doubles.is_empty(), "two blocks prevoted at heights {doubles:?}");
+    assert!(blocks.len() as i64 == HEIGHTS, "every height got a prevote");
+    Ok(())
+}
