@@ -140,11 +140,11 @@ impl App {
             }
             let auth = Arc::new(auth);
             auth.spawn_watcher(TOKEN_POLL);
-            let router = atto::api::router(signer.clone(), &atto.key, auth, atto::api::Limits::default());
+            let router = atto::api::router(signer.clone(), &atto.key, auth, http::Limits::ATTO);
             listeners.push(("atto API", bind(atto.listen, "atto API").await?, router));
         }
         if let Some(tezos) = &config.tezos {
-            let router = tezos::api::router(signer.clone(), tezos_keys, tezos.list_known_keys, Default::default());
+            let router = tezos::api::router(signer.clone(), tezos_keys, tezos.list_known_keys, http::Limits::TEZOS);
             listeners.push(("tezos API", bind(tezos.listen, "tezos API").await?, router));
         }
         let management = config.management.clone().unwrap_or_default();

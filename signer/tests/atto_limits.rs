@@ -55,7 +55,7 @@ fn read_all(stream: &mut TcpStream) -> Vec<u8> {
 
 #[test]
 fn a_stalled_body_gets_408() {
-    let limits = Limits { request_timeout: Duration::from_millis(300), ..Limits::default() };
+    let limits = Limits { request_timeout: Duration::from_millis(300), ..Limits::ATTO };
     let (addr, _) = start(limits, ConnectionLimits::default());
     let mut stream = TcpStream::connect(addr).unwrap();
     // Promise 100 bytes, send 10, then stall.
@@ -70,7 +70,7 @@ fn a_stalled_body_gets_408() {
 
 #[test]
 fn too_many_in_flight_gets_429_with_retry_after() {
-    let limits = Limits { max_in_flight: 0, ..Limits::default() };
+    let limits = Limits { max_in_flight: 0, ..Limits::ATTO };
     let (addr, public_key) = start(limits, ConnectionLimits::default());
     let response = http(addr, "POST", "/votes", Some(TOKEN), Some(&vote_body(&public_key, &"00".repeat(32), 1)));
     assert_eq!(response.status, 429);
@@ -84,7 +84,7 @@ fn too_many_in_flight_gets_429_with_retry_after() {
 fn unfinished_headers_are_cut_off() {
     let connections =
         ConnectionLimits { header_read_timeout: Duration::from_millis(300), ..ConnectionLimits::default() };
-    let (addr, _) = start(Limits::default(), connections);
+    let (addr, _) = start(Limits::ATTO, connections);
     let mut stream = TcpStream::connect(addr).unwrap();
     stream.write_all(b"GET /public-keys HTTP/1.1\r\nHost: x\r\n").unwrap();
     let started = Instant::now();
@@ -95,7 +95,7 @@ fn unfinished_headers_are_cut_off() {
 #[test]
 fn connections_beyond_the_limit_are_closed() {
     let connections = ConnectionLimits { max_connections: 1, ..ConnectionLimits::default() };
-    let (addr, _) = start(Limits::default(), connections);
+    let (addr, _) = start(Limits::ATTO, connections);
     // The first connection holds the only slot (keep-alive, idle).
     let mut first = TcpStream::connect(addr).unwrap();
     write!(first, "GET /public-keys HTTP/1.1\r\nHost: x\r\nAuthorization: {TOKEN}\r\n\r\n").unwrap();

@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
+use sigil_tests::tezos::{consensus, MAINNET};
 
 const BAKER: &str = "edsk3qAQSJaDBSYN2PCMdv7BuJoBKeRyDFq5uPAwDfFRAhQdwHxPMN";
 const BAKER_PKH: &str = "tz1SodoUsWVe1Yey9eMFbqRUtNpBWfir5NRr";
-const MAINNET: [u8; 4] = [0x7a, 0x06, 0xa7, 0x70];
 
 fn config(dir: &Path, policy: &str) -> String {
     let text = format!(
@@ -33,40 +33,8 @@ fn start(dir: &Path, policy: &str) -> SignerProcess {
 
 const BAKING: &str = "{allow: [block, preattestation, attestation]}";
 
-/// magic ‖ chain ‖ branch ‖ tag 21/20 ‖ slot ‖ level ‖ round ‖ payload hash.
-fn consensus(magic: u8, chain: [u8; 4], level: u32, round: u32, payload: u8) -> Vec<u8> {
-    let mut data = vec![magic];
-    data.extend_from_slice(&chain);
-    data.extend_from_slice(&[0xbb; 32]);
-    data.push(if magic == 0x12 { 20 } else { 21 });
-    data.extend_from_slice(&7u16.to_be_bytes());
-    data.extend_from_slice(&level.to_be_bytes());
-    data.extend_from_slice(&round.to_be_bytes());
-    data.extend_from_slice(&[payload; 32]);
-    data
-}
-
-/// A Tenderbake block header: level at 5, fitness at 87 ending with the round.
 fn block(level: u32, round: u32, payload: u8) -> Vec<u8> {
-    let mut data = vec![0x11];
-    data.extend_from_slice(&MAINNET);
-    data.extend_from_slice(&level.to_be_bytes());
-    data.push(1);
-    data.extend_from_slice(&[0xaa; 32]);
-    data.extend_from_slice(&[0; 8]);
-    data.push(4);
-    data.extend_from_slice(&[0xcc; 32]);
-    let fitness: Vec<u8> =
-        [vec![2], level.to_be_bytes().to_vec(), vec![], 0u32.to_be_bytes().to_vec(), round.to_be_bytes().to_vec()]
-            .iter()
-            .flat_map(|e| [(e.len() as u32).to_be_bytes().to_vec(), e.clone()].concat())
-            .collect();
-    data.extend_from_slice(&(fitness.len() as u32).to_be_bytes());
-    data.extend_from_slice(&fitness);
-    data.extend_from_slice(&[payload; 32 + 32 + 4 + 8]);
-    data.push(0);
-    data.push(0);
-    data
+    sigil_tests::tezos::block(MAINNET, level, round, payload)
 }
 
 fn post(signer: &SignerProcess, pkh: &str, data: &[u8]) -> Response {
@@ -225,10 +193,16 @@ fn kill_9_never_loses_a_released_mark() {
     let signer = start(dir.path(), BAKING);
     let double = post(&signer, BAKER_PKH, &consensus(0x13, MAINNET, level, 0, 2));
     assert_eq!(double.status, 409, "level {level} with another payload after the restart: {double:?}");
+    // The identical request gets the same signature back, unless the next level's mark was made
+    // durable just before the kill (its answer lost): then the mark is above it.
     let again = post(&signer, BAKER_PKH, &consensus(0x13, MAINNET, level, 0, 1));
-    assert_eq!(signature(&again), last_signature);
+    match again.status {
+        200 => assert_eq!(signature(&again), last_signature),
+        409 => assert!(message(&again).contains(&format!("is at level {} round 0", level + 1)), "{again:?}"),
+        _ => panic!("{again:?}"),
+    }
     assert_eq!(post(&signer, BAKER_PKH, &consensus(0x13, MAINNET, level - 1, 0, 1)).status, 409);
-    signature(&post(&signer, BAKER_PKH, &consensus(0x13, MAINNET, level + 1, 0, 1)));
+    signature(&post(&signer, BAKER_PKH, &consensus(0x13, MAINNET, level + 2, 0, 1)));
 }
 
 #[test]

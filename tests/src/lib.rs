@@ -3,3 +3,4 @@
 pub mod cluster;
 pub mod load;
 pub mod process;
+pub mod tezos;

@@ -15,6 +15,7 @@ use kube::api::PostParams;
 use kube::Api;
 use sigil_tests::cluster::TestCluster;
 use sigil_tests::process::Signer;
+use sigil_tests::tezos::{consensus, MAINNET};
 
 const BAKER: &str = "edsk3qAQSJaDBSYN2PCMdv7BuJoBKeRyDFq5uPAwDfFRAhQdwHxPMN";
 const BAKER_PKH: &str = "tz1SodoUsWVe1Yey9eMFbqRUtNpBWfir5NRr";
@@ -31,18 +32,6 @@ fn start_replica(kubeconfig: &std::path::Path, dir: &std::path::Path, index: usi
         ),
     )?;
     Signer::start(&config, &[("KUBECONFIG", kubeconfig.as_os_str())])
-}
-
-/// An attestation at `level`, round 0, for payload `payload` (a different block at that level).
-fn attestation(level: u32, payload: u8) -> Vec<u8> {
-    let mut data = vec![0x13, 0x7a, 0x06, 0xa7, 0x70];
-    data.extend_from_slice(&[0xbb; 32]);
-    data.push(21);
-    data.extend_from_slice(&1u16.to_be_bytes());
-    data.extend_from_slice(&level.to_be_bytes());
-    data.extend_from_slice(&0u32.to_be_bytes());
-    data.extend_from_slice(&[payload; 32]);
-    data
 }
 
 /// POST one sign request; `Some(signature)` on 200, `None` on a refusal or a dead replica.
@@ -100,7 +89,7 @@ fn race(mut replicas: Vec<Signer>, label: &str) -> Result<Vec<u32>> {
                         let addr = addrs[(random() % addrs.len() as u64) as usize];
                         let payload = 1 + (random() % 2) as u8;
                         sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        if let Some(signature) = sign(addr, &attestation(level, payload)) {
+                        if let Some(signature) = sign(addr, &consensus(0x13, MAINNET, level, 0, payload)) {
                             signed
                                 .lock()
                                 .unwrap()

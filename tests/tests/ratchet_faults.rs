@@ -16,6 +16,7 @@ use kube::config::Kubeconfig;
 use kube::Api;
 use sigil_tests::cluster::{wait_for, TestCluster};
 use sigil_tests::process::Signer;
+use sigil_tests::tezos::{consensus, MAINNET};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::AbortHandle;
@@ -88,20 +89,9 @@ impl Proxy {
     }
 }
 
-fn attestation(level: u32, payload: u8) -> String {
-    let mut data = vec![0x13, 0x7a, 0x06, 0xa7, 0x70];
-    data.extend_from_slice(&[0xbb; 32]);
-    data.push(21);
-    data.extend_from_slice(&1u16.to_be_bytes());
-    data.extend_from_slice(&level.to_be_bytes());
-    data.extend_from_slice(&0u32.to_be_bytes());
-    data.extend_from_slice(&[payload; 32]);
-    format!("\"{}\"", hex::encode(data))
-}
-
 /// (status, body) of one sign request.
 async fn sign(addr: SocketAddr, level: u32, payload: u8) -> Result<(u16, String)> {
-    let body = attestation(level, payload);
+    let body = format!("\"{}\"", hex::encode(consensus(0x13, MAINNET, level, 0, payload)));
     let response = tokio::task::spawn_blocking(move || -> Result<(u16, String)> {
         use std::io::{Read, Write};
         let mut stream = std::net::TcpStream::connect(addr)?;

@@ -14,6 +14,25 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
+/// Bounds on every request of an API; each protocol picks its values (`Limits::ATTO`, ...).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    /// From the first byte of the request to the response.
+    pub request_timeout: Duration,
+    /// Sign requests handled at once; past it the client is told to retry.
+    pub max_in_flight: usize,
+}
+
+impl Limits {
+    /// An Atto block is < 1 KiB of JSON and a challenge at most 8 KiB of hex.
+    pub const ATTO: Limits =
+        Limits { max_body_bytes: 64 * 1024, request_timeout: Duration::from_secs(10), max_in_flight: 256 };
+    /// Octez operations are at most 32 KiB: 64 KiB of hex plus the JSON quotes.
+    pub const TEZOS: Limits =
+        Limits { max_body_bytes: 128 * 1024, request_timeout: Duration::from_secs(10), max_in_flight: 256 };
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionLimits {
     pub max_connections: usize,

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use clap::Parser;
 use http_body_util::Full;
 use sigil_tests::load;
+use sigil_tests::tezos::{block, consensus};
 
 #[derive(Parser)]
 struct Args {
@@ -57,7 +58,11 @@ async fn run(args: &Args) -> Result<(Vec<u64>, Duration)> {
             let mut sender = load::connect(addr).await?;
             let mut latencies = Vec::with_capacity(per_worker.min(1 << 20));
             'levels: for level in 1u32.. {
-                for data in [consensus(0x12, chain, level), consensus(0x13, chain, level), block(chain, level)] {
+                for data in [
+                    consensus(0x12, chain, level, 0, 0x77),
+                    consensus(0x13, chain, level, 0, 0x77),
+                    block(chain, level, 0, 0x77),
+                ] {
                     if latencies.len() >= per_worker || Instant::now() >= deadline {
                         break 'levels;
                     }
@@ -87,40 +92,4 @@ fn chain_id(worker: usize, started: Instant) -> [u8; 4] {
     let salt = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos() as u32;
     let salt = salt ^ started.elapsed().subsec_nanos();
     (salt.rotate_left(8) ^ worker as u32).to_be_bytes()
-}
-
-/// A (pre)attestation in the current protocol's encoding: tag 20/21, slot, level, round, payload.
-fn consensus(magic: u8, chain: [u8; 4], level: u32) -> Vec<u8> {
-    let mut data = vec![magic];
-    data.extend_from_slice(&chain);
-    data.extend_from_slice(&[0x5a; 32]);
-    data.push(if magic == 0x12 { 20 } else { 21 });
-    data.extend_from_slice(&3u16.to_be_bytes());
-    data.extend_from_slice(&level.to_be_bytes());
-    data.extend_from_slice(&0u32.to_be_bytes());
-    data.extend_from_slice(&[0x77; 32]);
-    data
-}
-
-/// A Tenderbake block header at round 0.
-fn block(chain: [u8; 4], level: u32) -> Vec<u8> {
-    let mut data = vec![0x11];
-    data.extend_from_slice(&chain);
-    data.extend_from_slice(&level.to_be_bytes());
-    data.push(1);
-    data.extend_from_slice(&[0x5a; 32]); // predecessor
-    data.extend_from_slice(&(1_700_000_000u64 + u64::from(level)).to_be_bytes());
-    data.push(4); // validation passes
-    data.extend_from_slice(&[0x33; 32]); // operations hash
-    let elements: [&[u8]; 5] = [&[2], &level.to_be_bytes(), &[], &0u32.to_be_bytes(), &0u32.to_be_bytes()];
-    let fitness: Vec<u8> = elements.iter().flat_map(|e| [&(e.len() as u32).to_be_bytes()[..], e].concat()).collect();
-    data.extend_from_slice(&(fitness.len() as u32).to_be_bytes());
-    data.extend_from_slice(&fitness);
-    data.extend_from_slice(&[0x44; 32]); // context
-    data.extend_from_slice(&[0x77; 32]); // payload hash
-    data.extend_from_slice(&0u32.to_be_bytes()); // payload round
-    data.extend_from_slice(&[0; 8]); // proof of work nonce
-    data.push(0); // no seed nonce hash
-    data.push(2); // per-block votes: pass
-    data
 }

@@ -4,7 +4,7 @@
 //! only on 408 and 429, so anything that may succeed later answers one of those; 4xx/5xx are final.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -24,6 +24,7 @@ use crate::keys::Algorithm;
 use crate::policy::SignKind;
 use crate::ratchet::RatchetError;
 use crate::server::auth::TokenAuth;
+pub use crate::server::http::Limits;
 use crate::sign::{SignError, SignRequest, Signer};
 
 const PROTOCOL: &str = "atto";
@@ -67,23 +68,6 @@ impl std::str::FromStr for Capability {
 impl<'de> Deserialize<'de> for Capability {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         String::deserialize(deserializer)?.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-/// Bounds on every request.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    pub max_body_bytes: usize,
-    /// From the first byte of the request to the response; past it the node gets 408 and retries.
-    pub request_timeout: Duration,
-    /// Sign requests handled at once; past it the node gets 429 and retries.
-    pub max_in_flight: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        // A block is < 1 KiB of JSON and a challenge at most 8 KiB of hex.
-        Limits { max_body_bytes: 64 * 1024, request_timeout: Duration::from_secs(10), max_in_flight: 256 }
     }
 }
 

@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -25,24 +25,10 @@ use super::operation;
 use super::policy::{Refusal, TezosPolicy};
 use crate::policy::SignKind;
 use crate::ratchet::{Mark, RatchetError};
+use crate::server::http::Limits;
 use crate::sign::{SignError, SignRequest, Signer};
 
 const PROTOCOL: &str = "tezos";
-
-/// Bounds on every request.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// Octez operations are at most 32 KiB, so 64 KiB of hex plus the JSON quotes.
-    pub max_body_bytes: usize,
-    pub request_timeout: Duration,
-    pub max_in_flight: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits { max_body_bytes: 128 * 1024, request_timeout: Duration::from_secs(10), max_in_flight: 256 }
-    }
-}
 
 /// One key served over the Tezos API.
 pub struct TezosKey {
