@@ -176,12 +176,16 @@ async fn lifecycle(client: &Client, ns: &str, kubeconfig: &std::path::Path) -> R
         .await?;
     wait_ready(client, ns, "voter", "True").await?;
 
-    // Tezos (not served by this version yet): ratchet storage and its RBAC appear, and the status
-    // says plainly why the signer is not ready.
+    // Tezos: ratchet storage and its RBAC appear, and the rendered config keeps marks there.
     let patch = json!({ "spec": { "protocol": "Tezos", "atto": null } });
     signers.patch("voter", &PatchParams::default(), &Patch::Merge(&patch)).await?;
-    let rs = wait_ready(client, ns, "voter", "False").await?;
-    assert_eq!(rs.status.unwrap().conditions[0].reason, "ProtocolNotSupported");
+    wait_ready(client, ns, "voter", "True").await?;
+    let rendered =
+        config_maps.get("voter-config").await?.data.unwrap_or_default().remove("signer.yaml").unwrap_or_default();
+    let rendered = sigil_signer::config::SignerConfig::from_yaml(&rendered)?;
+    let ratchet = rendered.ratchet.and_then(|r| r.config_map).expect("a ConfigMap ratchet");
+    assert_eq!((ratchet.name.as_str(), ratchet.namespace.as_str()), ("voter-ratchet", ns));
+    assert!(rendered.tezos.is_some());
     let role = Api::<Role>::namespaced(client.clone(), ns).get("voter-ratchet").await?;
     assert_eq!(role.rules.unwrap()[0].resource_names.clone().unwrap(), vec!["voter-ratchet".to_string()]);
     let binding = Api::<RoleBinding>::namespaced(client.clone(), ns).get("voter-ratchet").await?;

@@ -10,9 +10,13 @@ use k8s_openapi::ByteString;
 use kube::{Resource, ResourceExt};
 use serde_json::{json, Value};
 use sigil_signer::backend::local::LocalKeyConfig;
-use sigil_signer::config::{AttoConfig, KeyConfig, ManagementConfig, SignerConfig};
+use sigil_signer::config::{
+    AttoConfig, CometBftConfig, ConfigMapRatchetConfig, KeyConfig, ManagementConfig, RatchetConfig, SignerConfig,
+    TezosConfig,
+};
 use sigil_signer::keys::Algorithm;
 use sigil_signer::protocol::atto::api::Capability;
+use sigil_signer::protocol::tezos::policy::TezosKeyConfig;
 
 use super::token::TokenState;
 use crate::api::{AttoCapability, Protocol, RatchetStore, RemoteSigner, WorkloadIdentitySpec};
@@ -100,6 +104,32 @@ pub fn token_state(secret: &Secret) -> Option<TokenState> {
     })
 }
 
+/// The name of the one key in a rendered config.
+const SIGNER_KEY: &str = "validator";
+/// The Tezos API in the pod, octez's default port (bakers point at http://127.0.0.1:6732/<tz…>).
+pub const TEZOS_PORT: u16 = 6732;
+
+/// Where the rendered signer keeps its marks: the `<name>-ratchet` ConfigMap for protocols that
+/// have marks (Atto has none).
+fn ratchet_config(rs: &RemoteSigner) -> Result<Option<RatchetConfig>, (&'static str, String)> {
+    if !rs.spec.protocol.uses_ratchet() {
+        return Ok(None);
+    }
+    if !uses_ratchet_config_map(rs) {
+        return Err((
+            "RatchetNotSupported",
+            "spec.ratchet.store File: the injected sidecar has no volume of its own for marks yet; use ConfigMap \
+             (the default), which also lets several replicas share one mark"
+                .into(),
+        ));
+    }
+    let namespace = rs.namespace().unwrap_or_default();
+    Ok(Some(RatchetConfig {
+        config_map: Some(ConfigMapRatchetConfig { name: ratchet_name(&rs.name_any()), namespace }),
+        ..Default::default()
+    }))
+}
+
 /// The sidecar's config: the same type `sigil-signer --config` parses.
 pub fn signer_config(rs: &RemoteSigner) -> Result<SignerConfig, (&'static str, String)> {
     let spec = &rs.spec;
@@ -110,12 +140,27 @@ pub fn signer_config(rs: &RemoteSigner) -> Result<SignerConfig, (&'static str, S
             format!("key backend {backend}: this sigil version signs with spec.key.secretRef only"),
         ));
     }
-    let atto = match spec.protocol {
+    let key = |algorithm| LocalKeyConfig {
+        secret_key_file: Some(format!("{KEY_DIR}/{KEY_FILE}").into()),
+        algorithm,
+        ..Default::default()
+    };
+    let mut config = SignerConfig {
+        keys: BTreeMap::new(),
+        ratchet: ratchet_config(rs)?,
+        atto: None,
+        tezos: None,
+        cometbft: Vec::new(),
+        // The kubelet probes /readyz from outside the pod; the APIs stay on loopback.
+        management: Some(ManagementConfig { listen: ([0, 0, 0, 0], MANAGEMENT_PORT).into() }),
+    };
+    match spec.protocol {
         Protocol::Atto => {
             let capabilities = spec.atto.as_ref().map(|a| a.capabilities.clone()).unwrap_or_default();
-            AttoConfig {
+            config.keys.insert(SIGNER_KEY.into(), KeyConfig::local(key(Some(Algorithm::Ed25519))));
+            config.atto = Some(AttoConfig {
                 listen: ([127, 0, 0, 1], API_PORT).into(),
-                key: "validator".into(),
+                key: SIGNER_KEY.into(),
                 capabilities: capabilities
                     .iter()
                     .map(|c| match c {
@@ -126,32 +171,35 @@ pub fn signer_config(rs: &RemoteSigner) -> Result<SignerConfig, (&'static str, S
                     .collect(),
                 token_file: Some(format!("{TOKEN_DIR}/token").into()),
                 token_env: None,
-            }
+            });
         }
-        other => {
-            return Err((
-                "ProtocolNotSupported",
-                format!(
-                    "protocol {other:?}: the operator renders Atto signers only so far; Tezos and CometBFT \
-                     need the ConfigMap ratchet, so that marks survive a pod moving"
-                ),
-            ))
+        Protocol::Tezos => {
+            // A hex secret or an edsk/spsk/p2sk key: the key names its own curve.
+            config.keys.insert(SIGNER_KEY.into(), KeyConfig::local(key(None)));
+            let allow = spec.tezos.as_ref().map(|t| t.allow.clone()).filter(|a| !a.is_empty());
+            // Signatory's default: what a baker signs, nothing that moves funds.
+            let allow = allow.unwrap_or_else(|| ["block", "preattestation", "attestation"].map(String::from).to_vec());
+            config.tezos = Some(TezosConfig {
+                listen: ([127, 0, 0, 1], TEZOS_PORT).into(),
+                keys: BTreeMap::from([(SIGNER_KEY.to_string(), TezosKeyConfig { allow, ..Default::default() })]),
+                list_known_keys: false,
+            });
         }
-    };
-    let key = LocalKeyConfig {
-        secret_key_file: Some(format!("{KEY_DIR}/{KEY_FILE}").into()),
-        algorithm: Some(Algorithm::Ed25519),
-        ..Default::default()
-    };
-    let config = SignerConfig {
-        keys: BTreeMap::from([("validator".to_string(), KeyConfig::local(key))]),
-        ratchet: None,
-        atto: Some(atto),
-        tezos: None,
-        cometbft: Vec::new(),
-        // The kubelet probes /readyz from outside the pod; the API stays on loopback.
-        management: Some(ManagementConfig { listen: ([0, 0, 0, 0], MANAGEMENT_PORT).into() }),
-    };
+        Protocol::CometBft => {
+            let Some(cometbft) = spec.cometbft.as_ref() else {
+                return Err(("InvalidSpec", "protocol CometBFT needs spec.cometbft.chainId".into()));
+            };
+            config.keys.insert(SIGNER_KEY.into(), KeyConfig::local(key(None)));
+            config.cometbft.push(CometBftConfig {
+                connect: cometbft.node_address.clone().unwrap_or_else(|| "tcp://127.0.0.1:26659".into()),
+                chain_id: cometbft.chain_id.clone(),
+                key: SIGNER_KEY.into(),
+                version: None,
+                identity_key_file: None,
+                node_id: None,
+            });
+        }
+    }
     config.validate().map_err(|e| ("InvalidConfig", e.to_string()))?;
     Ok(config)
 }
@@ -305,7 +353,8 @@ mod tests {
         let mut spec = atto_spec();
         spec.protocol = Protocol::Tezos;
         spec.atto = None;
-        assert_eq!(signer_config(&remote_signer(spec)).unwrap_err().0, "ProtocolNotSupported");
+        spec.ratchet = Some(RatchetSpec { store: RatchetStore::File });
+        assert_eq!(signer_config(&remote_signer(spec)).unwrap_err().0, "RatchetNotSupported");
         let mut spec = atto_spec();
         spec.key = KeySpec {
             gcp_kms: Some(crate::api::GcpKmsSpec { key_version: "projects/p/.../1".into() }),
@@ -314,6 +363,30 @@ mod tests {
         let (reason, message) = signer_config(&remote_signer(spec)).unwrap_err();
         assert_eq!(reason, "BackendNotSupported");
         assert!(message.contains("gcpKms"), "{message}");
+    }
+
+    #[test]
+    fn tezos_and_cometbft_signers_keep_their_marks_in_the_ratchet_config_map() {
+        let mut spec = atto_spec();
+        spec.protocol = Protocol::Tezos;
+        spec.atto = None;
+        let config = signer_config(&remote_signer(spec)).unwrap();
+        let tezos = config.tezos.as_ref().unwrap();
+        assert_eq!(tezos.listen, ([127, 0, 0, 1], TEZOS_PORT).into());
+        assert_eq!(tezos.keys["validator"].allow, ["block", "preattestation", "attestation"]);
+        let ratchet = config.ratchet.as_ref().unwrap().config_map.clone().unwrap();
+        assert_eq!((ratchet.name.as_str(), ratchet.namespace.as_str()), ("voter-ratchet", "validators"));
+        assert_eq!(config.keys["validator"].local.as_ref().unwrap().algorithm, None, "an edsk key names its curve");
+
+        let mut spec = atto_spec();
+        spec.protocol = Protocol::CometBft;
+        spec.atto = None;
+        spec.cometbft = Some(crate::api::CometBftSpec { chain_id: "cosmoshub-4".into(), node_address: None });
+        let config = signer_config(&remote_signer(spec)).unwrap();
+        assert_eq!(config.cometbft[0].connect, "tcp://127.0.0.1:26659");
+        assert_eq!(config.cometbft[0].chain_id, "cosmoshub-4");
+        assert!(config.ratchet.unwrap().config_map.is_some());
+        assert!(signer_config(&remote_signer(atto_spec())).unwrap().ratchet.is_none(), "Atto has no marks");
     }
 
     #[test]
