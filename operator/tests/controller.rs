@@ -395,8 +395,9 @@ async fn token_rotates_and_the_previous_one_is_dropped_after_grace() -> Result<(
     })
     .await?;
 
-    // The pods holding the old token are replaced, one at a time; only then is it dropped.
-    wait_for("the previous token to be dropped", rotation, || async {
+    // The pods holding the old token are replaced, one at a time; only then is it dropped. The
+    // deadline is the 1-minute grace period plus room for two replacements on a busy machine.
+    wait_for("the previous token to be dropped", Duration::from_secs(180), || async {
         let data = secrets.get("rotating-token").await?.data.unwrap();
         let names = running(&pods.list(&ListParams::default().labels("app=nodes")).await?);
         if data["token.previous"].0.is_empty() {
