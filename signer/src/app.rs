@@ -10,6 +10,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 
 use crate::backend::local::{LocalBackend, LocalKeyError};
+use crate::backend::pkcs11::Pkcs11Backend;
 use crate::backend::KeyBackend;
 use crate::config::{ConfigError, KeyBackendConfig, RatchetStore, SignerConfig};
 use crate::keys::Algorithm;
@@ -71,6 +72,7 @@ impl App {
                     }
                     Arc::new(LocalBackend::new(secret))
                 }
+                KeyBackendConfig::Pkcs11(pkcs11) => Arc::new(Pkcs11Backend::new(pkcs11.clone())),
             };
             let policy = if let Some(atto) = config.atto.as_ref().filter(|a| a.key == *name) {
                 if backend_algorithm(&*backend).await.is_some_and(|a| a != Algorithm::Ed25519) {

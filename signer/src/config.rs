@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::backend::local::LocalKeyConfig;
+use crate::backend::pkcs11::Pkcs11KeyConfig;
 use crate::keys::Algorithm;
 use crate::protocol::atto::api::Capability;
 use crate::protocol::cometbft::client::{parse_node_id, Endpoint};
@@ -44,23 +45,28 @@ pub struct KeyConfig {
     /// A software key in process memory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub local: Option<LocalKeyConfig>,
+    /// A key in a PKCS#11 token (an HSM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pkcs11: Option<Pkcs11KeyConfig>,
 }
 
 /// The backend a [`KeyConfig`] selects.
 pub enum KeyBackendConfig<'a> {
     Local(&'a LocalKeyConfig),
+    Pkcs11(&'a Pkcs11KeyConfig),
 }
 
 impl KeyConfig {
     pub fn local(config: LocalKeyConfig) -> Self {
-        KeyConfig { local: Some(config) }
+        KeyConfig { local: Some(config), ..Default::default() }
     }
 
     /// The one backend set, or an error naming the key.
     pub fn backend(&self, name: &str) -> Result<KeyBackendConfig<'_>, ConfigError> {
-        match &self.local {
-            Some(local) => Ok(KeyBackendConfig::Local(local)),
-            None => Err(ConfigError::Invalid(format!("keys.{name}: set exactly one backend: local"))),
+        match (&self.local, &self.pkcs11) {
+            (Some(local), None) => Ok(KeyBackendConfig::Local(local)),
+            (None, Some(pkcs11)) => Ok(KeyBackendConfig::Pkcs11(pkcs11)),
+            _ => Err(ConfigError::Invalid(format!("keys.{name}: set exactly one backend: local or pkcs11"))),
         }
     }
 }
@@ -247,12 +253,21 @@ impl SignerConfig {
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
                 return invalid(format!("keys.{name}: key names use letters, digits, '-' and '_' only"));
             }
-            let KeyBackendConfig::Local(local) = key.backend(name)?;
-            let sources = [local.secret_key.is_some(), local.secret_key_file.is_some(), local.secret_key_env.is_some()];
-            if sources.iter().filter(|s| **s).count() != 1 {
-                return invalid(format!(
-                    "keys.{name}.local: set exactly one of secretKey, secretKeyFile or secretKeyEnv"
-                ));
+            match key.backend(name)? {
+                KeyBackendConfig::Local(local) => {
+                    let sources =
+                        [local.secret_key.is_some(), local.secret_key_file.is_some(), local.secret_key_env.is_some()];
+                    if sources.iter().filter(|s| **s).count() != 1 {
+                        return invalid(format!(
+                            "keys.{name}.local: set exactly one of secretKey, secretKeyFile or secretKeyEnv"
+                        ));
+                    }
+                }
+                KeyBackendConfig::Pkcs11(pkcs11) => {
+                    if pkcs11.pin_file.is_some() == pkcs11.pin_env.is_some() {
+                        return invalid(format!("keys.{name}.pkcs11: set exactly one of pinFile or pinEnv"));
+                    }
+                }
             }
         }
         if self.atto.is_none() && self.tezos.is_none() && self.cometbft.is_empty() {
@@ -284,8 +299,11 @@ impl SignerConfig {
         let Some(key) = self.keys.get(&atto.key) else {
             return invalid(format!("atto.key: {}", self.unknown_key(&atto.key)));
         };
-        let KeyBackendConfig::Local(local) = key.backend(&atto.key)?;
-        if local.algorithm.is_some_and(|a| a != Algorithm::Ed25519) {
+        let algorithm = match key.backend(&atto.key)? {
+            KeyBackendConfig::Local(local) => local.algorithm,
+            KeyBackendConfig::Pkcs11(_) => None,
+        };
+        if algorithm.is_some_and(|a| a != Algorithm::Ed25519) {
             return invalid(format!("atto.key: key {:?} must be ed25519 for Atto", atto.key));
         }
         if atto.capabilities.is_empty() {
@@ -461,7 +479,7 @@ management: {listen: "0.0.0.0:9091"}
                 "atto.capabilities: unknown capability \"send\": expected CHALLENGE, BLOCK or VOTE at line 7",
             ),
             (EXAMPLE.replace("secretKeyFile", "secretKeyPath"), "keys.voter.local: unknown field `secretKeyPath`"),
-            (EXAMPLE.replace("{local:", "{vault:"), "keys.voter: unknown field `vault`, expected `local`"),
+            (EXAMPLE.replace("{local:", "{vault:"), "keys.voter: unknown field `vault`, expected `local` or `pkcs11`"),
             (
                 "keys: {a: {}}\natto: {key: a, capabilities: [VOTE], tokenEnv: T}\n".into(),
                 "keys.a: set exactly one backend",

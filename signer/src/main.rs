@@ -5,6 +5,8 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use sigil_signer::app::App;
 use sigil_signer::backend::local::LocalKeyConfig;
+use sigil_signer::backend::pkcs11::Pkcs11Backend;
+use sigil_signer::backend::KeyBackend;
 use sigil_signer::config::{KeyBackendConfig, SignerConfig};
 use sigil_signer::keys::{Algorithm, PublicKey, SecretKey};
 use sigil_signer::protocol::atto::model as atto;
@@ -295,7 +297,7 @@ fn ratchet_command(config: Option<&Path>, command: RatchetCommand) -> Result<()>
                     }
                     ImportSource { from_signatory: Some(path), .. } => {
                         text = admin::read(&path)?;
-                        pkh = tezos::pkh(&configured_public_key(&config, &key)?);
+                        pkh = tezos::pkh(&configured_public_key(&config, &key).await?);
                         admin::Source::Signatory { text: &text, pkh: &pkh }
                     }
                     ImportSource { from_sigil_dir: Some(dir), .. } => {
@@ -312,11 +314,12 @@ fn ratchet_command(config: Option<&Path>, command: RatchetCommand) -> Result<()>
     })
 }
 
-/// The public key of a configured key whose backend can answer offline (local keys).
-fn configured_public_key(config: &SignerConfig, name: &str) -> Result<PublicKey> {
+/// The public key of a configured key, asked of its backend.
+async fn configured_public_key(config: &SignerConfig, name: &str) -> Result<PublicKey> {
     let Some(key) = config.keys.get(name) else { bail!("no key named {name:?}") };
     match key.backend(name)? {
         KeyBackendConfig::Local(local) => Ok(local.load()?.0.public_key()),
+        KeyBackendConfig::Pkcs11(pkcs11) => Ok(Pkcs11Backend::new(pkcs11.clone()).public_key().await?),
     }
 }
 
@@ -359,10 +362,8 @@ fn show(args: &ShowArgs, config: Option<&Path>) -> Result<PublicKey> {
     if let Some(name) = &args.key {
         let Some(path) = config else { bail!("--key names a key in the --config file; pass --config FILE") };
         let config = SignerConfig::from_file(path)?;
-        let Some(key) = config.keys.get(name) else { bail!("no key named {name:?} in {}", path.display()) };
-        return match key.backend(name)? {
-            KeyBackendConfig::Local(local) => Ok(local.load()?.0.public_key()),
-        };
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        return runtime.block_on(configured_public_key(&config, name));
     }
     let algorithm = args.algorithm.into();
     let key = match &args.file {

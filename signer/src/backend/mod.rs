@@ -2,6 +2,7 @@
 //! sign these bytes. The sign path never knows which backend it talks to.
 
 pub mod local;
+pub mod pkcs11;
 
 use async_trait::async_trait;
 

@@ -175,6 +175,23 @@ impl Signature {
     pub fn to_bytes(&self) -> [u8; 64] {
         self.bytes
     }
+
+    /// The same ECDSA signature with S in the lower half of the order (Ed25519: unchanged).
+    /// Keys this process holds always sign low S; HSMs and KMSs may not.
+    pub fn to_low_s(self) -> Result<Signature, KeyError> {
+        let bytes: [u8; 64] = match self.algorithm {
+            Algorithm::Ed25519 => return Ok(self),
+            Algorithm::Secp256k1 => {
+                let sig = k256::ecdsa::Signature::from_slice(&self.bytes).map_err(|_| KeyError::BadSignature)?;
+                sig.normalize_s().unwrap_or(sig).to_bytes().into()
+            }
+            Algorithm::P256 => {
+                let sig = p256::ecdsa::Signature::from_slice(&self.bytes).map_err(|_| KeyError::BadSignature)?;
+                sig.normalize_s().unwrap_or(sig).to_bytes().into()
+            }
+        };
+        Ok(Signature { algorithm: self.algorithm, bytes })
+    }
 }
 
 impl fmt::Debug for Signature {
