@@ -69,6 +69,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 fn main() -> Result<()> {
+    sigil_signer::install_crypto_provider();
     let args = Args::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("SIGIL_LOG").unwrap_or_else(|_| "info".into());
     let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);

@@ -73,6 +73,14 @@ impl App {
                     Arc::new(LocalBackend::new(secret))
                 }
                 KeyBackendConfig::Pkcs11(pkcs11) => Arc::new(Pkcs11Backend::new(pkcs11.clone())),
+                #[cfg(feature = "aws")]
+                KeyBackendConfig::AwsKms(aws) => Arc::new(crate::backend::aws::AwsKmsBackend::new(aws.clone())),
+                #[cfg(not(feature = "aws"))]
+                KeyBackendConfig::AwsKms(_) => {
+                    return Err(StartupError::Config(ConfigError::Invalid(format!(
+                        "keys.{name}.awsKms: this build has no AWS KMS support (feature aws)"
+                    ))))
+                }
             };
             let policy = if let Some(atto) = config.atto.as_ref().filter(|a| a.key == *name) {
                 if backend_algorithm(&*backend).await.is_some_and(|a| a != Algorithm::Ed25519) {

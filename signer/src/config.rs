@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::local::LocalKeyConfig;
 use crate::backend::pkcs11::Pkcs11KeyConfig;
+use crate::backend::AwsKmsKeyConfig;
 use crate::keys::Algorithm;
 use crate::protocol::atto::api::Capability;
 use crate::protocol::cometbft::client::{parse_node_id, Endpoint};
@@ -48,12 +49,16 @@ pub struct KeyConfig {
     /// A key in a PKCS#11 token (an HSM).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pkcs11: Option<Pkcs11KeyConfig>,
+    /// A key in AWS KMS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_kms: Option<AwsKmsKeyConfig>,
 }
 
 /// The backend a [`KeyConfig`] selects.
 pub enum KeyBackendConfig<'a> {
     Local(&'a LocalKeyConfig),
     Pkcs11(&'a Pkcs11KeyConfig),
+    AwsKms(&'a AwsKmsKeyConfig),
 }
 
 impl KeyConfig {
@@ -63,10 +68,11 @@ impl KeyConfig {
 
     /// The one backend set, or an error naming the key.
     pub fn backend(&self, name: &str) -> Result<KeyBackendConfig<'_>, ConfigError> {
-        match (&self.local, &self.pkcs11) {
-            (Some(local), None) => Ok(KeyBackendConfig::Local(local)),
-            (None, Some(pkcs11)) => Ok(KeyBackendConfig::Pkcs11(pkcs11)),
-            _ => Err(ConfigError::Invalid(format!("keys.{name}: set exactly one backend: local or pkcs11"))),
+        match (&self.local, &self.pkcs11, &self.aws_kms) {
+            (Some(local), None, None) => Ok(KeyBackendConfig::Local(local)),
+            (None, Some(pkcs11), None) => Ok(KeyBackendConfig::Pkcs11(pkcs11)),
+            (None, None, Some(aws)) => Ok(KeyBackendConfig::AwsKms(aws)),
+            _ => Err(ConfigError::Invalid(format!("keys.{name}: set exactly one backend: local, pkcs11 or awsKms"))),
         }
     }
 }
@@ -268,6 +274,11 @@ impl SignerConfig {
                         return invalid(format!("keys.{name}.pkcs11: set exactly one of pinFile or pinEnv"));
                     }
                 }
+                KeyBackendConfig::AwsKms(aws) => {
+                    if aws.key_id.trim().is_empty() {
+                        return invalid(format!("keys.{name}.awsKms.keyId: name the key (id, ARN or alias/...)"));
+                    }
+                }
             }
         }
         if self.atto.is_none() && self.tezos.is_none() && self.cometbft.is_empty() {
@@ -301,7 +312,7 @@ impl SignerConfig {
         };
         let algorithm = match key.backend(&atto.key)? {
             KeyBackendConfig::Local(local) => local.algorithm,
-            KeyBackendConfig::Pkcs11(_) => None,
+            KeyBackendConfig::Pkcs11(_) | KeyBackendConfig::AwsKms(_) => None,
         };
         if algorithm.is_some_and(|a| a != Algorithm::Ed25519) {
             return invalid(format!("atto.key: key {:?} must be ed25519 for Atto", atto.key));
@@ -479,7 +490,7 @@ management: {listen: "0.0.0.0:9091"}
                 "atto.capabilities: unknown capability \"send\": expected CHALLENGE, BLOCK or VOTE at line 7",
             ),
             (EXAMPLE.replace("secretKeyFile", "secretKeyPath"), "keys.voter.local: unknown field `secretKeyPath`"),
-            (EXAMPLE.replace("{local:", "{vault:"), "keys.voter: unknown field `vault`, expected `local` or `pkcs11`"),
+            (EXAMPLE.replace("{local:", "{vault:"), "keys.voter: unknown field `vault`, expected one of `local`, `pkcs11`, `awsKms`"),
             (
                 "keys: {a: {}}\natto: {key: a, capabilities: [VOTE], tokenEnv: T}\n".into(),
                 "keys.a: set exactly one backend",

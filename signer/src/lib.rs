@@ -11,3 +11,9 @@ pub mod protocol;
 pub mod ratchet;
 pub mod server;
 pub mod sign;
+
+/// rustls needs one process-wide crypto provider, and the AWS SDK and the Kubernetes client each
+/// enable one. Every entry point that makes TLS clients calls this first: ring, for everyone.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

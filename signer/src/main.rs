@@ -187,6 +187,7 @@ impl From<AlgorithmArg> for Algorithm {
 }
 
 fn main() {
+    sigil_signer::install_crypto_provider();
     let cli = Cli::parse();
     init_logging(cli.log_format, &cli.log);
     if let Err(error) = dispatch(cli) {
@@ -320,6 +321,9 @@ async fn configured_public_key(config: &SignerConfig, name: &str) -> Result<Publ
     match key.backend(name)? {
         KeyBackendConfig::Local(local) => Ok(local.load()?.0.public_key()),
         KeyBackendConfig::Pkcs11(pkcs11) => Ok(Pkcs11Backend::new(pkcs11.clone()).public_key().await?),
+        KeyBackendConfig::AwsKms(aws) => {
+            Ok(sigil_signer::backend::aws::AwsKmsBackend::new(aws.clone()).public_key().await?)
+        }
     }
 }
 

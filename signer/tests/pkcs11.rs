@@ -19,13 +19,6 @@ use sigil_signer::keys::{Algorithm, PublicKey};
 use sigil_signer::protocol::tezos::encoding;
 use sigil_tests::tezos::{consensus, MAINNET};
 
-fn script(name: &str) -> String {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../e2e/lib").join(name);
-    let output = Command::new(&path).output().unwrap_or_else(|e| panic!("run {}: {e}", path.display()));
-    assert!(output.status.success(), "{name}: {}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8(output.stdout).unwrap().trim().to_string()
-}
-
 /// A fresh SoftHSM2 token labelled `sigil` (user PIN 1234) in `dir`; returns SOFTHSM2_CONF.
 fn token(dir: &Path) -> PathBuf {
     let tokens = dir.join("tokens");
@@ -136,18 +129,7 @@ fn softhsm_keys_sign_for_tezos_and_pytezos_agrees() {
             checks.push(serde_json::json!([encoding::public_key_b58(public_key), signature, hex::encode(&data)]));
         }
     }
-    let verify = "import json, sys\nfrom pytezos.crypto.key import Key\nbad = 0\n\
-        for pk, sig, data in json.load(sys.stdin):\n    try:\n        Key.from_encoded_key(pk).verify(sig, bytes.fromhex(data))\n    except Exception as e:\n        bad += 1\n        print(pk, e, file=sys.stderr)\nprint(bad)\n";
-    let mut child = Command::new(&python)
-        .args(["-c", verify])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    serde_json::to_writer(child.stdin.take().unwrap(), &checks).unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "0", "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(pytezos_rejects(&python, &checks), 0);
     assert_eq!(checks.len(), 120);
     let metrics = http(signer.management, "GET", "/metrics", None, None).body;
     assert!(

@@ -26,6 +26,7 @@ pub struct TestCluster {
 impl TestCluster {
     /// The cluster named by `SIGIL_TEST_KUBECONFIG`, or the local control plane (started if needed).
     pub async fn get() -> Result<TestCluster> {
+        sigil_signer::install_crypto_provider();
         let kubeconfig = match std::env::var_os("SIGIL_TEST_KUBECONFIG") {
             Some(path) if !path.is_empty() => PathBuf::from(path),
             _ => local_control_plane()?,

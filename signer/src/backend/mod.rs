@@ -1,10 +1,13 @@
 //! Where keys live. Every backend answers the same two questions: what is the public key, and
 //! sign these bytes. The sign path never knows which backend it talks to.
 
+#[cfg(feature = "aws")]
+pub mod aws;
 pub mod local;
 pub mod pkcs11;
 
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 
 use crate::keys::{PublicKey, Signature};
 
@@ -33,4 +36,18 @@ pub trait KeyBackend: Send + Sync {
 
     /// Signs `payload`: the message for Ed25519 keys, a 32-byte digest for ECDSA keys.
     async fn sign(&self, payload: &[u8]) -> Result<Signature, BackendError>;
+}
+
+/// `keys.<name>.awsKms` in the config (the backend is in `aws.rs`, behind the `aws` feature).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AwsKmsKeyConfig {
+    /// The key's id, ARN or alias (`alias/baker`).
+    pub key_id: String,
+    /// The region; default: the SDK's chain (`AWS_REGION`, profile, instance metadata).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Another endpoint (an emulator, a VPC endpoint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
 }

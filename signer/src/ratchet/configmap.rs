@@ -91,6 +91,7 @@ impl ConfigMapRatchet {
     /// Connects with the pod's ServiceAccount in a cluster, or `KUBECONFIG` outside one, and
     /// starts the watch that keeps the cache fresh.
     pub async fn connect(name: &str, namespace: &str) -> Result<Self, RatchetError> {
+        crate::install_crypto_provider();
         let client = kube::Client::try_default()
             .await
             .map_err(|e| RatchetError::Unavailable(format!("no Kubernetes client (in-cluster or KUBECONFIG): {e}")))?;

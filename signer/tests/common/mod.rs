@@ -216,3 +216,28 @@ pub fn vote_body(public_key: &str, block_hash: &str, timestamp: i64) -> String {
         r#"{{"target":{{"version":0,"algorithm":"V1","publicKey":"{public_key}","blockAlgorithm":"V1","blockHash":"{block_hash}","timestamp":{timestamp}}}}}"#
     )
 }
+
+/// Runs `e2e/lib/<name>` (which installs what it names on first use) and returns what it prints.
+pub fn script(name: &str) -> String {
+    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../e2e/lib").join(name);
+    let output = Command::new(&path).output().unwrap_or_else(|e| panic!("run {}: {e}", path.display()));
+    assert!(output.status.success(), "{name}: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap().trim().to_string()
+}
+
+/// How many of `checks` (`[public key b58, signature b58, data hex]`) pytezos refuses to verify.
+pub fn pytezos_rejects(python: &str, checks: &[serde_json::Value]) -> usize {
+    let verify = "import json, sys\nfrom pytezos.crypto.key import Key\nbad = 0\n\
+        for pk, sig, data in json.load(sys.stdin):\n    try:\n        Key.from_encoded_key(pk).verify(sig, bytes.fromhex(data))\n    except Exception as e:\n        bad += 1\n        print(pk, e, file=sys.stderr)\nprint(bad)\n";
+    let mut child = Command::new(python)
+        .args(["-c", verify])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python runs");
+    serde_json::to_writer(child.stdin.take().unwrap(), checks).unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    stdout.trim().parse().unwrap_or_else(|_| panic!("pytezos: {stdout} {}", String::from_utf8_lossy(&output.stderr)))
+}

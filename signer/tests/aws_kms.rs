@@ -1,0 +1,143 @@
+//! The AWS KMS backend against MiniStack (PyPI, an AWS emulator on loopback) through the real
+//! `aws-sdk-kms` client: keys created by the test on all three curves, Tezos signatures verified by
+//! pytezos (tz2 must be low S; KMS's DER signatures are not normalised). A missing key or a dead
+//! service means "not ready" or a retryable refusal, never a signature.
+
+mod common;
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use aws_sdk_kms::types::{KeySpec, KeyUsageType};
+use common::*;
+use sigil_signer::backend::aws::AwsKmsBackend;
+use sigil_signer::backend::{AwsKmsKeyConfig, KeyBackend};
+use sigil_signer::protocol::tezos::encoding;
+use sigil_tests::tezos::{consensus, MAINNET};
+
+struct Emulator {
+    child: Child,
+    endpoint: String,
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_ministack() -> Emulator {
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = Command::new(script("ministack"))
+        .env("GATEWAY_PORT", port.to_string())
+        .env("BIND_HOST", "127.0.0.1")
+        .env("SERVICES", "kms")
+        .env("IOT_MTLS_ENABLED", "0")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start ministack");
+    wait_until("MiniStack listening", Duration::from_secs(30), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    Emulator { child, endpoint: format!("http://127.0.0.1:{port}") }
+}
+
+const ENV: [(&str, &str); 2] = [("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test")];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kms_keys_sign_for_tezos_and_pytezos_agrees() {
+    let python = script("pytezos");
+    let emulator = start_ministack();
+    for (name, value) in ENV {
+        std::env::set_var(name, value);
+    }
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(&emulator.endpoint)
+        .load()
+        .await;
+    let kms = aws_sdk_kms::Client::new(&config);
+    let mut keys = Vec::new();
+    for (label, spec) in
+        [("ed", KeySpec::EccNistEdwards25519), ("k1", KeySpec::EccSecgP256K1), ("p256", KeySpec::EccNistP256)]
+    {
+        let created = kms.create_key().key_spec(spec).key_usage(KeyUsageType::SignVerify).send().await.unwrap();
+        let key_id = created.key_metadata().unwrap().key_id().to_string();
+        let backend = AwsKmsBackend::new(AwsKmsKeyConfig {
+            key_id: key_id.clone(),
+            region: Some("us-east-1".into()),
+            endpoint: Some(emulator.endpoint.clone()),
+        });
+        keys.push((label, key_id, backend.public_key().await.unwrap()));
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let key = |id: &str| format!("{{awsKms: {{keyId: {id}, region: us-east-1, endpoint: '{}'}}}}", emulator.endpoint);
+    let allow = "{allow: [attestation]}";
+    let config = dir.path().join("signer.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "keys: {{ed: {}, k1: {}, p256: {}, missing: {}}}\nratchet: {{memory: {{}}}}\n\
+             tezos: {{listen: 127.0.0.1:0, keys: {{ed: {allow}, k1: {allow}, p256: {allow}, missing: {allow}}}}}\n\
+             management: {{listen: 127.0.0.1:0}}\n",
+            key(&keys[0].1),
+            key(&keys[1].1),
+            key(&keys[2].1),
+            key("00000000-0000-0000-0000-000000000000")
+        ),
+    )
+    .unwrap();
+    let signer =
+        tokio::task::spawn_blocking(move || SignerProcess::spawn(&["--config", config.to_str().unwrap()], &ENV))
+            .await
+            .unwrap();
+    let management = signer.management;
+    let tezos = signer.tezos();
+
+    let checks = tokio::task::spawn_blocking(move || {
+        // The missing key keeps the signer not ready; the others serve.
+        let ready = http(management, "GET", "/readyz", None, None);
+        assert_eq!(ready.status, 503, "{ready:?}");
+        assert!(ready.body.contains("missing"), "{ready:?}");
+        let mut checks = Vec::new();
+        for (label, _, public_key) in &keys {
+            let pkh = encoding::pkh(public_key);
+            for level in 1..=20 {
+                let data = consensus(0x13, MAINNET, level, 0, 1);
+                let body = format!("\"{}\"", hex::encode(&data));
+                let response = http(tezos, "POST", &format!("/keys/{pkh}"), None, Some(&body));
+                assert_eq!(response.status, 200, "{label}: {response:?}");
+                let signature = response.json()["signature"].as_str().unwrap().to_string();
+                checks.push(serde_json::json!([encoding::public_key_b58(public_key), signature, hex::encode(&data)]));
+            }
+        }
+        checks
+    })
+    .await
+    .unwrap();
+    assert_eq!(checks.len(), 60);
+    assert_eq!(pytezos_rejects(&python, &checks), 0);
+    let logs = signer.drain_logs().join("\n");
+    assert!(!logs.contains("AWS_SECRET") && !logs.contains("\"test\""), "no credentials in logs");
+
+    // The service gone: a retryable refusal, nothing signed.
+    drop(emulator);
+    let pkh = encoding::pkh(&checks_key(&checks));
+    let refused = tokio::task::spawn_blocking(move || {
+        let body = format!("\"{}\"", hex::encode(consensus(0x13, MAINNET, 50, 0, 1)));
+        http(tezos, "POST", &format!("/keys/{pkh}"), None, Some(&body))
+    })
+    .await
+    .unwrap();
+    assert_eq!(refused.status, 503, "{refused:?}");
+    assert!(refused.body.contains("AWS KMS"), "{refused:?}");
+}
+
+/// The first key's public key, back from its base58 form.
+fn checks_key(checks: &[serde_json::Value]) -> sigil_signer::keys::PublicKey {
+    encoding::parse_public_key(checks[0][0].as_str().unwrap()).unwrap()
+}
