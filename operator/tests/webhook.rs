@@ -166,8 +166,11 @@ async fn fails_closed() -> Result<()> {
     .await?;
     pods.create(&PostParams::default(), &pod("c", None)).await?;
 
-    // Back up: injection resumes.
-    let _operator = Operator::start(&cluster.kubeconfig, ns, &args)?;
+    // Back up: injection resumes. On a fresh port: the old one may have gone to another process
+    // meanwhile, and the operator registers its webhook with its current address anyway.
+    let restart = webhook_args();
+    let restart: Vec<&str> = restart.iter().map(String::as_str).collect();
+    let _operator = Operator::start(&cluster.kubeconfig, ns, &restart)?;
     let injected = wait_for("injection to resume", DEADLINE, || async {
         match pods.create(&PostParams::default(), &pod("d", Some("voter"))).await {
             Ok(pod) => Ok(Some(pod)),
