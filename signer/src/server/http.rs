@@ -3,9 +3,12 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use axum::extract::ConnectInfo;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::Response;
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -13,6 +16,8 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
+
+use crate::metrics::Metrics;
 
 /// Bounds on every request of an API; each protocol picks its values (`Limits::ATTO`, ...).
 #[derive(Debug, Clone, Copy)]
@@ -93,4 +98,29 @@ pub async fn serve(listener: TcpListener, app: Router, limits: ConnectionLimits,
     if tokio::time::timeout(limits.drain_timeout, graceful.shutdown()).await.is_err() {
         tracing::warn!("connections still open after the drain timeout; closing them");
     }
+}
+
+/// What [`observe`] needs: where to count, under which protocol, and how to name an endpoint.
+#[derive(Clone)]
+pub struct Observed {
+    pub metrics: Arc<Metrics>,
+    pub protocol: &'static str,
+    /// Maps a path to a bounded endpoint label (paths are user input; labels must not be).
+    pub endpoint: fn(&str) -> &'static str,
+}
+
+/// Middleware for every API: counts each answer by endpoint and status, times it, and counts the
+/// refusals the layers below produce without reaching a handler (timeouts, oversized bodies).
+pub async fn observe(State(observed): State<Observed>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let endpoint = (observed.endpoint)(request.uri().path());
+    let response = next.run(request).await;
+    let status = response.status();
+    observed.metrics.observe_request(observed.protocol, endpoint, status.as_u16(), started.elapsed());
+    match status {
+        StatusCode::REQUEST_TIMEOUT => observed.metrics.refuse(observed.protocol, "timeout"),
+        StatusCode::PAYLOAD_TOO_LARGE => observed.metrics.refuse(observed.protocol, "too_large"),
+        _ => {}
+    }
+    response
 }

@@ -4,7 +4,6 @@
 //! only on 408 and 429, so anything that may succeed later answers one of those; 4xx/5xx are final.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -25,6 +24,7 @@ use crate::policy::SignKind;
 use crate::ratchet::RatchetError;
 use crate::server::auth::TokenAuth;
 pub use crate::server::http::Limits;
+use crate::server::http::{observe, Observed};
 use crate::sign::{SignError, SignRequest, Signer};
 
 const PROTOCOL: &str = "atto";
@@ -91,7 +91,10 @@ pub fn router(signer: Arc<Signer>, key: &str, auth: Arc<TokenAuth>, limits: Limi
         .layer(middleware::from_fn_with_state(api.clone(), authenticate))
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, limits.request_timeout))
-        .layer(middleware::from_fn_with_state(api.clone(), observe))
+        .layer(middleware::from_fn_with_state(
+            Observed { metrics: api.signer.metrics().clone(), protocol: PROTOCOL, endpoint: endpoint_label },
+            observe,
+        ))
         .with_state(api)
 }
 
@@ -153,20 +156,6 @@ fn endpoint_label(path: &str) -> &'static str {
         "/challenges" => "challenges",
         _ => "other",
     }
-}
-
-async fn observe(State(api): State<Api>, request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let endpoint = endpoint_label(request.uri().path());
-    let response = next.run(request).await;
-    let status = response.status();
-    api.signer.metrics().observe_request(PROTOCOL, endpoint, status.as_u16(), started.elapsed());
-    match status {
-        StatusCode::REQUEST_TIMEOUT => api.signer.metrics().refuse(PROTOCOL, "timeout"),
-        StatusCode::PAYLOAD_TOO_LARGE => api.signer.metrics().refuse(PROTOCOL, "too_large"),
-        _ => {}
-    }
-    response
 }
 
 async fn authenticate(State(api): State<Api>, request: Request, next: Next) -> Response {

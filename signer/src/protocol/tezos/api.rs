@@ -6,13 +6,12 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -25,7 +24,7 @@ use super::operation;
 use super::policy::{Refusal, TezosPolicy};
 use crate::policy::SignKind;
 use crate::ratchet::{Mark, RatchetError};
-use crate::server::http::Limits;
+use crate::server::http::{observe, Limits, Observed};
 use crate::sign::{SignError, SignRequest, Signer};
 
 const PROTOCOL: &str = "tezos";
@@ -66,7 +65,10 @@ pub fn router(signer: Arc<Signer>, keys: Vec<TezosKey>, list_known_keys: bool, l
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, limits.request_timeout))
-        .layer(middleware::from_fn_with_state(api.clone(), observe))
+        .layer(middleware::from_fn_with_state(
+            Observed { metrics: api.signer.metrics().clone(), protocol: PROTOCOL, endpoint: endpoint_label },
+            observe,
+        ))
         .with_state(api)
 }
 
@@ -109,18 +111,6 @@ fn endpoint_label(path: &str) -> &'static str {
         p if p.starts_with("/keys/") => "keys",
         _ => "other",
     }
-}
-
-async fn observe(State(api): State<Api>, request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let endpoint = endpoint_label(request.uri().path());
-    let response = next.run(request).await;
-    let status = response.status();
-    api.signer.metrics().observe_request(PROTOCOL, endpoint, status.as_u16(), started.elapsed());
-    if status == StatusCode::PAYLOAD_TOO_LARGE {
-        api.signer.metrics().refuse(PROTOCOL, "too_large");
-    }
-    response
 }
 
 impl Api {
