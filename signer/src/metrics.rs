@@ -41,6 +41,14 @@ pub struct BackendLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendErrorLabels {
+    pub backend: &'static str,
+    pub key: String,
+    /// `timeout`, `transient` (worth retrying) or `permanent` (needs a person).
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RatchetLabels {
     pub store: &'static str,
 }
@@ -67,7 +75,7 @@ pub struct Metrics {
     pub signatures: Family<SignatureLabels, Counter>,
     pub refusals: Family<RefusalLabels, Counter>,
     pub backend_sign_duration: Family<BackendLabels, Histogram>,
-    pub backend_errors: Family<BackendLabels, Counter>,
+    pub backend_errors: Family<BackendErrorLabels, Counter>,
     pub key_ready: Family<KeyLabels, Gauge>,
     pub ratchet_commit_duration: Family<RatchetLabels, Histogram>,
     pub cometbft_connected: Family<ChainLabels, Gauge>,
@@ -95,7 +103,11 @@ impl Default for Metrics {
             backend_sign_duration.clone(),
         );
         let backend_errors = Family::default();
-        registry.register("backend_errors", "Key backend failures, by backend and key", backend_errors.clone());
+        registry.register(
+            "backend_errors",
+            "Key backend failures, by backend, key and kind (timeout, transient, permanent)",
+            backend_errors.clone(),
+        );
         let key_ready = Family::default();
         registry.register("key_ready", "1 when the key's backend answered a public-key call", key_ready.clone());
         let ratchet_commit_duration = Family::new_with_constructor(latency_buckets as fn() -> Histogram);

@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 
 use crate::backend::{BackendError, KeyBackend};
 use crate::keys::{PublicKey, Signature};
-use crate::metrics::{BackendLabels, KeyLabels, Metrics, RatchetLabels, SignatureLabels};
+use crate::metrics::{BackendErrorLabels, BackendLabels, KeyLabels, Metrics, RatchetLabels, SignatureLabels};
 use crate::policy::{Policy, SignKind};
 use crate::ratchet::{check, Mark, Ratchet, RatchetError, State, StreamId, Verdict};
 
@@ -220,11 +220,15 @@ impl Signer {
         let started = Instant::now();
         let outcome = tokio::time::timeout(self.backend_timeout, entry.backend.sign(payload)).await;
         self.metrics.backend_sign_duration.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
-        let error = match outcome {
+        let (error, kind) = match outcome {
             Ok(Ok(signature)) => return Ok(signature),
-            Ok(Err(source)) => SignError::Backend { key: entry.name.clone(), backend, source },
-            Err(_) => SignError::Timeout { key: entry.name.clone(), backend, after: self.backend_timeout },
+            Ok(Err(source)) => {
+                let kind = if source.is_transient() { "transient" } else { "permanent" };
+                (SignError::Backend { key: entry.name.clone(), backend, source }, kind)
+            }
+            Err(_) => (SignError::Timeout { key: entry.name.clone(), backend, after: self.backend_timeout }, "timeout"),
         };
+        let labels = BackendErrorLabels { backend, key: labels.key, kind };
         self.metrics.backend_errors.get_or_create(&labels).inc();
         Err(error)
     }

@@ -135,6 +135,12 @@ async fn kms_keys_sign_for_tezos_and_pytezos_agrees() {
     .unwrap();
     assert_eq!(refused.status, 503, "{refused:?}");
     assert!(refused.body.contains("AWS KMS"), "{refused:?}");
+    let metrics =
+        tokio::task::spawn_blocking(move || http(management, "GET", "/metrics", None, None).body).await.unwrap();
+    assert!(
+        metrics.contains(r#"sigil_signer_backend_errors_total{backend="awsKms",key="ed",kind="transient"} 1"#),
+        "{metrics}"
+    );
 }
 
 /// The first key's public key, back from its base58 form.
