@@ -1,14 +1,14 @@
-//! A sigil-signer process of this build, for cross-component tests: started with a config and an
-//! environment, killed on drop.
+//! A sigil-signer process of this build, for tests: started with arguments and an environment
+//! (nothing inherited), waited for until it listens, killed on drop.
 
-use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStderr, Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
 /// The signer binary next to the running test binary (cargo and nextest build every workspace
 /// binary before running tests).
@@ -16,75 +16,113 @@ pub fn signer_binary() -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let dir = exe.parent().and_then(|deps| deps.parent()).context("target/<profile>")?;
     let binary = dir.join("sigil-signer");
-    if !binary.is_file() {
-        bail!("{} is missing: cargo build -p sigil-signer", binary.display());
-    }
+    anyhow::ensure!(binary.is_file(), "{} is missing: cargo build -p sigil-signer", binary.display());
     Ok(binary)
 }
 
+/// A child's stderr as lines, read on a thread so the child never blocks on a full pipe.
+pub fn lines(stderr: ChildStderr) -> mpsc::Receiver<String> {
+    let (send, receive) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if send.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    receive
+}
+
 pub struct Signer {
-    pub child: Child,
-    listeners: Vec<(String, SocketAddr)>,
+    child: Child,
+    /// The API listeners by name ("atto API", "tezos API").
+    apis: Vec<(String, SocketAddr)>,
+    pub management: SocketAddr,
+    logs: mpsc::Receiver<String>,
 }
 
 impl Signer {
-    /// Starts `sigil-signer --config <config>` with only `env` set, and waits (with a deadline)
-    /// until it has announced every listener (management comes last).
-    pub fn start(config: &Path, env: &[(&str, &OsStr)]) -> Result<Signer> {
-        let mut child = Command::new(signer_binary()?)
-            .arg("--config")
-            .arg(config)
-            .args(["--log-format", "json", "--log", "warn,sigil_signer::app=info"])
+    /// Starts the binary with JSON logs and waits (with a deadline) until every listener is up
+    /// (the management listener is announced last). Panics with its output if it does not.
+    pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Signer {
+        let mut child = Command::new(signer_binary().expect("the signer binary"))
+            .args(args)
+            .args(["--log-format", "json"])
             .env_clear()
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
-            .spawn()?;
-        let stderr = child.stderr.take().context("stderr")?;
-        let (send, receive) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if send.send(line).is_err() {
-                    return;
-                }
-            }
-        });
+            .spawn()
+            .expect("start sigil-signer");
+        let logs = lines(child.stderr.take().expect("stderr is piped"));
+        let (mut apis, mut management) = (Vec::new(), None);
         let deadline = Instant::now() + Duration::from_secs(30);
-        let mut listeners = Vec::new();
         let mut seen = Vec::new();
-        loop {
-            let Ok(line) = receive.recv_timeout(deadline.saturating_duration_since(Instant::now())) else {
-                let _ = child.kill();
-                bail!("sigil-signer did not start; its output:\n{}", seen.join("\n"));
-            };
+        while management.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = logs
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("sigil-signer did not start listening; its output:\n{}", seen.join("\n")));
             seen.push(line.clone());
-            let event: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-            let (Some(message), Some(addr)) = (event["message"].as_str(), event["addr"].as_str()) else { continue };
-            let Some(name) = message.strip_suffix(" listening") else { continue };
-            listeners.push((name.to_string(), addr.parse()?));
-            if name == "management" {
-                // Keep draining its log so it never blocks on a full pipe.
-                std::thread::spawn(move || while receive.recv().is_ok() {});
-                return Ok(Signer { child, listeners });
+            let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            let addr = event["addr"].as_str().and_then(|a| a.parse::<SocketAddr>().ok());
+            match (event["message"].as_str().and_then(|m| m.strip_suffix(" listening")), addr) {
+                (Some("management"), Some(addr)) => management = Some(loopback(addr)),
+                (Some(api), Some(addr)) => apis.push((api.to_string(), loopback(addr))),
+                _ => {}
             }
         }
+        Signer { child, apis, management: management.unwrap(), logs }
     }
 
-    /// A listener's address: "tezos API", "atto API", "management".
+    /// `sigil-signer --config <config>`.
+    pub fn start(config: &Path, env: &[(&str, &str)]) -> Signer {
+        Signer::spawn(&["--config", config.to_str().expect("a UTF-8 path")], env)
+    }
+
+    /// A listener's address: "tezos API", "atto API".
     pub fn api(&self, name: &str) -> Result<SocketAddr> {
-        self.listeners.iter().find(|(n, _)| n == name).map(|(_, a)| *a).with_context(|| format!("no {name} listener"))
+        self.apis.iter().find(|(n, _)| n == name).map(|(_, a)| *a).with_context(|| format!("no {name} listener"))
     }
 
-    /// SIGKILL, now.
-    pub fn kill(&mut self) {
+    pub fn atto(&self) -> SocketAddr {
+        self.api("atto API").unwrap()
+    }
+
+    pub fn tezos(&self) -> SocketAddr {
+        self.api("tezos API").unwrap()
+    }
+
+    /// Every log line since the last call (or since it started listening).
+    pub fn drain_logs(&self) -> Vec<String> {
+        self.logs.try_iter().collect()
+    }
+
+    /// Kills the process at once (SIGKILL): no drain, no cleanup.
+    pub fn kill(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
+/// A listener bound to 0.0.0.0 is reached over loopback.
+fn loopback(addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        SocketAddr::from(([127, 0, 0, 1], addr.port()))
+    } else {
+        addr
+    }
+}
+
 impl Drop for Signer {
     fn drop(&mut self) {
-        self.kill();
+        self.stop();
     }
 }

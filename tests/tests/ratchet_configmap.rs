@@ -31,7 +31,7 @@ fn start_replica(kubeconfig: &std::path::Path, dir: &std::path::Path, index: usi
              management: {{listen: 127.0.0.1:0}}\n"
         ),
     )?;
-    Signer::start(&config, &[("KUBECONFIG", kubeconfig.as_os_str())])
+    Ok(Signer::start(&config, &[("KUBECONFIG", kubeconfig.to_str().unwrap())]))
 }
 
 /// POST one sign request; `Some(signature)` on 200, `None` on a refusal or a dead replica.
@@ -81,7 +81,7 @@ fn race(mut replicas: Vec<Signer>, label: &str) -> Result<Vec<u32>> {
                 };
                 for level in 1..=LEVELS {
                     if level == LEVELS / 2 && client == 0 {
-                        if let Some(mut replica) = replica_zero.lock().unwrap().take() {
+                        if let Some(replica) = replica_zero.lock().unwrap().take() {
                             replica.kill(); // SIGKILL
                         }
                     }
@@ -256,7 +256,7 @@ async fn three_cometbft_replicas_never_vote_for_two_blocks_at_one_height() -> Re
         )?;
         let kubeconfig = cluster.kubeconfig.clone();
         replicas.push(tokio::task::spawn_blocking(move || {
-            Signer::start(&config, &[("KUBECONFIG", kubeconfig.as_os_str())])
+            Ok(Signer::start(&config, &[("KUBECONFIG", kubeconfig.to_str().unwrap())]))
         }));
         let (stream, _) = tokio::time::timeout(Duration::from_secs(30), listener.accept()).await??;
         let identity = IdentitySecret::generate(&mut rand_core::OsRng);

@@ -165,7 +165,7 @@ async fn outages_slowness_and_lost_rbac_refuse_then_recover() -> Result<()> {
              tezos: {{listen: 127.0.0.1:0, keys: {{baker: {{allow: [attestation]}}}}}}\nmanagement: {{listen: 127.0.0.1:0}}\n"
         ),
     )?;
-    let signer = Signer::start(&config, &[("KUBECONFIG", signer_kubeconfig.as_os_str())])?;
+    let signer = Signer::start(&config, &[("KUBECONFIG", signer_kubeconfig.to_str().unwrap())]);
     let addr = signer.api("tezos API")?;
 
     assert_eq!(sign(addr, 1, 1).await?.0, 200);

@@ -2,7 +2,7 @@
 //! metrics, and waiting for RemoteSigner states.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -58,15 +58,7 @@ impl Operator {
             .stderr(Stdio::piped())
             .spawn()
             .context("start sigil-operator")?;
-        let (send, logs) = mpsc::channel();
-        let stderr = child.stderr.take().expect("stderr is piped");
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if send.send(line).is_err() {
-                    return;
-                }
-            }
-        });
+        let logs = sigil_tests::process::lines(child.stderr.take().expect("stderr is piped"));
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut seen = Vec::new();
         loop {

@@ -100,6 +100,21 @@ pub async fn serve(listener: TcpListener, app: Router, limits: ConnectionLimits,
     }
 }
 
+/// What every API router gets around its routes: the body-size limit, the whole-request deadline
+/// (answered with `timeout_status`, which each protocol picks for its clients' retry rules), and
+/// [`observe`] outermost so that those refusals are counted too.
+pub fn bounded<S: Clone + Send + Sync + 'static>(
+    routes: Router<S>,
+    limits: Limits,
+    timeout_status: StatusCode,
+    observed: Observed,
+) -> Router<S> {
+    routes
+        .layer(axum::extract::DefaultBodyLimit::max(limits.max_body_bytes))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(timeout_status, limits.request_timeout))
+        .layer(axum::middleware::from_fn_with_state(observed, observe))
+}
+
 /// What [`observe`] needs: where to count, under which protocol, and how to name an endpoint.
 #[derive(Clone)]
 pub struct Observed {

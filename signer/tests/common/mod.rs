@@ -1,108 +1,17 @@
 //! Helpers shared by the signer's integration tests: run the real binary, talk HTTP to it.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub const TOKEN: &str = "test-token-0123456789abcdef0123456789abcdef";
 pub const SEED_HEX: &str = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60";
 
-/// A running `sigil-signer`; killed on drop.
-pub struct SignerProcess {
-    child: Child,
-    /// The API listeners by name ("atto API", "tezos API").
-    apis: Vec<(String, SocketAddr)>,
-    pub management: SocketAddr,
-    pub logs: mpsc::Receiver<String>,
-}
-
-impl SignerProcess {
-    /// Starts the binary with JSON logs and waits (with a deadline) until every listener is up
-    /// (the management listener is announced last).
-    pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> SignerProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sigil-signer"))
-            .args(args)
-            .args(["--log-format", "json"])
-            .env_clear()
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start sigil-signer");
-        let (send, logs) = mpsc::channel();
-        let stderr = child.stderr.take().expect("stderr is piped");
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if send.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        let (mut apis, mut management) = (Vec::new(), None);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let mut seen = Vec::new();
-        while management.is_none() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = logs
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("sigil-signer did not start listening; its output:\n{}", seen.join("\n")));
-            seen.push(line.clone());
-            let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else {
-                continue;
-            };
-            let addr = event["addr"].as_str().and_then(|a| a.parse::<SocketAddr>().ok());
-            match (event["message"].as_str().and_then(|m| m.strip_suffix(" listening")), addr) {
-                (Some("management"), Some(addr)) => management = Some(loopback(addr)),
-                (Some(api), Some(addr)) => apis.push((api.to_string(), loopback(addr))),
-                _ => {}
-            }
-        }
-        SignerProcess { child, apis, management: management.unwrap(), logs }
-    }
-
-    fn api(&self, name: &str) -> SocketAddr {
-        self.apis.iter().find(|(n, _)| n == name).map(|(_, a)| *a).unwrap_or_else(|| panic!("no {name} listener"))
-    }
-
-    pub fn atto(&self) -> SocketAddr {
-        self.api("atto API")
-    }
-
-    pub fn tezos(&self) -> SocketAddr {
-        self.api("tezos API")
-    }
-
-    /// Kills the process at once (SIGKILL): no drain, no cleanup.
-    pub fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// Every log line so far.
-    pub fn drain_logs(&self) -> Vec<String> {
-        self.logs.try_iter().collect()
-    }
-}
-
-/// A listener bound to 0.0.0.0 is reached over loopback.
-fn loopback(addr: SocketAddr) -> SocketAddr {
-    if addr.ip().is_unspecified() {
-        SocketAddr::from(([127, 0, 0, 1], addr.port()))
-    } else {
-        addr
-    }
-}
-
-impl Drop for SignerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+/// A running `sigil-signer` of this build (the one wrapper, shared with the cross-component tests).
+#[allow(unused_imports)] // not every test binary starts a signer
+pub use sigil_tests::process::Signer as SignerProcess;
 
 /// Runs the binary to completion (for commands and startup errors), with a deadline.
 pub fn run_to_end(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> (i32, String, String) {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -16,7 +16,6 @@ use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
-use tower_http::timeout::TimeoutLayer;
 
 use super::model::{Block, ChallengeRequest, TargetRequest, Vote};
 use crate::keys::Algorithm;
@@ -24,7 +23,7 @@ use crate::policy::SignKind;
 use crate::ratchet::RatchetError;
 use crate::server::auth::TokenAuth;
 pub use crate::server::http::Limits;
-use crate::server::http::{observe, Observed};
+use crate::server::http::{bounded, Observed};
 use crate::sign::{SignError, SignRequest, Signer};
 
 const PROTOCOL: &str = "atto";
@@ -82,20 +81,20 @@ struct Api {
 /// The router for one Atto key. Every route requires the token, GET included.
 pub fn router(signer: Arc<Signer>, key: &str, auth: Arc<TokenAuth>, limits: Limits) -> Router {
     let api = Api { signer, key: key.into(), auth, in_flight: Arc::new(Semaphore::new(limits.max_in_flight)) };
-    Router::new()
-        .route("/public-keys", get(public_keys))
-        .route("/blocks", post(blocks))
-        .route("/votes", post(votes))
-        .route("/challenges", post(challenges))
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
-        .layer(middleware::from_fn_with_state(api.clone(), authenticate))
-        .layer(DefaultBodyLimit::max(limits.max_body_bytes))
-        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, limits.request_timeout))
-        .layer(middleware::from_fn_with_state(
-            Observed { metrics: api.signer.metrics().clone(), protocol: PROTOCOL, endpoint: endpoint_label },
-            observe,
-        ))
-        .with_state(api)
+    let observed = Observed { metrics: api.signer.metrics().clone(), protocol: PROTOCOL, endpoint: endpoint_label };
+    bounded(
+        Router::new()
+            .route("/public-keys", get(public_keys))
+            .route("/blocks", post(blocks))
+            .route("/votes", post(votes))
+            .route("/challenges", post(challenges))
+            .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
+            .layer(middleware::from_fn_with_state(api.clone(), authenticate)),
+        limits,
+        StatusCode::REQUEST_TIMEOUT,
+        observed,
+    )
+    .with_state(api)
 }
 
 /// An error answer: `{"message": ...}` like upstream's exception handler, empty for 401.

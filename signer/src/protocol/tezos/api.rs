@@ -9,22 +9,20 @@ use std::sync::{Arc, OnceLock};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::StatusCode;
-use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
 use tokio::sync::Semaphore;
-use tower_http::timeout::TimeoutLayer;
 
 use super::encoding::{self, blake2b_256};
 use super::operation;
 use super::policy::{Refusal, TezosPolicy};
 use crate::policy::SignKind;
 use crate::ratchet::{Mark, RatchetError};
-use crate::server::http::{observe, Limits, Observed};
+use crate::server::http::{bounded, Limits, Observed};
 use crate::sign::{SignError, SignRequest, Signer};
 
 const PROTOCOL: &str = "tezos";
@@ -58,18 +56,18 @@ pub fn router(signer: Arc<Signer>, keys: Vec<TezosKey>, list_known_keys: bool, l
         list_known_keys,
         in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
     };
-    Router::new()
-        .route("/keys/{pkh}", get(public_key).post(sign))
-        .route("/authorized_keys", get(authorized_keys))
-        .route("/known_keys", get(known_keys))
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
-        .layer(DefaultBodyLimit::max(limits.max_body_bytes))
-        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, limits.request_timeout))
-        .layer(middleware::from_fn_with_state(
-            Observed { metrics: api.signer.metrics().clone(), protocol: PROTOCOL, endpoint: endpoint_label },
-            observe,
-        ))
-        .with_state(api)
+    let observed = Observed { metrics: api.signer.metrics().clone(), protocol: PROTOCOL, endpoint: endpoint_label };
+    bounded(
+        Router::new()
+            .route("/keys/{pkh}", get(public_key).post(sign))
+            .route("/authorized_keys", get(authorized_keys))
+            .route("/known_keys", get(known_keys))
+            .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") }),
+        limits,
+        StatusCode::SERVICE_UNAVAILABLE,
+        observed,
+    )
+    .with_state(api)
 }
 
 #[derive(Debug)]
