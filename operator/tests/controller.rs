@@ -375,7 +375,7 @@ async fn token_rotates_and_the_previous_one_is_dropped_after_grace() -> Result<(
         Ok((names.len() == 2).then_some(names))
     })
     .await?;
-    let _operator = Operator::start(&cluster.kubeconfig, ns, &[])?;
+    let operator = Operator::start(&cluster.kubeconfig, ns, &[])?;
     wait_ready(&client, ns, "rotating", "True").await?;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     let first = k8s_openapi::ByteString(b"first-token-from-an-earlier-run".to_vec());
@@ -409,7 +409,13 @@ async fn token_rotates_and_the_previous_one_is_dropped_after_grace() -> Result<(
         }
         Ok(None)
     })
-    .await?;
+    .await
+    .map_err(|error| {
+        // Say what the operator saw, so that a failure here can be diagnosed from the CI log.
+        let logs: Vec<String> = operator.logs.try_iter().collect();
+        let tail = logs[logs.len().saturating_sub(40)..].join("\n");
+        error.context(format!("operator log (last 40 lines):\n{tail}"))
+    })?;
     wait_for("two fresh pods Running", DEADLINE, || async {
         let names = running(&pods.list(&ListParams::default().labels("app=nodes")).await?);
         Ok((names.len() == 2 && names.iter().all(|n| !originals.contains(n))).then_some(()))
