@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use crate::backend::local::{LocalBackend, LocalKeyError};
 use crate::backend::pkcs11::Pkcs11Backend;
 use crate::backend::KeyBackend;
-use crate::config::{ConfigError, KeyBackendConfig, RatchetStore, SignerConfig};
+use crate::config::{ConfigError, KeyBackendConfig, KeyConfig, RatchetStore, SignerConfig};
 use crate::keys::Algorithm;
 use crate::metrics::Metrics;
 use crate::policy::Policy;
@@ -63,25 +63,7 @@ impl App {
         let mut entries = Vec::new();
         let mut tezos_keys = Vec::new();
         for (name, key) in &config.keys {
-            let backend: Arc<dyn KeyBackend> = match key.backend(name)? {
-                KeyBackendConfig::Local(local) => {
-                    let (secret, warning) =
-                        local.load().map_err(|source| StartupError::Key { name: name.clone(), source })?;
-                    if let Some(warning) = warning {
-                        tracing::warn!(key = %name, "{warning}");
-                    }
-                    Arc::new(LocalBackend::new(secret))
-                }
-                KeyBackendConfig::Pkcs11(pkcs11) => Arc::new(Pkcs11Backend::new(pkcs11.clone())),
-                #[cfg(feature = "aws")]
-                KeyBackendConfig::AwsKms(aws) => Arc::new(crate::backend::aws::AwsKmsBackend::new(aws.clone())),
-                #[cfg(not(feature = "aws"))]
-                KeyBackendConfig::AwsKms(_) => {
-                    return Err(StartupError::Config(ConfigError::Invalid(format!(
-                        "keys.{name}.awsKms: this build has no AWS KMS support (feature aws)"
-                    ))))
-                }
-            };
+            let backend = open_backend(name, key)?;
             let policy = if let Some(atto) = config.atto.as_ref().filter(|a| a.key == *name) {
                 if backend_algorithm(&*backend).await.is_some_and(|a| a != Algorithm::Ed25519) {
                     return Err(StartupError::Config(ConfigError::Invalid(format!(
@@ -200,6 +182,37 @@ impl App {
 }
 
 /// The key's algorithm, when the backend answers at once (local keys always do).
+/// The backend a key's config names, ready to ask (remote backends connect on first use).
+pub fn open_backend(name: &str, key: &KeyConfig) -> Result<Arc<dyn KeyBackend>, StartupError> {
+    Ok(match key.backend(name)? {
+        KeyBackendConfig::Local(local) => {
+            let (secret, warning) =
+                local.load().map_err(|source| StartupError::Key { name: name.to_string(), source })?;
+            if let Some(warning) = warning {
+                tracing::warn!(key = %name, "{warning}");
+            }
+            Arc::new(LocalBackend::new(secret))
+        }
+        KeyBackendConfig::Pkcs11(pkcs11) => Arc::new(Pkcs11Backend::new(pkcs11.clone())),
+        #[cfg(feature = "aws")]
+        KeyBackendConfig::AwsKms(aws) => Arc::new(crate::backend::aws::AwsKmsBackend::new(aws.clone())),
+        #[cfg(not(feature = "aws"))]
+        KeyBackendConfig::AwsKms(_) => return Err(left_out(name, "awsKms", "aws")),
+        #[cfg(feature = "gcp")]
+        KeyBackendConfig::GcpKms(gcp) => Arc::new(crate::backend::gcp::GcpKmsBackend::new(gcp.clone())),
+        #[cfg(not(feature = "gcp"))]
+        KeyBackendConfig::GcpKms(_) => return Err(left_out(name, "gcpKms", "gcp")),
+    })
+}
+
+/// A backend this build was compiled without (the fuzz build leaves the cloud SDKs out).
+#[cfg_attr(all(feature = "aws", feature = "gcp"), allow(dead_code))]
+fn left_out(name: &str, field: &str, feature: &str) -> StartupError {
+    StartupError::Config(ConfigError::Invalid(format!(
+        "keys.{name}.{field}: this build has no {field} support (cargo feature {feature})"
+    )))
+}
+
 async fn backend_algorithm(backend: &dyn KeyBackend) -> Option<Algorithm> {
     tokio::time::timeout(Duration::from_millis(100), backend.public_key()).await.ok()?.ok().map(|k| k.algorithm())
 }
@@ -208,30 +221,32 @@ async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, Start
     TcpListener::bind(addr).await.map_err(|source| StartupError::Bind { addr, what, source })
 }
 
-/// Asks every key for its public key now, and keeps asking in the background (with backoff) for
-/// the ones that did not answer: `/readyz` turns ready when all have.
+/// Asks every key for its public key now, then keeps a background probe: keys that did not
+/// answer, or whose backend failed a sign since, are asked again (with backoff) until they do.
+/// `/readyz` is ready exactly while every key is.
 async fn spawn_key_probe(signer: Arc<Signer>) {
     let failures = signer.probe_keys().await;
-    if failures.is_empty() {
-        return;
-    }
     for failure in &failures {
         tracing::warn!(error = %failure, "key not ready; retrying in the background");
     }
     tokio::spawn(async move {
         let mut backoff = Duration::from_secs(1);
         loop {
-            // Backoff between retries of a remote backend, not synchronisation.
-            tokio::time::sleep(backoff).await;
-            let failures = signer.probe_keys().await;
-            if failures.is_empty() {
-                tracing::info!("all keys ready");
-                return;
+            if signer.is_ready() {
+                signer.trouble().await;
+                backoff = Duration::from_secs(1);
+            } else {
+                // Backoff between retries of a remote backend, not synchronisation.
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
             }
+            let failures = signer.probe_keys().await;
             for failure in &failures {
                 tracing::warn!(error = %failure, "key not ready");
             }
-            backoff = (backoff * 2).min(Duration::from_secs(30));
+            if failures.is_empty() {
+                tracing::info!("all keys ready");
+            }
         }
     });
 }

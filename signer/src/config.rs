@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::local::LocalKeyConfig;
 use crate::backend::pkcs11::Pkcs11KeyConfig;
-use crate::backend::AwsKmsKeyConfig;
+use crate::backend::{AwsKmsKeyConfig, GcpKmsKeyConfig};
 use crate::keys::Algorithm;
 use crate::protocol::atto::api::Capability;
 use crate::protocol::cometbft::client::{parse_node_id, Endpoint};
@@ -52,6 +52,9 @@ pub struct KeyConfig {
     /// A key in AWS KMS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aws_kms: Option<AwsKmsKeyConfig>,
+    /// A key version in GCP Cloud KMS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gcp_kms: Option<GcpKmsKeyConfig>,
 }
 
 /// The backend a [`KeyConfig`] selects.
@@ -59,6 +62,7 @@ pub enum KeyBackendConfig<'a> {
     Local(&'a LocalKeyConfig),
     Pkcs11(&'a Pkcs11KeyConfig),
     AwsKms(&'a AwsKmsKeyConfig),
+    GcpKms(&'a GcpKmsKeyConfig),
 }
 
 impl KeyConfig {
@@ -68,11 +72,14 @@ impl KeyConfig {
 
     /// The one backend set, or an error naming the key.
     pub fn backend(&self, name: &str) -> Result<KeyBackendConfig<'_>, ConfigError> {
-        match (&self.local, &self.pkcs11, &self.aws_kms) {
-            (Some(local), None, None) => Ok(KeyBackendConfig::Local(local)),
-            (None, Some(pkcs11), None) => Ok(KeyBackendConfig::Pkcs11(pkcs11)),
-            (None, None, Some(aws)) => Ok(KeyBackendConfig::AwsKms(aws)),
-            _ => Err(ConfigError::Invalid(format!("keys.{name}: set exactly one backend: local, pkcs11 or awsKms"))),
+        match (&self.local, &self.pkcs11, &self.aws_kms, &self.gcp_kms) {
+            (Some(local), None, None, None) => Ok(KeyBackendConfig::Local(local)),
+            (None, Some(pkcs11), None, None) => Ok(KeyBackendConfig::Pkcs11(pkcs11)),
+            (None, None, Some(aws), None) => Ok(KeyBackendConfig::AwsKms(aws)),
+            (None, None, None, Some(gcp)) => Ok(KeyBackendConfig::GcpKms(gcp)),
+            _ => Err(ConfigError::Invalid(format!(
+                "keys.{name}: set exactly one backend: local, pkcs11, awsKms or gcpKms"
+            ))),
         }
     }
 }
@@ -207,6 +214,13 @@ impl Default for ManagementConfig {
     }
 }
 
+/// `projects/P/locations/L/keyRings/R/cryptoKeys/K/cryptoKeyVersions/V`, every part non-empty.
+fn is_key_version_name(name: &str) -> bool {
+    let parts: Vec<&str> = name.split('/').collect();
+    let labels = ["projects", "locations", "keyRings", "cryptoKeys", "cryptoKeyVersions"];
+    parts.len() == 10 && parts.chunks(2).zip(labels).all(|(pair, label)| pair[0] == label && !pair[1].is_empty())
+}
+
 fn default_atto_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9090))
 }
@@ -279,6 +293,15 @@ impl SignerConfig {
                         return invalid(format!("keys.{name}.awsKms.keyId: name the key (id, ARN or alias/...)"));
                     }
                 }
+                KeyBackendConfig::GcpKms(gcp) => {
+                    if !is_key_version_name(&gcp.key_version) {
+                        return invalid(format!(
+                            "keys.{name}.gcpKms.keyVersion: {:?} is not a key version name; expected \
+                             projects/P/locations/L/keyRings/R/cryptoKeys/K/cryptoKeyVersions/V",
+                            gcp.key_version
+                        ));
+                    }
+                }
             }
         }
         if self.atto.is_none() && self.tezos.is_none() && self.cometbft.is_empty() {
@@ -312,7 +335,7 @@ impl SignerConfig {
         };
         let algorithm = match key.backend(&atto.key)? {
             KeyBackendConfig::Local(local) => local.algorithm,
-            KeyBackendConfig::Pkcs11(_) | KeyBackendConfig::AwsKms(_) => None,
+            KeyBackendConfig::Pkcs11(_) | KeyBackendConfig::AwsKms(_) | KeyBackendConfig::GcpKms(_) => None,
         };
         if algorithm.is_some_and(|a| a != Algorithm::Ed25519) {
             return invalid(format!("atto.key: key {:?} must be ed25519 for Atto", atto.key));
@@ -408,12 +431,27 @@ impl SignerConfig {
             )));
         }
         let backend = get("ATTO_SIGNER_BACKEND").unwrap_or_default();
-        if !backend.trim().eq_ignore_ascii_case("LOCAL") {
-            return Err(ConfigError::Env(format!(
-                "ATTO_SIGNER_BACKEND={backend} is not supported in environment mode; use LOCAL, \
-                 or a config file for other key backends"
-            )));
-        }
+        let key = match backend.trim().to_ascii_uppercase().as_str() {
+            "LOCAL" => KeyConfig::local(LocalKeyConfig {
+                secret_key_env: Some("ATTO_SIGNER_KEY".into()),
+                algorithm: Some(Algorithm::Ed25519),
+                ..Default::default()
+            }),
+            // Upstream's GCP backend: ATTO_SIGNER_KEY names the key version; credentials from ADC.
+            "GCP" => KeyConfig {
+                gcp_kms: Some(GcpKmsKeyConfig {
+                    key_version: get("ATTO_SIGNER_KEY").unwrap_or_default().trim().to_string(),
+                    endpoint: get("SIGIL_GCP_KMS_ENDPOINT"),
+                }),
+                ..Default::default()
+            },
+            _ => {
+                return Err(ConfigError::Env(format!(
+                    "ATTO_SIGNER_BACKEND={backend} is not supported in environment mode; use LOCAL or GCP, \
+                     or a config file for other key backends"
+                )))
+            }
+        };
         let capabilities = Capability::parse_list(&get("ATTO_SIGNER_CAPABILITIES").unwrap_or_default())
             .map_err(|e| ConfigError::Env(format!("ATTO_SIGNER_CAPABILITIES: {e}")))?;
         let port = |name: &str, default: u16| -> Result<u16, ConfigError> {
@@ -428,14 +466,7 @@ impl SignerConfig {
         // Like upstream, listen on every interface: Compose setups reach the signer by service name.
         let any = |port| SocketAddr::from(([0, 0, 0, 0], port));
         let config = SignerConfig {
-            keys: BTreeMap::from([(
-                "atto".to_string(),
-                KeyConfig::local(LocalKeyConfig {
-                    secret_key_env: Some("ATTO_SIGNER_KEY".into()),
-                    algorithm: Some(Algorithm::Ed25519),
-                    ..Default::default()
-                }),
-            )]),
+            keys: BTreeMap::from([("atto".to_string(), key)]),
             ratchet: None,
             tezos: None,
             cometbft: Vec::new(),
@@ -490,7 +521,7 @@ management: {listen: "0.0.0.0:9091"}
                 "atto.capabilities: unknown capability \"send\": expected CHALLENGE, BLOCK or VOTE at line 7",
             ),
             (EXAMPLE.replace("secretKeyFile", "secretKeyPath"), "keys.voter.local: unknown field `secretKeyPath`"),
-            (EXAMPLE.replace("{local:", "{vault:"), "keys.voter: unknown field `vault`, expected one of `local`, `pkcs11`, `awsKms`"),
+            (EXAMPLE.replace("{local:", "{vault:"), "keys.voter: unknown field `vault`, expected one of `local`, `pkcs11`, `awsKms`, `gcpKms`"),
             (
                 "keys: {a: {}}\natto: {key: a, capabilities: [VOTE], tokenEnv: T}\n".into(),
                 "keys.a: set exactly one backend",
@@ -589,9 +620,17 @@ management: {listen: "0.0.0.0:9091"}
             error.contains("ATTO_SIGNER_BACKEND, ATTO_SIGNER_KEY, ATTO_SIGNER_TOKEN, ATTO_SIGNER_CAPABILITIES"),
             "{error}"
         );
+        let mut aws = FULL_ENV.to_vec();
+        aws[0] = ("ATTO_SIGNER_BACKEND", "AWS");
+        assert!(SignerConfig::from_atto_env(env(&aws)).unwrap_err().to_string().contains("AWS is not supported"));
+        // GCP: the key is a key version's name, and a seed is not one.
         let mut gcp = FULL_ENV.to_vec();
         gcp[0] = ("ATTO_SIGNER_BACKEND", "GCP");
-        assert!(SignerConfig::from_atto_env(env(&gcp)).unwrap_err().to_string().contains("GCP is not supported"));
+        let error = SignerConfig::from_atto_env(env(&gcp)).unwrap_err().to_string();
+        assert!(error.contains("keys.atto.gcpKms.keyVersion") && error.contains("cryptoKeyVersions/V"), "{error}");
+        gcp[1] = ("ATTO_SIGNER_KEY", "projects/p/locations/global/keyRings/r/cryptoKeys/voter/cryptoKeyVersions/1");
+        let config = SignerConfig::from_atto_env(env(&gcp)).unwrap();
+        assert_eq!(config.keys["atto"].gcp_kms.as_ref().unwrap().key_version, gcp[1].1);
         let mut bad = FULL_ENV.to_vec();
         bad[3] = ("ATTO_SIGNER_CAPABILITIES", "VOTE,SING");
         assert!(SignerConfig::from_atto_env(env(&bad)).unwrap_err().to_string().contains("\"SING\""));

@@ -5,9 +5,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use sigil_signer::app::App;
 use sigil_signer::backend::local::LocalKeyConfig;
-use sigil_signer::backend::pkcs11::Pkcs11Backend;
-use sigil_signer::backend::KeyBackend;
-use sigil_signer::config::{KeyBackendConfig, SignerConfig};
+use sigil_signer::config::SignerConfig;
 use sigil_signer::keys::{Algorithm, PublicKey, SecretKey};
 use sigil_signer::protocol::atto::model as atto;
 use sigil_signer::protocol::cometbft::keys as cometbft;
@@ -318,13 +316,7 @@ fn ratchet_command(config: Option<&Path>, command: RatchetCommand) -> Result<()>
 /// The public key of a configured key, asked of its backend.
 async fn configured_public_key(config: &SignerConfig, name: &str) -> Result<PublicKey> {
     let Some(key) = config.keys.get(name) else { bail!("no key named {name:?}") };
-    match key.backend(name)? {
-        KeyBackendConfig::Local(local) => Ok(local.load()?.0.public_key()),
-        KeyBackendConfig::Pkcs11(pkcs11) => Ok(Pkcs11Backend::new(pkcs11.clone()).public_key().await?),
-        KeyBackendConfig::AwsKms(aws) => {
-            Ok(sigil_signer::backend::aws::AwsKmsBackend::new(aws.clone()).public_key().await?)
-        }
-    }
+    Ok(sigil_signer::app::open_backend(name, key)?.public_key().await?)
 }
 
 fn read_secret_stdin(algorithm: Algorithm) -> Result<SecretKey> {

@@ -1,6 +1,7 @@
 //! The sign path, one direction: request → policy → ratchet (durable) → backend → signature.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -93,16 +94,29 @@ pub struct KeyEntry {
     pub backend: Arc<dyn KeyBackend>,
     pub policy: Policy,
     public_key: OnceLock<PublicKey>,
+    /// Set when the backend's last answer was an error; cleared by the next success.
+    unreachable: AtomicBool,
 }
 
 impl KeyEntry {
     pub fn new(name: impl Into<String>, backend: Arc<dyn KeyBackend>, policy: Policy) -> Self {
-        KeyEntry { name: name.into(), backend, policy, public_key: OnceLock::new() }
+        KeyEntry {
+            name: name.into(),
+            backend,
+            policy,
+            public_key: OnceLock::new(),
+            unreachable: AtomicBool::new(false),
+        }
     }
 
     /// The public key, once the backend has answered (see [`Signer::probe_keys`]).
     pub fn public_key(&self) -> Option<&PublicKey> {
         self.public_key.get()
+    }
+
+    /// Whether the backend has answered and its last answer was not an error.
+    pub fn is_ready(&self) -> bool {
+        self.public_key.get().is_some() && !self.unreachable.load(Ordering::SeqCst)
     }
 }
 
@@ -111,6 +125,8 @@ pub struct Signer {
     ratchet: Arc<dyn Ratchet>,
     metrics: Arc<Metrics>,
     backend_timeout: Duration,
+    /// Wakes the background probe when a key becomes unreachable.
+    trouble: tokio::sync::Notify,
 }
 
 impl Signer {
@@ -121,7 +137,7 @@ impl Signer {
         backend_timeout: Duration,
     ) -> Self {
         let keys = keys.into_iter().map(|k| (k.name.clone(), k)).collect();
-        Signer { keys, ratchet, metrics, backend_timeout }
+        Signer { keys, ratchet, metrics, backend_timeout, trouble: tokio::sync::Notify::new() }
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -136,30 +152,57 @@ impl Signer {
         self.keys.values()
     }
 
-    /// Ready when every configured key's backend has answered a public-key call.
+    /// Ready when every configured key's backend has answered, and answered its last call.
     pub fn is_ready(&self) -> bool {
-        self.keys.values().all(|k| k.public_key.get().is_some())
+        self.keys.values().all(KeyEntry::is_ready)
     }
 
-    /// Asks every backend not yet answered for its public key. Returns the failures, if any.
+    /// Returns when some key has become unreachable since the last call (or at once, if one did
+    /// before anybody waited).
+    pub async fn trouble(&self) {
+        self.trouble.notified().await
+    }
+
+    fn mark_reachable(&self, entry: &KeyEntry, reachable: bool) {
+        let was_unreachable = entry.unreachable.swap(!reachable, Ordering::SeqCst);
+        let labels = KeyLabels { key: entry.name.clone() };
+        self.metrics.key_ready.get_or_create(&labels).set(i64::from(reachable && entry.public_key.get().is_some()));
+        if !reachable && !was_unreachable {
+            self.trouble.notify_one();
+        }
+    }
+
+    /// Asks every backend not ready for its public key (or, once known, whether it still answers
+    /// with it). Returns the failures, if any.
     pub async fn probe_keys(&self) -> Vec<SignError> {
         let mut failures = Vec::new();
-        for entry in self.keys.values().filter(|k| k.public_key.get().is_none()) {
-            let labels = KeyLabels { key: entry.name.clone() };
-            match tokio::time::timeout(self.backend_timeout, entry.backend.public_key()).await {
-                Ok(Ok(public_key)) => {
-                    let _ = entry.public_key.set(public_key);
-                    self.metrics.key_ready.get_or_create(&labels).set(1);
+        for entry in self.keys.values().filter(|k| !k.is_ready()) {
+            let known = entry.public_key.get().is_some();
+            let probe = async {
+                if known {
+                    entry.backend.check().await
+                } else {
+                    entry.backend.public_key().await.map(|public_key| drop(entry.public_key.set(public_key)))
                 }
+            };
+            let failure = match tokio::time::timeout(self.backend_timeout, probe).await {
+                Ok(Ok(())) => None,
                 Ok(Err(source)) => {
-                    self.metrics.key_ready.get_or_create(&labels).set(0);
-                    failures.push(SignError::Backend { key: entry.name.clone(), backend: entry.backend.kind(), source })
+                    Some(SignError::Backend { key: entry.name.clone(), backend: entry.backend.kind(), source })
                 }
-                Err(_) => failures.push(SignError::Timeout {
+                Err(_) => Some(SignError::Timeout {
                     key: entry.name.clone(),
                     backend: entry.backend.kind(),
                     after: self.backend_timeout,
                 }),
+            };
+            match failure {
+                None => self.mark_reachable(entry, true),
+                // Still unknown or still unreachable: nothing changed.
+                Some(failure) => {
+                    self.metrics.key_ready.get_or_create(&KeyLabels { key: entry.name.clone() }).set(0);
+                    failures.push(failure);
+                }
             }
         }
         failures
@@ -220,6 +263,7 @@ impl Signer {
         let started = Instant::now();
         let outcome = tokio::time::timeout(self.backend_timeout, entry.backend.sign(payload)).await;
         self.metrics.backend_sign_duration.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
+        self.mark_reachable(entry, matches!(outcome, Ok(Ok(_))));
         let (error, kind) = match outcome {
             Ok(Ok(signature)) => return Ok(signature),
             Ok(Err(source)) => {

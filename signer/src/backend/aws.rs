@@ -11,10 +11,11 @@ use async_trait::async_trait;
 use aws_sdk_kms::error::ProvideErrorMetadata;
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{KeySpec, MessageType, SigningAlgorithmSpec};
-use p256::pkcs8::DecodePublicKey;
 use tokio::sync::OnceCell;
 
-use super::{AwsKmsKeyConfig, BackendError, KeyBackend};
+use super::{
+    accept_signature, changed_key, public_key_from_spki, AwsKmsKeyConfig, BackendError, EcdsaEncoding, KeyBackend,
+};
 use crate::keys::{Algorithm, PublicKey, Signature};
 
 /// Each KMS call gets this long (the sign path's own deadline is longer).
@@ -87,25 +88,17 @@ impl AwsKmsBackend {
             .map_err(|e| self.failure("GetPublicKey", e))?;
         let der = answer.public_key().map(|b| b.as_ref().to_vec()).unwrap_or_default();
         let invalid = |reason: String| BackendError::Permanent(format!("AWS KMS key {}: {reason}", self.config.key_id));
-        match answer.key_spec() {
-            Some(KeySpec::EccNistEdwards25519) => {
-                // SubjectPublicKeyInfo for Ed25519: a 12-byte header, then the key.
-                let raw =
-                    der.get(12..).filter(|r| r.len() == 32).ok_or_else(|| invalid("malformed Ed25519 key".into()))?;
-                PublicKey::from_bytes(Algorithm::Ed25519, raw).map_err(|e| invalid(e.to_string()))
+        let algorithm = match answer.key_spec() {
+            Some(KeySpec::EccNistEdwards25519) => Algorithm::Ed25519,
+            Some(KeySpec::EccSecgP256K1) => Algorithm::Secp256k1,
+            Some(KeySpec::EccNistP256) => Algorithm::P256,
+            other => {
+                return Err(invalid(format!(
+                    "key spec {other:?}; sigil signs with ECC_NIST_EDWARDS25519, ECC_SECG_P256K1 or ECC_NIST_P256"
+                )))
             }
-            Some(KeySpec::EccSecgP256K1) => {
-                let key = k256::PublicKey::from_public_key_der(&der).map_err(|e| invalid(e.to_string()))?;
-                PublicKey::from_bytes(Algorithm::Secp256k1, &key.to_sec1_bytes()).map_err(|e| invalid(e.to_string()))
-            }
-            Some(KeySpec::EccNistP256) => {
-                let key = p256::PublicKey::from_public_key_der(&der).map_err(|e| invalid(e.to_string()))?;
-                PublicKey::from_bytes(Algorithm::P256, &key.to_sec1_bytes()).map_err(|e| invalid(e.to_string()))
-            }
-            other => Err(invalid(format!(
-                "key spec {other:?}; sigil signs with ECC_NIST_EDWARDS25519, ECC_SECG_P256K1 or ECC_NIST_P256"
-            ))),
-        }
+        };
+        public_key_from_spki(algorithm, &der).map_err(invalid)
     }
 }
 
@@ -117,6 +110,14 @@ impl KeyBackend for AwsKmsBackend {
 
     async fn public_key(&self) -> Result<PublicKey, BackendError> {
         self.public_key.get_or_try_init(|| self.fetch_public_key()).await.cloned()
+    }
+
+    async fn check(&self) -> Result<(), BackendError> {
+        let now = self.fetch_public_key().await?;
+        match self.public_key.get() {
+            Some(known) if *known != now => Err(changed_key("AWS KMS", &self.config.key_id)),
+            _ => Ok(()),
+        }
     }
 
     async fn sign(&self, payload: &[u8]) -> Result<Signature, BackendError> {
@@ -138,21 +139,7 @@ impl KeyBackend for AwsKmsBackend {
             .await
             .map_err(|e| self.failure("Sign", e))?;
         let bytes = answer.signature().map(|b| b.as_ref().to_vec()).unwrap_or_default();
-        let garbage =
-            |reason: &str| BackendError::Permanent(format!("AWS KMS key {}: {reason}; refused", self.config.key_id));
-        let raw: [u8; 64] = match algorithm {
-            Algorithm::Ed25519 => {
-                bytes.as_slice().try_into().map_err(|_| garbage("not a 64-byte Ed25519 signature"))?
-            }
-            Algorithm::Secp256k1 => {
-                k256::ecdsa::Signature::from_der(&bytes).map_err(|_| garbage("not a DER signature"))?.to_bytes().into()
-            }
-            Algorithm::P256 => {
-                p256::ecdsa::Signature::from_der(&bytes).map_err(|_| garbage("not a DER signature"))?.to_bytes().into()
-            }
-        };
-        let signature = Signature::new(algorithm, raw).to_low_s().map_err(|_| garbage("malformed signature"))?;
-        public_key.verify(payload, &signature).map_err(|_| garbage("the signature does not verify against the key"))?;
-        Ok(signature)
+        accept_signature(&public_key, payload, &bytes, EcdsaEncoding::Der)
+            .map_err(|reason| BackendError::Permanent(format!("AWS KMS key {}: {reason}; refused", self.config.key_id)))
     }
 }

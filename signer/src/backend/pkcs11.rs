@@ -20,7 +20,7 @@ use cryptoki::types::AuthPin;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::{BackendError, KeyBackend};
+use super::{accept_signature, BackendError, EcdsaEncoding, KeyBackend};
 use crate::keys::{Algorithm, PublicKey, Signature};
 
 /// `keys.<name>.pkcs11` in the config.
@@ -244,15 +244,8 @@ impl KeyBackend for Pkcs11Backend {
         })
         .await
         .map_err(|e| BackendError::Transient(format!("PKCS#11 task: {e}")))??;
-        let bytes: [u8; 64] = raw.as_slice().try_into().map_err(|_| {
-            permanent("sign", format!("the token returned {} bytes, not a 64-byte signature", raw.len()))
-        })?;
         // SoftHSM, for one, returns high S about half the time; chains want low S.
-        let signature = Signature::new(opened.algorithm, bytes).to_low_s().map_err(|e| permanent("sign", e))?;
-        opened
-            .public_key
-            .verify(payload, &signature)
-            .map_err(|_| permanent("sign", "the token's signature does not verify against its public key; refused"))?;
-        Ok(signature)
+        accept_signature(&opened.public_key, payload, &raw, EcdsaEncoding::Raw)
+            .map_err(|reason| permanent("sign", format!("the token's answer: {reason}; refused")))
     }
 }

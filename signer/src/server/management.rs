@@ -9,7 +9,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 
-use crate::sign::Signer;
+use crate::sign::{KeyEntry, Signer};
 
 pub fn router(signer: Arc<Signer>) -> Router {
     Router::new()
@@ -27,11 +27,20 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(signer): State<Arc<Signer>>) -> impl IntoResponse {
-    let waiting: Vec<&str> = signer.keys().filter(|k| k.public_key().is_none()).map(|k| k.name.as_str()).collect();
-    if waiting.is_empty() {
+    let names = |pick: fn(&KeyEntry) -> bool| {
+        signer.keys().filter(|k| pick(k)).map(|k| k.name.as_str()).collect::<Vec<_>>().join(", ")
+    };
+    let waiting = names(|k| k.public_key().is_none());
+    let unreachable = names(|k| k.public_key().is_some() && !k.is_ready());
+    let problems: Vec<String> = [("waiting for keys", waiting), ("keys unreachable", unreachable)]
+        .into_iter()
+        .filter(|(_, keys)| !keys.is_empty())
+        .map(|(what, keys)| format!("{what}: {keys}"))
+        .collect();
+    if problems.is_empty() {
         (StatusCode::OK, "ready\n".to_string())
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, format!("waiting for keys: {}\n", waiting.join(", ")))
+        (StatusCode::SERVICE_UNAVAILABLE, format!("{}\n", problems.join("; ")))
     }
 }
 

@@ -150,3 +150,33 @@ pub fn pytezos_rejects(python: &str, checks: &[serde_json::Value]) -> usize {
     let stdout = String::from_utf8_lossy(&output.stdout);
     stdout.trim().parse().unwrap_or_else(|_| panic!("pytezos: {stdout} {}", String::from_utf8_lossy(&output.stderr)))
 }
+
+/// The Atto library (@attocash/commons-core, installed into the cache by e2e/lib/atto-commons)
+/// plays the node against the signer at `atto`, whose key must be [`SEED_HEX`]: 40 blocks, 40
+/// votes and 20 challenges, each signature equal to the library's own and verified by Node.
+pub fn atto_library_checks(atto: SocketAddr) {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let installed = Command::new(root.join("../e2e/lib/atto-commons")).output().expect("run e2e/lib/atto-commons");
+    assert!(
+        installed.status.success(),
+        "installing @attocash/commons-core failed: {}",
+        String::from_utf8_lossy(&installed.stderr)
+    );
+    let output = Command::new("node")
+        .arg(root.join("tests/atto/interop.mjs"))
+        .env("SIGNER_URL", format!("http://{atto}/"))
+        .env("SIGNER_TOKEN", TOKEN)
+        .env("SIGNER_SECRET", SEED_HEX)
+        .env("ATTO_COMMONS", String::from_utf8(installed.stdout).unwrap().trim())
+        .output()
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "interop failed:\n{stdout}\n{stderr}");
+    let summary: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON summary line");
+    assert_eq!(summary["failures"], serde_json::json!([]));
+    assert_eq!(
+        (summary["blocks"].as_u64(), summary["votes"].as_u64(), summary["challenges"].as_u64()),
+        (Some(40), Some(40), Some(20))
+    );
+}
