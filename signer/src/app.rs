@@ -202,11 +202,17 @@ pub fn open_backend(name: &str, key: &KeyConfig) -> Result<Arc<dyn KeyBackend>, 
         KeyBackendConfig::GcpKms(gcp) => Arc::new(crate::backend::gcp::GcpKmsBackend::new(gcp.clone())),
         #[cfg(not(feature = "gcp"))]
         KeyBackendConfig::GcpKms(_) => return Err(left_out(name, "gcpKms", "gcp")),
+        #[cfg(feature = "azure")]
+        KeyBackendConfig::AzureKeyVault(azure) => {
+            Arc::new(crate::backend::azure::AzureKeyVaultBackend::new(azure.clone()))
+        }
+        #[cfg(not(feature = "azure"))]
+        KeyBackendConfig::AzureKeyVault(_) => return Err(left_out(name, "azureKeyVault", "azure")),
     })
 }
 
 /// A backend this build was compiled without (the fuzz build leaves the cloud SDKs out).
-#[cfg_attr(all(feature = "aws", feature = "gcp"), allow(dead_code))]
+#[cfg_attr(all(feature = "aws", feature = "gcp", feature = "azure"), allow(dead_code))]
 fn left_out(name: &str, field: &str, feature: &str) -> StartupError {
     StartupError::Config(ConfigError::Invalid(format!(
         "keys.{name}.{field}: this build has no {field} support (cargo feature {feature})"

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::local::LocalKeyConfig;
 use crate::backend::pkcs11::Pkcs11KeyConfig;
-use crate::backend::{AwsKmsKeyConfig, GcpKmsKeyConfig};
+use crate::backend::{AwsKmsKeyConfig, AzureKeyVaultKeyConfig, GcpKmsKeyConfig};
 use crate::keys::Algorithm;
 use crate::protocol::atto::api::Capability;
 use crate::protocol::cometbft::client::{parse_node_id, Endpoint};
@@ -55,6 +55,9 @@ pub struct KeyConfig {
     /// A key version in GCP Cloud KMS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gcp_kms: Option<GcpKmsKeyConfig>,
+    /// A key in Azure Key Vault (ECDSA only: the service has no Ed25519).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure_key_vault: Option<AzureKeyVaultKeyConfig>,
 }
 
 /// The backend a [`KeyConfig`] selects.
@@ -63,6 +66,18 @@ pub enum KeyBackendConfig<'a> {
     Pkcs11(&'a Pkcs11KeyConfig),
     AwsKms(&'a AwsKmsKeyConfig),
     GcpKms(&'a GcpKmsKeyConfig),
+    AzureKeyVault(&'a AzureKeyVaultKeyConfig),
+}
+
+impl KeyBackendConfig<'_> {
+    /// Whether the key can be Ed25519, which Atto and CometBFT need (remote keys tell at startup).
+    pub fn may_be_ed25519(&self) -> bool {
+        match self {
+            KeyBackendConfig::Local(local) => local.algorithm.unwrap_or(Algorithm::Ed25519) == Algorithm::Ed25519,
+            KeyBackendConfig::AzureKeyVault(_) => false,
+            KeyBackendConfig::Pkcs11(_) | KeyBackendConfig::AwsKms(_) | KeyBackendConfig::GcpKms(_) => true,
+        }
+    }
 }
 
 impl KeyConfig {
@@ -72,13 +87,20 @@ impl KeyConfig {
 
     /// The one backend set, or an error naming the key.
     pub fn backend(&self, name: &str) -> Result<KeyBackendConfig<'_>, ConfigError> {
-        match (&self.local, &self.pkcs11, &self.aws_kms, &self.gcp_kms) {
-            (Some(local), None, None, None) => Ok(KeyBackendConfig::Local(local)),
-            (None, Some(pkcs11), None, None) => Ok(KeyBackendConfig::Pkcs11(pkcs11)),
-            (None, None, Some(aws), None) => Ok(KeyBackendConfig::AwsKms(aws)),
-            (None, None, None, Some(gcp)) => Ok(KeyBackendConfig::GcpKms(gcp)),
-            _ => Err(ConfigError::Invalid(format!(
-                "keys.{name}: set exactly one backend: local, pkcs11, awsKms or gcpKms"
+        let set: Vec<KeyBackendConfig<'_>> = [
+            self.local.as_ref().map(KeyBackendConfig::Local),
+            self.pkcs11.as_ref().map(KeyBackendConfig::Pkcs11),
+            self.aws_kms.as_ref().map(KeyBackendConfig::AwsKms),
+            self.gcp_kms.as_ref().map(KeyBackendConfig::GcpKms),
+            self.azure_key_vault.as_ref().map(KeyBackendConfig::AzureKeyVault),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        match <[_; 1]>::try_from(set) {
+            Ok([one]) => Ok(one),
+            Err(_) => Err(ConfigError::Invalid(format!(
+                "keys.{name}: set exactly one backend: local, pkcs11, awsKms, gcpKms or azureKeyVault"
             ))),
         }
     }
@@ -214,6 +236,15 @@ impl Default for ManagementConfig {
     }
 }
 
+/// Why a key cannot be Ed25519, when the backend is the reason.
+fn no_ed25519_hint(key: &KeyConfig) -> &'static str {
+    if key.azure_key_vault.is_some() {
+        " (Azure Key Vault has no Ed25519 keys: use GCP KMS, AWS KMS, an HSM or a local key)"
+    } else {
+        ""
+    }
+}
+
 /// `projects/P/locations/L/keyRings/R/cryptoKeys/K/cryptoKeyVersions/V`, every part non-empty.
 fn is_key_version_name(name: &str) -> bool {
     let parts: Vec<&str> = name.split('/').collect();
@@ -302,6 +333,17 @@ impl SignerConfig {
                         ));
                     }
                 }
+                KeyBackendConfig::AzureKeyVault(azure) => {
+                    if !azure.vault_url.starts_with("https://") {
+                        return invalid(format!(
+                            "keys.{name}.azureKeyVault.vaultUrl: {:?} must be https://<vault>.vault.azure.net",
+                            azure.vault_url
+                        ));
+                    }
+                    if azure.key_name.is_empty() || azure.key_name.contains('/') {
+                        return invalid(format!("keys.{name}.azureKeyVault.keyName: name the key (no slashes)"));
+                    }
+                }
             }
         }
         if self.atto.is_none() && self.tezos.is_none() && self.cometbft.is_empty() {
@@ -333,12 +375,8 @@ impl SignerConfig {
         let Some(key) = self.keys.get(&atto.key) else {
             return invalid(format!("atto.key: {}", self.unknown_key(&atto.key)));
         };
-        let algorithm = match key.backend(&atto.key)? {
-            KeyBackendConfig::Local(local) => local.algorithm,
-            KeyBackendConfig::Pkcs11(_) | KeyBackendConfig::AwsKms(_) | KeyBackendConfig::GcpKms(_) => None,
-        };
-        if algorithm.is_some_and(|a| a != Algorithm::Ed25519) {
-            return invalid(format!("atto.key: key {:?} must be ed25519 for Atto", atto.key));
+        if !key.backend(&atto.key)?.may_be_ed25519() {
+            return invalid(format!("atto.key: key {:?} must be ed25519 for Atto{}", atto.key, no_ed25519_hint(key)));
         }
         if atto.capabilities.is_empty() {
             return invalid("atto.capabilities: list at least one of CHALLENGE, BLOCK, VOTE".into());
@@ -379,8 +417,15 @@ impl SignerConfig {
             if validator.chain_id.trim().is_empty() {
                 return invalid(format!("{path}.chainId: set the chain id from the node's genesis"));
             }
-            if !self.keys.contains_key(&validator.key) {
+            let Some(key) = self.keys.get(&validator.key) else {
                 return invalid(format!("{path}.key: {}", self.unknown_key(&validator.key)));
+            };
+            if !key.backend(&validator.key)?.may_be_ed25519() {
+                return invalid(format!(
+                    "{path}.key: key {:?} must be ed25519 for CometBFT{}",
+                    validator.key,
+                    no_ed25519_hint(key)
+                ));
             }
             let other_protocol = self.atto.as_ref().is_some_and(|a| a.key == validator.key)
                 || self.tezos.as_ref().is_some_and(|t| t.keys.contains_key(&validator.key));
@@ -521,7 +566,7 @@ management: {listen: "0.0.0.0:9091"}
                 "atto.capabilities: unknown capability \"send\": expected CHALLENGE, BLOCK or VOTE at line 7",
             ),
             (EXAMPLE.replace("secretKeyFile", "secretKeyPath"), "keys.voter.local: unknown field `secretKeyPath`"),
-            (EXAMPLE.replace("{local:", "{vault:"), "keys.voter: unknown field `vault`, expected one of `local`, `pkcs11`, `awsKms`, `gcpKms`"),
+            (EXAMPLE.replace("{local:", "{vault:"), "keys.voter: unknown field `vault`, expected one of `local`, `pkcs11`, `awsKms`, `gcpKms`, `azureKeyVault`"),
             (
                 "keys: {a: {}}\natto: {key: a, capabilities: [VOTE], tokenEnv: T}\n".into(),
                 "keys.a: set exactly one backend",
@@ -611,6 +656,17 @@ management: {listen: "0.0.0.0:9091"}
         ports.extend([("ATTO_SIGNER_PORT", "8080"), ("ATTO_SIGNER_MANAGEMENT_PORT", "8081")]);
         let config = SignerConfig::from_atto_env(env(&ports)).unwrap();
         assert_eq!(config.atto.unwrap().listen.port(), 8080);
+    }
+
+    #[test]
+    fn azure_keys_cannot_serve_ed25519_protocols() {
+        let azure = "{azureKeyVault: {vaultUrl: 'https://v.vault.azure.net', keyName: k}}";
+        let yaml = EXAMPLE.replace("{local: {secretKeyFile: /run/sigil/key}}", azure);
+        let error = SignerConfig::from_yaml(&yaml).unwrap_err().to_string();
+        assert!(error.contains("must be ed25519 for Atto (Azure Key Vault has no Ed25519 keys"), "{error}");
+        let plain = yaml.replace("https://", "http://");
+        let error = SignerConfig::from_yaml(&plain).unwrap_err().to_string();
+        assert!(error.contains("keys.voter.azureKeyVault.vaultUrl"), "{error}");
     }
 
     #[test]

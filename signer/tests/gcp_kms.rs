@@ -1,5 +1,5 @@
 //! The GCP Cloud KMS backend through Google's own client (`google-cloud-kms-v1`) against the fake
-//! in sigil_tests::fake_gcp_kms (no emulator exists; it follows the public REST surface with real
+//! in sigil_tests::fake_kms::gcp (no emulator exists; it follows the public REST surface with real
 //! keys and CRC32C). Atto's voter deployment runs exactly this: the drop-in environment mode with
 //! `ATTO_SIGNER_BACKEND=GCP`, checked by the Atto library. Tezos keys on all three curves are
 //! checked by pytezos. A failing service (corrupt exchanges, wrong signatures, outages, refusals,
@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::*;
 use sigil_signer::keys::{Algorithm, SecretKey};
 use sigil_signer::protocol::tezos::encoding;
-use sigil_tests::fake_gcp_kms::{key_version, FakeGcpKms, Fault};
+use sigil_tests::fake_kms::gcp::{key_version, FakeGcpKms, Fault};
 use sigil_tests::tezos::{consensus, MAINNET};
 
 /// Runs blocking test code (HTTP with std sockets, child processes) off the fake's runtime.

@@ -1,7 +1,7 @@
 //! Cross-component tests for sigil, and the harness that gives them a real Kubernetes API server.
 
 pub mod cluster;
-pub mod fake_gcp_kms;
+pub mod fake_kms;
 pub mod load;
 pub mod process;
 pub mod tezos;

@@ -3,6 +3,8 @@
 
 #[cfg(feature = "aws")]
 pub mod aws;
+#[cfg(feature = "azure")]
+pub mod azure;
 #[cfg(feature = "gcp")]
 pub mod gcp;
 pub mod local;
@@ -47,6 +49,21 @@ pub trait KeyBackend: Send + Sync {
     }
 }
 
+/// An error with its causes, `outer: inner: innermost`: SDK errors often say little at the top
+/// ("non-transport error") and the reason (a 401 from the identity provider) in their sources.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text = format!("{text}: {cause_text}");
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// The refusal for a service that now hands out another public key than the one we started with.
 pub fn changed_key(service: &str, key: &str) -> BackendError {
     BackendError::Permanent(format!(
@@ -79,6 +96,23 @@ pub struct GcpKmsKeyConfig {
     /// credentials: a token must never travel in the clear.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+}
+
+/// `keys.<name>.azureKeyVault` in the config (the backend is in `azure.rs`, behind the `azure`
+/// feature). P-256 (`ES256`) and secp256k1 (`P-256K`, `ES256K`) keys: Key Vault has no Ed25519.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AzureKeyVaultKeyConfig {
+    /// `https://<vault>.vault.azure.net` (or a Managed HSM's URL).
+    pub vault_url: String,
+    pub key_name: String,
+    /// Pin one version; default: the key's current version, checked for changes while running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_version: Option<String>,
+    /// Whether the vault's authentication challenge must name the vault's own domain (default
+    /// true: a token for Key Vault never goes to another host). Off only for emulators.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify_challenge_resource: Option<bool>,
 }
 
 /// A SubjectPublicKeyInfo (DER), as KMS services hand out public keys, for one of our algorithms.

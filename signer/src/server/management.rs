@@ -28,7 +28,9 @@ async fn healthz() -> &'static str {
 
 async fn readyz(State(signer): State<Arc<Signer>>) -> impl IntoResponse {
     let names = |pick: fn(&KeyEntry) -> bool| {
-        signer.keys().filter(|k| pick(k)).map(|k| k.name.as_str()).collect::<Vec<_>>().join(", ")
+        let mut names: Vec<&str> = signer.keys().filter(|k| pick(k)).map(|k| k.name.as_str()).collect();
+        names.sort_unstable();
+        names.join(", ")
     };
     let waiting = names(|k| k.public_key().is_none());
     let unreachable = names(|k| k.public_key().is_some() && !k.is_ready());

@@ -1,4 +1,4 @@
-//! A stand-in for GCP Cloud KMS, for tests and benchmarks: no emulator exists (research/kms.md
+//! A stand-in for GCP Cloud KMS: no emulator exists (research/kms.md
 //! §1.4), so this follows the public REST surface the official client uses: `GET
 //! /v1/{version}/publicKey` and `POST /v1/{version}:asymmetricSign`, CRC32C checks both ways,
 //! Google's error body. Keys are real (Ed25519, secp256k1, P-256), so signatures verify anywhere.
@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::{Method, StatusCode};
@@ -20,25 +19,8 @@ use base64::Engine;
 use serde_json::{json, Value};
 use sigil_signer::keys::{Algorithm, PublicKey, SecretKey};
 
-/// What the fake does wrong on purpose.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Fault {
-    #[default]
-    None,
-    /// 503 UNAVAILABLE on every call.
-    Unavailable,
-    /// 401 UNAUTHENTICATED: bad or missing credentials.
-    Unauthenticated,
-    /// 403 PERMISSION_DENIED: the identity may not use the key.
-    PermissionDenied,
-    /// Says it did not receive the checksum the client sent (a request corrupted in transit),
-    /// this many more times.
-    CorruptRequest(u32),
-    /// Returns a signature that does not verify (with a matching checksum).
-    WrongSignature,
-    /// Answers after this long.
-    Slow(Duration),
-}
+pub use super::Fault;
+use super::{ecdsa_as_a_service, signed_by_fault};
 
 struct Key {
     secret: Option<SecretKey>,
@@ -224,27 +206,23 @@ fn asymmetric_sign(inner: &Inner, version: &str, body: &str, fault: Fault) -> Re
         }
         Some(_) => return invalid("The checksum in field dataCrc32c/digestCrc32c did not match the data."),
     };
-    // A wrong signature: one over other bytes.
-    let signed = match (fault == Fault::WrongSignature, secret.algorithm().signs_digest()) {
-        (false, _) => payload,
-        (true, true) => vec![0x5a; 32],
-        (true, false) => [&payload[..], b"!"].concat(),
-    };
-    let raw = secret.sign(&signed).expect("the fake signs").to_bytes();
+    let raw = secret.sign(&signed_by_fault(fault, secret.algorithm(), payload)).expect("the fake signs").to_bytes();
     let count = inner.signs.fetch_add(1, Ordering::SeqCst);
     let signature = match secret.algorithm() {
         Algorithm::Ed25519 => raw.to_vec(),
         // DER, and high S every other time, as a real service may.
         Algorithm::Secp256k1 => {
-            let sig = k256::ecdsa::Signature::from_slice(&raw).unwrap();
-            let sig = if count % 2 == 1 { flip_s_k1(sig) } else { sig };
-            sig.to_der().as_bytes().to_vec()
+            k256::ecdsa::Signature::from_slice(&ecdsa_as_a_service(Algorithm::Secp256k1, raw, count))
+                .unwrap()
+                .to_der()
+                .as_bytes()
+                .to_vec()
         }
-        Algorithm::P256 => {
-            let sig = p256::ecdsa::Signature::from_slice(&raw).unwrap();
-            let sig = if count % 2 == 1 { flip_s_p256(sig) } else { sig };
-            sig.to_der().as_bytes().to_vec()
-        }
+        Algorithm::P256 => p256::ecdsa::Signature::from_slice(&ecdsa_as_a_service(Algorithm::P256, raw, count))
+            .unwrap()
+            .to_der()
+            .as_bytes()
+            .to_vec(),
     };
     let mut answer = json!({
         "signature": B64.encode(&signature),
@@ -254,16 +232,6 @@ fn asymmetric_sign(inner: &Inner, version: &str, body: &str, fault: Fault) -> Re
     });
     answer[verified_field] = json!(verified);
     Json(answer).into_response()
-}
-
-fn flip_s_k1(sig: k256::ecdsa::Signature) -> k256::ecdsa::Signature {
-    let (r, s) = sig.split_scalars();
-    k256::ecdsa::Signature::from_scalars(r, -*s).unwrap()
-}
-
-fn flip_s_p256(sig: p256::ecdsa::Signature) -> p256::ecdsa::Signature {
-    let (r, s) = sig.split_scalars();
-    p256::ecdsa::Signature::from_scalars(r, -*s).unwrap()
 }
 
 /// The key as SubjectPublicKeyInfo DER.
