@@ -39,7 +39,7 @@ fn signed_by_fault(fault: Fault, algorithm: Algorithm, payload: Vec<u8>) -> Vec<
 
 /// A raw low-S ECDSA signature as a cloud service may return it: with high S every other time.
 fn ecdsa_as_a_service(algorithm: Algorithm, raw: [u8; 64], count: u64) -> [u8; 64] {
-    if count % 2 == 0 {
+    if count.is_multiple_of(2) {
         return raw;
     }
     match algorithm {
