@@ -148,6 +148,21 @@ async fn lifecycle(client: &Client, ns: &str, kubeconfig: &std::path::Path) -> R
     assert!(yaml.contains("BLOCK"), "{yaml}");
     assert_eq!(secrets.get("voter-token").await?.data.unwrap()["token"], data["token"], "a spec edit keeps the token");
 
+    // A cloud key: rendered with no secret in it (the sidecar authenticates by Workload Identity),
+    // and the status names the backend.
+    let version = "projects/p/locations/global/keyRings/r/cryptoKeys/voter/cryptoKeyVersions/1";
+    let patch = json!({ "spec": { "key": { "secretRef": null, "gcpKms": { "keyVersion": version } } } });
+    signers.patch("voter", &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    let rs = wait_ready(client, ns, "voter", "True").await?;
+    assert_eq!(rs.status.unwrap().key_backend.as_deref(), Some("gcpKms"));
+    let yaml = config_maps.get("voter-config").await?.data.unwrap()["signer.yaml"].clone();
+    let key = SignerConfig::from_yaml(&yaml)?.keys["validator"].clone();
+    assert_eq!(key.gcp_kms.map(|g| g.key_version).as_deref(), Some(version), "{yaml}");
+    assert!(key.local.is_none());
+    let patch = json!({ "spec": { "key": { "gcpKms": null, "secretRef": { "name": "voter-key", "key": "seed" } } } });
+    signers.patch("voter", &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    wait_ready(client, ns, "voter", "True").await?;
+
     // The key Secret disappears: not Ready, and the status says which Secret.
     secrets.delete("voter-key", &DeleteParams::default()).await?;
     signers

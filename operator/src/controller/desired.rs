@@ -10,6 +10,8 @@ use k8s_openapi::ByteString;
 use kube::{Resource, ResourceExt};
 use serde_json::{json, Value};
 use sigil_signer::backend::local::LocalKeyConfig;
+use sigil_signer::backend::pkcs11::Pkcs11KeyConfig;
+use sigil_signer::backend::{AwsKmsKeyConfig, AzureKeyVaultKeyConfig, GcpKmsKeyConfig};
 use sigil_signer::config::{
     AttoConfig, CometBftConfig, ConfigMapRatchetConfig, KeyConfig, ManagementConfig, RatchetConfig, SignerConfig,
     TezosConfig,
@@ -19,7 +21,7 @@ use sigil_signer::protocol::atto::api::Capability;
 use sigil_signer::protocol::tezos::policy::TezosKeyConfig;
 
 use super::token::TokenState;
-use crate::api::{AttoCapability, Protocol, RatchetStore, RemoteSigner, WorkloadIdentitySpec};
+use crate::api::{AttoCapability, KeySpec, Protocol, RatchetStore, RemoteSigner, WorkloadIdentitySpec};
 
 /// The one field manager for everything the operator applies.
 pub const FIELD_MANAGER: &str = "sigil-operator";
@@ -30,6 +32,7 @@ pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "sigil-ope
 /// Where the injected sidecar finds things (the webhook mounts them there).
 pub const KEY_DIR: &str = "/var/run/sigil/key";
 pub const KEY_FILE: &str = "secretKey";
+pub const PIN_FILE: &str = "pin";
 pub const TOKEN_DIR: &str = "/var/run/sigil/token";
 pub const CONFIG_DIR: &str = "/etc/sigil";
 pub const CONFIG_FILE: &str = "signer.yaml";
@@ -133,18 +136,7 @@ fn ratchet_config(rs: &RemoteSigner) -> Result<Option<RatchetConfig>, (&'static 
 /// The sidecar's config: the same type `sigil-signer --config` parses.
 pub fn signer_config(rs: &RemoteSigner) -> Result<SignerConfig, (&'static str, String)> {
     let spec = &rs.spec;
-    if spec.key.secret_ref.is_none() {
-        let backend = spec.key.backend().unwrap_or("none");
-        return Err((
-            "BackendNotSupported",
-            format!("key backend {backend}: this sigil version signs with spec.key.secretRef only"),
-        ));
-    }
-    let key = |algorithm| LocalKeyConfig {
-        secret_key_file: Some(format!("{KEY_DIR}/{KEY_FILE}").into()),
-        algorithm,
-        ..Default::default()
-    };
+    let key = |algorithm| key_config(&spec.key, algorithm);
     let mut config = SignerConfig {
         keys: BTreeMap::new(),
         ratchet: ratchet_config(rs)?,
@@ -157,7 +149,7 @@ pub fn signer_config(rs: &RemoteSigner) -> Result<SignerConfig, (&'static str, S
     match spec.protocol {
         Protocol::Atto => {
             let capabilities = spec.atto.as_ref().map(|a| a.capabilities.clone()).unwrap_or_default();
-            config.keys.insert(SIGNER_KEY.into(), KeyConfig::local(key(Some(Algorithm::Ed25519))));
+            config.keys.insert(SIGNER_KEY.into(), key(Some(Algorithm::Ed25519))?);
             config.atto = Some(AttoConfig {
                 listen: ([127, 0, 0, 1], API_PORT).into(),
                 key: SIGNER_KEY.into(),
@@ -175,7 +167,7 @@ pub fn signer_config(rs: &RemoteSigner) -> Result<SignerConfig, (&'static str, S
         }
         Protocol::Tezos => {
             // A hex secret or an edsk/spsk/p2sk key: the key names its own curve.
-            config.keys.insert(SIGNER_KEY.into(), KeyConfig::local(key(None)));
+            config.keys.insert(SIGNER_KEY.into(), key(None)?);
             let allow = spec.tezos.as_ref().map(|t| t.allow.clone()).filter(|a| !a.is_empty());
             // Signatory's default: what a baker signs, nothing that moves funds.
             let allow = allow.unwrap_or_else(|| ["block", "preattestation", "attestation"].map(String::from).to_vec());
@@ -189,7 +181,7 @@ pub fn signer_config(rs: &RemoteSigner) -> Result<SignerConfig, (&'static str, S
             let Some(cometbft) = spec.cometbft.as_ref() else {
                 return Err(("InvalidSpec", "protocol CometBFT needs spec.cometbft.chainId".into()));
             };
-            config.keys.insert(SIGNER_KEY.into(), KeyConfig::local(key(None)));
+            config.keys.insert(SIGNER_KEY.into(), key(None)?);
             config.cometbft.push(CometBftConfig {
                 connect: cometbft.node_address.clone().unwrap_or_else(|| "tcp://127.0.0.1:26659".into()),
                 chain_id: cometbft.chain_id.clone(),
@@ -202,6 +194,65 @@ pub fn signer_config(rs: &RemoteSigner) -> Result<SignerConfig, (&'static str, S
     }
     config.validate().map_err(|e| ("InvalidConfig", e.to_string()))?;
     Ok(config)
+}
+
+/// The signer's key config for `spec.key`. Cloud keys carry no secret into the pod: the sidecar
+/// authenticates with the ServiceAccount's Workload Identity (see [`identity_annotations`]).
+fn key_config(spec: &KeySpec, local_algorithm: Option<Algorithm>) -> Result<KeyConfig, (&'static str, String)> {
+    let mut key = KeyConfig::default();
+    match spec.backend() {
+        Some("secretRef") => {
+            key.local = Some(LocalKeyConfig {
+                secret_key_file: Some(format!("{KEY_DIR}/{KEY_FILE}").into()),
+                algorithm: local_algorithm,
+                ..Default::default()
+            })
+        }
+        Some("pkcs11") => {
+            let pkcs11 = spec.pkcs11.as_ref().expect("the backend is pkcs11");
+            key.pkcs11 = Some(Pkcs11KeyConfig {
+                module: pkcs11.module.clone().into(),
+                token_label: pkcs11.token_label.clone(),
+                key_label: pkcs11.key_label.clone(),
+                pin_file: Some(format!("{KEY_DIR}/{PIN_FILE}").into()),
+                pin_env: None,
+            })
+        }
+        Some("gcpKms") => {
+            let gcp = spec.gcp_kms.as_ref().expect("the backend is gcpKms");
+            key.gcp_kms = Some(GcpKmsKeyConfig { key_version: gcp.key_version.clone(), endpoint: None })
+        }
+        Some("awsKms") => {
+            let aws = spec.aws_kms.as_ref().expect("the backend is awsKms");
+            key.aws_kms =
+                Some(AwsKmsKeyConfig { key_id: aws.key_id.clone(), region: Some(aws.region.clone()), endpoint: None })
+        }
+        Some("azureKeyVault") => {
+            let azure = spec.azure_key_vault.as_ref().expect("the backend is azureKeyVault");
+            key.azure_key_vault = Some(AzureKeyVaultKeyConfig {
+                vault_url: azure.vault_url.clone(),
+                key_name: azure.key_name.clone(),
+                key_version: azure.key_version.clone(),
+                verify_challenge_resource: None,
+            })
+        }
+        _ => return Err(("InvalidSpec", "spec.key: set exactly one backend".into())),
+    }
+    Ok(key)
+}
+
+/// The Secret volume the sidecar's key directory comes from: the software key, or the HSM's PIN.
+/// Cloud KMS keys need none.
+pub fn key_volume(rs: &RemoteSigner) -> Option<Value> {
+    let (secret, file) = match (&rs.spec.key.secret_ref, &rs.spec.key.pkcs11) {
+        (Some(secret), _) => (secret, KEY_FILE),
+        (None, Some(pkcs11)) => (&pkcs11.pin_secret_ref, PIN_FILE),
+        (None, None) => return None,
+    };
+    // Readable by the signer's non-root user; no other container mounts it.
+    Some(
+        json!({ "name": "sigil-key", "secret": { "secretName": secret.name, "defaultMode": 0o444, "items": [{ "key": secret.key, "path": file }] } }),
+    )
 }
 
 pub fn config_map(rs: &RemoteSigner, config: &SignerConfig) -> Value {
@@ -355,14 +406,53 @@ mod tests {
         spec.atto = None;
         spec.ratchet = Some(RatchetSpec { store: RatchetStore::File });
         assert_eq!(signer_config(&remote_signer(spec)).unwrap_err().0, "RatchetNotSupported");
+        // Azure Key Vault has no Ed25519: an Atto signer on it cannot work, and says why.
         let mut spec = atto_spec();
         spec.key = KeySpec {
-            gcp_kms: Some(crate::api::GcpKmsSpec { key_version: "projects/p/.../1".into() }),
+            azure_key_vault: Some(crate::api::AzureKeyVaultSpec {
+                vault_url: "https://v.vault.azure.net".into(),
+                key_name: "k".into(),
+                key_version: None,
+            }),
             ..Default::default()
         };
         let (reason, message) = signer_config(&remote_signer(spec)).unwrap_err();
-        assert_eq!(reason, "BackendNotSupported");
-        assert!(message.contains("gcpKms"), "{message}");
+        assert_eq!(reason, "InvalidConfig");
+        assert!(message.contains("Azure Key Vault has no Ed25519 keys"), "{message}");
+    }
+
+    #[test]
+    fn every_key_backend_renders_without_secrets_for_cloud_keys() {
+        use crate::api::{AwsKmsSpec, GcpKmsSpec, Pkcs11Spec, SecretKeyRef};
+        let version = "projects/p/locations/global/keyRings/r/cryptoKeys/voter/cryptoKeyVersions/1";
+        let gcp = KeySpec { gcp_kms: Some(GcpKmsSpec { key_version: version.into() }), ..Default::default() };
+        let rs = remote_signer(RemoteSignerSpec { key: gcp, ..atto_spec() });
+        let key = signer_config(&rs).unwrap().keys["validator"].clone();
+        assert_eq!(key.gcp_kms.unwrap().key_version, version);
+        assert_eq!(key_volume(&rs), None, "no secret in the pod for a cloud key");
+
+        let aws = KeySpec {
+            aws_kms: Some(AwsKmsSpec { key_id: "alias/baker".into(), region: "eu-west-1".into() }),
+            ..Default::default()
+        };
+        let rs = remote_signer(RemoteSignerSpec { key: aws, ..atto_spec() });
+        let aws = signer_config(&rs).unwrap().keys["validator"].aws_kms.clone().unwrap();
+        assert_eq!((aws.key_id.as_str(), aws.region.as_deref()), ("alias/baker", Some("eu-west-1")));
+
+        let pin = SecretKeyRef { name: "hsm-pin".into(), key: "pin".into() };
+        let pkcs11 = Pkcs11Spec {
+            module: "/usr/lib/softhsm/libsofthsm2.so".into(),
+            token_label: "sigil".into(),
+            key_label: "voter".into(),
+            pin_secret_ref: pin,
+        };
+        let rs = remote_signer(RemoteSignerSpec {
+            key: KeySpec { pkcs11: Some(pkcs11), ..Default::default() },
+            ..atto_spec()
+        });
+        let rendered = signer_config(&rs).unwrap().keys["validator"].pkcs11.clone().unwrap();
+        assert_eq!(rendered.pin_file.unwrap().to_str(), Some("/var/run/sigil/key/pin"));
+        assert_eq!(key_volume(&rs).unwrap()["secret"]["secretName"], "hsm-pin");
     }
 
     #[test]

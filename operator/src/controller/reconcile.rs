@@ -295,13 +295,18 @@ async fn reconcile_config(
         Ok(config) => config,
         Err((reason, message)) => return Ok(failed(reason, message)),
     };
-    if let Some(key) = &rs.spec.key.secret_ref {
+    let key_secret = match (&rs.spec.key.secret_ref, &rs.spec.key.pkcs11) {
+        (Some(key), _) => Some((&key.name, "spec.key.secretRef")),
+        (None, Some(pkcs11)) => Some((&pkcs11.pin_secret_ref.name, "spec.key.pkcs11.pinSecretRef")),
+        _ => None,
+    };
+    if let Some((secret, field)) = key_secret {
         // Metadata only: the operator never reads key material.
         let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-        if secrets.get_metadata_opt(&key.name).await?.is_none() {
+        if secrets.get_metadata_opt(secret).await?.is_none() {
             return Ok(failed(
                 "KeySecretNotFound",
-                format!("Secret {} (spec.key.secretRef) does not exist in namespace {namespace}", key.name),
+                format!("Secret {secret} ({field}) does not exist in namespace {namespace}"),
             ));
         }
     }

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use crate::api::{Protocol, RemoteSigner};
 use crate::controller::desired::{
-    config_map_name, service_account, token_secret_name, API_PORT, CONFIG_DIR, CONFIG_FILE, KEY_DIR, KEY_FILE,
+    config_map_name, key_volume, service_account, token_secret_name, API_PORT, CONFIG_DIR, CONFIG_FILE, KEY_DIR,
     MANAGEMENT_PORT, TOKEN_DIR,
 };
 
@@ -44,9 +44,6 @@ pub fn inject(pod: &Pod, rs: &RemoteSigner, image: &str, native_default: bool) -
     if has_signer(pod) || !pending {
         return Ok(Injection::default());
     }
-    let Some(key) = &rs.spec.key.secret_ref else {
-        return Err(format!("RemoteSigner {} uses a key backend this version cannot inject", rs.name_any()));
-    };
     let existing: Vec<&str> = spec.volumes.iter().flatten().map(|v| v.name.as_str()).collect();
     if let Some(clash) = VOLUMES.iter().find(|v| existing.contains(v)) {
         return Err(format!("the pod already has a volume named {clash}; sigil needs that name"));
@@ -62,12 +59,12 @@ pub fn inject(pod: &Pod, rs: &RemoteSigner, image: &str, native_default: bool) -
     }
     add(format!("/metadata/annotations/{}", escape(INJECTED_ANNOTATION)), json!(name));
 
-    let volumes = [
+    let key_volume = key_volume(rs);
+    let mut volumes = vec![
         json!({ "name": "sigil-token", "secret": { "secretName": token_secret_name(&name), "defaultMode": 0o444 } }),
         json!({ "name": "sigil-config", "configMap": { "name": config_map_name(&name) } }),
-        // Mounted into the signer only. Readable by its non-root user; no other container mounts it.
-        json!({ "name": "sigil-key", "secret": { "secretName": key.name, "defaultMode": 0o444, "items": [{ "key": key.key, "path": KEY_FILE }] } }),
     ];
+    volumes.extend(key_volume.clone());
     append_all(&mut add, "/spec/volumes", spec.volumes.is_none(), &volumes);
 
     let native = match annotations.and_then(|a| a.get(MODE_ANNOTATION)).map(String::as_str) {
@@ -75,7 +72,7 @@ pub fn inject(pod: &Pod, rs: &RemoteSigner, image: &str, native_default: bool) -
         Some("native") => true,
         _ => native_default,
     };
-    let container = signer_container(rs, image, native);
+    let container = signer_container(rs, image, native, key_volume.is_some());
     if native {
         // First, so it is up before the other init containers and the node start.
         match &spec.init_containers {
@@ -148,7 +145,7 @@ fn atto_env(name: &str, container: &Container, warnings: &mut Vec<String>) -> Ve
         .collect()
 }
 
-fn signer_container(rs: &RemoteSigner, image: &str, native: bool) -> Value {
+fn signer_container(rs: &RemoteSigner, image: &str, native: bool, key_volume: bool) -> Value {
     let sidecar = rs.spec.sidecar.clone().unwrap_or_default();
     let resources = sidecar
         .resources
@@ -176,9 +173,12 @@ fn signer_container(rs: &RemoteSigner, image: &str, native: bool) -> Value {
         "volumeMounts": [
             { "name": "sigil-token", "mountPath": TOKEN_DIR, "readOnly": true },
             { "name": "sigil-config", "mountPath": CONFIG_DIR, "readOnly": true },
-            { "name": "sigil-key", "mountPath": KEY_DIR, "readOnly": true },
         ],
     });
+    if key_volume {
+        let mounts = container["volumeMounts"].as_array_mut().expect("an array");
+        mounts.push(json!({ "name": "sigil-key", "mountPath": KEY_DIR, "readOnly": true }));
+    }
     if native {
         container["restartPolicy"] = json!("Always");
     }
