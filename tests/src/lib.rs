@@ -4,4 +4,5 @@ pub mod cluster;
 pub mod fake_kms;
 pub mod load;
 pub mod process;
+pub mod softhsm;
 pub mod tezos;
