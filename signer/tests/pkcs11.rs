@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::*;
-use sigil_tests::softhsm::{generate, token};
 use sigil_signer::protocol::tezos::encoding;
+use sigil_tests::softhsm::{generate, import_ed25519, token};
 use sigil_tests::tezos::{consensus, MAINNET};
 
 fn config(dir: &Path, module: &str, pin_file: &Path, token_label: &str) -> PathBuf {
@@ -94,4 +94,33 @@ fn softhsm_keys_sign_for_tezos_and_pytezos_agrees() {
         404,
         "an unready key is unknown"
     );
+}
+
+/// The Atto library checks an HSM key's signatures: 100 blocks, votes and challenges, each equal to
+/// the library's own for the same seed (imported into the token for the comparison).
+#[test]
+fn the_atto_library_accepts_signatures_from_the_hsm() {
+    let module = script("softhsm");
+    let dir = tempfile::tempdir().unwrap();
+    let conf = token(dir.path());
+    let seed: [u8; 32] = hex::decode(SEED_HEX).unwrap().try_into().unwrap();
+    import_ed25519(&module, &conf, "voter", &seed);
+    let pin = dir.path().join("pin");
+    std::fs::write(&pin, "1234\n").unwrap();
+    let config = dir.path().join("atto.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "keys: {{voter: {{pkcs11: {{module: {module}, tokenLabel: sigil, keyLabel: voter, pinFile: {}}}}}}}\n\
+             atto: {{listen: 127.0.0.1:0, key: voter, capabilities: [CHALLENGE, BLOCK, VOTE], tokenEnv: ATTO_TOKEN}}\n\
+             management: {{listen: 127.0.0.1:0}}\n",
+            pin.display()
+        ),
+    )
+    .unwrap();
+    let signer = SignerProcess::start(&config, &[("SOFTHSM2_CONF", conf.to_str().unwrap()), ("ATTO_TOKEN", TOKEN)]);
+    wait_until("the key ready", Duration::from_secs(20), || {
+        http(signer.management, "GET", "/readyz", None, None).status == 200
+    });
+    atto_library_checks(signer.atto());
 }

@@ -69,3 +69,37 @@ pub fn generate(module: &str, conf: &Path) -> Vec<(&'static str, PublicKey)> {
     public_keys
 }
 
+/// Imports an Ed25519 key pair with a known seed into the token (as `label`), so a test can
+/// compare the token's signatures with a library's own for the same key (Ed25519 is
+/// deterministic). Real keys should be generated inside the token instead.
+pub fn import_ed25519(module: &str, conf: &Path, label: &str, seed: &[u8; 32]) {
+    std::env::set_var("SOFTHSM2_CONF", conf);
+    let pkcs11 = Pkcs11::new(module).unwrap();
+    pkcs11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)).unwrap();
+    let slot = pkcs11
+        .get_slots_with_token()
+        .unwrap()
+        .into_iter()
+        .find(|s| pkcs11.get_token_info(*s).unwrap().label() == "sigil")
+        .unwrap();
+    let session = pkcs11.open_rw_session(slot).unwrap();
+    session.login(UserType::User, Some(&AuthPin::new("1234".into()))).unwrap();
+    let public = ed25519_dalek::SigningKey::from_bytes(seed).verifying_key().to_bytes();
+    // CKA_EC_PARAMS: the printable-string curve name SoftHSM accepts for Ed25519.
+    let params = [&[0x13, 0x0c][..], b"edwards25519"].concat();
+    let common = |class| {
+        vec![
+            Attribute::Class(class),
+            Attribute::KeyType(cryptoki::object::KeyType::EC_EDWARDS),
+            Attribute::Token(true),
+            Attribute::Label(label.as_bytes().to_vec()),
+            Attribute::EcParams(params.clone()),
+        ]
+    };
+    let mut private = common(cryptoki::object::ObjectClass::PRIVATE_KEY);
+    private.extend([Attribute::Sign(true), Attribute::Sensitive(true), Attribute::Value(seed.to_vec())]);
+    let mut public_key = common(cryptoki::object::ObjectClass::PUBLIC_KEY);
+    public_key.extend([Attribute::Verify(true), Attribute::EcPoint([&[0x04, 0x20][..], &public].concat())]);
+    session.create_object(&private).unwrap();
+    session.create_object(&public_key).unwrap();
+}

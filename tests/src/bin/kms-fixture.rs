@@ -92,13 +92,13 @@ async fn main() -> Result<()> {
         }
         Backend::Gcp => {
             let fake = gcp::FakeGcpKms::start(vec![("k1", SecretKey::generate(Algorithm::Secp256k1))], &[]).await;
-            let key = format!("{{gcpKms: {{keyVersion: '{}', endpoint: '{}'}}}}", gcp::key_version("k1"), fake.endpoint);
+            let key =
+                format!("{{gcpKms: {{keyVersion: '{}', endpoint: '{}'}}}}", gcp::key_version("k1"), fake.endpoint);
             print(key, json!({}), &fake.public_key("k1"));
             std::future::pending::<()>().await;
         }
         Backend::Azure { dir } => {
-            let fake =
-                azure::FakeKeyVault::start(vec![("k1", SecretKey::generate(Algorithm::Secp256k1))], &dir).await;
+            let fake = azure::FakeKeyVault::start(vec![("k1", SecretKey::generate(Algorithm::Secp256k1))], &dir).await;
             let key =
                 format!("{{azureKeyVault: {{vaultUrl: '{}', keyName: k1, verifyChallengeResource: false}}}}", fake.url);
             let env: serde_json::Map<String, serde_json::Value> =
