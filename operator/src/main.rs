@@ -58,6 +58,11 @@ struct Args {
     /// The sigil-signer image injected when a RemoteSigner does not name one.
     #[arg(long, env = "SIGIL_SIGNER_IMAGE", default_value = concat!("ghcr.io/sigil-dev/sigil-signer:", env!("CARGO_PKG_VERSION")))]
     signer_image: String,
+    /// A ClusterRole that owns what the operator creates outside any RemoteSigner (its webhook
+    /// registration and certificate), so that they are removed with it: the Helm chart passes
+    /// its own, and `helm uninstall` leaves nothing behind.
+    #[arg(long, env = "SIGIL_OWNER_CLUSTER_ROLE")]
+    owner_cluster_role: Option<String>,
     /// Log format: text or json.
     #[arg(long, env = "SIGIL_LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -129,6 +134,8 @@ async fn run(args: Args) -> Result<()> {
             namespace: args.lease_namespace.clone(),
             watch_namespace: args.namespace.clone(),
             image: args.signer_image.clone(),
+            owner_cluster_role: args.owner_cluster_role.clone(),
+            owner: None,
         };
         let (client, stopped) = (client.clone(), until_stopped());
         tokio::spawn(async move {

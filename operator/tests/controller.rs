@@ -62,13 +62,7 @@ async fn least_privilege_kubeconfig(
     }))?;
     Api::<ClusterRoleBinding>::all(client.clone()).create(&PostParams::default(), &binding).await?;
 
-    let mut kubeconfig: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&cluster.kubeconfig)?)?;
-    for user in kubeconfig["users"].as_sequence_mut().into_iter().flatten() {
-        user["user"]["as"] = format!("system:serviceaccount:{namespace}:sigil-operator").into();
-    }
-    let path = dir.join("kubeconfig");
-    std::fs::write(&path, serde_yaml::to_string(&kubeconfig)?)?;
-    Ok(path)
+    impersonating_kubeconfig(cluster, namespace, "sigil-operator", dir)
 }
 
 async fn delete_cluster_rbac(client: &Client, namespace: &str) {
@@ -412,7 +406,7 @@ async fn token_rotates_and_the_previous_one_is_dropped_after_grace() -> Result<(
 
     // The pods holding the old token are replaced, one at a time; only then is it dropped. The
     // deadline is the 1-minute grace period plus room for two replacements on a busy machine.
-    wait_for("the previous token to be dropped", Duration::from_secs(180), || async {
+    let dropped = wait_for("the previous token to be dropped", Duration::from_secs(180), || async {
         let data = secrets.get("rotating-token").await?.data.unwrap();
         let names = running(&pods.list(&ListParams::default().labels("app=nodes")).await?);
         if data["token.previous"].0.is_empty() {
@@ -424,13 +418,37 @@ async fn token_rotates_and_the_previous_one_is_dropped_after_grace() -> Result<(
         }
         Ok(None)
     })
-    .await
-    .map_err(|error| {
-        // Say what the operator saw, so that a failure here can be diagnosed from the CI log.
+    .await;
+    if let Err(error) = dropped {
+        // Say what the operator and the cluster saw, so that a failure here can be diagnosed
+        // from the CI log: the pods' phases and readiness, and the namespace's events.
         let logs: Vec<String> = operator.logs.try_iter().collect();
         let tail = logs[logs.len().saturating_sub(40)..].join("\n");
-        error.context(format!("operator log (last 40 lines):\n{tail}"))
-    })?;
+        let listed = pods.list(&ListParams::default()).await?.items;
+        let pods: Vec<String> = listed
+            .iter()
+            .map(|p| {
+                let status = p.status.clone().unwrap_or_default();
+                let ready: Vec<String> =
+                    status.conditions.iter().flatten().map(|c| format!("{}={}", c.type_, c.status)).collect();
+                let deleting = p.metadata.deletion_timestamp.is_some();
+                format!("{} {:?} deleting={deleting} {ready:?}", p.name_any(), status.phase)
+            })
+            .collect();
+        let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
+        let events: Vec<String> = events
+            .list(&ListParams::default())
+            .await?
+            .items
+            .iter()
+            .map(|e| format!("{} {}", e.reason.clone().unwrap_or_default(), e.note.clone().unwrap_or_default()))
+            .collect();
+        return Err(error.context(format!(
+            "operator log (last 40 lines):\n{tail}\npods:\n{}\nevents:\n{}",
+            pods.join("\n"),
+            events.join("\n")
+        )));
+    }
     wait_for("two fresh pods Running", DEADLINE, || async {
         let names = running(&pods.list(&ListParams::default().labels("app=nodes")).await?);
         Ok((names.len() == 2 && names.iter().all(|n| !originals.contains(n))).then_some(()))

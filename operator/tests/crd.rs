@@ -2,12 +2,16 @@
 
 #[test]
 fn committed_crd_is_current() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds/remotesigner.yaml");
-    let committed = std::fs::read_to_string(&path).expect("crds/remotesigner.yaml exists");
-    assert!(
-        committed == sigil_operator::api::crd_yaml(),
-        "crds/remotesigner.yaml is stale: run `cargo run -p sigil-operator --bin crdgen > crds/remotesigner.yaml`"
-    );
+    // The CRD as kubectl users apply it, and the copy the Helm chart installs.
+    for file in ["crds/remotesigner.yaml", "charts/sigil/crds/remotesigner.yaml"] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(file);
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            committed == sigil_operator::api::crd_yaml(),
+            "{file} is stale: run `cargo run -p sigil-operator --bin crdgen | tee crds/remotesigner.yaml \
+             charts/sigil/crds/remotesigner.yaml`"
+        );
+    }
 }
 
 #[test]

@@ -8,65 +8,12 @@ use std::time::Duration;
 use anyhow::Result;
 use common::*;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{ListParams, PostParams};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, ResourceExt};
 use serde_json::json;
 use sigil_operator::api::*;
 use sigil_tests::cluster::wait_for;
-
-fn pod(name: &str, signer: Option<&str>) -> Pod {
-    let labels = match signer {
-        Some(signer) => json!({ "app": "node", "sigil.dev/signer": signer }),
-        None => json!({ "app": "node" }),
-    };
-    serde_json::from_value(json!({
-        "metadata": { "name": name, "labels": labels },
-        "spec": { "serviceAccountName": "voter", "containers": [{ "name": "node", "image": "atto/node:1" }] }
-    }))
-    .unwrap()
-}
-
-/// Deletes this namespace's webhook configuration when the test ends (it is cluster-scoped, so
-/// the namespace's deletion does not take it along).
-struct WebhookCleanup(std::path::PathBuf, String);
-
-impl Drop for WebhookCleanup {
-    fn drop(&mut self) {
-        use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
-        let name = format!("sigil-operator-{}", self.1);
-        sigil_tests::cluster::cleanup(&self.0, |client| async move {
-            let _ = Api::<MutatingWebhookConfiguration>::all(client).delete(&name, &Default::default()).await;
-        });
-    }
-}
-
-async fn setup(client: &Client, ns: &str) -> Result<()> {
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
-    let key = json!({ "metadata": { "name": "voter-key" }, "stringData": { "seed": "00".repeat(32) } });
-    secrets.create(&PostParams::default(), &serde_json::from_value(key)?).await?;
-    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
-    accounts
-        .create(&PostParams::default(), &serde_json::from_value(json!({ "metadata": { "name": "voter" } }))?)
-        .await?;
-    Ok(())
-}
-
-/// Waits until the API server calls our webhook: a pod naming a missing RemoteSigner is refused
-/// with our message (before that, the webhook configuration is not in effect yet).
-async fn webhook_active(pods: &Api<Pod>) -> Result<()> {
-    wait_for("the webhook to be called", DEADLINE, || async {
-        match pods.create(&PostParams::default(), &pod("probe", Some("no-such-signer"))).await {
-            Err(kube::Error::Api(status)) if status.message.contains("RemoteSigner no-such-signer") => Ok(Some(())),
-            Ok(_) => {
-                pods.delete("probe", &Default::default()).await?;
-                Ok(None)
-            }
-            Err(_) => Ok(None),
-        }
-    })
-    .await
-}
 
 #[tokio::test]
 async fn labelled_pods_get_the_signer_and_others_are_untouched() -> Result<()> {
@@ -74,7 +21,7 @@ async fn labelled_pods_get_the_signer_and_others_are_untouched() -> Result<()> {
     let namespace = cluster.namespace("inject").await?;
     let (client, ns) = (cluster.client.clone(), namespace.name.as_str());
     let _cleanup = WebhookCleanup(cluster.kubeconfig.clone(), ns.to_string());
-    setup(&client, ns).await?;
+    setup_key_and_account(&client, ns).await?;
     create(&client, ns, "voter", atto_spec()).await?;
     let args = webhook_args();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -137,7 +84,7 @@ async fn fails_closed() -> Result<()> {
     let namespace = cluster.namespace("closed").await?;
     let (client, ns) = (cluster.client.clone(), namespace.name.as_str());
     let _cleanup = WebhookCleanup(cluster.kubeconfig.clone(), ns.to_string());
-    setup(&client, ns).await?;
+    setup_key_and_account(&client, ns).await?;
     let mut broken = atto_spec();
     broken.key.secret_ref = Some(SecretKeyRef { name: "missing-key".into(), key: "seed".into() });
     create(&client, ns, "broken", broken).await?;

@@ -16,6 +16,8 @@ use base64::Engine as _;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::rbac::v1::ClusterRole;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{DynamicObject, Patch, PatchParams};
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 use kube::{Api, Client, ResourceExt};
@@ -43,6 +45,10 @@ pub struct WebhookConfig {
     pub watch_namespace: Option<String>,
     /// The default sigil-signer image.
     pub image: String,
+    /// A ClusterRole that owns the webhook registration and certificate, so that they go when it
+    /// goes (the Helm chart names its own); `run` looks up its uid into `owner`.
+    pub owner_cluster_role: Option<String>,
+    pub owner: Option<OwnerReference>,
 }
 
 impl WebhookConfig {
@@ -97,7 +103,11 @@ pub fn webhook_configuration(config: &WebhookConfig, ca_pem: &str) -> serde_json
     json!({
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "MutatingWebhookConfiguration",
-        "metadata": { "name": config.configuration_name(), "labels": { "app.kubernetes.io/managed-by": "sigil-operator" } },
+        "metadata": {
+            "name": config.configuration_name(),
+            "labels": { "app.kubernetes.io/managed-by": "sigil-operator" },
+            "ownerReferences": config.owner.iter().collect::<Vec<_>>(),
+        },
         "webhooks": [{
             "name": "inject.sigil.dev",
             "admissionReviewVersions": ["v1"],
@@ -224,7 +234,22 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let native_sidecars = native_sidecars(&client).await;
-    let material = tls::ensure(&client, &config.namespace, &config.secret_name(), &config.names()).await?;
+    let mut config = config;
+    if let Some(name) = &config.owner_cluster_role {
+        let role = Api::<ClusterRole>::all(client.clone())
+            .get(name)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot read ClusterRole {name} (--owner-cluster-role): {e}"))?;
+        config.owner = Some(OwnerReference {
+            api_version: "rbac.authorization.k8s.io/v1".into(),
+            kind: "ClusterRole".into(),
+            name: name.clone(),
+            uid: role.metadata.uid.unwrap_or_default(),
+            ..Default::default()
+        });
+    }
+    let material =
+        tls::ensure(&client, &config.namespace, &config.secret_name(), &config.names(), config.owner.as_ref()).await?;
     let resolver = tls::Resolver::new(&material)?;
     let listener = tokio::net::TcpListener::bind(config.addr)
         .await
@@ -238,7 +263,8 @@ pub async fn run(
             let mut current = material;
             loop {
                 tokio::time::sleep(RENEW_CHECK).await;
-                match tls::ensure(&client, &config.namespace, &config.secret_name(), &config.names()).await {
+                let owner = config.owner.as_ref();
+                match tls::ensure(&client, &config.namespace, &config.secret_name(), &config.names(), owner).await {
                     Ok(fresh) if fresh != current => {
                         let applied = resolver.replace(&fresh).map_err(anyhow::Error::from);
                         let registered = register(&client, &config, &fresh.ca_pem).await.map_err(anyhow::Error::from);

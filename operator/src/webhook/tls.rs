@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use k8s_openapi::ByteString;
 use kube::api::{ObjectMeta, PostParams};
@@ -76,7 +77,12 @@ fn from_secret(secret: &Secret) -> Option<Material> {
     Some(Material { ca_pem: text("ca.crt")?, cert_pem: text("tls.crt")?, key_pem: text("tls.key")?, not_after })
 }
 
-fn to_secret(name: &str, material: &Material, resource_version: Option<String>) -> Secret {
+fn to_secret(
+    name: &str,
+    material: &Material,
+    resource_version: Option<String>,
+    owner: Option<&OwnerReference>,
+) -> Secret {
     let data = BTreeMap::from([
         ("ca.crt".to_string(), ByteString(material.ca_pem.clone().into_bytes())),
         ("tls.crt".to_string(), ByteString(material.cert_pem.clone().into_bytes())),
@@ -88,6 +94,7 @@ fn to_secret(name: &str, material: &Material, resource_version: Option<String>) 
             annotations: Some(BTreeMap::from([(NOT_AFTER.to_string(), material.not_after.to_string())])),
             labels: Some(BTreeMap::from([("app.kubernetes.io/managed-by".to_string(), "sigil-operator".to_string())])),
             resource_version,
+            owner_references: owner.map(|o| vec![o.clone()]),
             ..Default::default()
         },
         type_: Some("kubernetes.io/tls".into()),
@@ -98,22 +105,36 @@ fn to_secret(name: &str, material: &Material, resource_version: Option<String>) 
 
 /// The shared certificate: the stored one while it is valid for long enough, else a new one.
 /// Replicas race safely: create and replace are guarded, and a loser reads the winner's.
-pub async fn ensure(client: &Client, namespace: &str, name: &str, names: &[String]) -> Result<Material, TlsError> {
+/// The certificate Secret carries `owner` when given (an existing one gets it added).
+pub async fn ensure(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    names: &[String],
+    owner: Option<&OwnerReference>,
+) -> Result<Material, TlsError> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     for _ in 0..5 {
         let existing = secrets.get_opt(name).await?;
         let now = Timestamp::now();
-        if let Some(material) = existing.as_ref().and_then(from_secret) {
-            if now + RENEW_BEFORE < material.not_after {
-                return Ok(material);
+        let valid = existing.as_ref().and_then(from_secret).filter(|m| now + RENEW_BEFORE < m.not_after);
+        let owned = |secret: &Secret| {
+            owner.is_none_or(|o| secret.metadata.owner_references.iter().flatten().any(|r| r.uid == o.uid))
+        };
+        if let (Some(material), Some(secret)) = (&valid, &existing) {
+            if owned(secret) {
+                return Ok(material.clone());
             }
         }
-        let material = generate(names, now)?;
+        let material = match valid {
+            Some(material) => material,
+            None => generate(names, now)?,
+        };
         let result = match existing {
-            None => secrets.create(&PostParams::default(), &to_secret(name, &material, None)).await,
+            None => secrets.create(&PostParams::default(), &to_secret(name, &material, None, owner)).await,
             Some(old) => {
                 let version = old.metadata.resource_version.clone();
-                secrets.replace(name, &PostParams::default(), &to_secret(name, &material, version)).await
+                secrets.replace(name, &PostParams::default(), &to_secret(name, &material, version, owner)).await
             }
         };
         match result {
@@ -185,7 +206,7 @@ mod tests {
         let resolver = Resolver::new(&material).unwrap();
         let again = generate(&["127.0.0.1".into()], now).unwrap();
         resolver.replace(&again).unwrap();
-        let stored = to_secret("tls", &material, None);
+        let stored = to_secret("tls", &material, None, None);
         assert_eq!(from_secret(&stored), Some(material));
     }
 }

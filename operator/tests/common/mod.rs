@@ -10,9 +10,11 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
+use serde_json::json;
 use sigil_operator::api::{RemoteSigner, RemoteSignerSpec};
 use sigil_tests::cluster::{wait_for, TestCluster};
 
@@ -150,4 +152,74 @@ pub fn atto_spec() -> RemoteSignerSpec {
         vec![sigil_operator::api::AttoCapability::Challenge, sigil_operator::api::AttoCapability::Vote],
     );
     RemoteSignerSpec { service_account_name: Some("voter".into()), ..spec }
+}
+
+pub fn pod(name: &str, signer: Option<&str>) -> Pod {
+    let labels = match signer {
+        Some(signer) => json!({ "app": "node", "sigil.dev/signer": signer }),
+        None => json!({ "app": "node" }),
+    };
+    serde_json::from_value(json!({
+        "metadata": { "name": name, "labels": labels },
+        "spec": { "serviceAccountName": "voter", "containers": [{ "name": "node", "image": "atto/node:1" }] }
+    }))
+    .unwrap()
+}
+
+/// Deletes this namespace's webhook configuration when the test ends (it is cluster-scoped, so
+/// the namespace's deletion does not take it along).
+pub struct WebhookCleanup(pub std::path::PathBuf, pub String);
+
+impl Drop for WebhookCleanup {
+    fn drop(&mut self) {
+        use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+        let name = format!("sigil-operator-{}", self.1);
+        sigil_tests::cluster::cleanup(&self.0, |client| async move {
+            let _ = Api::<MutatingWebhookConfiguration>::all(client).delete(&name, &Default::default()).await;
+        });
+    }
+}
+
+pub async fn setup_key_and_account(client: &Client, ns: &str) -> Result<()> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let key = json!({ "metadata": { "name": "voter-key" }, "stringData": { "seed": "00".repeat(32) } });
+    secrets.create(&PostParams::default(), &serde_json::from_value(key)?).await?;
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
+    accounts
+        .create(&PostParams::default(), &serde_json::from_value(json!({ "metadata": { "name": "voter" } }))?)
+        .await?;
+    Ok(())
+}
+
+/// Waits until the API server calls our webhook: a pod naming a missing RemoteSigner is refused
+/// with our message (before that, the webhook configuration is not in effect yet).
+pub async fn webhook_active(pods: &Api<Pod>) -> Result<()> {
+    wait_for("the webhook to be called", DEADLINE, || async {
+        match pods.create(&PostParams::default(), &pod("probe", Some("no-such-signer"))).await {
+            Err(kube::Error::Api(status)) if status.message.contains("RemoteSigner no-such-signer") => Ok(Some(())),
+            Ok(_) => {
+                pods.delete("probe", &Default::default()).await?;
+                Ok(None)
+            }
+            Err(_) => Ok(None),
+        }
+    })
+    .await
+}
+
+/// A kubeconfig that acts as ServiceAccount `account` of `namespace` (impersonation): what a pod
+/// running as it could do, and nothing more.
+pub fn impersonating_kubeconfig(
+    cluster: &sigil_tests::cluster::TestCluster,
+    namespace: &str,
+    account: &str,
+    dir: &Path,
+) -> Result<PathBuf> {
+    let mut kubeconfig: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&cluster.kubeconfig)?)?;
+    for user in kubeconfig["users"].as_sequence_mut().into_iter().flatten() {
+        user["user"]["as"] = format!("system:serviceaccount:{namespace}:{account}").into();
+    }
+    let path = dir.join("kubeconfig");
+    std::fs::write(&path, serde_yaml::to_string(&kubeconfig)?)?;
+    Ok(path)
 }
