@@ -109,7 +109,7 @@ impl Default for Metrics {
             backend_errors.clone(),
         );
         let key_ready = Family::default();
-        registry.register("key_ready", "1 when the key's backend answered a public-key call", key_ready.clone());
+        registry.register("key_ready", "1 while the key's backend answers", key_ready.clone());
         let ratchet_commit_duration = Family::new_with_constructor(latency_buckets as fn() -> Histogram);
         registry.register(
             "ratchet_commit_duration_seconds",
