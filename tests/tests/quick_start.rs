@@ -1,0 +1,62 @@
+//! docs/quick-start.md, run as written: every ```sh block, in order, in one bash session from the
+//! repository root, as a newcomer would paste them. Only the binaries are handed over
+//! (SIGIL_BIN_DIR), so the demo does not rebuild what other tests are running.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use sigil_tests::cluster::repo_root;
+use sigil_tests::process::signer_binary;
+
+fn shell_blocks(markdown: &str) -> Vec<String> {
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in markdown.lines() {
+        match (&mut current, line.trim_end()) {
+            (None, "```sh") => current = Some(String::new()),
+            (Some(block), "```") => {
+                blocks.push(std::mem::take(block));
+                current = None;
+            }
+            (Some(block), line) => {
+                block.push_str(line);
+                block.push('\n');
+            }
+            (None, _) => {}
+        }
+    }
+    blocks
+}
+
+#[test]
+fn the_quick_start_works_as_written() {
+    let root = repo_root();
+    let doc = std::fs::read_to_string(root.join("docs/quick-start.md")).unwrap();
+    let blocks = shell_blocks(&doc);
+    assert_eq!(blocks.len(), 3, "the tour, the look around, the clean-up");
+    let script = format!("set -euo pipefail\n{}", blocks.join("\n"));
+    let bin_dir = signer_binary().unwrap().parent().unwrap().to_path_buf();
+    assert!(bin_dir.join("sigil-operator").is_file(), "the workspace build has sigil-operator");
+    let started = Instant::now();
+    let output = Command::new("bash")
+        .args(["-c", &script])
+        .current_dir(&root)
+        .env("SIGIL_BIN_DIR", &bin_dir)
+        .output()
+        .expect("bash runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "the quick start failed:\n{stdout}\n{stderr}");
+    for expected in [
+        "initContainer sigil-signer",
+        "POST /votes -> {\"signature\":",
+        "without the token -> HTTP 401",
+        "pytezos: the signature verifies",
+        "-> HTTP 409 (a double sign refused)",
+        "old token -> HTTP 200",
+        "release \"sigil\" uninstalled",
+    ] {
+        assert!(stdout.contains(expected), "no {expected:?} in:\n{stdout}\n{stderr}");
+    }
+    assert!(started.elapsed() < Duration::from_secs(600), "took {:?}", started.elapsed());
+}
