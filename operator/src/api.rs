@@ -376,3 +376,60 @@ pub fn crd_yaml() -> String {
         serde_yaml::to_string(&crd()).expect("a CRD serializes")
     )
 }
+
+/// The CRD's fields as Markdown (docs/reference/remotesigner.md): every field of `spec` and
+/// `status` with its type, whether it is required, and its description, straight from the schema
+/// (`crdgen --markdown`; a test keeps the file current).
+pub fn crd_reference_markdown() -> String {
+    let crd = serde_json::to_value(crd()).expect("a CRD serializes");
+    let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"];
+    let mut out = String::from(
+        "# RemoteSigner reference\n\n\
+         Generated from the CRD's schema by `cargo run -p sigil-operator --bin crdgen -- --markdown`;\n\
+         do not edit. Group `sigil.dev`, version `v1alpha1`, kind `RemoteSigner` (short name `rsig`),\n\
+         namespaced. Rules checked at admission (CEL) are listed after the fields.\n",
+    );
+    for part in ["spec", "status"] {
+        out.push_str(&format!("\n## `{part}`\n\n| field | type | required | description |\n|---|---|---|---|\n"));
+        reference_rows(part, &schema[part], &mut out);
+    }
+    out.push_str("\n## Admission rules\n\n");
+    let rules = schema["spec"]["x-kubernetes-validations"].as_array().into_iter().flatten();
+    for rule in rules {
+        out.push_str(&format!(
+            "- {} (`{}`)\n",
+            rule["message"].as_str().unwrap_or(""),
+            rule["rule"].as_str().unwrap_or("")
+        ));
+    }
+    out
+}
+
+fn reference_rows(path: &str, schema: &serde_json::Value, out: &mut String) {
+    let required: Vec<&str> = schema["required"].as_array().into_iter().flatten().filter_map(|r| r.as_str()).collect();
+    let Some(properties) = schema["properties"].as_object() else { return };
+    for (name, field) in properties {
+        let field_path = format!("{path}.{name}");
+        let items = &field["items"];
+        let kind = match (field["type"].as_str(), items["type"].as_str()) {
+            (Some("array"), Some(inner)) => format!("[]{inner}"),
+            (Some(kind), _) => kind.to_string(),
+            (None, _) if field.get("x-kubernetes-int-or-string").is_some() => "int or string".into(),
+            (None, _) => "object".into(),
+        };
+        let kind = match field["enum"].as_array() {
+            Some(values) => {
+                let values: Vec<String> = values.iter().filter_map(|v| v.as_str()).map(|v| format!("`{v}`")).collect();
+                format!("{kind}: {}", values.join(", "))
+            }
+            None => kind,
+        };
+        let description = field["description"].as_str().unwrap_or("").replace('\n', " ").replace('|', "\\|");
+        let required = if required.contains(&name.as_str()) { "yes" } else { "" };
+        out.push_str(&format!("| `{field_path}` | {kind} | {required} | {description} |\n"));
+        reference_rows(&field_path, field, out);
+        if items["type"].as_str() == Some("object") {
+            reference_rows(&format!("{field_path}[]"), items, out);
+        }
+    }
+}

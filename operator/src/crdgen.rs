@@ -1,5 +1,11 @@
 //! Prints the RemoteSigner CRD:
 //! `cargo run -p sigil-operator --bin crdgen | tee crds/remotesigner.yaml charts/sigil/crds/remotesigner.yaml`
+//! With `--markdown`, its field reference instead:
+//! `cargo run -p sigil-operator --bin crdgen -- --markdown > docs/reference/remotesigner.md`
 fn main() {
-    print!("{}", sigil_operator::api::crd_yaml());
+    if std::env::args().any(|a| a == "--markdown") {
+        print!("{}", sigil_operator::api::crd_reference_markdown());
+    } else {
+        print!("{}", sigil_operator::api::crd_yaml());
+    }
 }

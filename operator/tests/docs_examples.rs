@@ -1,0 +1,86 @@
+//! Every Kubernetes manifest shown in the docs (```yaml blocks in README.md and docs/**/*.md) is
+//! accepted by the real API server with the RemoteSigner CRD installed: a server-side dry run of
+//! each RemoteSigner, Deployment, Secret, ServiceAccount and ConfigMap, so that no example drifts
+//! from the schema and its admission rules. (examples/ is run by the signer's own tests.)
+
+mod common;
+
+use anyhow::{Context, Result};
+use common::*;
+use kube::api::PostParams;
+use kube::core::{DynamicObject, GroupVersionKind};
+use kube::discovery::ApiResource;
+use kube::Api;
+
+/// The YAML code blocks of a Markdown text.
+fn yaml_blocks(markdown: &str) -> Vec<String> {
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in markdown.lines() {
+        match (&mut current, line.trim_end()) {
+            (None, "```yaml") => current = Some(String::new()),
+            (Some(block), "```") => {
+                blocks.push(std::mem::take(block));
+                current = None;
+            }
+            (Some(block), line) => {
+                block.push_str(line);
+                block.push('\n');
+            }
+            (None, _) => {}
+        }
+    }
+    blocks
+}
+
+fn markdown_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            markdown_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "md") {
+            out.push(path);
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_manifest_in_the_docs_is_accepted_by_the_api_server() -> Result<()> {
+    let cluster = cluster().await?;
+    let namespace = cluster.namespace("docs").await?;
+    let mut files = vec![repo_path("README.md")];
+    markdown_files(&repo_path("docs"), &mut files);
+    let mut checked = 0;
+    for file in &files {
+        let text = std::fs::read_to_string(file)?;
+        for block in yaml_blocks(&text) {
+            for document in serde_yaml::Deserializer::from_str(&block) {
+                let value: serde_json::Value = serde::Deserialize::deserialize(document)
+                    .with_context(|| format!("{}: a YAML block does not parse", file.display()))?;
+                let kind = value["kind"].as_str().unwrap_or_default();
+                let (group, version, plural) = match kind {
+                    "RemoteSigner" => ("sigil.dev", "v1alpha1", "remotesigners"),
+                    "Deployment" => ("apps", "v1", "deployments"),
+                    "Secret" => ("", "v1", "secrets"),
+                    "ServiceAccount" => ("", "v1", "serviceaccounts"),
+                    "ConfigMap" => ("", "v1", "configmaps"),
+                    _ => continue,
+                };
+                let mut object: DynamicObject = serde_json::from_value(value.clone())?;
+                object.metadata.namespace = None;
+                let resource = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
+                let api: Api<DynamicObject> = Api::namespaced_with(cluster.client.clone(), &namespace.name, &resource);
+                api.create(&PostParams { dry_run: true, ..Default::default() }, &object).await.with_context(|| {
+                    format!(
+                        "{}: the API server refuses this {kind}:\n{}",
+                        file.display(),
+                        serde_yaml::to_string(&value).unwrap()
+                    )
+                })?;
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 9, "only {checked} manifests found");
+    Ok(())
+}
