@@ -1,7 +1,8 @@
 //! Every Kubernetes manifest shown in the docs (```yaml blocks in README.md and docs/**/*.md) is
 //! accepted by the real API server with the RemoteSigner CRD installed: a server-side dry run of
 //! each RemoteSigner, Deployment, Secret, ServiceAccount and ConfigMap, so that no example drifts
-//! from the schema and its admission rules. (examples/ is run by the signer's own tests.)
+//! from the schema and its admission rules; and every sigil-signer config shown loads.
+//! (examples/ is run by the signer's own tests.)
 
 mod common;
 
@@ -11,6 +12,7 @@ use kube::api::PostParams;
 use kube::core::{DynamicObject, GroupVersionKind};
 use kube::discovery::ApiResource;
 use kube::Api;
+use sigil_signer::config::SignerConfig;
 
 /// The YAML code blocks of a Markdown text.
 fn yaml_blocks(markdown: &str) -> Vec<String> {
@@ -54,6 +56,26 @@ async fn every_manifest_in_the_docs_is_accepted_by_the_api_server() -> Result<()
     for file in &files {
         let text = std::fs::read_to_string(file)?;
         for block in yaml_blocks(&text) {
+            // A sigil-signer config: a whole one must load and validate; a `keys:` excerpt must
+            // have the config's shape and one backend per key (no `...` placeholders either way).
+            if block.starts_with("keys:") || block.contains("\nkeys:") {
+                let whole = ["\natto:", "\ntezos:", "\ncometbft:"].iter().any(|s| block.contains(s));
+                let loaded = if whole {
+                    SignerConfig::from_yaml(&block).map(drop).map_err(|e| e.to_string())
+                } else {
+                    serde_yaml::from_str::<SignerConfig>(&block).map_err(|e| e.to_string()).and_then(|config| {
+                        config
+                            .keys
+                            .iter()
+                            .try_for_each(|(name, key)| key.backend(name).map(drop).map_err(|e| e.to_string()))
+                    })
+                };
+                loaded.map_err(|e| {
+                    anyhow::anyhow!("{}: this signer config does not load: {e}\n{block}", file.display())
+                })?;
+                checked += 1;
+                continue;
+            }
             for document in serde_yaml::Deserializer::from_str(&block) {
                 let value: serde_json::Value = serde::Deserialize::deserialize(document)
                     .with_context(|| format!("{}: a YAML block does not parse", file.display()))?;
