@@ -13,27 +13,7 @@ use kube::core::{DynamicObject, GroupVersionKind};
 use kube::discovery::ApiResource;
 use kube::Api;
 use sigil_signer::config::SignerConfig;
-
-/// The YAML code blocks of a Markdown text.
-fn yaml_blocks(markdown: &str) -> Vec<String> {
-    let mut blocks = Vec::new();
-    let mut current: Option<String> = None;
-    for line in markdown.lines() {
-        match (&mut current, line.trim_end()) {
-            (None, "```yaml") => current = Some(String::new()),
-            (Some(block), "```") => {
-                blocks.push(std::mem::take(block));
-                current = None;
-            }
-            (Some(block), line) => {
-                block.push_str(line);
-                block.push('\n');
-            }
-            (None, _) => {}
-        }
-    }
-    blocks
-}
+use sigil_tests::docs::code_blocks;
 
 fn markdown_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap().flatten() {
@@ -55,7 +35,7 @@ async fn every_manifest_in_the_docs_is_accepted_by_the_api_server() -> Result<()
     let mut checked = 0;
     for file in &files {
         let text = std::fs::read_to_string(file)?;
-        for block in yaml_blocks(&text) {
+        for block in code_blocks(&text, "yaml") {
             // A sigil-signer config: a whole one must load and validate; a `keys:` excerpt must
             // have the config's shape and one backend per key (no `...` placeholders either way).
             if block.starts_with("keys:") || block.contains("\nkeys:") {

@@ -1,6 +1,7 @@
 //! Cross-component tests for sigil, and the harness that gives them a real Kubernetes API server.
 
 pub mod cluster;
+pub mod docs;
 pub mod fake_kms;
 pub mod load;
 pub mod process;

@@ -7,7 +7,7 @@ use std::process::Command;
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType};
-use cryptoki::session::UserType;
+use cryptoki::session::{Session, UserType};
 use cryptoki::types::AuthPin;
 use sigil_signer::keys::{Algorithm, PublicKey};
 
@@ -30,8 +30,8 @@ pub fn token(dir: &Path) -> PathBuf {
     conf
 }
 
-/// Generates the three key pairs in the token; returns their public keys.
-pub fn generate(module: &str, conf: &Path) -> Vec<(&'static str, PublicKey)> {
+/// A logged-in read-write session on the `sigil` token (user PIN 1234).
+fn user_session(module: &str, conf: &Path) -> Session {
     // SoftHSM reads its config from the environment when the module initialises.
     std::env::set_var("SOFTHSM2_CONF", conf);
     let pkcs11 = Pkcs11::new(module).unwrap();
@@ -44,6 +44,12 @@ pub fn generate(module: &str, conf: &Path) -> Vec<(&'static str, PublicKey)> {
         .unwrap();
     let session = pkcs11.open_rw_session(slot).unwrap();
     session.login(UserType::User, Some(&AuthPin::new("1234".into()))).unwrap();
+    session
+}
+
+/// Generates the three key pairs in the token; returns their public keys.
+pub fn generate(module: &str, conf: &Path) -> Vec<(&'static str, PublicKey)> {
+    let session = user_session(module, conf);
     let keys = [
         ("ed", Mechanism::EccEdwardsKeyPairGen, vec![0x06, 0x03, 0x2b, 0x65, 0x70], Algorithm::Ed25519),
         ("k1", Mechanism::EccKeyPairGen, vec![0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x0a], Algorithm::Secp256k1),
@@ -73,17 +79,7 @@ pub fn generate(module: &str, conf: &Path) -> Vec<(&'static str, PublicKey)> {
 /// compare the token's signatures with a library's own for the same key (Ed25519 is
 /// deterministic). Real keys should be generated inside the token instead.
 pub fn import_ed25519(module: &str, conf: &Path, label: &str, seed: &[u8; 32]) {
-    std::env::set_var("SOFTHSM2_CONF", conf);
-    let pkcs11 = Pkcs11::new(module).unwrap();
-    pkcs11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)).unwrap();
-    let slot = pkcs11
-        .get_slots_with_token()
-        .unwrap()
-        .into_iter()
-        .find(|s| pkcs11.get_token_info(*s).unwrap().label() == "sigil")
-        .unwrap();
-    let session = pkcs11.open_rw_session(slot).unwrap();
-    session.login(UserType::User, Some(&AuthPin::new("1234".into()))).unwrap();
+    let session = user_session(module, conf);
     let public = ed25519_dalek::SigningKey::from_bytes(seed).verifying_key().to_bytes();
     // CKA_EC_PARAMS: the printable-string curve name SoftHSM accepts for Ed25519.
     let params = [&[0x13, 0x0c][..], b"edwards25519"].concat();

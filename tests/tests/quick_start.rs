@@ -6,33 +6,14 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use sigil_tests::cluster::repo_root;
+use sigil_tests::docs::code_blocks;
 use sigil_tests::process::signer_binary;
-
-fn shell_blocks(markdown: &str) -> Vec<String> {
-    let mut blocks = Vec::new();
-    let mut current: Option<String> = None;
-    for line in markdown.lines() {
-        match (&mut current, line.trim_end()) {
-            (None, "```sh") => current = Some(String::new()),
-            (Some(block), "```") => {
-                blocks.push(std::mem::take(block));
-                current = None;
-            }
-            (Some(block), line) => {
-                block.push_str(line);
-                block.push('\n');
-            }
-            (None, _) => {}
-        }
-    }
-    blocks
-}
 
 #[test]
 fn the_quick_start_works_as_written() {
     let root = repo_root();
     let doc = std::fs::read_to_string(root.join("docs/quick-start.md")).unwrap();
-    let blocks = shell_blocks(&doc);
+    let blocks = code_blocks(&doc, "sh");
     assert_eq!(blocks.len(), 3, "the tour, the look around, the clean-up");
     let script = format!("set -euo pipefail\n{}", blocks.join("\n"));
     let bin_dir = signer_binary().unwrap().parent().unwrap().to_path_buf();

@@ -14,7 +14,7 @@ use aws_sdk_kms::types::{KeySpec, MessageType, SigningAlgorithmSpec};
 use tokio::sync::OnceCell;
 
 use super::{
-    accept_signature, changed_key, public_key_from_spki, AwsKmsKeyConfig, BackendError, EcdsaEncoding, KeyBackend,
+    accept_signature, public_key_from_spki, unchanged, AwsKmsKeyConfig, BackendError, EcdsaEncoding, KeyBackend,
 };
 use crate::keys::{Algorithm, PublicKey, Signature};
 
@@ -113,11 +113,7 @@ impl KeyBackend for AwsKmsBackend {
     }
 
     async fn check(&self) -> Result<(), BackendError> {
-        let now = self.fetch_public_key().await?;
-        match self.public_key.get() {
-            Some(known) if *known != now => Err(changed_key("AWS KMS", &self.config.key_id)),
-            _ => Ok(()),
-        }
+        unchanged(self.public_key.get(), &self.fetch_public_key().await?, "AWS KMS", &self.config.key_id)
     }
 
     async fn sign(&self, payload: &[u8]) -> Result<Signature, BackendError> {

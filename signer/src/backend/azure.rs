@@ -19,7 +19,7 @@ use azure_security_keyvault_keys::{KeyClient, KeyClientOptions};
 use tokio::sync::OnceCell;
 
 use super::{
-    accept_signature, changed_key, error_chain, AzureKeyVaultKeyConfig, BackendError, EcdsaEncoding, KeyBackend,
+    accept_signature, error_chain, unchanged, AzureKeyVaultKeyConfig, BackendError, EcdsaEncoding, KeyBackend,
 };
 use crate::keys::{Algorithm, PublicKey, Signature};
 
@@ -122,11 +122,7 @@ impl KeyBackend for AzureKeyVaultBackend {
     }
 
     async fn check(&self) -> Result<(), BackendError> {
-        let now = self.fetch_public_key().await?;
-        match self.public_key.get() {
-            Some(known) if *known != now => Err(changed_key("Azure Key Vault", &self.name())),
-            _ => Ok(()),
-        }
+        unchanged(self.public_key.get(), &self.fetch_public_key().await?, "Azure Key Vault", &self.name())
     }
 
     async fn sign(&self, payload: &[u8]) -> Result<Signature, BackendError> {

@@ -21,7 +21,7 @@ use google_cloud_kms_v1::model::Digest;
 use tokio::sync::OnceCell;
 
 use super::{
-    accept_signature, changed_key, public_key_from_spki, BackendError, EcdsaEncoding, GcpKmsKeyConfig, KeyBackend,
+    accept_signature, public_key_from_spki, unchanged, BackendError, EcdsaEncoding, GcpKmsKeyConfig, KeyBackend,
 };
 use crate::keys::{Algorithm, PublicKey, Signature};
 
@@ -173,11 +173,7 @@ impl KeyBackend for GcpKmsBackend {
     }
 
     async fn check(&self) -> Result<(), BackendError> {
-        let now = self.fetch_public_key().await?;
-        match self.public_key.get() {
-            Some(known) if *known != now => Err(changed_key("GCP KMS", &self.config.key_version)),
-            _ => Ok(()),
-        }
+        unchanged(self.public_key.get(), &self.fetch_public_key().await?, "GCP KMS", &self.config.key_version)
     }
 
     async fn sign(&self, payload: &[u8]) -> Result<Signature, BackendError> {

@@ -64,11 +64,15 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// The refusal for a service that now hands out another public key than the one we started with.
-pub fn changed_key(service: &str, key: &str) -> BackendError {
-    BackendError::Permanent(format!(
-        "{service} key {key}: its public key changed since startup; restart the signer after checking why"
-    ))
+/// For `check`: the service must still hand out the public key we started with, or the chain
+/// address changed under us.
+pub fn unchanged(known: Option<&PublicKey>, now: &PublicKey, service: &str, key: &str) -> Result<(), BackendError> {
+    match known {
+        Some(known) if known != now => Err(BackendError::Permanent(format!(
+            "{service} key {key}: its public key changed since startup; restart the signer after checking why"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// `keys.<name>.awsKms` in the config (the backend is in `aws.rs`, behind the `aws` feature).
