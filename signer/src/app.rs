@@ -181,7 +181,6 @@ impl App {
     }
 }
 
-/// The key's algorithm, when the backend answers at once (local keys always do).
 /// The backend a key's config names, ready to ask (remote backends connect on first use).
 pub fn open_backend(name: &str, key: &KeyConfig) -> Result<Arc<dyn KeyBackend>, StartupError> {
     Ok(match key.backend(name)? {
@@ -219,6 +218,7 @@ fn left_out(name: &str, field: &str, feature: &str) -> StartupError {
     )))
 }
 
+/// The key's algorithm, when the backend answers at once (local keys always do).
 async fn backend_algorithm(backend: &dyn KeyBackend) -> Option<Algorithm> {
     tokio::time::timeout(Duration::from_millis(100), backend.public_key()).await.ok()?.ok().map(|k| k.algorithm())
 }

@@ -34,6 +34,7 @@ fn the_quick_start_works_as_written() {
         "without the token -> HTTP 401",
         "pytezos: the signature verifies",
         "-> HTTP 409 (a double sign refused)",
+        "kind=\"cometbft_precommit\"",
         "old token -> HTTP 200",
         "release \"sigil\" uninstalled",
     ] {
