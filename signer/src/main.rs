@@ -60,7 +60,8 @@ enum Command {
     /// Create, import and inspect keys.
     #[command(subcommand)]
     Key(KeyCommand),
-    /// Work with the high-water marks of the configured file ratchet (the signer must be stopped).
+    /// Work with the high-water marks in the configured ratchet store (stop the signer first when
+    /// the store is a file).
     #[command(subcommand)]
     Ratchet(RatchetCommand),
 }
