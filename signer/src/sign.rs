@@ -163,13 +163,20 @@ impl Signer {
         self.trouble.notified().await
     }
 
-    fn mark_reachable(&self, entry: &KeyEntry, reachable: bool) {
-        let was_unreachable = entry.unreachable.swap(!reachable, Ordering::SeqCst);
-        let labels = KeyLabels { key: entry.name.clone() };
-        self.metrics.key_ready.get_or_create(&labels).set(i64::from(reachable && entry.public_key.get().is_some()));
-        if !reachable && !was_unreachable {
-            self.trouble.notify_one();
+    /// Records a backend answer on the sign path. Only a change of reachability touches shared
+    /// state (the gauge, the probe), so a healthy key costs one atomic swap per signature.
+    fn record_answer(&self, entry: &KeyEntry, answered: bool) {
+        if entry.unreachable.swap(!answered, Ordering::SeqCst) == answered {
+            self.set_key_ready(entry, answered);
+            if !answered {
+                self.trouble.notify_one();
+            }
         }
+    }
+
+    fn set_key_ready(&self, entry: &KeyEntry, ready: bool) {
+        let labels = KeyLabels { key: entry.name.clone() };
+        self.metrics.key_ready.get_or_create(&labels).set(i64::from(ready && entry.public_key.get().is_some()));
     }
 
     /// Asks every backend not ready for its public key (or, once known, whether it still answers
@@ -197,10 +204,13 @@ impl Signer {
                 }),
             };
             match failure {
-                None => self.mark_reachable(entry, true),
-                // Still unknown or still unreachable: nothing changed.
+                None => {
+                    entry.unreachable.store(false, Ordering::SeqCst);
+                    self.set_key_ready(entry, true);
+                }
+                // Still unknown or still unreachable.
                 Some(failure) => {
-                    self.metrics.key_ready.get_or_create(&KeyLabels { key: entry.name.clone() }).set(0);
+                    self.set_key_ready(entry, false);
                     failures.push(failure);
                 }
             }
@@ -263,7 +273,7 @@ impl Signer {
         let started = Instant::now();
         let outcome = tokio::time::timeout(self.backend_timeout, entry.backend.sign(payload)).await;
         self.metrics.backend_sign_duration.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
-        self.mark_reachable(entry, matches!(outcome, Ok(Ok(_))));
+        self.record_answer(entry, matches!(outcome, Ok(Ok(_))));
         let (error, kind) = match outcome {
             Ok(Ok(signature)) => return Ok(signature),
             Ok(Err(source)) => {

@@ -130,7 +130,10 @@ impl KeyBackend for AzureKeyVaultBackend {
         let algorithm = match public_key.algorithm() {
             Algorithm::P256 => SignatureAlgorithm::Es256,
             Algorithm::Secp256k1 => SignatureAlgorithm::Es256K,
-            Algorithm::Ed25519 => unreachable!("Key Vault keys are P-256 or P-256K"),
+            // Never: fetch_public_key accepts P-256 and P-256K only.
+            Algorithm::Ed25519 => {
+                return Err(BackendError::Permanent(format!("Azure Key Vault key {}: not an EC key", self.name())))
+            }
         };
         let parameters = SignParameters { algorithm: Some(algorithm), value: Some(payload.to_vec()) };
         let options = KeyClientSignOptions { key_version: self.config.key_version.clone(), ..Default::default() };
