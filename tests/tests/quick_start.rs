@@ -3,7 +3,6 @@
 //! (SIGIL_BIN_DIR), so the demo does not rebuild what other tests are running.
 
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use sigil_tests::cluster::repo_root;
 use sigil_tests::docs::code_blocks;
@@ -18,16 +17,17 @@ fn the_quick_start_works_as_written() {
     let script = format!("set -euo pipefail\n{}", blocks.join("\n"));
     let bin_dir = signer_binary().unwrap().parent().unwrap().to_path_buf();
     assert!(bin_dir.join("sigil-operator").is_file(), "the workspace build has sigil-operator");
-    let started = Instant::now();
-    let output = Command::new("bash")
-        .args(["-c", &script])
+    // Our own deadline, inside nextest's, so that a slow step still shows what it printed.
+    let output = Command::new("timeout")
+        .args(["--kill-after=10", "540", "bash", "-c", &script])
         .current_dir(&root)
         .env("SIGIL_BIN_DIR", &bin_dir)
         .output()
         .expect("bash runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "the quick start failed:\n{stdout}\n{stderr}");
+    let outcome = if output.status.code() == Some(124) { "took over 9 minutes" } else { "failed" };
+    assert!(output.status.success(), "the quick start {outcome}:\n{stdout}\n{stderr}");
     for expected in [
         "initContainer sigil-signer",
         "POST /votes -> {\"signature\":",
@@ -40,5 +40,4 @@ fn the_quick_start_works_as_written() {
     ] {
         assert!(stdout.contains(expected), "no {expected:?} in:\n{stdout}\n{stderr}");
     }
-    assert!(started.elapsed() < Duration::from_secs(600), "took {:?}", started.elapsed());
 }
