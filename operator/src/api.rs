@@ -44,7 +44,9 @@ pub struct RemoteSignerSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cometbft: Option<CometBftSpec>,
     /// Where the double-sign high-water marks are kept. Tezos and CometBFT only; a ConfigMap
-    /// `<name>-ratchet` when unset.
+    /// `<name>-ratchet` when unset. That ConfigMap outlives the RemoteSigner (a RemoteSigner
+    /// re-created under the same name continues from its marks); delete it yourself to start
+    /// from zero.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ratchet: Option<RatchetSpec>,
     /// The API token shared by the node and its signer, which the operator generates and rotates.
@@ -219,7 +221,7 @@ pub struct TezosSpec {
     pub allow: Vec<String>,
 }
 
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CometBftSpec {
     /// The chain id the validator signs for.
@@ -227,6 +229,21 @@ pub struct CometBftSpec {
     /// The node's priv_validator_laddr the signer dials; tcp://127.0.0.1:26659 when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_address: Option<String>,
+    /// The node's SecretConnection identity (40 hex characters, the node ID): the signer talks
+    /// only to the node holding that key. Recommended; it needs a node whose node key persists
+    /// (its node_key.json on a volume). Unset: any node that answers on nodeAddress is served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
+    /// The signer's own SecretConnection identity key, from a Secret (hex, base64 seed or a
+    /// priv_validator_key.json), so the node sees the same signer across restarts. A new
+    /// identity each start when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_key_secret_ref: Option<SecretKeyRef>,
+    /// The largest height jump above the last signed height the signer accepts (default
+    /// 1000000), so a node that is not the validator's own cannot burn the marks by asking for
+    /// a signature far ahead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_height_jump: Option<i64>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
@@ -291,13 +308,15 @@ pub struct RemoteSignerStatus {
     /// The metadata.generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Ready, and the conditions behind it: TokenReady, ConfigReady, IdentityReady.
+    /// Ready, and the conditions behind it: TokenReady, ConfigReady, MarksReady, KeyReady,
+    /// IdentityReady.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// The key backend in use.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_backend: Option<String>,
-    /// The signer's public key or address, once known.
+    /// The key's name on its chain (tz1…, atto://…, a CometBFT validator address), as the signer
+    /// reports it once running.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_key: Option<String>,
     /// When the API token was last generated (RFC 3339).
@@ -309,13 +328,27 @@ pub struct RemoteSignerStatus {
     /// The ServiceAccount that carries this signer's identity annotations.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity_service_account: Option<String>,
+    /// The ConfigMap holding this signer's high-water marks, as first seen. It outlives the
+    /// RemoteSigner; a store that vanishes or is replaced by another object stops signing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub marks: Option<MarksStatus>,
+}
+
+/// Which object holds the marks.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MarksStatus {
+    /// The ConfigMap's name.
+    pub config_map: String,
+    /// Its UID: another object under the same name is another store.
+    pub uid: String,
 }
 
 /// A condition in the Kubernetes convention.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Condition {
-    /// Ready, TokenReady, ConfigReady or IdentityReady.
+    /// Ready, TokenReady, ConfigReady, MarksReady, KeyReady or IdentityReady.
     #[serde(rename = "type")]
     pub type_: String,
     /// True, False or Unknown.
@@ -353,6 +386,9 @@ pub fn crd() -> CustomResourceDefinition {
         "spec.key: set exactly one of secretRef, pkcs11, gcpKms, awsKms, azureKeyVault"
     )]);
     spec["properties"]["atto"]["properties"]["capabilities"]["minItems"] = 1.into();
+    let cometbft = &mut spec["properties"]["cometbft"]["properties"];
+    cometbft["maxHeightJump"]["minimum"] = 1.into();
+    cometbft["nodeId"]["pattern"] = "^[0-9a-fA-F]{40}$".into();
     let duration = |field: &str| {
         serde_json::json!([rule(
             "self.matches('^([0-9]+(s|m|h))+$') && duration(self) >= duration('1m')",

@@ -1,7 +1,8 @@
-//! sigil-operator: reconciles RemoteSigner resources (see ARCHITECTURE.md, the Kubernetes path).
+//! sigil-operator: reconciles RemoteSigner resources (docs/operator.md).
 
 pub mod api;
 pub mod controller;
+pub mod images;
 pub mod leader;
 pub mod metrics;
 pub mod webhook;

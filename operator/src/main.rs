@@ -10,6 +10,7 @@ use axum::routing::get;
 use axum::Router;
 use clap::Parser;
 use sigil_operator::controller::reconcile::{self, Context};
+use sigil_operator::images::ImagePolicy;
 use sigil_operator::leader::{self, LeaseConfig};
 use sigil_operator::metrics::Metrics;
 use sigil_operator::webhook::{self, WebhookConfig};
@@ -58,6 +59,12 @@ struct Args {
     /// The sigil-signer image injected when a RemoteSigner does not name one.
     #[arg(long, env = "SIGIL_SIGNER_IMAGE", default_value = concat!("ghcr.io/sigil-dev/sigil-signer:", env!("CARGO_PKG_VERSION")))]
     signer_image: String,
+    /// Image prefixes a RemoteSigner's spec.sidecar.image may use (comma-separated): the image
+    /// runs with the key, so only images you trust. An entry ending in `/`, `:` or `@` allows
+    /// anything after it; otherwise only a tag or digest may follow. Default: --signer-image's
+    /// repository.
+    #[arg(long, env = "SIGIL_ALLOWED_SIGNER_IMAGES", value_delimiter = ',')]
+    allowed_signer_images: Vec<String>,
     /// A ClusterRole that owns what the operator creates outside any RemoteSigner (its webhook
     /// registration and certificate), so that they are removed with it: the Helm chart passes
     /// its own, and `helm uninstall` leaves nothing behind.
@@ -125,6 +132,8 @@ async fn run(args: Args) -> Result<()> {
             let _ = stopped.wait_for(|s| *s).await;
         }
     };
+    let images = ImagePolicy::new(&args.signer_image, &args.allowed_signer_images);
+    tracing::info!(allowed = ?images.allowed, "signer images allowed");
     if args.webhook {
         let config = WebhookConfig {
             addr: args.webhook_addr,
@@ -133,7 +142,7 @@ async fn run(args: Args) -> Result<()> {
             service_port: args.webhook_service_port,
             namespace: args.lease_namespace.clone(),
             watch_namespace: args.namespace.clone(),
-            image: args.signer_image.clone(),
+            images: images.clone(),
             owner_cluster_role: args.owner_cluster_role.clone(),
             owner: None,
         };
@@ -161,7 +170,7 @@ async fn run(args: Args) -> Result<()> {
         tracing::info!(identity = %lease.identity, "leading");
     }
     metrics.leader.set(1);
-    let ctx = Context::new(client.clone(), metrics.clone());
+    let ctx = Context::new(client.clone(), metrics.clone(), images);
     let controller = tokio::spawn(reconcile::run(ctx, args.namespace.clone(), until_stopped()));
     let outcome = tokio::select! {
         _ = shutdown_signal() => Ok(()),

@@ -13,17 +13,17 @@ use crate::backend::local::{LocalBackend, LocalKeyError};
 use crate::backend::pkcs11::Pkcs11Backend;
 use crate::backend::KeyBackend;
 use crate::config::{ConfigError, KeyBackendConfig, KeyConfig, RatchetStore, SignerConfig};
-use crate::keys::Algorithm;
+use crate::keys::{Algorithm, PublicKey};
 use crate::metrics::Metrics;
 use crate::policy::Policy;
 use crate::policy::SignKind;
 use crate::protocol::tezos::policy::TezosPolicy;
 use crate::protocol::{atto, cometbft, tezos};
 #[cfg(feature = "kubernetes")]
-use crate::ratchet::configmap::ConfigMapRatchet;
+use crate::ratchet::configmap::{ConfigMapRatchet, Mode as ConfigMapMode};
 use crate::ratchet::file::FileRatchet;
 use crate::ratchet::memory::MemoryRatchet;
-use crate::ratchet::{Ratchet, RatchetError};
+use crate::ratchet::{PublishedKey, Ratchet, RatchetError};
 use crate::server::auth::{TokenAuth, TokenError};
 use crate::server::http::{self, ConnectionLimits};
 use crate::server::management;
@@ -88,10 +88,25 @@ impl App {
             entries.push(KeyEntry::new(name.clone(), backend, policy));
         }
         let ratchet: Arc<dyn Ratchet> = match config.ratchet.as_ref().map(|r| r.store()).transpose()? {
-            None | Some(RatchetStore::Memory) => Arc::new(MemoryRatchet::default()),
-            Some(RatchetStore::File(file)) => Arc::new(FileRatchet::open(&file.dir)?),
+            None | Some(RatchetStore::Memory) => {
+                if config.tezos.is_some() || !config.cometbft.is_empty() {
+                    tracing::warn!(
+                        "ratchet.memory: the high-water marks live in this process only and are FORGOTTEN on restart; \
+                         a restarted signer can sign again what it signed before (a double sign). For tests only: \
+                         use ratchet.file or ratchet.configMap for a validator"
+                    );
+                }
+                Arc::new(MemoryRatchet::default())
+            }
+            Some(RatchetStore::File(file)) => {
+                tracing::info!(dir = %file.dir.display(), "high-water marks in files");
+                Arc::new(FileRatchet::open(&file.dir)?)
+            }
             #[cfg(feature = "kubernetes")]
-            Some(RatchetStore::ConfigMap(cm)) => Arc::new(ConfigMapRatchet::connect(&cm.name, &cm.namespace).await?),
+            Some(RatchetStore::ConfigMap(cm)) => {
+                let mode = ConfigMapMode::Signer { await_key_check: cm.wait_for_key_check };
+                Arc::new(ConfigMapRatchet::connect(&cm.name, &cm.namespace, mode).await?)
+            }
             #[cfg(not(feature = "kubernetes"))]
             Some(RatchetStore::ConfigMap(_)) => {
                 return Err(StartupError::Config(ConfigError::Invalid(
@@ -100,7 +115,23 @@ impl App {
             }
         };
         let signer = Arc::new(Signer::new(entries, ratchet, metrics, BACKEND_TIMEOUT));
-        spawn_key_probe(signer.clone()).await;
+        let protocols: Vec<(String, Protocol)> = config
+            .keys
+            .keys()
+            .filter_map(|name| {
+                let protocol = if config.atto.as_ref().is_some_and(|a| a.key == *name) {
+                    Protocol::Atto
+                } else if config.cometbft.iter().any(|c| c.key == *name) {
+                    Protocol::CometBft
+                } else if config.tezos.as_ref().is_some_and(|t| t.keys.contains_key(name)) {
+                    Protocol::Tezos
+                } else {
+                    return None;
+                };
+                Some((name.clone(), protocol))
+            })
+            .collect();
+        spawn_key_probe(signer.clone(), protocols).await;
 
         let mut clients = Vec::new();
         for (i, validator) in config.cometbft.iter().enumerate() {
@@ -227,18 +258,65 @@ async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, Start
     TcpListener::bind(addr).await.map_err(|source| StartupError::Bind { addr, what, source })
 }
 
+/// Which protocol a key serves, for the name people know it by.
+#[derive(Clone, Copy)]
+enum Protocol {
+    Atto,
+    Tezos,
+    CometBft,
+}
+
+/// The key as the store records it: `<algorithm>:<hex>`, and the protocol's own name for it.
+fn published_key(name: &str, protocol: Protocol, public_key: &PublicKey) -> PublishedKey {
+    let display = match (protocol, <[u8; 32]>::try_from(public_key.as_bytes())) {
+        (Protocol::Atto, Ok(ed25519)) => atto::model::address(&ed25519),
+        (Protocol::Tezos, _) => tezos::encoding::pkh(public_key),
+        (Protocol::CometBft, _) => match cometbft::keys::address(public_key) {
+            Some(address) => hex::encode_upper(address),
+            None => public_key.id(),
+        },
+        (Protocol::Atto, Err(_)) => public_key.id(),
+    };
+    PublishedKey { name: name.to_string(), key: public_key.id(), display }
+}
+
 /// Asks every key for its public key now, then keeps a background probe: keys that did not
 /// answer, or whose backend failed a sign since, are asked again (with backoff) until they do.
-/// `/readyz` is ready exactly while every key is.
-async fn spawn_key_probe(signer: Arc<Signer>) {
+/// `/readyz` is ready exactly while every key is. Known public keys are published to the store
+/// (the ConfigMap, where the operator reads them).
+async fn spawn_key_probe(signer: Arc<Signer>, protocols: Vec<(String, Protocol)>) {
     let failures = signer.probe_keys().await;
     for failure in &failures {
         tracing::warn!(error = %failure, "key not ready; retrying in the background");
     }
     tokio::spawn(async move {
         let mut backoff = Duration::from_secs(1);
+        let mut published = Vec::new();
         loop {
-            if signer.is_ready() {
+            let known: Vec<PublishedKey> = protocols
+                .iter()
+                .filter_map(|(name, protocol)| {
+                    let key = signer.key(name)?.public_key()?;
+                    Some(published_key(name, *protocol, key))
+                })
+                .collect();
+            if known != published {
+                match signer.ratchet().publish_keys(&known).await {
+                    Ok(()) => {
+                        for key in &known {
+                            tracing::info!(key = %key.name, public_key = %key.display, "key published");
+                        }
+                        published = known;
+                    }
+                    Err(error) => tracing::warn!(%error, "could not publish the public keys; retrying"),
+                }
+            }
+            for entry in signer.keys() {
+                if let Some(other) = signer.same_key(entry) {
+                    tracing::error!(key = %entry.name, other = %other.name, "two key names hold the same key; refusing to sign with either");
+                }
+            }
+            if signer.is_ready() && published.len() == protocols.len() {
                 signer.trouble().await;
                 backoff = Duration::from_secs(1);
             } else {

@@ -142,9 +142,14 @@ impl RatchetConfig {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ConfigMapRatchetConfig {
-    /// The ConfigMap (the operator's `<RemoteSigner>-ratchet`). It must exist.
+    /// The ConfigMap (the operator's `<RemoteSigner>-ratchet`). It must exist and be sealed as a
+    /// marks store (by sigil-operator, or `sigil-signer ratchet init`).
     pub name: String,
     pub namespace: String,
+    /// Sign only with keys sigil-operator has checked no other RemoteSigner uses (it lists them
+    /// in the ConfigMap). The operator renders this on; off for signers configured by hand.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub wait_for_key_check: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -365,7 +370,16 @@ impl SignerConfig {
             }
         }
         if let Some(ratchet) = &self.ratchet {
-            ratchet.store()?;
+            if let RatchetStore::File(file) = ratchet.store()? {
+                if !file.dir.is_absolute() {
+                    return invalid(format!(
+                        "ratchet.file.dir: {:?} is relative, so the marks would depend on the directory the signer \
+                         is started from (another directory is an empty store, and an empty store signs again what \
+                         was signed); give an absolute path",
+                        file.dir
+                    ));
+                }
+            }
         }
         Ok(())
     }

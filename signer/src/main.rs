@@ -86,6 +86,11 @@ enum RatchetCommand {
         #[arg(long)]
         force: bool,
     },
+    /// Set up the configured ConfigMap as a marks store on purpose (creating it empty if missing):
+    /// running signers refuse a store nobody initialised, since an empty or copied store would
+    /// let them sign again what they signed before. A validator that signed before must then
+    /// import its marks (`ratchet import`, which also initialises).
+    Init,
     /// Start marks where the previous signer left off, never lowering one: CometBFT's
     /// priv_validator_state.json, a tmkms state file, a Signatory watermark file, or another sigil
     /// ratchet directory.
@@ -127,6 +132,10 @@ struct ImportSource {
     /// Another sigil file ratchet directory (ratchet.file.dir), e.g. when moving to a ConfigMap.
     #[arg(long, value_name = "DIR")]
     from_sigil_dir: Option<PathBuf>,
+    /// Another sigil marks ConfigMap in the configured ratchet's namespace, e.g. the store of a
+    /// renamed RemoteSigner (`<old name>-ratchet`).
+    #[arg(long, value_name = "NAME")]
+    from_sigil_configmap: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -303,12 +312,24 @@ fn ratchet_command(config: Option<&Path>, command: RatchetCommand) -> Result<()>
                     ImportSource { from_sigil_dir: Some(dir), .. } => {
                         admin::Source::Sigil(admin::show(&FileRatchet::open(&dir)?).await?)
                     }
+                    ImportSource { from_sigil_configmap: Some(name), .. } => {
+                        admin::Source::Sigil(admin::show(&*admin::open_config_map(&config, &name).await?).await?)
+                    }
                     _ => bail!("name one source to import from"),
                 };
                 for outcome in admin::import(&*ratchet, &key, &chain, admin::marks(source, &key, &chain)?).await? {
                     println!("{outcome}");
                 }
+                // An import is a deliberate start: the store is now set up on purpose.
+                if let Some(sealed) = ratchet.seal().await? {
+                    println!("{sealed}");
+                }
             }
+            RatchetCommand::Init => match ratchet.seal().await {
+                Ok(Some(sealed)) => println!("{sealed}"),
+                Ok(None) => println!("nothing to do: the store is already set up (or, for files, needs no setup)"),
+                Err(error) => return Err(error.into()),
+            },
         }
         Ok(())
     })

@@ -64,6 +64,11 @@ pub enum SignError {
     Backend { key: String, backend: &'static str, source: BackendError },
     #[error("key {key} ({backend}) did not answer within {after:?}")]
     Timeout { key: String, backend: &'static str, after: Duration },
+    #[error(
+        "keys {key} and {other} are the same key; each name keeps its own marks, so signing with both could \
+         sign twice at one height: configure the key once"
+    )]
+    SameKey { key: String, other: String },
 }
 
 impl SignError {
@@ -76,6 +81,7 @@ impl SignError {
             SignError::Ratchet(RatchetError::Unavailable(_)) => "ratchet_unavailable",
             SignError::Backend { .. } => "backend",
             SignError::Timeout { .. } => "timeout",
+            SignError::SameKey { .. } => "same_key",
         }
     }
 
@@ -150,6 +156,16 @@ impl Signer {
 
     pub fn keys(&self) -> impl Iterator<Item = &KeyEntry> {
         self.keys.values()
+    }
+
+    pub fn ratchet(&self) -> &Arc<dyn Ratchet> {
+        &self.ratchet
+    }
+
+    /// Another configured name for the same key as `entry`, once both public keys are known.
+    pub fn same_key(&self, entry: &KeyEntry) -> Option<&KeyEntry> {
+        let key = entry.public_key()?;
+        self.keys.values().find(|other| other.name != entry.name && other.public_key() == Some(key))
     }
 
     /// Ready when every configured key's backend has answered, and answered its last call.
@@ -240,6 +256,12 @@ impl Signer {
         if !entry.policy.allows(request.kind) {
             return Err(SignError::NotAllowed { key: entry.name.clone(), kind: request.kind });
         }
+        if let Some(other) = self.same_key(entry) {
+            return Err(SignError::SameKey { key: entry.name.clone(), other: other.name.clone() });
+        }
+        // The store may hold a key back until the operator has checked it is this signer's alone.
+        let key_id = entry.public_key().map(PublicKey::id);
+        self.ratchet.key_cleared(&entry.name, key_id.as_deref())?;
         let context = request.context.map(<[u8]>::to_vec);
         let Some((mark, stream)) = request.mark else {
             return Ok(Signed { signature: self.backend_sign(entry, request.payload).await?, context });
@@ -257,14 +279,15 @@ impl Signer {
         }
         let signature = self.backend_sign(entry, request.payload).await?;
         let started = Instant::now();
-        let context = next.context.clone();
         let committed = lock.commit(State { signature: Some(signature), ..next }).await;
         self.metrics
             .ratchet_commit_duration
             .get_or_create(&RatchetLabels { store: self.ratchet.kind() })
             .observe(started.elapsed().as_secs_f64());
-        committed?;
-        Ok(Signed { signature, context })
+        // What the store holds: ours, or the first signature of this very request when another
+        // replica answered it while we signed.
+        let stored = committed?;
+        Ok(Signed { signature: stored.signature.unwrap_or(signature), context: stored.context })
     }
 
     async fn backend_sign(&self, entry: &KeyEntry, payload: &[u8]) -> Result<Signature, SignError> {

@@ -1,7 +1,7 @@
 //! What should exist for a RemoteSigner, as pure functions: the token Secret, the signer config,
 //! the ratchet ConfigMap with its Role and RoleBinding, the ServiceAccount's identity annotations.
-//! Every object carries an ownerReference to the RemoteSigner and our labels only (never the
-//! user's, so Argo CD's tracking labels are never copied).
+//! Every object carries our labels only (never the user's, so Argo CD's tracking labels are never
+//! copied), and an ownerReference to the RemoteSigner, except the marks, which must outlive it.
 
 use std::collections::BTreeMap;
 
@@ -31,6 +31,12 @@ pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "sigil-ope
 
 /// Where the injected sidecar finds things (the webhook mounts them there).
 pub const KEY_DIR: &str = "/var/run/sigil/key";
+/// The CometBFT SecretConnection identity key, when `spec.cometbft.identityKeySecretRef` names one.
+pub const IDENTITY_DIR: &str = "/var/run/sigil/identity";
+pub const IDENTITY_FILE: &str = "key";
+/// Where the signer container alone finds its Kubernetes API credential (the standard path, so
+/// the in-cluster client finds it).
+pub const API_ACCESS_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 pub const KEY_FILE: &str = "secretKey";
 pub const PIN_FILE: &str = "pin";
 pub const TOKEN_DIR: &str = "/var/run/sigil/token";
@@ -57,9 +63,10 @@ pub fn service_account(rs: &RemoteSigner) -> String {
     rs.spec.service_account_name.clone().unwrap_or_else(|| "default".into())
 }
 
-/// Whether this RemoteSigner keeps its marks in a ConfigMap.
+/// Whether this RemoteSigner's signer keeps a ConfigMap store: its marks (Tezos, CometBFT) and,
+/// for every protocol, the public key the signer reports and the operator's clearance of it.
 pub fn uses_ratchet_config_map(rs: &RemoteSigner) -> bool {
-    rs.spec.protocol.uses_ratchet() && rs.spec.ratchet.as_ref().is_none_or(|r| r.store == RatchetStore::ConfigMap)
+    rs.spec.ratchet.as_ref().is_none_or(|r| r.store == RatchetStore::ConfigMap)
 }
 
 fn metadata(rs: &RemoteSigner, name: &str) -> Value {
@@ -108,16 +115,33 @@ pub fn token_state(secret: &Secret) -> Option<TokenState> {
 }
 
 /// The name of the one key in a rendered config.
-const SIGNER_KEY: &str = "validator";
+pub const SIGNER_KEY: &str = "validator";
+
+/// Where a key comes from, as far as the spec tells: two RemoteSigners with the same source hold
+/// the same key. (The same key under two sources is found from the public keys signers report.)
+pub fn key_source(spec: &KeySpec) -> Option<String> {
+    if let Some(secret) = &spec.secret_ref {
+        return Some(format!("Secret {}, key {}", secret.name, secret.key));
+    }
+    if let Some(hsm) = &spec.pkcs11 {
+        return Some(format!("PKCS#11 {} token {} key {}", hsm.module, hsm.token_label, hsm.key_label));
+    }
+    if let Some(gcp) = &spec.gcp_kms {
+        return Some(format!("GCP KMS {}", gcp.key_version));
+    }
+    if let Some(aws) = &spec.aws_kms {
+        return Some(format!("AWS KMS {} {}", aws.region, aws.key_id));
+    }
+    // Every version of a Key Vault key is counted as the key: the versionless name follows it.
+    spec.azure_key_vault.as_ref().map(|azure| format!("Azure Key Vault {} key {}", azure.vault_url, azure.key_name))
+}
 /// The Tezos API in the pod, octez's default port (bakers point at http://127.0.0.1:6732/<tz…>).
 pub const TEZOS_PORT: u16 = 6732;
 
-/// Where the rendered signer keeps its marks: the `<name>-ratchet` ConfigMap for protocols that
-/// have marks (Atto has none).
+/// Where the rendered signer keeps its marks: the `<name>-ratchet` ConfigMap. Atto keeps no marks,
+/// but its signer reports its public key there too, and waits there for the operator's check
+/// that no other RemoteSigner uses the key.
 fn ratchet_config(rs: &RemoteSigner) -> Result<Option<RatchetConfig>, (&'static str, String)> {
-    if !rs.spec.protocol.uses_ratchet() {
-        return Ok(None);
-    }
     if !uses_ratchet_config_map(rs) {
         return Err((
             "RatchetNotSupported",
@@ -128,7 +152,11 @@ fn ratchet_config(rs: &RemoteSigner) -> Result<Option<RatchetConfig>, (&'static 
     }
     let namespace = rs.namespace().unwrap_or_default();
     Ok(Some(RatchetConfig {
-        config_map: Some(ConfigMapRatchetConfig { name: ratchet_name(&rs.name_any()), namespace }),
+        config_map: Some(ConfigMapRatchetConfig {
+            name: ratchet_name(&rs.name_any()),
+            namespace,
+            wait_for_key_check: true,
+        }),
         ..Default::default()
     }))
 }
@@ -187,8 +215,11 @@ pub fn signer_config(rs: &RemoteSigner) -> Result<SignerConfig, (&'static str, S
                 chain_id: cometbft.chain_id.clone(),
                 key: SIGNER_KEY.into(),
                 version: None,
-                identity_key_file: None,
-                node_id: None,
+                identity_key_file: cometbft
+                    .identity_key_secret_ref
+                    .as_ref()
+                    .map(|_| format!("{IDENTITY_DIR}/{IDENTITY_FILE}").into()),
+                node_id: cometbft.node_id.clone(),
             });
         }
     }
@@ -264,10 +295,27 @@ pub fn config_map(rs: &RemoteSigner, config: &SignerConfig) -> Value {
     })
 }
 
-/// The ratchet ConfigMap, metadata only: its data belongs to the signer, which writes it with a
-/// resourceVersion precondition; the operator never touches the marks.
+/// The identity key Secret volume of a CometBFT signer, when the spec names one.
+pub fn identity_volume(rs: &RemoteSigner) -> Option<Value> {
+    let secret = rs.spec.cometbft.as_ref()?.identity_key_secret_ref.as_ref()?;
+    Some(json!({ "name": "sigil-identity", "secret": {
+        "secretName": secret.name, "defaultMode": 0o444, "items": [{ "key": secret.key, "path": IDENTITY_FILE }],
+    } }))
+}
+
+/// On a marks ConfigMap the operator created: the RemoteSigner (UID) it was created for.
+pub const CREATED_FOR: &str = "sigil.dev/created-for";
+
+/// A new, empty marks ConfigMap, created once for a new RemoteSigner. No ownerReference: the
+/// marks outlive the RemoteSigner, so that deleting and re-applying it (an Argo CD prune, a
+/// `kubectl replace --force`) continues from them instead of starting from zero. Its data belongs
+/// to the signer, which writes it with a resourceVersion precondition; the operator never writes
+/// the marks, and has no right to delete a ConfigMap.
 pub fn ratchet_config_map(rs: &RemoteSigner) -> Value {
-    json!({ "apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata(rs, &ratchet_name(&rs.name_any())) })
+    let mut meta = metadata(rs, &ratchet_name(&rs.name_any()));
+    meta.as_object_mut().expect("metadata is an object").remove("ownerReferences");
+    meta["annotations"] = json!({ CREATED_FOR: rs.uid() });
+    json!({ "apiVersion": "v1", "kind": "ConfigMap", "metadata": meta })
 }
 
 /// `get` and `update` on the ratchet ConfigMap alone, plus `list` and `watch` restricted to it
@@ -471,12 +519,14 @@ mod tests {
         let mut spec = atto_spec();
         spec.protocol = Protocol::CometBft;
         spec.atto = None;
-        spec.cometbft = Some(crate::api::CometBftSpec { chain_id: "cosmoshub-4".into(), node_address: None });
+        spec.cometbft = Some(crate::api::CometBftSpec { chain_id: "cosmoshub-4".into(), ..Default::default() });
         let config = signer_config(&remote_signer(spec)).unwrap();
         assert_eq!(config.cometbft[0].connect, "tcp://127.0.0.1:26659");
         assert_eq!(config.cometbft[0].chain_id, "cosmoshub-4");
         assert!(config.ratchet.unwrap().config_map.is_some());
-        assert!(signer_config(&remote_signer(atto_spec())).unwrap().ratchet.is_none(), "Atto has no marks");
+        // Atto keeps no marks, but its signer reports its key there and waits for the key check.
+        let atto = signer_config(&remote_signer(atto_spec())).unwrap().ratchet.unwrap().config_map.unwrap();
+        assert!(atto.wait_for_key_check);
     }
 
     #[test]
@@ -492,11 +542,35 @@ mod tests {
         );
         let binding = ratchet_role_binding(&rs);
         assert_eq!(binding["subjects"][0]["name"], "voter");
-        assert!(ratchet_config_map(&rs).get("data").is_none(), "the marks are the signer's");
+        let store = ratchet_config_map(&rs);
+        assert!(store.get("data").is_none(), "the marks are the signer's");
+        assert!(store["metadata"].get("ownerReferences").is_none(), "the marks outlive the RemoteSigner");
+        assert_eq!(store["metadata"]["annotations"][CREATED_FOR], "5f7c-uid");
+        assert_eq!(store["metadata"]["labels"][OWNER_LABEL], "voter");
 
         spec.ratchet = Some(RatchetSpec { store: RatchetStore::File });
         assert!(!uses_ratchet_config_map(&remote_signer(spec)));
-        assert!(!uses_ratchet_config_map(&remote_signer(atto_spec())));
+        assert!(uses_ratchet_config_map(&remote_signer(atto_spec())), "every signer reports its key in a store");
+    }
+
+    #[test]
+    fn key_sources_name_the_key_whatever_the_rest_of_the_spec() {
+        use crate::api::{AzureKeyVaultSpec, SecretKeyRef};
+        let secret = |name: &str| KeySpec {
+            secret_ref: Some(SecretKeyRef { name: name.into(), key: "seed".into() }),
+            ..Default::default()
+        };
+        assert_eq!(key_source(&secret("a")), key_source(&secret("a")));
+        assert_ne!(key_source(&secret("a")), key_source(&secret("b")));
+        let azure = |version: Option<&str>| KeySpec {
+            azure_key_vault: Some(AzureKeyVaultSpec {
+                vault_url: "https://v.vault.azure.net".into(),
+                key_name: "baker".into(),
+                key_version: version.map(String::from),
+            }),
+            ..Default::default()
+        };
+        assert_eq!(key_source(&azure(None)), key_source(&azure(Some("v2"))), "every version is the key");
     }
 
     #[test]

@@ -9,17 +9,24 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, EvictParams, ListParams, Patch, PatchParams};
+use kube::api::{DeleteParams, EvictParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 
+use kube::runtime::reflector::ObjectRef;
+use sigil_signer::ratchet::configmap::{
+    cleared_keys, is_sealed, published_keys, seal_object, CLEARED_KEYS_ANNOTATION, SEAL_ANNOTATION,
+};
+use sigil_signer::ratchet::PublishedKey;
+
 use super::desired::{self, FIELD_MANAGER, MANAGED_BY};
 use super::status::{self, failed, ok, Outcome};
 use super::token::{self, TokenAction};
-use crate::api::RemoteSigner;
+use crate::api::{MarksStatus, RemoteSigner};
+use crate::images::ImagePolicy;
 use crate::metrics::Metrics;
 
 /// Present while identity annotations we wrote exist on a ServiceAccount: they are outside what
@@ -36,16 +43,24 @@ pub enum Error {
     Invalid(String),
 }
 
+fn invalid(error: impl std::fmt::Display) -> Error {
+    Error::Invalid(error.to_string())
+}
+
 pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
+    pub images: ImagePolicy,
+    /// One key check at a time: whether a key is some other RemoteSigner's is decided and
+    /// recorded (cleared) atomically, so two RemoteSigners on one key can never both be cleared.
+    key_checks: tokio::sync::Mutex<()>,
 }
 
 impl Context {
-    pub fn new(client: Client, metrics: Arc<Metrics>) -> Arc<Self> {
+    pub fn new(client: Client, metrics: Arc<Metrics>, images: ImagePolicy) -> Arc<Self> {
         let recorder = Recorder::new(client.clone(), Reporter::from(FIELD_MANAGER));
-        Arc::new(Context { client, recorder, metrics })
+        Arc::new(Context { client, recorder, metrics, images, key_checks: tokio::sync::Mutex::new(()) })
     }
 
     async fn event(&self, rs: &RemoteSigner, type_: EventType, reason: &str, note: String) {
@@ -75,9 +90,15 @@ pub async fn run(
     }
     let client = ctx.client.clone();
     let ours = watcher::Config::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1));
+    // ConfigMaps by label, not by owner: the marks store has no ownerReference (it outlives its
+    // RemoteSigner), and its changes (a deletion, a public key the signer reported) matter.
+    let config_maps = watcher::Config::default().labels(desired::OWNER_LABEL);
     Controller::new(api::<RemoteSigner>(&client, &namespace), watcher::Config::default())
-        .owns(api::<Secret>(&client, &namespace), ours.clone())
-        .owns(api::<ConfigMap>(&client, &namespace), ours)
+        .owns(api::<Secret>(&client, &namespace), ours)
+        .watches(api::<ConfigMap>(&client, &namespace), config_maps, |cm| {
+            let owner = cm.labels().get(desired::OWNER_LABEL)?;
+            Some(ObjectRef::new(owner).within(&cm.namespace()?))
+        })
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -129,7 +150,8 @@ async fn reconcile_inner(rs: &RemoteSigner, ctx: &Context) -> Result<Action, Err
     let apply = PatchParams::apply(FIELD_MANAGER).force();
     let (token_outcome, token_wait, token_state) = reconcile_token(rs, ctx, &namespace, now, &apply).await?;
     let config_outcome = reconcile_config(rs, ctx, &namespace, &apply).await?;
-    reconcile_ratchet(rs, ctx, &namespace, &apply).await?;
+    let (marks_outcome, marks, store) = reconcile_marks(rs, ctx, &namespace, &apply).await?;
+    let (key_outcome, public_key) = reconcile_key(rs, ctx, &namespace, store.as_ref()).await?;
     let identity_outcome = reconcile_identity(rs, ctx, &namespace, &annotations).await?;
     if annotations.is_empty() && has_finalizer {
         remove_finalizer(&signers, rs).await?;
@@ -138,6 +160,8 @@ async fn reconcile_inner(rs: &RemoteSigner, ctx: &Context) -> Result<Action, Err
     let parts = [
         (status::TOKEN_READY, token_outcome),
         (status::CONFIG_READY, config_outcome),
+        (status::MARKS_READY, marks_outcome),
+        (status::KEY_READY, key_outcome),
         (status::IDENTITY_READY, identity_outcome),
     ];
     let previous = rs.status.clone().unwrap_or_default();
@@ -153,6 +177,8 @@ async fn reconcile_inner(rs: &RemoteSigner, ctx: &Context) -> Result<Action, Err
             "tokenRotatedAt": token_state.as_ref().map(|s| s.rotated_at.to_string()),
             "previousTokenExpiresAt": token_state.as_ref().and_then(|s| s.previous_until).map(|t| t.to_string()),
             "identityServiceAccount": (!annotations.is_empty()).then(|| desired::service_account(rs)),
+            "marks": marks,
+            "publicKey": public_key,
         }
     });
     signers.patch_status(&name, &apply, &Patch::Apply(&status)).await?;
@@ -291,6 +317,9 @@ async fn reconcile_config(
     namespace: &str,
     apply: &PatchParams,
 ) -> Result<Outcome, Error> {
+    if let Err(message) = ctx.images.image_for(rs.spec.sidecar.as_ref().and_then(|s| s.image.as_deref())) {
+        return Ok(failed("ImageNotAllowed", message));
+    }
     let config = match desired::signer_config(rs) {
         Ok(config) => config,
         Err((reason, message)) => return Ok(failed(reason, message)),
@@ -300,7 +329,9 @@ async fn reconcile_config(
         (None, Some(pkcs11)) => Some((&pkcs11.pin_secret_ref.name, "spec.key.pkcs11.pinSecretRef")),
         _ => None,
     };
-    if let Some((secret, field)) = key_secret {
+    let identity_secret = rs.spec.cometbft.as_ref().and_then(|c| c.identity_key_secret_ref.as_ref());
+    let identity_secret = identity_secret.map(|s| (&s.name, "spec.cometbft.identityKeySecretRef"));
+    for (secret, field) in key_secret.into_iter().chain(identity_secret) {
         // Metadata only: the operator never reads key material.
         let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
         if secrets.get_metadata_opt(secret).await?.is_none() {
@@ -316,27 +347,221 @@ async fn reconcile_config(
     Ok(ok("Rendered", format!("ConfigMap {name} holds the signer config")))
 }
 
-async fn reconcile_ratchet(
+type MarksResult = (Outcome, Option<MarksStatus>, Option<ConfigMap>);
+
+/// The marks store: created once, sealed, never recreated or deleted by the operator. Reports the
+/// store as recorded in the status (its UID), and the ConfigMap as it is now.
+async fn reconcile_marks(
     rs: &RemoteSigner,
     ctx: &Context,
     namespace: &str,
     apply: &PatchParams,
-) -> Result<(), Error> {
+) -> Result<MarksResult, Error> {
     let name = desired::ratchet_name(&rs.name_any());
     let roles: Api<Role> = Api::namespaced(ctx.client.clone(), namespace);
     let bindings: Api<RoleBinding> = Api::namespaced(ctx.client.clone(), namespace);
-    if desired::uses_ratchet_config_map(rs) {
-        let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), namespace);
-        config_maps.patch(&name, apply, &Patch::Apply(&desired::ratchet_config_map(rs))).await?;
-        roles.patch(&name, apply, &Patch::Apply(&desired::ratchet_role(rs))).await?;
-        bindings.patch(&name, apply, &Patch::Apply(&desired::ratchet_role_binding(rs))).await?;
-    } else {
-        // Access goes when it is no longer needed. The ratchet ConfigMap itself stays until the
-        // RemoteSigner is deleted: high-water marks are never thrown away by a spec edit.
+    if !desired::uses_ratchet_config_map(rs) {
+        // Access goes when it is no longer needed; the marks themselves stay (see the docs on
+        // deleting marks on purpose).
         delete_if_present(&bindings, &name).await?;
         delete_if_present(&roles, &name).await?;
+        let kept = rs.status.as_ref().and_then(|s| s.marks.clone());
+        return Ok((ok("NotUsed", "spec.ratchet.store is not ConfigMap"), kept, None));
     }
-    Ok(())
+    roles.patch(&name, apply, &Patch::Apply(&desired::ratchet_role(rs))).await?;
+    bindings.patch(&name, apply, &Patch::Apply(&desired::ratchet_role_binding(rs))).await?;
+
+    let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), namespace);
+    let recorded = rs.status.as_ref().and_then(|s| s.marks.clone()).filter(|m| m.config_map == name);
+    let Some(mut store) = config_maps.get_opt(&name).await? else {
+        if let Some(recorded) = recorded {
+            let message = format!(
+                "ConfigMap {name} (UID {}), which held this signer's high-water marks, was deleted; the signers refuse \
+                 to sign, and sigil will not put an empty store in its place (an empty store would sign again what \
+                 was signed). Restore the marks into a new {name} with `sigil-signer ratchet import`, or, to start from \
+                 zero on purpose, run `sigil-signer ratchet init` (docs/ratchet.md#a-lost-store)",
+                recorded.uid
+            );
+            return Ok((failed("MarksStoreLost", message), Some(recorded), None));
+        }
+        // A new RemoteSigner: its store starts empty, sealed, from here.
+        let object: ConfigMap = serde_json::from_value(desired::ratchet_config_map(rs)).map_err(invalid)?;
+        let created = match config_maps.create(&PostParams::default(), &object).await {
+            Ok(created) => created,
+            // Created meanwhile (by a previous attempt): look again next time.
+            Err(kube::Error::Api(status)) if status.code == 409 => return Err(Error::Invalid(status.message)),
+            Err(error) => return Err(error.into()),
+        };
+        let sealed = seal_object(&config_maps, &name, &created).await?;
+        let uid = sealed.metadata.uid.clone().unwrap_or_default();
+        ctx.event(
+            rs,
+            EventType::Normal,
+            "MarksStoreCreated",
+            format!("Created ConfigMap {name} for the high-water marks (UID {uid})"),
+        )
+        .await;
+        let marks = MarksStatus { config_map: name.clone(), uid };
+        return Ok((
+            ok("Created", format!("ConfigMap {name} holds the marks (new and empty)")),
+            Some(marks),
+            Some(sealed),
+        ));
+    };
+    let uid = store.metadata.uid.clone().unwrap_or_default();
+    let same = recorded.as_ref().is_some_and(|r| r.uid == uid);
+    let created_for_us = store.annotations().get(desired::CREATED_FOR) == Some(&rs.uid().unwrap_or_default())
+        || store.owner_references().iter().any(|o| Some(&o.uid) == rs.uid().as_ref());
+    if !is_sealed(&store) {
+        // Ours to seal: the object we recorded, or one we created (a previous version of the
+        // operator created stores with an ownerReference and no seal).
+        if !(same || (recorded.is_none() && created_for_us)) {
+            let message = format!(
+                "ConfigMap {name} was not set up as a marks store by sigil (it has no seal, annotation \
+                 {SEAL_ANNOTATION}), so its marks cannot be trusted to be this key's: it may be empty, or a copy of an \
+                 older store. If it holds the right marks, run `sigil-signer ratchet init` against it; otherwise \
+                 delete it and restore the marks with `sigil-signer ratchet import` (docs/ratchet.md#a-lost-store)"
+            );
+            return Ok((failed("MarksStoreNotSealed", message), recorded, Some(store)));
+        }
+        store = seal_object(&config_maps, &name, &store).await?;
+    }
+    if store.owner_references().iter().any(|o| o.kind == "RemoteSigner") {
+        // Marks must outlive the RemoteSigner: no garbage collection through an ownerReference.
+        let patch = json!({ "metadata": { "ownerReferences": null, "resourceVersion": store.resource_version() } });
+        store = config_maps.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    }
+    let (reason, message) = match &recorded {
+        Some(recorded) if recorded.uid != uid => {
+            let note = format!(
+                "ConfigMap {name} was replaced (UID {} is now {uid}) by a store set up on purpose; signers started on \
+                 the old one refuse to sign until they restart",
+                recorded.uid
+            );
+            ctx.event(rs, EventType::Warning, "MarksStoreReplaced", note.clone()).await;
+            ("Replaced", note)
+        }
+        Some(_) => ("Sealed", format!("ConfigMap {name} holds the marks")),
+        None if store.data.as_ref().is_some_and(|d| !d.is_empty()) => {
+            let note = format!("Continuing from the marks already in ConfigMap {name}");
+            ctx.event(rs, EventType::Normal, "MarksStoreReused", note.clone()).await;
+            ("Reused", note)
+        }
+        None => ("Sealed", format!("ConfigMap {name} holds the marks")),
+    };
+    Ok((ok(reason, message), Some(MarksStatus { config_map: name, uid }), Some(store)))
+}
+
+/// Whether the key is this RemoteSigner's alone in the namespace, and if so, clears it in its
+/// store (the signer signs only with a cleared key). Another RemoteSigner naming the same key
+/// source, or a store where a signer reported the same public key, is a conflict: the one already
+/// cleared keeps the key, else the older RemoteSigner; a store left by a deleted RemoteSigner
+/// keeps its marks' key until that ConfigMap is deleted or imported from. Returns the key's name on
+/// its chain for the status.
+async fn reconcile_key(
+    rs: &RemoteSigner,
+    ctx: &Context,
+    namespace: &str,
+    store: Option<&ConfigMap>,
+) -> Result<(Outcome, Option<String>), Error> {
+    let Some(store) = store else {
+        return Ok((ok("NotChecked", "no marks store to record the key check in"), None));
+    };
+    let _one_at_a_time = ctx.key_checks.lock().await;
+    let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), namespace);
+    let signers: Api<RemoteSigner> = Api::namespaced(ctx.client.clone(), namespace);
+    // Fresh reads, not the event that woke us: the decision must see every clearance so far.
+    let store = config_maps.get(&store.name_any()).await?;
+    let ours = published_keys(&store).remove(desired::SIGNER_KEY);
+    let others = signers.list(&ListParams::default()).await?.items;
+    let stores = config_maps.list(&ListParams::default().labels(desired::OWNER_LABEL)).await?.items;
+    let conflict = key_conflict(rs, &store, ours.as_ref(), &others, &stores);
+    let cleared = cleared_keys(&store).first().map(|k| k.to_string());
+    let wanted = match (&conflict, &ours) {
+        (Some(_), _) | (None, None) => None,
+        (None, Some(key)) => Some(key.key.clone()),
+    };
+    // Withdraw a clearance on a conflict; grant one when the signer has reported its key.
+    if wanted != cleared && (conflict.is_some() || wanted.is_some()) {
+        let patch = json!({ "metadata": {
+            "resourceVersion": store.resource_version(),
+            "annotations": { CLEARED_KEYS_ANNOTATION: wanted },
+        }});
+        config_maps.patch(&store.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        if let Some(conflict) = &conflict {
+            ctx.event(rs, EventType::Warning, "KeyInUse", conflict.clone()).await;
+        }
+    }
+    let display = ours.as_ref().map(|k| k.display.clone());
+    Ok(match (conflict, ours) {
+        (Some(conflict), _) => (failed("KeyInUse", conflict), display),
+        (None, None) => (
+            ok(
+                "AwaitingSigner",
+                "no other RemoteSigner uses this key source; the key is cleared once a signer reports it",
+            ),
+            display,
+        ),
+        (None, Some(key)) => (
+            ok("Unique", format!("key {} is used by no other RemoteSigner in namespace {namespace}", key.display)),
+            display,
+        ),
+    })
+}
+
+/// Why `rs` may not use its key, if another RemoteSigner (or a deleted one's store) holds it.
+fn key_conflict(
+    rs: &RemoteSigner,
+    store: &ConfigMap,
+    ours: Option<&PublishedKey>,
+    signers: &[RemoteSigner],
+    stores: &[ConfigMap],
+) -> Option<String> {
+    let name = rs.name_any();
+    let source = desired::key_source(&rs.spec.key);
+    let older =
+        |other: &RemoteSigner| (other.creation_timestamp(), other.name_any()) < (rs.creation_timestamp(), name.clone());
+    for other in signers.iter().filter(|o| o.name_any() != name && o.meta().deletion_timestamp.is_none()) {
+        let other_store = stores.iter().find(|s| s.labels().get(desired::OWNER_LABEL) == Some(&other.name_any()));
+        let theirs = other_store.and_then(|s| published_keys(s).remove(desired::SIGNER_KEY));
+        let same_source = source.is_some() && source == desired::key_source(&other.spec.key);
+        let same_key = ours.is_some() && theirs.as_ref().map(|k| &k.key) == ours.map(|k| &k.key);
+        if !(same_source || same_key) {
+            continue;
+        }
+        let theirs_cleared = match (other_store, &theirs) {
+            (Some(s), Some(key)) => cleared_keys(s).contains(&key.key.as_str()),
+            _ => false,
+        };
+        let ours_cleared = ours.is_some_and(|k| cleared_keys(store).contains(&k.key.as_str()));
+        if theirs_cleared || (!ours_cleared && older(other)) {
+            let what = if same_source { "the same key source" } else { "the same public key" };
+            return Some(format!(
+                "RemoteSigner {} already uses {what}{}; two signers on one key keep two sets of marks and could sign \
+                 twice at one height. Delete one of them, or give this one another key",
+                other.name_any(),
+                theirs.map(|k| format!(" ({})", k.display)).unwrap_or_default()
+            ));
+        }
+    }
+    let ours = ours?;
+    for other in stores.iter().filter(|s| s.name_any() != store.name_any()) {
+        let owner = other.labels().get(desired::OWNER_LABEL).cloned().unwrap_or_default();
+        let alive = signers.iter().any(|s| s.name_any() == owner && s.meta().deletion_timestamp.is_none());
+        let has_marks = other.data.as_ref().is_some_and(|d| !d.is_empty());
+        let same = published_keys(other).get(desired::SIGNER_KEY).is_some_and(|k| k.key == ours.key);
+        if same && !alive && has_marks {
+            return Some(format!(
+                "the marks of key {} are in ConfigMap {}, left by RemoteSigner {owner}, which was deleted; starting \
+                 from an empty store could sign again what it signed. Import them (`sigil-signer ratchet import \
+                 --from-sigil-configmap`) or, if they are obsolete, delete ConfigMap {}",
+                ours.display,
+                other.name_any(),
+                other.name_any()
+            ));
+        }
+    }
+    None
 }
 
 async fn delete_if_present<K>(api: &Api<K>, name: &str) -> Result<(), Error>

@@ -9,6 +9,8 @@ pub const READY: &str = "Ready";
 pub const TOKEN_READY: &str = "TokenReady";
 pub const CONFIG_READY: &str = "ConfigReady";
 pub const IDENTITY_READY: &str = "IdentityReady";
+pub const MARKS_READY: &str = "MarksReady";
+pub const KEY_READY: &str = "KeyReady";
 
 /// One part's outcome: `(reason, message)`, good or bad.
 pub type Outcome = Result<(String, String), (String, String)>;
@@ -49,7 +51,7 @@ pub fn conditions(
         }
     };
     let ready = match parts.iter().find(|(_, outcome)| outcome.is_err()) {
-        None => ok("Ready", "the signer's token, config and identity are in place"),
+        None => ok("Ready", "the signer's token, config, marks store, key and identity are in place"),
         Some((type_, Err((reason, message)))) => failed(reason, format!("{type_}: {message}")),
         Some(_) => unreachable!("found an Err"),
     };

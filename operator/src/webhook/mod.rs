@@ -25,6 +25,7 @@ use serde_json::json;
 
 use crate::api::RemoteSigner;
 use crate::controller::desired::FIELD_MANAGER;
+use crate::images::ImagePolicy;
 use patch::SIGNER_LABEL;
 
 /// How often the certificate is checked for renewal.
@@ -43,8 +44,8 @@ pub struct WebhookConfig {
     pub namespace: String,
     /// Only inject in this namespace (the operator's `--namespace`).
     pub watch_namespace: Option<String>,
-    /// The default sigil-signer image.
-    pub image: String,
+    /// The signer images pods may run.
+    pub images: ImagePolicy,
     /// A ClusterRole that owns the webhook registration and certificate, so that they go when it
     /// goes (the Helm chart names its own); `run` looks up its uid into `owner`.
     pub owner_cluster_role: Option<String>,
@@ -134,14 +135,14 @@ async fn register(client: &Client, config: &WebhookConfig, ca_pem: &str) -> Resu
 #[derive(Clone)]
 struct Admission {
     client: Client,
-    image: Arc<str>,
+    images: Arc<ImagePolicy>,
     native_sidecars: bool,
 }
 
 /// The admission decision for one request.
 pub async fn review(
     client: &Client,
-    image: &str,
+    images: &ImagePolicy,
     native_sidecars: bool,
     request: &AdmissionRequest<Pod>,
 ) -> AdmissionResponse {
@@ -176,7 +177,11 @@ pub async fn review(
             ))
         }
     }
-    match patch::inject(pod, &rs, image, native_sidecars) {
+    let image = match images.image_for(rs.spec.sidecar.as_ref().and_then(|s| s.image.as_deref())) {
+        Ok(image) => image,
+        Err(reason) => return response.deny(format!("sigil: RemoteSigner {namespace}/{name}: {reason}")),
+    };
+    match patch::inject(pod, &rs, &image, native_sidecars) {
         Err(reason) => response.deny(format!("sigil: {reason}")),
         Ok(injection) => {
             let ops = match serde_json::from_value::<json_patch::Patch>(serde_json::Value::Array(injection.patch)) {
@@ -201,7 +206,7 @@ async fn mutate(
 ) -> Json<AdmissionReview<DynamicObject>> {
     let request: Result<AdmissionRequest<Pod>, _> = body.try_into();
     let response = match request {
-        Ok(request) => review(&admission.client, &admission.image, admission.native_sidecars, &request).await,
+        Ok(request) => review(&admission.client, &admission.images, admission.native_sidecars, &request).await,
         Err(error) => AdmissionResponse::invalid(format!("sigil: not an AdmissionReview: {error}")),
     };
     Json(response.into_review())
@@ -285,7 +290,7 @@ pub async fn run(
         .route("/mutate", post(mutate))
         .route("/healthz", axum::routing::get(|| async { "ok\n" }))
         .layer(axum::extract::DefaultBodyLimit::max(4 * 1024 * 1024))
-        .with_state(Admission { client, image: config.image.clone().into(), native_sidecars });
+        .with_state(Admission { client, images: Arc::new(config.images.clone()), native_sidecars });
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {

@@ -1,15 +1,17 @@
 //! The pod mutation, as a pure function: a Pod and its RemoteSigner in, a JSON patch (plus
 //! warnings) out. Idempotent: a pod that already has `sigil-signer` gets an empty patch, so
-//! re-invocation and replays change nothing. It only adds: no user field is removed or replaced.
+//! re-invocation and replays change nothing. It adds the signer, and takes from the node's
+//! containers only what would hand them the signer's powers: the pod's Kubernetes API token (which
+//! may rewrite the marks) and the cloud web-identity tokens (which may use the KMS key directly).
 
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::core::v1::{Container, Pod, Volume};
 use kube::ResourceExt;
 use serde_json::{json, Value};
 
 use crate::api::{Protocol, RemoteSigner};
 use crate::controller::desired::{
-    config_map_name, key_volume, service_account, token_secret_name, API_PORT, CONFIG_DIR, CONFIG_FILE, KEY_DIR,
-    MANAGEMENT_PORT, TOKEN_DIR,
+    config_map_name, identity_volume, key_volume, service_account, token_secret_name, API_ACCESS_DIR, API_PORT,
+    CONFIG_DIR, CONFIG_FILE, IDENTITY_DIR, KEY_DIR, MANAGEMENT_PORT, TOKEN_DIR,
 };
 
 /// The pod label that opts in: `sigil.dev/signer: <RemoteSigner name>`.
@@ -21,8 +23,29 @@ pub const INJECTED_ANNOTATION: &str = "sigil.dev/injected";
 /// `native` (an initContainer with restartPolicy Always) or `container` (a regular container).
 /// Without it: native where the cluster supports it (Kubernetes 1.29 and later).
 pub const MODE_ANNOTATION: &str = "sigil.dev/sidecar-mode";
+/// `"true"`: the node's containers keep the pod's API and cloud credentials. Weakens the
+/// guarantee: a compromised node can then rewrite the marks, or use a KMS key directly.
+pub const SHARE_CREDENTIALS_ANNOTATION: &str = "sigil.dev/share-credentials-with-node";
+/// Atto: the containers (comma-separated) that get the API token in their environment. Default:
+/// the `kubectl.kubernetes.io/default-container`, else the first container.
+pub const TOKEN_CONTAINERS_ANNOTATION: &str = "sigil.dev/token-containers";
+const DEFAULT_CONTAINER_ANNOTATION: &str = "kubectl.kubernetes.io/default-container";
 
-const VOLUMES: [&str; 3] = ["sigil-token", "sigil-config", "sigil-key"];
+const VOLUMES: [&str; 5] = ["sigil-token", "sigil-config", "sigil-key", "sigil-identity", "sigil-api-access"];
+/// The cloud web-identity token volumes EKS (IRSA) and Azure Workload Identity mount, and the
+/// environment that points at them.
+const CLOUD_TOKEN_VOLUMES: [&str; 2] = ["aws-iam-token", "azure-identity-token"];
+const CLOUD_ENV: [&str; 9] = [
+    "AWS_ROLE_ARN",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_STS_REGIONAL_ENDPOINTS",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AZURE_CLIENT_ID",
+    "AZURE_TENANT_ID",
+    "AZURE_FEDERATED_TOKEN_FILE",
+    "AZURE_AUTHORITY_HOST",
+];
 
 #[derive(Debug, Default, PartialEq)]
 pub struct Injection {
@@ -36,9 +59,41 @@ pub fn has_signer(pod: &Pod) -> bool {
     spec.containers.iter().chain(spec.init_containers.iter().flatten()).any(|c| c.name == CONTAINER)
 }
 
-/// The patch that adds the signer to `pod`. `Err` is a refusal with its reason. `native_default`
-/// says whether the cluster runs native sidecars (the pod's annotation may override it).
+/// A pod that shares the node's network or processes with its containers, or its containers'
+/// processes with each other, would expose the signer: refused, naming the field.
+fn refuse_shared_namespaces(pod: &Pod) -> Result<(), String> {
+    let Some(spec) = &pod.spec else { return Err("the pod has no spec".into()) };
+    let why = [
+        (spec.host_network, "hostNetwork", "the signer's loopback APIs would be the whole node's, reachable by every process on it and every pod with hostNetwork"),
+        (spec.host_pid, "hostPID", "every process on the node could read the signer's memory and files through /proc"),
+        (spec.host_ipc, "hostIPC", "the node's processes would share the signer's IPC namespace"),
+        (spec.share_process_namespace, "shareProcessNamespace", "the node's containers could read the signer's memory and files (the key) through /proc"),
+    ];
+    match why.into_iter().find(|(set, _, _)| *set == Some(true)) {
+        Some((_, field, reason)) => {
+            Err(format!("the pod sets {field}: true, so {reason}; sigil refuses to put a key there"))
+        }
+        None => Ok(()),
+    }
+}
+
+/// The pod's API token (the ServiceAccount admission plugin's `kube-api-access-*`, or any
+/// projected ServiceAccount token for the API server's audience).
+fn is_api_token_volume(volume: &Volume) -> bool {
+    let projected_token = volume.projected.as_ref().is_some_and(|p| {
+        p.sources
+            .iter()
+            .flatten()
+            .any(|s| s.service_account_token.as_ref().is_some_and(|t| t.audience.as_deref().unwrap_or("").is_empty()))
+    });
+    volume.name.starts_with("kube-api-access-") || projected_token
+}
+
+/// The patch that adds the signer to `pod`, running `image` (already checked against the
+/// allowlist). `Err` is a refusal with its reason. `native_default` says whether the cluster runs
+/// native sidecars (the pod's annotation may override it).
 pub fn inject(pod: &Pod, rs: &RemoteSigner, image: &str, native_default: bool) -> Result<Injection, String> {
+    refuse_shared_namespaces(pod)?;
     let Some(spec) = &pod.spec else { return Err("the pod has no spec".into()) };
     let pending = pod.status.as_ref().and_then(|s| s.phase.as_deref()).is_none_or(|phase| phase == "Pending");
     if has_signer(pod) || !pending {
@@ -50,29 +105,109 @@ pub fn inject(pod: &Pod, rs: &RemoteSigner, image: &str, native_default: bool) -
     }
 
     let name = rs.name_any();
-    let mut out = Injection::default();
-    let mut add = |path: String, value: Value| out.patch.push(json!({ "op": "add", "path": path, "value": value }));
-
     let annotations = pod.metadata.annotations.as_ref();
+    let annotation = |key: &str| annotations.and_then(|a| a.get(key)).map(String::as_str);
+    let token_targets = if rs.spec.protocol == Protocol::Atto { token_containers(pod)? } else { Vec::new() };
+    let mut out = Injection::default();
+    let mut ops = Vec::new();
+    let mut add = |path: String, value: Value| ops.push(json!({ "op": "add", "path": path, "value": value }));
+
+    // The node's containers lose the pod's credentials: the API token, which may update the
+    // marks, and cloud web-identity tokens, which may sign with the KMS key, bypassing the marks.
+    // What the ServiceAccount plugin and cloud webhooks mounted before us is what reaches the
+    // kubelet unless removed here; automountServiceAccountToken: false keeps the plugin from
+    // mounting it again when admission is re-run after us.
+    let share = annotation(SHARE_CREDENTIALS_ANNOTATION) == Some("true");
+    let volumes = spec.volumes.iter().flatten();
+    let api_tokens: Vec<&str> = volumes.clone().filter(|v| is_api_token_volume(v)).map(|v| v.name.as_str()).collect();
+    let cloud_tokens: Vec<&str> =
+        volumes.clone().filter(|v| CLOUD_TOKEN_VOLUMES.contains(&v.name.as_str())).map(|v| v.name.as_str()).collect();
+    let users =
+        [("initContainers", spec.init_containers.as_deref().unwrap_or_default()), ("containers", &spec.containers[..])];
+    let mut removals = Vec::new();
+    let mut cloud_mounts: Vec<Value> = Vec::new();
+    let mut cloud_env: Vec<Value> = Vec::new();
+    for (list, containers) in users {
+        for (i, container) in containers.iter().enumerate() {
+            for (j, mount) in container.volume_mounts.as_deref().unwrap_or_default().iter().enumerate().rev() {
+                let api = api_tokens.contains(&mount.name.as_str()) || mount.mount_path == API_ACCESS_DIR;
+                let cloud = cloud_tokens.contains(&mount.name.as_str());
+                if cloud && !cloud_mounts.iter().any(|m| m["name"] == mount.name) {
+                    cloud_mounts.push(json!({ "name": mount.name, "mountPath": mount.mount_path, "readOnly": true }));
+                }
+                if (api || cloud) && !share {
+                    removals.push(json!({ "op": "remove", "path": format!("/spec/{list}/{i}/volumeMounts/{j}") }));
+                }
+            }
+            for env in container.env.iter().flatten().filter(|e| CLOUD_ENV.contains(&e.name.as_str())) {
+                if !cloud_env.iter().any(|e| e["name"] == env.name) {
+                    cloud_env.push(serde_json::to_value(env).unwrap_or_default());
+                }
+            }
+        }
+    }
+    if share {
+        out.warnings.push(format!(
+            "{SHARE_CREDENTIALS_ANNOTATION}: the node's containers keep the pod's Kubernetes API and cloud \
+             credentials: a compromised node could rewrite the high-water marks or use the key directly"
+        ));
+    } else {
+        // The plugin's own volume goes too; a volume the user declared stays, unmounted.
+        for (index, volume) in spec.volumes.as_deref().unwrap_or_default().iter().enumerate().rev() {
+            if volume.name.starts_with("kube-api-access-") {
+                removals.push(json!({ "op": "remove", "path": format!("/spec/volumes/{index}") }));
+            }
+        }
+        add("/spec/automountServiceAccountToken".into(), json!(false));
+    }
+
     if annotations.is_none() {
         add("/metadata/annotations".into(), json!({}));
     }
     add(format!("/metadata/annotations/{}", escape(INJECTED_ANNOTATION)), json!(name));
+    let identity = rs.spec.workload_identity.clone().unwrap_or_default();
+    if !share {
+        // For a cloud webhook that runs after this one: give the node's containers no token.
+        let users: Vec<&str> =
+            spec.init_containers.iter().flatten().chain(&spec.containers).map(|c| c.name.as_str()).collect();
+        if identity.aws_role_arn.is_some() {
+            add(
+                format!("/metadata/annotations/{}", escape("eks.amazonaws.com/skip-containers")),
+                json!(users.join(",")),
+            );
+        }
+        if identity.azure_client_id.is_some() {
+            add(
+                format!("/metadata/annotations/{}", escape("azure.workload.identity/skip-containers")),
+                json!(users.join(";")),
+            );
+        }
+    }
 
     let key_volume = key_volume(rs);
+    let identity_volume = identity_volume(rs);
     let mut volumes = vec![
         json!({ "name": "sigil-token", "secret": { "secretName": token_secret_name(&name), "defaultMode": 0o444 } }),
         json!({ "name": "sigil-config", "configMap": { "name": config_map_name(&name) } }),
+        // The signer's own API credential, mounted into it alone: a short-lived token of the
+        // pod's ServiceAccount, the cluster CA and the namespace, as the plugin would mount them.
+        json!({ "name": "sigil-api-access", "projected": { "defaultMode": 0o444, "sources": [
+            { "serviceAccountToken": { "path": "token", "expirationSeconds": 3607 } },
+            { "configMap": { "name": "kube-root-ca.crt", "items": [{ "key": "ca.crt", "path": "ca.crt" }] } },
+            { "downwardAPI": { "items": [{ "path": "namespace", "fieldRef": { "apiVersion": "v1", "fieldPath": "metadata.namespace" } }] } },
+        ] } }),
     ];
     volumes.extend(key_volume.clone());
+    volumes.extend(identity_volume.clone());
     append_all(&mut add, "/spec/volumes", spec.volumes.is_none(), &volumes);
 
-    let native = match annotations.and_then(|a| a.get(MODE_ANNOTATION)).map(String::as_str) {
+    let native = match annotation(MODE_ANNOTATION) {
         Some("container") => false,
         Some("native") => true,
         _ => native_default,
     };
-    let container = signer_container(rs, image, native, key_volume.is_some());
+    let mounts = SignerMounts { key: key_volume.is_some(), identity: identity_volume.is_some(), cloud: cloud_mounts };
+    let container = signer_container(rs, image, native, &mounts, &cloud_env);
     if native {
         // First, so it is up before the other init containers and the node start.
         match &spec.init_containers {
@@ -83,11 +218,15 @@ pub fn inject(pod: &Pod, rs: &RemoteSigner, image: &str, native_default: bool) -
         add("/spec/containers/-".into(), container);
     }
 
-    if rs.spec.protocol == Protocol::Atto {
-        for (index, user) in spec.containers.iter().enumerate() {
-            let env = atto_env(&name, user, &mut out.warnings);
-            append_all(&mut add, &format!("/spec/containers/{index}/env"), user.env.is_none(), &env);
-        }
+    for (index, user) in spec.containers.iter().enumerate().filter(|(_, c)| token_targets.contains(&c.name)) {
+        let env = atto_env(&name, user, &mut out.warnings);
+        append_all(&mut add, &format!("/spec/containers/{index}/env"), user.env.is_none(), &env);
+    }
+    if token_targets.len() == 1 && spec.containers.len() > 1 && annotation(TOKEN_CONTAINERS_ANNOTATION).is_none() {
+        out.warnings.push(format!(
+            "only container {} gets the Atto API token; name others in the annotation {TOKEN_CONTAINERS_ANNOTATION}",
+            token_targets[0]
+        ));
     }
 
     let pod_account = spec.service_account_name.clone().unwrap_or_else(|| "default".into());
@@ -98,15 +237,36 @@ pub fn inject(pod: &Pod, rs: &RemoteSigner, image: &str, native_default: bool) -
              the ratchet RBAC and Workload Identity are on {signer_account}"
         ));
     }
-    let azure = rs.spec.workload_identity.as_ref().is_some_and(|w| w.azure_client_id.is_some());
-    if azure && pod.labels().get("azure.workload.identity/use").map(String::as_str) != Some("true") {
+    if identity.azure_client_id.is_some()
+        && pod.labels().get("azure.workload.identity/use").map(String::as_str) != Some("true")
+    {
         out.warnings.push(
             "RemoteSigner uses Azure Workload Identity, but the pod lacks the label azure.workload.identity/use: \"true\"; \
              Azure's webhook will not give it a token"
                 .into(),
         );
     }
+    // Removals first, against the indexes as the pod has them; additions after.
+    out.patch = removals.into_iter().chain(ops).collect();
     Ok(out)
+}
+
+/// The Atto node containers that get the API token: the annotation's list, else the default
+/// container, else the first.
+fn token_containers(pod: &Pod) -> Result<Vec<String>, String> {
+    let spec = pod.spec.as_ref().ok_or("the pod has no spec")?;
+    let annotations = pod.metadata.annotations.as_ref();
+    let names: Vec<String> = match annotations.and_then(|a| a.get(TOKEN_CONTAINERS_ANNOTATION)) {
+        Some(list) => list.split(',').map(|n| n.trim().to_string()).filter(|n| !n.is_empty()).collect(),
+        None => match annotations.and_then(|a| a.get(DEFAULT_CONTAINER_ANNOTATION)) {
+            Some(default) => vec![default.clone()],
+            None => spec.containers.iter().take(1).map(|c| c.name.clone()).collect(),
+        },
+    };
+    if let Some(missing) = names.iter().find(|n| !spec.containers.iter().any(|c| c.name == **n)) {
+        return Err(format!("the pod names container {missing} for the Atto token, but has no such container"));
+    }
+    Ok(names)
 }
 
 /// `add` each value to the array at `path`, creating the array when it does not exist.
@@ -145,15 +305,36 @@ fn atto_env(name: &str, container: &Container, warnings: &mut Vec<String>) -> Ve
         .collect()
 }
 
-fn signer_container(rs: &RemoteSigner, image: &str, native: bool, key_volume: bool) -> Value {
+/// What the signer container mounts besides its token and config.
+struct SignerMounts {
+    key: bool,
+    identity: bool,
+    /// Cloud web-identity token mounts moved from the node's containers.
+    cloud: Vec<Value>,
+}
+
+fn signer_container(rs: &RemoteSigner, image: &str, native: bool, mounts: &SignerMounts, env: &[Value]) -> Value {
     let sidecar = rs.spec.sidecar.clone().unwrap_or_default();
     let resources = sidecar
         .resources
         .map(|r| serde_json::to_value(r).unwrap_or_default())
         .unwrap_or_else(|| json!({ "requests": { "cpu": "10m", "memory": "32Mi" }, "limits": { "memory": "64Mi" } }));
+    // Whole-volume mounts (no subPath), so rotated tokens reach the signer.
+    let mut volume_mounts = vec![
+        json!({ "name": "sigil-token", "mountPath": TOKEN_DIR, "readOnly": true }),
+        json!({ "name": "sigil-config", "mountPath": CONFIG_DIR, "readOnly": true }),
+        json!({ "name": "sigil-api-access", "mountPath": API_ACCESS_DIR, "readOnly": true }),
+    ];
+    if mounts.key {
+        volume_mounts.push(json!({ "name": "sigil-key", "mountPath": KEY_DIR, "readOnly": true }));
+    }
+    if mounts.identity {
+        volume_mounts.push(json!({ "name": "sigil-identity", "mountPath": IDENTITY_DIR, "readOnly": true }));
+    }
+    volume_mounts.extend(mounts.cloud.iter().cloned());
     let mut container = json!({
         "name": CONTAINER,
-        "image": sidecar.image.as_deref().unwrap_or(image),
+        "image": image,
         "args": ["--config", format!("{CONFIG_DIR}/{CONFIG_FILE}"), "--log-format", "json"],
         "ports": [{ "name": "sigil-mgmt", "containerPort": MANAGEMENT_PORT, "protocol": "TCP" }],
         "startupProbe": { "httpGet": { "path": "/readyz", "port": MANAGEMENT_PORT }, "periodSeconds": 1, "failureThreshold": 120 },
@@ -169,15 +350,10 @@ fn signer_container(rs: &RemoteSigner, image: &str, native: bool, key_volume: bo
             "capabilities": { "drop": ["ALL"] },
             "seccompProfile": { "type": "RuntimeDefault" },
         },
-        // Whole-volume mounts (no subPath), so rotated tokens reach the signer.
-        "volumeMounts": [
-            { "name": "sigil-token", "mountPath": TOKEN_DIR, "readOnly": true },
-            { "name": "sigil-config", "mountPath": CONFIG_DIR, "readOnly": true },
-        ],
+        "volumeMounts": volume_mounts,
     });
-    if key_volume {
-        let mounts = container["volumeMounts"].as_array_mut().expect("an array");
-        mounts.push(json!({ "name": "sigil-key", "mountPath": KEY_DIR, "readOnly": true }));
+    if !env.is_empty() {
+        container["env"] = json!(env);
     }
     if native {
         container["restartPolicy"] = json!("Always");
@@ -237,7 +413,7 @@ mod tests {
         assert_eq!(security.capabilities.as_ref().unwrap().drop, Some(vec!["ALL".to_string()]));
         let mounts = sidecar.volume_mounts.as_ref().unwrap();
         assert!(mounts.iter().all(|m| m.sub_path.is_none() && m.read_only == Some(true)));
-        assert_eq!(spec.volumes.as_ref().unwrap().len(), 3);
+        assert_eq!(spec.volumes.as_ref().unwrap().len(), 4, "token, config, API access, key");
 
         let env = spec.containers[0].env.clone().unwrap();
         let names: Vec<&str> = env.iter().map(|e| e.name.as_str()).collect();
@@ -305,6 +481,124 @@ mod tests {
         );
         let spec = apply(&asks, &inject(&asks, &rs, IMAGE, false).unwrap()).spec.unwrap();
         assert_eq!(spec.init_containers.unwrap()[0].name, CONTAINER);
+    }
+
+    /// A pod as the API server hands it to the webhook: the ServiceAccount plugin has already
+    /// mounted the API token into every container, and EKS's webhook its web-identity token.
+    fn admitted_pod() -> Pod {
+        pod(json!({
+            "metadata": { "name": "p", "annotations": { "kubectl.kubernetes.io/default-container": "node" } },
+            "spec": {
+                "serviceAccountName": "voter",
+                "initContainers": [{ "name": "setup", "volumeMounts": [
+                    { "name": "kube-api-access-x1y2z", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount", "readOnly": true },
+                ] }],
+                "containers": [
+                    { "name": "exporter", "volumeMounts": [
+                        { "name": "data", "mountPath": "/data" },
+                        { "name": "kube-api-access-x1y2z", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount", "readOnly": true },
+                    ] },
+                    { "name": "node", "env": [
+                        { "name": "AWS_ROLE_ARN", "value": "arn:aws:iam::1:role/signer" },
+                        { "name": "AWS_WEB_IDENTITY_TOKEN_FILE", "value": "/var/run/secrets/eks.amazonaws.com/serviceaccount/token" },
+                    ], "volumeMounts": [
+                        { "name": "kube-api-access-x1y2z", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount", "readOnly": true },
+                        { "name": "aws-iam-token", "mountPath": "/var/run/secrets/eks.amazonaws.com/serviceaccount", "readOnly": true },
+                        { "name": "data", "mountPath": "/data" },
+                    ] },
+                ],
+                "volumes": [
+                    { "name": "data", "emptyDir": {} },
+                    { "name": "aws-iam-token", "projected": { "sources": [{ "serviceAccountToken": { "audience": "sts.amazonaws.com", "path": "token" } }] } },
+                    { "name": "kube-api-access-x1y2z", "projected": { "sources": [{ "serviceAccountToken": { "path": "token" } }] } },
+                ],
+            },
+        }))
+    }
+
+    #[test]
+    fn only_the_signer_holds_the_pods_credentials() {
+        let mut rs = remote_signer(Protocol::Tezos);
+        rs.spec.workload_identity = Some(WorkloadIdentitySpec {
+            aws_role_arn: Some("arn:aws:iam::1:role/signer".into()),
+            ..Default::default()
+        });
+        let original = admitted_pod();
+        let patched = apply(&original, &inject(&original, &rs, IMAGE, true).unwrap());
+        let spec = patched.spec.clone().unwrap();
+        assert_eq!(spec.automount_service_account_token, Some(false), "the plugin must not mount it again");
+        let volumes: Vec<&str> = spec.volumes.iter().flatten().map(|v| v.name.as_str()).collect();
+        assert!(!volumes.iter().any(|v| v.starts_with("kube-api-access-")), "{volumes:?}");
+        for container in
+            spec.containers.iter().chain(spec.init_containers.iter().flatten()).filter(|c| c.name != CONTAINER)
+        {
+            let mounts: Vec<&str> = container.volume_mounts.iter().flatten().map(|m| m.name.as_str()).collect();
+            assert!(mounts.iter().all(|m| *m == "data"), "{}: {mounts:?}", container.name);
+        }
+        let signer = spec.init_containers.as_ref().unwrap().iter().find(|c| c.name == CONTAINER).unwrap();
+        let mounts: Vec<(&str, &str)> =
+            signer.volume_mounts.iter().flatten().map(|m| (m.name.as_str(), m.mount_path.as_str())).collect();
+        assert!(mounts.contains(&("sigil-api-access", "/var/run/secrets/kubernetes.io/serviceaccount")), "{mounts:?}");
+        assert!(mounts.contains(&("aws-iam-token", "/var/run/secrets/eks.amazonaws.com/serviceaccount")), "{mounts:?}");
+        let env: Vec<&str> = signer.env.iter().flatten().map(|e| e.name.as_str()).collect();
+        assert_eq!(env, ["AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE"]);
+        assert_eq!(
+            patched.annotations().get("eks.amazonaws.com/skip-containers").map(String::as_str),
+            Some("setup,exporter,node"),
+            "an EKS webhook running after ours gives the node nothing"
+        );
+
+        // The opt-out keeps the node's credentials, and says what that costs.
+        let mut sharing = admitted_pod();
+        sharing.metadata.annotations.as_mut().unwrap().insert(SHARE_CREDENTIALS_ANNOTATION.into(), "true".into());
+        let injection = inject(&sharing, &rs, IMAGE, true).unwrap();
+        assert!(
+            injection.warnings.iter().any(|w| w.contains("could rewrite the high-water marks")),
+            "{:?}",
+            injection.warnings
+        );
+        let spec = apply(&sharing, &injection).spec.unwrap();
+        assert_eq!(spec.automount_service_account_token, None);
+        let node = spec.containers.iter().find(|c| c.name == "node").unwrap();
+        assert_eq!(node.volume_mounts.as_ref().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn pods_sharing_the_nodes_or_each_others_namespaces_are_refused() {
+        let rs = remote_signer(Protocol::Tezos);
+        for field in ["hostNetwork", "hostPID", "hostIPC", "shareProcessNamespace"] {
+            let shared = pod(
+                json!({ "metadata": { "name": "p" }, "spec": { field: true, "containers": [{ "name": "node" }] } }),
+            );
+            let refused = inject(&shared, &rs, IMAGE, true).unwrap_err();
+            assert!(refused.contains(&format!("{field}: true")), "{refused}");
+        }
+    }
+
+    #[test]
+    fn the_atto_token_goes_to_the_containers_that_need_it() {
+        let rs = remote_signer(Protocol::Atto);
+        let env_of = |pod: &Pod, name: &str| {
+            let spec = pod.spec.as_ref().unwrap();
+            let container = spec.containers.iter().find(|c| c.name == name).unwrap();
+            container.env.iter().flatten().any(|e| e.name == "ATTO_SIGNER_REMOTE_TOKEN")
+        };
+        let original = admitted_pod();
+        let patched = apply(&original, &inject(&original, &rs, IMAGE, true).unwrap());
+        assert!(env_of(&patched, "node") && !env_of(&patched, "exporter"), "the default container only");
+
+        let mut listed = admitted_pod();
+        listed
+            .metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .insert(TOKEN_CONTAINERS_ANNOTATION.into(), "exporter, node".into());
+        let patched = apply(&listed, &inject(&listed, &rs, IMAGE, true).unwrap());
+        assert!(env_of(&patched, "node") && env_of(&patched, "exporter"));
+
+        listed.metadata.annotations.as_mut().unwrap().insert(TOKEN_CONTAINERS_ANNOTATION.into(), "nodee".into());
+        assert!(inject(&listed, &rs, IMAGE, true).unwrap_err().contains("container nodee"));
     }
 
     #[test]

@@ -106,6 +106,11 @@ impl PublicKey {
         &self.bytes
     }
 
+    /// `<algorithm>:<hex>`: equal exactly when the keys are the same key, whatever names them.
+    pub fn id(&self) -> String {
+        format!("{}:{}", self.algorithm.name(), hex::encode(&self.bytes))
+    }
+
     /// Verifies a raw signature over `payload` (the message for Ed25519, the digest for ECDSA).
     pub fn verify(&self, payload: &[u8], signature: &Signature) -> Result<(), KeyError> {
         use ecdsa_verify::verify_prehash;

@@ -29,9 +29,24 @@ pub async fn open(config: &SignerConfig) -> Result<Arc<dyn Ratchet>, AdminError>
         Some(RatchetStore::File(file)) => Ok(Arc::new(FileRatchet::open(&file.dir)?)),
         #[cfg(feature = "kubernetes")]
         Some(RatchetStore::ConfigMap(cm)) => {
-            Ok(Arc::new(super::configmap::ConfigMapRatchet::connect(&cm.name, &cm.namespace).await?))
+            let mode = super::configmap::Mode::Admin;
+            Ok(Arc::new(super::configmap::ConfigMapRatchet::connect(&cm.name, &cm.namespace, mode).await?))
         }
         _ => Err(invalid("the config has no durable ratchet (ratchet.file or ratchet.configMap)")),
+    }
+}
+
+/// Another marks ConfigMap `name` in the namespace of the configured ConfigMap store, to import
+/// from.
+pub async fn open_config_map(config: &SignerConfig, name: &str) -> Result<Arc<dyn Ratchet>, AdminError> {
+    let store = config.ratchet.as_ref().map(|r| r.store()).transpose().map_err(|e| invalid(e.to_string()))?;
+    match store {
+        #[cfg(feature = "kubernetes")]
+        Some(RatchetStore::ConfigMap(cm)) => {
+            let mode = super::configmap::Mode::Admin;
+            Ok(Arc::new(super::configmap::ConfigMapRatchet::connect(name, &cm.namespace, mode).await?))
+        }
+        _ => Err(invalid("--from-sigil-configmap imports into a ConfigMap store (ratchet.configMap)")),
     }
 }
 

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::OwnedMutexGuard;
 
-use super::{check, Entry, Mark, Ratchet, RatchetError, State, StreamId, StreamLock};
+use super::{commit_decision, Entry, Mark, Ratchet, RatchetError, State, StreamId, StreamLock};
 use crate::keys::{Algorithm, Signature};
 
 const SLOT: usize = 4096;
@@ -337,9 +337,12 @@ impl StreamLock for FileLock {
         self.current.as_ref()
     }
 
-    async fn commit(&mut self, next: State) -> Result<(), RatchetError> {
-        check(&self.stream, self.current.as_ref(), &next)?;
-        self.write(next).await
+    async fn commit(&mut self, next: State) -> Result<State, RatchetError> {
+        if let Some(stored) = commit_decision(&self.stream, self.current.as_ref(), &next)? {
+            return Ok(stored);
+        }
+        self.write(next.clone()).await?;
+        Ok(next)
     }
 
     async fn overwrite(&mut self, next: State) -> Result<(), RatchetError> {

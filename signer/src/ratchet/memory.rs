@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use tokio::sync::OwnedMutexGuard;
 
-use super::{check, Entry, Ratchet, RatchetError, State, StreamId, StreamLock};
+use super::{commit_decision, Entry, Ratchet, RatchetError, State, StreamId, StreamLock};
 
 type Slot = Arc<tokio::sync::Mutex<Option<State>>>;
 
@@ -56,10 +56,12 @@ impl StreamLock for MemoryLock {
         self.state.as_ref()
     }
 
-    async fn commit(&mut self, next: State) -> Result<(), RatchetError> {
-        check(&self.stream, self.state.as_ref(), &next)?;
-        *self.state = Some(next);
-        Ok(())
+    async fn commit(&mut self, next: State) -> Result<State, RatchetError> {
+        if let Some(stored) = commit_decision(&self.stream, self.state.as_ref(), &next)? {
+            return Ok(stored);
+        }
+        *self.state = Some(next.clone());
+        Ok(next)
     }
 
     async fn overwrite(&mut self, next: State) -> Result<(), RatchetError> {

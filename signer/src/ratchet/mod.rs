@@ -107,6 +107,43 @@ pub trait Ratchet: Send + Sync {
 
     /// Every stored stream, for `sigil-signer ratchet show`.
     async fn entries(&self) -> Result<Vec<Entry>, RatchetError>;
+
+    /// `Err` with the reason while the store cannot be used: unreachable, lost, or not yet set
+    /// up. `/readyz` reports it. Stores in this process are always healthy.
+    fn health(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Records which public key each configured key has, where the operator can read it (the
+    /// ConfigMap store). Other stores keep nothing.
+    async fn publish_keys(&self, _keys: &[PublishedKey]) -> Result<(), RatchetError> {
+        Ok(())
+    }
+
+    /// Whether key `name`, whose public key is `key` (`<algorithm>:<hex>`, `None` while unknown),
+    /// may sign: a store can hold it back until the operator has checked that no other
+    /// RemoteSigner uses the same key (the ConfigMap store, when configured to wait).
+    fn key_cleared(&self, _name: &str, _key: Option<&str>) -> Result<(), RatchetError> {
+        Ok(())
+    }
+
+    /// Marks the store as set up on purpose (`sigil-signer ratchet init` and `import`): a
+    /// ConfigMap store is sealed, which running signers insist on. `Some` says what was done.
+    async fn seal(&self) -> Result<Option<String>, RatchetError> {
+        Ok(None)
+    }
+}
+
+/// A configured key as the store records it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PublishedKey {
+    /// The name under `keys`.
+    #[serde(skip)]
+    pub name: String,
+    /// `<algorithm>:<hex public key>`: what makes two keys the same key.
+    pub key: String,
+    /// How the protocol names it (tz1…, atto://…, a CometBFT address), for people.
+    pub display: String,
 }
 
 /// One stored stream, as listed.
@@ -118,6 +155,19 @@ pub struct Entry {
     pub state: State,
 }
 
+/// What a commit does against the stream's stored state: `Ok(None)` write `next`;
+/// `Ok(Some(stored))` keep the identical request's stored signature (see [`StreamLock::commit`]).
+pub(crate) fn commit_decision(
+    stream: &StreamId,
+    stored: Option<&State>,
+    next: &State,
+) -> Result<Option<State>, RatchetError> {
+    match (check(stream, stored, next)?, stored) {
+        (Verdict::Repeat, Some(stored)) if stored.signature.is_some() => Ok(Some(stored.clone())),
+        _ => Ok(None),
+    }
+}
+
 /// The stream names the protocols use (`StreamId::stream` is one of these).
 pub const STREAMS: [&str; 5] = ["block", "preattestation", "attestation", "endorsement", "consensus"];
 
@@ -127,9 +177,13 @@ pub trait StreamLock: Send {
     /// The stream's last committed state.
     fn current(&self) -> Option<&State>;
 
-    /// Makes `next` the stream's state, returning once it is durable. Checks [`check`] again, so
-    /// no store can be asked to lower a mark. Failing to write is `Unavailable`.
-    async fn commit(&mut self, next: State) -> Result<(), RatchetError>;
+    /// Makes `next` the stream's state, returning once it is durable, and returns what the
+    /// store now holds. Checks [`check`] again, so no store can be asked to lower a mark. If the
+    /// store already holds the same request with its signature (another replica answered it
+    /// first), nothing is written and that state is returned: its signature is the one to give,
+    /// since a second signature over the same block (ECDSA from a KMS has random nonces) would be
+    /// a second block. Failing to write is `Unavailable`.
+    async fn commit(&mut self, next: State) -> Result<State, RatchetError>;
 
     /// Writes `next` without the rule: only for an operator's `ratchet set --force`, which says
     /// why lowering a mark is dangerous.
@@ -169,7 +223,11 @@ pub(crate) mod tests {
         let mut lock = ratchet.lock(&a).await.unwrap();
         assert_eq!(lock.current(), Some(&at(5)));
         let signed = State { signature: Some(crate::keys::Signature::new(Algorithm::Ed25519, [9; 64])), ..at(5) };
-        lock.commit(signed.clone()).await.unwrap();
+        assert_eq!(lock.commit(signed.clone()).await.unwrap(), signed);
+        assert_eq!(lock.current(), Some(&signed));
+        // The same request again, with another signature: the stored one stands.
+        let other = State { signature: Some(crate::keys::Signature::new(Algorithm::Ed25519, [7; 64])), ..at(5) };
+        assert_eq!(lock.commit(other).await.unwrap(), signed, "an identical request keeps its first signature");
         assert_eq!(lock.current(), Some(&signed));
         assert!(lock.commit(State { payload_digest: [0; 32], ..at(5) }).await.is_err());
         lock.commit(at(6)).await.unwrap();

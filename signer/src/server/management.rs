@@ -9,6 +9,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 
+use crate::keys::PublicKey;
 use crate::sign::{KeyEntry, Signer};
 
 pub fn router(signer: Arc<Signer>) -> Router {
@@ -27,18 +28,28 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(signer): State<Arc<Signer>>) -> impl IntoResponse {
-    let names = |pick: fn(&KeyEntry) -> bool| {
+    let names = |pick: &dyn Fn(&KeyEntry) -> bool| {
         let mut names: Vec<&str> = signer.keys().filter(|k| pick(k)).map(|k| k.name.as_str()).collect();
         names.sort_unstable();
         names.join(", ")
     };
-    let waiting = names(|k| k.public_key().is_none());
-    let unreachable = names(|k| k.public_key().is_some() && !k.is_ready());
-    let problems: Vec<String> = [("waiting for keys", waiting), ("keys unreachable", unreachable)]
-        .into_iter()
-        .filter(|(_, keys)| !keys.is_empty())
-        .map(|(what, keys)| format!("{what}: {keys}"))
-        .collect();
+    let cleared = |k: &KeyEntry| {
+        let id = k.public_key().map(PublicKey::id);
+        signer.ratchet().key_cleared(&k.name, id.as_deref()).is_ok()
+    };
+    let mut problems: Vec<String> = [
+        ("waiting for keys", names(&|k| k.public_key().is_none())),
+        ("keys unreachable", names(&|k| k.public_key().is_some() && !k.is_ready())),
+        ("one key configured twice", names(&|k| signer.same_key(k).is_some())),
+        ("keys not yet cleared by sigil-operator", names(&|k| k.public_key().is_some() && !cleared(k))),
+    ]
+    .into_iter()
+    .filter(|(_, keys)| !keys.is_empty())
+    .map(|(what, keys)| format!("{what}: {keys}"))
+    .collect();
+    if let Err(store) = signer.ratchet().health() {
+        problems.push(store);
+    }
     if problems.is_empty() {
         (StatusCode::OK, "ready\n".to_string())
     } else {
