@@ -124,6 +124,26 @@ where
     .join();
 }
 
+/// A kubeconfig that acts as ServiceAccount `account` of `namespace` (impersonation): what a pod
+/// running as it could do, and nothing more. Written to `<dir>/kubeconfig-<account>`.
+pub fn impersonating_kubeconfig(kubeconfig: &Path, namespace: &str, account: &str, dir: &Path) -> Result<PathBuf> {
+    let mut config: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(kubeconfig)?)?;
+    for user in config["users"].as_sequence_mut().into_iter().flatten() {
+        user["user"]["as"] = format!("system:serviceaccount:{namespace}:{account}").into();
+    }
+    let path = dir.join(format!("kubeconfig-{account}"));
+    std::fs::write(&path, serde_yaml::to_string(&config)?)?;
+    Ok(path)
+}
+
+/// An empty ConfigMap marks store `name`, set up on purpose (sealed), as `sigil-signer ratchet
+/// init` makes one: what a signer configured by hand needs before it starts.
+pub async fn marks_store(client: &Client, namespace: &str, name: &str) -> Result<()> {
+    let api: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client.clone(), namespace);
+    sigil_signer::ratchet::configmap::init(&api, name, namespace).await?;
+    Ok(())
+}
+
 /// Polls `check` every 100 ms until it returns `Some`, or fails after `deadline` saying `what`.
 pub async fn wait_for<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> Result<T>
 where

@@ -20,6 +20,15 @@ pub fn signer_binary() -> Result<PathBuf> {
     Ok(binary)
 }
 
+/// Runs `e2e/lib/<name>` (each installs its tool on first use) and returns what it printed: the
+/// tool's path.
+pub fn e2e_lib(name: &str) -> Result<String> {
+    let path = crate::cluster::repo_root().join("e2e/lib").join(name);
+    let output = std::process::Command::new(&path).output().with_context(|| format!("run {}", path.display()))?;
+    anyhow::ensure!(output.status.success(), "{name}: {}", String::from_utf8_lossy(&output.stderr));
+    Ok(String::from_utf8(output.stdout)?.trim().to_string())
+}
+
 /// A child's stderr as lines, read on a thread so the child never blocks on a full pipe.
 pub fn lines(stderr: ChildStderr) -> mpsc::Receiver<String> {
     let (send, receive) = mpsc::channel();

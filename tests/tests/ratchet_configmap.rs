@@ -13,7 +13,7 @@ use anyhow::{bail, Result};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::PostParams;
 use kube::Api;
-use sigil_tests::cluster::TestCluster;
+use sigil_tests::cluster::{marks_store, TestCluster};
 use sigil_tests::process::Signer;
 use sigil_tests::tezos::{consensus, MAINNET};
 
@@ -140,9 +140,7 @@ fn race(mut replicas: Vec<Signer>, label: &str) -> Result<Vec<u32>> {
 async fn three_replicas_never_sign_two_payloads_at_one_level() -> Result<()> {
     let cluster = TestCluster::get().await?;
     let namespace = cluster.namespace("ratchet").await?;
-    let config_maps: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), &namespace.name);
-    let empty: ConfigMap = serde_json::from_value(serde_json::json!({"metadata": {"name": "sigil-ratchet"}}))?;
-    config_maps.create(&PostParams::default(), &empty).await?;
+    marks_store(&cluster.client, &namespace.name, "sigil-ratchet").await?;
     let dir = tempfile::tempdir()?;
     let shared = format!("{{configMap: {{name: sigil-ratchet, namespace: {}}}}}", namespace.name);
     let replicas =
@@ -234,9 +232,7 @@ async fn three_cometbft_replicas_never_vote_for_two_blocks_at_one_height() -> Re
 
     let cluster = TestCluster::get().await?;
     let namespace = cluster.namespace("ratchet-cometbft").await?;
-    let config_maps: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), &namespace.name);
-    let empty: ConfigMap = serde_json::from_value(serde_json::json!({"metadata": {"name": "sigil-ratchet"}}))?;
-    config_maps.create(&PostParams::default(), &empty).await?;
+    marks_store(&cluster.client, &namespace.name, "sigil-ratchet").await?;
     let dir = tempfile::tempdir()?;
 
     let mut nodes = Vec::new();
@@ -309,5 +305,118 @@ async fn three_cometbft_replicas_never_vote_for_two_blocks_at_one_height() -> Re
     );
     assert!(doubles.is_empty(), "two blocks prevoted at heights {doubles:?}");
     assert!(blocks.len() as i64 == HEIGHTS, "every height got a prevote");
+    Ok(())
+}
+
+/// A block asked of two replicas gets one signature, even from an HSM whose ECDSA nonces are
+/// random (two signatures over one block header would be two blocks). Replica B's cache is stale
+/// on purpose: its ServiceAccount may get and update the store but not watch it, so it learns of
+/// A's write only when its own write conflicts. It signs the block A already signed, loses the
+/// compare-and-swap, and must answer with A's signature, not its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_on_a_stale_replica_gets_the_first_signature() -> Result<()> {
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+
+    let cluster = TestCluster::get().await?;
+    let namespace = cluster.namespace("ratchet-retry").await?;
+    let ns = namespace.name.clone();
+    marks_store(&cluster.client, &ns, "sigil-ratchet").await?;
+    let create = PostParams::default();
+    Api::<ServiceAccount>::namespaced(cluster.client.clone(), &ns)
+        .create(&create, &serde_json::from_value(serde_json::json!({ "metadata": { "name": "stale" } }))?)
+        .await?;
+    let rules = serde_json::json!([{ "apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["sigil-ratchet"], "verbs": ["get", "update"] }]);
+    Api::<Role>::namespaced(cluster.client.clone(), &ns)
+        .create(
+            &create,
+            &serde_json::from_value(serde_json::json!({ "metadata": { "name": "no-watch" }, "rules": rules }))?,
+        )
+        .await?;
+    let binding = serde_json::json!({
+        "metadata": { "name": "no-watch" },
+        "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "no-watch" },
+        "subjects": [{ "kind": "ServiceAccount", "name": "stale", "namespace": ns }],
+    });
+    Api::<RoleBinding>::namespaced(cluster.client.clone(), &ns)
+        .create(&create, &serde_json::from_value(binding)?)
+        .await?;
+    let dir = tempfile::tempdir()?;
+    let stale_kubeconfig =
+        sigil_tests::cluster::impersonating_kubeconfig(&cluster.kubeconfig, &ns, "stale", dir.path())?;
+
+    // A secp256k1 key inside SoftHSM: every signature of the same bytes differs.
+    let module = sigil_tests::process::e2e_lib("softhsm")?;
+    let conf = sigil_tests::softhsm::token(dir.path());
+    let keys = sigil_tests::softhsm::generate(&module, &conf);
+    let public_key = &keys.iter().find(|(label, _)| *label == "k1").expect("a secp256k1 key").1;
+    let pkh = sigil_signer::protocol::tezos::encoding::pkh(public_key);
+    std::fs::write(dir.path().join("pin"), "1234\n")?;
+    let config = dir.path().join("signer.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "keys: {{baker: {{pkcs11: {{module: {module}, tokenLabel: sigil, keyLabel: k1, pinFile: {}}}}}}}\n\
+             ratchet: {{configMap: {{name: sigil-ratchet, namespace: {ns}}}}}\n\
+             tezos: {{listen: 127.0.0.1:0, keys: {{baker: {{allow: [block, attestation]}}}}}}\n\
+             management: {{listen: 127.0.0.1:0}}\n",
+            dir.path().join("pin").display()
+        ),
+    )?;
+    let conf = conf.to_str().unwrap();
+    let fresh =
+        Signer::start(&config, &[("KUBECONFIG", cluster.kubeconfig.to_str().unwrap()), ("SOFTHSM2_CONF", conf)]);
+    let stale = Signer::start(&config, &[("KUBECONFIG", stale_kubeconfig.to_str().unwrap()), ("SOFTHSM2_CONF", conf)]);
+    let (fresh, stale) = (fresh.api("tezos API")?, stale.api("tezos API")?);
+    let sign_at = move |addr: SocketAddr, level: u32, payload: u8| {
+        let body = format!("\"{}\"", hex::encode(consensus(0x13, MAINNET, level, 0, payload)));
+        let pkh = pkh.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+            stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+            write!(
+                stream,
+                "POST /keys/{pkh} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )?;
+            let mut response = String::new();
+            stream.read_to_string(&mut response)?;
+            anyhow::Ok(response)
+        })
+    };
+    let signature = |response: &str| -> Option<String> {
+        let value: serde_json::Value = serde_json::from_str(response.split_once("\r\n\r\n")?.1).ok()?;
+        value["signature"].as_str().map(String::from)
+    };
+
+    // B reads the store (level 1), then A signs level 2; B has not seen it.
+    let first = sign_at(stale, 1, 1).await??;
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    let from_fresh = sign_at(fresh, 2, 1).await??;
+    let expected = signature(&from_fresh).expect("replica A signs level 2");
+    // The same block again, this time at B, whose cache still says level 1.
+    let from_stale = sign_at(stale, 2, 1).await??;
+    assert!(from_stale.starts_with("HTTP/1.1 200"), "{from_stale}");
+    assert_eq!(signature(&from_stale).as_deref(), Some(expected.as_str()), "B answers with A's signature");
+    let again = signature(&sign_at(fresh, 2, 1).await??).expect("an identical retry at A");
+    assert_eq!(again, expected, "and A keeps answering with its first signature");
+    // What makes this matter: the HSM signs the same bytes differently every time, so B's own
+    // signature would have been a second one.
+    std::env::set_var("SOFTHSM2_CONF", conf);
+    let hsm = sigil_signer::backend::pkcs11::Pkcs11Backend::new(sigil_signer::backend::pkcs11::Pkcs11KeyConfig {
+        module: module.clone().into(),
+        token_label: "sigil".into(),
+        key_label: "k1".into(),
+        pin_file: Some(dir.path().join("pin")),
+        pin_env: None,
+    });
+    use sigil_signer::backend::KeyBackend;
+    let digest = [7u8; 32];
+    assert_ne!(hsm.sign(&digest).await?, hsm.sign(&digest).await?, "SoftHSM's ECDSA nonces are random");
+    // A different block at level 2 stays refused on both.
+    for addr in [fresh, stale] {
+        let other = sign_at(addr, 2, 2).await??;
+        assert!(other.starts_with("HTTP/1.1 409"), "{other}");
+    }
     Ok(())
 }

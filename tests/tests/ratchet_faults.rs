@@ -123,9 +123,7 @@ async fn outages_slowness_and_lost_rbac_refuse_then_recover() -> Result<()> {
     let ns = namespace.name.clone();
     let config_maps: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), &ns);
     let create = PostParams::default();
-    config_maps
-        .create(&create, &serde_json::from_value(serde_json::json!({"metadata": {"name": "sigil-ratchet"}}))?)
-        .await?;
+    sigil_tests::cluster::marks_store(&cluster.client, &ns, "sigil-ratchet").await?;
     Api::<ServiceAccount>::namespaced(cluster.client.clone(), &ns)
         .create(&create, &serde_json::from_value(serde_json::json!({"metadata": {"name": "signer"}}))?)
         .await?;

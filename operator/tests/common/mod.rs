@@ -215,11 +215,5 @@ pub fn impersonating_kubeconfig(
     account: &str,
     dir: &Path,
 ) -> Result<PathBuf> {
-    let mut kubeconfig: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&cluster.kubeconfig)?)?;
-    for user in kubeconfig["users"].as_sequence_mut().into_iter().flatten() {
-        user["user"]["as"] = format!("system:serviceaccount:{namespace}:{account}").into();
-    }
-    let path = dir.join("kubeconfig");
-    std::fs::write(&path, serde_yaml::to_string(&kubeconfig)?)?;
-    Ok(path)
+    sigil_tests::cluster::impersonating_kubeconfig(&cluster.kubeconfig, namespace, account, dir)
 }
