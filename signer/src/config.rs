@@ -220,6 +220,17 @@ pub struct CometBftConfig {
     /// one each start, so only set this for nodes that persist theirs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_id: Option<String>,
+    /// The most a vote's or proposal's height may exceed the last signed height; anything further
+    /// is refused, so that an impostor node cannot move the mark out of reach. Default 1000000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_height_jump: Option<u64>,
+}
+
+impl CometBftConfig {
+    /// `maxHeightJump`, or its default.
+    pub fn max_height_jump(&self) -> u64 {
+        self.max_height_jump.unwrap_or(crate::protocol::cometbft::session::DEFAULT_MAX_HEIGHT_JUMP)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -435,6 +446,13 @@ impl SignerConfig {
             if let Some(node_id) = &validator.node_id {
                 parse_node_id(node_id).map_err(|e| ConfigError::Invalid(format!("{path}.nodeId: {e}")))?;
             }
+            if validator.max_height_jump == Some(0) {
+                return invalid(format!(
+                    "{path}.maxHeightJump: 0 would refuse every new height; set at least 1, or leave it out \
+                     for the default ({})",
+                    crate::protocol::cometbft::session::DEFAULT_MAX_HEIGHT_JUMP
+                ));
+            }
             let duplicate =
                 self.cometbft[..i].iter().any(|v| v.chain_id == validator.chain_id && v.key == validator.key);
             if duplicate {
@@ -610,6 +628,14 @@ management: {listen: "0.0.0.0:9091"}
                 "cometbft[0].nodeId: nodeId \"zz\" is not hex",
             ),
             (
+                "keys: {v: {local: {secretKey: x}}}\nratchet: {memory: {}}\ncometbft: [{connect: 'tcp://127.0.0.1:1', chainId: c, key: v, maxHeightJump: 0}]\n".into(),
+                "cometbft[0].maxHeightJump: 0 would refuse every new height",
+            ),
+            (
+                "keys: {v: {local: {secretKey: x}}}\nratchet: {memory: {}}\ncometbft: [{connect: 'tcp://127.0.0.1:1', chainId: c, key: v, maxHeightJump: -1}]\n".into(),
+                "cometbft[0].maxHeightJump: invalid type: integer `-1`, expected u64",
+            ),
+            (
                 "keys: {b: {local: {secretKey: x}}}\ntezos: {keys: {b: {allow: [block]}}}\n".to_string(),
                 "Tezos needs a durable high-water mark",
             ),
@@ -693,5 +719,18 @@ management: {listen: "0.0.0.0:9091"}
         let mut port = FULL_ENV.to_vec();
         port.push(("ATTO_SIGNER_PORT", "90000"));
         assert!(SignerConfig::from_atto_env(env(&port)).unwrap_err().to_string().contains("ATTO_SIGNER_PORT=90000"));
+    }
+
+    #[test]
+    fn cometbft_max_height_jump_defaults_and_round_trips() {
+        let yaml = "keys: {v: {local: {secretKey: x}}}\nratchet: {memory: {}}\n\
+                    cometbft: [{connect: 'tcp://127.0.0.1:1', chainId: c, key: v}]\n";
+        let config = SignerConfig::from_yaml(yaml).unwrap();
+        assert_eq!(config.cometbft[0].max_height_jump, None);
+        assert_eq!(config.cometbft[0].max_height_jump(), 1_000_000);
+        let set = SignerConfig::from_yaml(&yaml.replace("key: v}", "key: v, maxHeightJump: 500}")).unwrap();
+        assert_eq!(set.cometbft[0].max_height_jump(), 500);
+        assert!(set.to_yaml().contains("maxHeightJump: 500"), "{}", set.to_yaml());
+        assert_eq!(SignerConfig::from_yaml(&set.to_yaml()).unwrap(), set);
     }
 }

@@ -189,6 +189,7 @@ pub fn signer_config(rs: &RemoteSigner) -> Result<SignerConfig, (&'static str, S
                 version: None,
                 identity_key_file: None,
                 node_id: None,
+                max_height_jump: None,
             });
         }
     }
