@@ -733,4 +733,37 @@ management: {listen: "0.0.0.0:9091"}
         assert!(set.to_yaml().contains("maxHeightJump: 500"), "{}", set.to_yaml());
         assert_eq!(SignerConfig::from_yaml(&set.to_yaml()).unwrap(), set);
     }
+
+    /// Configs end up in logs and panic messages: `{:?}` must never show a secret.
+    #[test]
+    fn debug_never_prints_secrets() {
+        const EDSK: &str = "edsk3qAQSJaDBSYN2PCMdv7BuJoBKeRyDFq5uPAwDfFRAhQdwHxPMN";
+        const HEX: &str = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60";
+        const PIN: &str = "pin-4711-not-for-logs";
+        std::env::set_var("SIGIL_TEST_DEBUG_PIN", PIN);
+        let dir = tempfile::tempdir().unwrap();
+        let pin_file = dir.path().join("pin");
+        std::fs::write(&pin_file, PIN).unwrap();
+        let yaml = format!(
+            "keys:\n  baker: {{local: {{secretKey: {EDSK}}}}}\n  voter: {{local: {{secretKey: '{HEX}'}}}}\n  \
+             hsm: {{pkcs11: {{module: /usr/lib/softhsm/libsofthsm2.so, tokenLabel: t, keyLabel: k, pinEnv: SIGIL_TEST_DEBUG_PIN}}}}\n  \
+             hsm2: {{pkcs11: {{module: /usr/lib/softhsm/libsofthsm2.so, tokenLabel: t, keyLabel: k2, pinFile: {}}}}}\n\
+             ratchet: {{memory: {{}}}}\n\
+             tezos: {{keys: {{baker: {{allow: [block]}}}}}}\n\
+             atto: {{key: voter, capabilities: [VOTE], tokenEnv: ATTO_TOKEN}}\n",
+            pin_file.display()
+        );
+        let config = SignerConfig::from_yaml(&yaml).unwrap();
+        assert_eq!(config.keys["baker"].local.as_ref().unwrap().secret_key.as_deref(), Some(EDSK));
+        for text in [format!("{config:?}"), format!("{config:#?}")] {
+            for secret in [EDSK, &EDSK[4..20], HEX, &HEX[..16], PIN] {
+                assert!(!text.contains(secret), "{secret} in {text}");
+            }
+            assert_eq!(text.matches("<redacted>").count(), 2, "{text}");
+            // Where secrets come from is not secret, and helps.
+            assert!(text.contains("SIGIL_TEST_DEBUG_PIN") && text.contains("ATTO_TOKEN"), "{text}");
+        }
+        let (key, _) = config.keys["voter"].local.as_ref().unwrap().load().unwrap();
+        assert!(!format!("{key:?}").contains(HEX), "{key:?}");
+    }
 }
