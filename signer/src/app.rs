@@ -142,6 +142,7 @@ impl App {
                     chain_id: validator.chain_id.clone(),
                     key: validator.key.clone(),
                     version: validator.version.unwrap_or_default(),
+                    max_height_jump: validator.max_height_jump(),
                     signer: signer.clone(),
                 },
                 endpoint: cometbft::client::Endpoint::parse(&validator.connect).map_err(invalid)?,

@@ -225,6 +225,17 @@ pub struct CometBftConfig {
     /// one each start, so only set this for nodes that persist theirs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_id: Option<String>,
+    /// The most a vote's or proposal's height may exceed the last signed height; anything further
+    /// is refused, so that an impostor node cannot move the mark out of reach. Default 1000000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_height_jump: Option<u64>,
+}
+
+impl CometBftConfig {
+    /// `maxHeightJump`, or its default.
+    pub fn max_height_jump(&self) -> u64 {
+        self.max_height_jump.unwrap_or(crate::protocol::cometbft::session::DEFAULT_MAX_HEIGHT_JUMP)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -449,6 +460,13 @@ impl SignerConfig {
             if let Some(node_id) = &validator.node_id {
                 parse_node_id(node_id).map_err(|e| ConfigError::Invalid(format!("{path}.nodeId: {e}")))?;
             }
+            if validator.max_height_jump == Some(0) {
+                return invalid(format!(
+                    "{path}.maxHeightJump: 0 would refuse every new height; set at least 1, or leave it out \
+                     for the default ({})",
+                    crate::protocol::cometbft::session::DEFAULT_MAX_HEIGHT_JUMP
+                ));
+            }
             let duplicate =
                 self.cometbft[..i].iter().any(|v| v.chain_id == validator.chain_id && v.key == validator.key);
             if duplicate {
@@ -624,6 +642,14 @@ management: {listen: "0.0.0.0:9091"}
                 "cometbft[0].nodeId: nodeId \"zz\" is not hex",
             ),
             (
+                "keys: {v: {local: {secretKey: x}}}\nratchet: {memory: {}}\ncometbft: [{connect: 'tcp://127.0.0.1:1', chainId: c, key: v, maxHeightJump: 0}]\n".into(),
+                "cometbft[0].maxHeightJump: 0 would refuse every new height",
+            ),
+            (
+                "keys: {v: {local: {secretKey: x}}}\nratchet: {memory: {}}\ncometbft: [{connect: 'tcp://127.0.0.1:1', chainId: c, key: v, maxHeightJump: -1}]\n".into(),
+                "cometbft[0].maxHeightJump: invalid type: integer `-1`, expected u64",
+            ),
+            (
                 "keys: {b: {local: {secretKey: x}}}\ntezos: {keys: {b: {allow: [block]}}}\n".to_string(),
                 "Tezos needs a durable high-water mark",
             ),
@@ -707,5 +733,51 @@ management: {listen: "0.0.0.0:9091"}
         let mut port = FULL_ENV.to_vec();
         port.push(("ATTO_SIGNER_PORT", "90000"));
         assert!(SignerConfig::from_atto_env(env(&port)).unwrap_err().to_string().contains("ATTO_SIGNER_PORT=90000"));
+    }
+
+    #[test]
+    fn cometbft_max_height_jump_defaults_and_round_trips() {
+        let yaml = "keys: {v: {local: {secretKey: x}}}\nratchet: {memory: {}}\n\
+                    cometbft: [{connect: 'tcp://127.0.0.1:1', chainId: c, key: v}]\n";
+        let config = SignerConfig::from_yaml(yaml).unwrap();
+        assert_eq!(config.cometbft[0].max_height_jump, None);
+        assert_eq!(config.cometbft[0].max_height_jump(), 1_000_000);
+        let set = SignerConfig::from_yaml(&yaml.replace("key: v}", "key: v, maxHeightJump: 500}")).unwrap();
+        assert_eq!(set.cometbft[0].max_height_jump(), 500);
+        assert!(set.to_yaml().contains("maxHeightJump: 500"), "{}", set.to_yaml());
+        assert_eq!(SignerConfig::from_yaml(&set.to_yaml()).unwrap(), set);
+    }
+
+    /// Configs end up in logs and panic messages: `{:?}` must never show a secret.
+    #[test]
+    fn debug_never_prints_secrets() {
+        const EDSK: &str = "edsk3qAQSJaDBSYN2PCMdv7BuJoBKeRyDFq5uPAwDfFRAhQdwHxPMN";
+        const HEX: &str = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60";
+        const PIN: &str = "pin-4711-not-for-logs";
+        std::env::set_var("SIGIL_TEST_DEBUG_PIN", PIN);
+        let dir = tempfile::tempdir().unwrap();
+        let pin_file = dir.path().join("pin");
+        std::fs::write(&pin_file, PIN).unwrap();
+        let yaml = format!(
+            "keys:\n  baker: {{local: {{secretKey: {EDSK}}}}}\n  voter: {{local: {{secretKey: '{HEX}'}}}}\n  \
+             hsm: {{pkcs11: {{module: /usr/lib/softhsm/libsofthsm2.so, tokenLabel: t, keyLabel: k, pinEnv: SIGIL_TEST_DEBUG_PIN}}}}\n  \
+             hsm2: {{pkcs11: {{module: /usr/lib/softhsm/libsofthsm2.so, tokenLabel: t, keyLabel: k2, pinFile: {}}}}}\n\
+             ratchet: {{memory: {{}}}}\n\
+             tezos: {{keys: {{baker: {{allow: [block]}}}}}}\n\
+             atto: {{key: voter, capabilities: [VOTE], tokenEnv: ATTO_TOKEN}}\n",
+            pin_file.display()
+        );
+        let config = SignerConfig::from_yaml(&yaml).unwrap();
+        assert_eq!(config.keys["baker"].local.as_ref().unwrap().secret_key.as_deref(), Some(EDSK));
+        for text in [format!("{config:?}"), format!("{config:#?}")] {
+            for secret in [EDSK, &EDSK[4..20], HEX, &HEX[..16], PIN] {
+                assert!(!text.contains(secret), "{secret} in {text}");
+            }
+            assert_eq!(text.matches("<redacted>").count(), 2, "{text}");
+            // Where secrets come from is not secret, and helps.
+            assert!(text.contains("SIGIL_TEST_DEBUG_PIN") && text.contains("ATTO_TOKEN"), "{text}");
+        }
+        let (key, _) = config.keys["voter"].local.as_ref().unwrap().load().unwrap();
+        assert!(!format!("{key:?}").contains(HEX), "{key:?}");
     }
 }

@@ -98,7 +98,7 @@ enum RatchetCommand {
         /// The key, as named in the config.
         #[arg(long)]
         key: String,
-        /// The chain id.
+        /// The chain id: one of the key's cometbft[].chainId, or a Tezos chain id (Net…) the key may sign on
         #[arg(long)]
         chain: String,
         #[command(flatten)]
@@ -268,6 +268,11 @@ fn ratchet_command(config: Option<&Path>, command: RatchetCommand) -> Result<()>
         bail!("ratchet commands work on the --config file's ratchet; pass --config FILE")
     };
     let config = SignerConfig::from_file(config_path)?;
+    if let RatchetCommand::Import { key, chain, .. } = &command {
+        // Before the store is opened: marks under a chain nobody signs for protect nothing.
+        admin::check_chain(&config, key, chain)
+            .with_context(|| format!("ratchet import: nothing written (config {})", config_path.display()))?;
+    }
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
         let ratchet = admin::open(&config).await?;
@@ -290,9 +295,6 @@ fn ratchet_command(config: Option<&Path>, command: RatchetCommand) -> Result<()>
                 println!("{outcome}");
             }
             RatchetCommand::Import { key, chain, from } => {
-                if !config.keys.contains_key(&key) {
-                    bail!("no key named {key:?} in {}", config_path.display());
-                }
                 let text;
                 let pkh;
                 let source = match from {

@@ -30,6 +30,11 @@ pub struct SignRequest<'a> {
     pub identity: Option<&'a [u8]>,
     /// Kept with the mark and handed back when a request repeats (CometBFT: the signed timestamp).
     pub context: Option<&'a [u8]>,
+    /// How far above the stream's committed level the request's level may be (CometBFT:
+    /// `maxHeightJump`), so that a node asking for a far-away height cannot push the mark out of
+    /// reach of every honest request. Checked under the stream's lock against the durable mark;
+    /// a stream with no mark yet has nothing to compare with and accepts. `None`: no limit.
+    pub max_advance: Option<u64>,
 }
 
 impl<'a> SignRequest<'a> {
@@ -41,7 +46,7 @@ impl<'a> SignRequest<'a> {
         mark: Option<(Mark, &'static str)>,
         payload: &'a [u8],
     ) -> Self {
-        SignRequest { key, chain, kind, mark, payload, identity: None, context: None }
+        SignRequest { key, chain, kind, mark, payload, identity: None, context: None, max_advance: None }
     }
 }
 
@@ -69,6 +74,11 @@ pub enum SignError {
          sign twice at one height: configure the key once"
     )]
     SameKey { key: String, other: String },
+    #[error(
+        "refused: {stream} is at level {current}, request is for level {requested}, more than {max} \
+         above the mark (the configured maximum advance)"
+    )]
+    HeightJump { stream: String, current: u64, requested: u64, max: u64 },
 }
 
 impl SignError {
@@ -82,6 +92,7 @@ impl SignError {
             SignError::Backend { .. } => "backend",
             SignError::Timeout { .. } => "timeout",
             SignError::SameKey { .. } => "same_key",
+            SignError::HeightJump { .. } => "height_jump",
         }
     }
 
@@ -272,6 +283,16 @@ impl Signer {
         let identity = request.identity.unwrap_or(request.payload);
         let next = State { mark, payload_digest: Sha256::digest(identity).into(), signature: None, context };
         let mut lock = self.ratchet.lock(&stream).await?;
+        if let (Some(max), Some(current)) = (request.max_advance, lock.current()) {
+            if mark.level.saturating_sub(current.mark.level) > max {
+                return Err(SignError::HeightJump {
+                    stream: stream.to_string(),
+                    current: current.mark.level,
+                    requested: mark.level,
+                    max,
+                });
+            }
+        }
         if check(&stream, lock.current(), &next)? == Verdict::Repeat {
             if let Some(State { signature: Some(signature), context, .. }) = lock.current() {
                 return Ok(Signed { signature: *signature, context: context.clone() });
@@ -354,5 +375,35 @@ mod tests {
         assert!(metrics.contains(r#"sigil_signer_signatures_total{key="k",kind="atto_vote"} 3"#), "{metrics}");
         assert!(metrics.contains(r#"sigil_signer_refusals_total{protocol="atto",reason="ratchet"} 1"#), "{metrics}");
         assert!(metrics.contains(r#"sigil_signer_key_ready{key="k"} 1"#), "{metrics}");
+    }
+
+    #[tokio::test]
+    async fn max_advance_is_checked_against_the_committed_mark() {
+        let signer = signer();
+        let limited = |level: u64, payload: &'static [u8]| SignRequest {
+            max_advance: Some(10),
+            ..request(SignKind::AttoVote, Some(level), payload)
+        };
+        // No mark yet: nothing to compare with.
+        signer.sign(limited(1_000, b"a")).await.unwrap();
+        signer.sign(limited(1_010, b"b")).await.unwrap();
+        let jump = signer.sign(limited(1_021, b"c")).await.unwrap_err();
+        assert_eq!(jump.reason(), "height_jump");
+        assert!(!jump.is_retryable());
+        assert!(matches!(jump, SignError::HeightJump { current: 1_010, requested: 1_021, max: 10, .. }), "{jump}");
+        let message = jump.to_string();
+        assert!(message.contains("at level 1010") && message.contains("level 1021"), "{message}");
+        // Nothing moved: the mark is still 1010, so 1020 is within reach and a repeat still answers.
+        signer.sign(limited(1_010, b"b")).await.unwrap();
+        signer.sign(limited(1_020, b"d")).await.unwrap();
+        // Lower requests are the ratchet's to refuse, not this check's.
+        assert_eq!(signer.sign(limited(5, b"e")).await.unwrap_err().reason(), "ratchet");
+        // Without a limit the same jump is signed.
+        signer.sign(request(SignKind::AttoVote, Some(1_000_000), b"f")).await.unwrap();
+        let metrics = signer.metrics().encode();
+        assert!(
+            metrics.contains(r#"sigil_signer_refusals_total{protocol="atto",reason="height_jump"} 1"#),
+            "{metrics}"
+        );
     }
 }

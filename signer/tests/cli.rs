@@ -186,3 +186,55 @@ fn ratchet_import_carries_a_cometbft_mark_over() {
     assert!(out.contains("LOWERED from level 361402 round 0 step 3 to level 100 round 0 step 1"), "{out}");
     assert!(err.contains("WARNING") && err.contains("double sign"), "{err}");
 }
+
+/// `ratchet import --chain` must name a chain the key signs for: a typo would write marks that
+/// protect nothing. Refusals list what would be valid and write nothing, not even the store.
+#[test]
+fn ratchet_import_refuses_a_chain_the_key_does_not_sign_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let ratchet = dir.path().join("ratchet");
+    let config = dir.path().join("signer.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "keys: {{v: {{local: {{secretKey: '{}'}}}}, baker: {{local: {{secretKey: edsk3qAQSJaDBSYN2PCMdv7BuJoBKeRyDFq5uPAwDfFRAhQdwHxPMN}}}}}}\n\
+             ratchet: {{file: {{dir: {}}}}}\n\
+             cometbft: [{{connect: 'tcp://127.0.0.1:26659', chainId: c1, key: v}}]\n\
+             tezos: {{keys: {{baker: {{allow: [block], chains: [NetXdQprcVkpaWU]}}}}}}\n",
+            "01".repeat(32),
+            ratchet.display()
+        ),
+    )
+    .unwrap();
+    let cometbft = dir.path().join("priv_validator_state.json");
+    std::fs::write(&cometbft, r#"{"height":"100","round":0,"step":3}"#).unwrap();
+    let signatory = dir.path().join("NetXdQprcVkpaWU.json");
+    std::fs::write(&signatory, r#"{"tz1SodoUsWVe1Yey9eMFbqRUtNpBWfir5NRr": {"block": {"level": 70, "round": 1}}}"#)
+        .unwrap();
+    let config = config.to_str().unwrap();
+    let import = |key: &str, chain: &str, flag: &str, file: &std::path::Path| {
+        let args = ["--config", config, "ratchet", "import", "--key", key, "--chain", chain, flag];
+        let mut args = args.to_vec();
+        args.push(file.to_str().unwrap());
+        run_to_end(&args, &[], None)
+    };
+    let refusals = [
+        ("v", "c2", "--from-cometbft", &cometbft, "key v signs CometBFT for chain c1, not \"c2\""),
+        ("v", "c2", "--from-cometbft", &cometbft, "pass --chain c1"),
+        ("baker", "mainnet", "--from-signatory", &signatory, "\"mainnet\" is not a Tezos chain id"),
+        ("baker", "NetXnHfVqm9iesp", "--from-signatory", &signatory, "valid: NetXdQprcVkpaWU"),
+        ("nobody", "c1", "--from-cometbft", &cometbft, "no key named \"nobody\" in the config (configured: baker, v)"),
+    ];
+    for (key, chain, flag, file, expected) in refusals {
+        let (code, out, err) = import(key, chain, flag, file);
+        assert_eq!(code, 1, "{key} {chain}: {out}");
+        assert!(err.contains(expected) && err.contains("nothing written"), "{key} {chain}: {err}");
+        assert!(!ratchet.exists(), "nothing may be written for {key} {chain}");
+    }
+    let (code, out, err) = import("v", "c1", "--from-cometbft", &cometbft);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("key v chain c1 consensus: set to level 100 round 0 step 3"), "{out}");
+    let (code, out, err) = import("baker", "NetXdQprcVkpaWU", "--from-signatory", &signatory);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("key baker chain NetXdQprcVkpaWU block: set to level 70 round 1 step 0"), "{out}");
+}

@@ -146,6 +146,17 @@ fn policy_refusals_name_the_rule() {
     let unknown = post(&signer, BAKER_PKH, &unknown);
     assert_eq!(unknown.status, 400);
     assert!(message(&unknown).contains("unknown operation tag 240"), "{unknown:?}");
+    // The stake entrypoint of a contract: not a staking operation, refused before any policy.
+    let mut stake = transaction[..transaction.len() - 23].to_vec();
+    stake.extend(hex::decode("019af3138763ec09dde90926f5a6b60783a21607d500ff0600000002030b").unwrap());
+    let stake = post(&signer, BAKER_PKH, &stake);
+    assert_eq!(stake.status, 400, "{stake:?}");
+    assert!(
+        message(&stake).contains(
+            "transaction to the reserved entrypoint stake of another account (KT1Ni4pYV3UGWcDp7MgR5prgcD4NCK1MpXiR)"
+        ),
+        "{stake:?}"
+    );
     drop(signer);
 
     let elsewhere = tempfile::tempdir().unwrap();

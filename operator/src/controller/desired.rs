@@ -220,6 +220,7 @@ pub fn signer_config(rs: &RemoteSigner) -> Result<SignerConfig, (&'static str, S
                     .as_ref()
                     .map(|_| format!("{IDENTITY_DIR}/{IDENTITY_FILE}").into()),
                 node_id: cometbft.node_id.clone(),
+                max_height_jump: cometbft.max_height_jump.and_then(|jump| u64::try_from(jump).ok()),
             });
         }
     }

@@ -1,6 +1,7 @@
 //! The local backend: a software key in process memory, read from the config, a file or an
 //! environment variable. Simple and fast; the key is as safe as the pod it runs in.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
@@ -8,12 +9,13 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::{BackendError, KeyBackend};
-use crate::keys::{Algorithm, KeyError, PublicKey, SecretKey, Signature};
+use crate::keys::{Algorithm, KeyError, PublicKey, Redacted, SecretKey, Signature};
 use crate::protocol::cometbft::keys as cometbft;
 use crate::protocol::tezos::encoding::{self, EncodingError};
 
-/// `keys.<name>.local` in the config: exactly one source of the secret.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// `keys.<name>.local` in the config: exactly one source of the secret. `Debug` shows where the
+/// secret comes from, never an inline secret.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LocalKeyConfig {
     /// The secret inline: 64 hex characters, a Tezos `edsk…`/`spsk…`/`p2sk…` key, a CometBFT
@@ -29,6 +31,17 @@ pub struct LocalKeyConfig {
     /// The curve of a hex secret. Defaults to ed25519; a Tezos key names its own curve.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub algorithm: Option<Algorithm>,
+}
+
+impl fmt::Debug for LocalKeyConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LocalKeyConfig")
+            .field("secret_key", &self.secret_key.as_ref().map(|_| Redacted))
+            .field("secret_key_file", &self.secret_key_file)
+            .field("secret_key_env", &self.secret_key_env)
+            .field("algorithm", &self.algorithm)
+            .finish()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

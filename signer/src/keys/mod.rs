@@ -205,6 +205,17 @@ impl fmt::Debug for Signature {
     }
 }
 
+/// Stands in for a secret (a key, a seed, a PIN, a token) in `Debug` output, which prints
+/// `<redacted>` instead: configs and errors get logged and put in panic messages.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Redacted;
+
+impl fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
 /// A secret key held in process memory (the local backend). Debug never prints key material.
 pub enum SecretKey {
     Ed25519(ed25519_dalek::SigningKey),

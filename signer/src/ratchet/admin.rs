@@ -9,6 +9,7 @@ use super::file::FileRatchet;
 use super::{Entry, Mark, Ratchet, RatchetError, State, StreamId, STREAMS};
 use crate::config::{RatchetStore, SignerConfig};
 use crate::protocol::cometbft::state::{self as cometbft_state, StateFormat};
+use crate::protocol::tezos::encoding;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -105,6 +106,60 @@ pub async fn set(ratchet: &dyn Ratchet, stream: &StreamId, mark: Mark, force: bo
             lock.commit(next).await?;
             Ok(Outcome::Raised { stream: name, from, to: mark })
         }
+    }
+}
+
+/// Checks that `chain` is a chain `key` signs for in `config`, so that imported marks land on a
+/// stream the signer uses: a typo in `--chain` would otherwise write marks that protect nothing.
+/// A CometBFT key's chain must be one of its `cometbft[].chainId`; a Tezos key's chain must be a
+/// `Net…` chain id and, when the key's policy lists `chains`, one of them.
+pub fn check_chain(config: &SignerConfig, key: &str, chain: &str) -> Result<(), AdminError> {
+    if !config.keys.contains_key(key) {
+        let known: Vec<&str> = config.keys.keys().map(String::as_str).collect();
+        return Err(invalid(format!("no key named {key:?} in the config (configured: {})", known.join(", "))));
+    }
+    let cometbft: Vec<&str> = config.cometbft.iter().filter(|v| v.key == key).map(|v| v.chain_id.as_str()).collect();
+    if !cometbft.is_empty() {
+        if cometbft.contains(&chain) {
+            return Ok(());
+        }
+        return Err(invalid(format!(
+            "key {key} signs CometBFT for chain {}, not {chain:?}: marks for {chain:?} would protect nothing; \
+             pass --chain {}",
+            cometbft.join(", "),
+            cometbft.join(" or --chain ")
+        )));
+    }
+    if let Some(policy) = config.tezos.as_ref().and_then(|t| t.keys.get(key)) {
+        let parsed = encoding::parse_chain_id(chain).map_err(|e| {
+            invalid(format!(
+                "--chain {chain:?} is not a Tezos chain id ({e}); key {key} signs for Tezos, whose chain ids \
+                 look like NetXdQprcVkpaWU (mainnet){}",
+                listed(&policy.chains)
+            ))
+        })?;
+        let allowed: Vec<[u8; 4]> = policy.chains.iter().filter_map(|c| encoding::parse_chain_id(c).ok()).collect();
+        if allowed.is_empty() || allowed.contains(&parsed) {
+            return Ok(());
+        }
+        return Err(invalid(format!(
+            "key {key} may sign on tezos.keys.{key}.chains only, and {chain} is not one of them: marks there \
+             would protect nothing{}",
+            listed(&policy.chains)
+        )));
+    }
+    Err(invalid(format!(
+        "key {key} signs neither CometBFT (cometbft[].key) nor Tezos (tezos.keys) in this config, so it has \
+         no marks to import"
+    )))
+}
+
+/// "; valid: a, b" for a non-empty list.
+fn listed(chains: &[String]) -> String {
+    if chains.is_empty() {
+        String::new()
+    } else {
+        format!("; valid: {}", chains.join(", "))
     }
 }
 
@@ -217,5 +272,35 @@ mod tests {
         assert_eq!(outcomes.len(), 3);
         let other = Source::Signatory { text, pkh: "tz1other" };
         assert!(super::marks(other, "baker", "c").unwrap_err().to_string().contains("no marks for tz1other"));
+    }
+
+    #[test]
+    fn import_chains_must_be_chains_the_key_signs_for() {
+        let config = SignerConfig::from_yaml(
+            "keys: {v: {local: {secretKey: x}}, b: {local: {secretKey: x}}, t: {local: {secretKey: x}}, \
+             a: {local: {secretKey: x}}}\n\
+             ratchet: {memory: {}}\n\
+             cometbft: [{connect: 'tcp://127.0.0.1:1', chainId: c1, key: v}, {connect: 'tcp://127.0.0.1:2', chainId: c2, key: v}]\n\
+             tezos: {keys: {b: {allow: [block], chains: [NetXdQprcVkpaWU]}, t: {allow: [block]}}}\n\
+             atto: {key: a, capabilities: [VOTE], tokenEnv: T}\n",
+        )
+        .unwrap();
+        let error = |key: &str, chain: &str| check_chain(&config, key, chain).unwrap_err().to_string();
+        check_chain(&config, "v", "c1").unwrap();
+        check_chain(&config, "v", "c2").unwrap();
+        let typo = error("v", "c3");
+        assert!(
+            typo.contains("CometBFT for chain c1, c2, not \"c3\"") && typo.contains("--chain c1 or --chain c2"),
+            "{typo}"
+        );
+        check_chain(&config, "b", "NetXdQprcVkpaWU").unwrap();
+        let other = error("b", "NetXnHfVqm9iesp");
+        assert!(other.contains("tezos.keys.b.chains") && other.contains("valid: NetXdQprcVkpaWU"), "{other}");
+        let garbage = error("b", "mainnet");
+        assert!(garbage.contains("\"mainnet\" is not a Tezos chain id"), "{garbage}");
+        check_chain(&config, "t", "NetXnHfVqm9iesp").unwrap();
+        assert!(error("t", "NetXdQprcVkpaWV").contains("not a Tezos chain id"));
+        assert!(error("a", "LIVE").contains("signs neither CometBFT"));
+        assert!(error("nope", "c1").contains("no key named \"nope\" in the config (configured: a, b, t, v)"));
     }
 }

@@ -130,7 +130,7 @@ impl From<SignError> for ApiError {
             SignError::NotAllowed { kind, .. } => {
                 return ApiError::new(StatusCode::BAD_REQUEST, missing_capability(*kind))
             }
-            SignError::Ratchet(RatchetError::Refused { .. }) => StatusCode::CONFLICT,
+            SignError::Ratchet(RatchetError::Refused { .. }) | SignError::HeightJump { .. } => StatusCode::CONFLICT,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, error.to_string())

@@ -10,7 +10,12 @@
 //! - every refusal is a `RemoteSignerError` on a connection that stays open.
 //!
 //! Vote extensions are signed on every non-nil precommit unless the node says
-//! `skip_extension_signing` (v1.0); they carry no mark (FilePV re-signs them too).
+//! `skip_extension_signing` (v1.0); they carry no mark (FilePV re-signs them too). The extension
+//! is signed **before** the vote: an extension the backend cannot sign (a KMS message-size limit,
+//! say) fails the request with the vote's mark unmoved, so the node can still vote at that height.
+//!
+//! A vote or proposal more than `maxHeightJump` above the last signed height is refused, so a
+//! node that is not ours (or is broken) cannot push the mark beyond every honest height.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -27,6 +32,9 @@ use crate::sign::{SignError, SignRequest, Signer};
 pub const PROTOCOL: &str = "cometbft";
 /// The one ratchet stream per key and chain: proposals and votes share the height/round/step order.
 pub const STREAM: &str = "consensus";
+/// `cometbft[].maxHeightJump` when the config leaves it out: far more than any honest jump between
+/// two signatures (weeks of blocks), far less than what would make the key useless.
+pub const DEFAULT_MAX_HEIGHT_JUMP: u64 = 1_000_000;
 
 /// Which privval layout the node speaks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,6 +71,8 @@ pub struct Validator {
     pub chain_id: String,
     pub key: String,
     pub version: Version,
+    /// `cometbft[].maxHeightJump`: how far above the mark a height may be.
+    pub max_height_jump: u64,
     pub signer: Arc<Signer>,
 }
 
@@ -102,7 +112,7 @@ impl Validator {
         // HTTP-like codes, so one dashboard reads every protocol.
         let code = match result {
             "ok" => 200,
-            "ratchet" => 409,
+            "ratchet" | "height_jump" => 409,
             "unavailable" | "key_not_ready" => 503,
             "not_supported" => 501,
             _ => 400,
@@ -194,22 +204,29 @@ impl Validator {
         let identity = proto::vote_sign_bytes(&Vote { timestamp: None, ..vote.clone() }, &self.chain_id);
         let timestamp = vote.timestamp.unwrap_or_default();
         let context = timestamp.encode_to_vec();
-        let to_sign = SignRequest {
-            identity: Some(&identity),
-            context: Some(&context),
-            ..SignRequest::new(&self.key, &self.chain_id, kind, Some((mark, STREAM)), &sign_bytes)
-        };
-        let signed = self.signer.sign(to_sign).await.map_err(refusal)?;
-        let timestamp = signed.context.as_deref().and_then(|c| Timestamp::decode(c).ok()).unwrap_or(timestamp);
-        let mut answer =
-            Vote { timestamp: Some(timestamp), signature: signed.signature.to_bytes().to_vec(), ..Default::default() };
+        // The extension first: it moves no mark, so if it cannot be signed nothing has changed and
+        // the node may ask again at this height. The vote's mark moves only with both in hand.
+        let mut extension_signature = Vec::new();
         if extends && !skip_extension {
             let bytes = proto::vote_extension_sign_bytes(&vote, &self.chain_id);
             let to_sign = SignRequest::new(&self.key, &self.chain_id, SignKind::CometBftVoteExtension, None, &bytes);
-            answer.extension_signature =
-                self.signer.sign(to_sign).await.map_err(refusal)?.signature.to_bytes().to_vec();
+            let signed = self.signer.sign(to_sign).await.map_err(|e| self.refusal(e))?;
+            extension_signature = signed.signature.to_bytes().to_vec();
         }
-        Ok(answer)
+        let to_sign = SignRequest {
+            identity: Some(&identity),
+            context: Some(&context),
+            max_advance: Some(self.max_height_jump),
+            ..SignRequest::new(&self.key, &self.chain_id, kind, Some((mark, STREAM)), &sign_bytes)
+        };
+        let signed = self.signer.sign(to_sign).await.map_err(|e| self.refusal(e))?;
+        let timestamp = signed.context.as_deref().and_then(|c| Timestamp::decode(c).ok()).unwrap_or(timestamp);
+        Ok(Vote {
+            timestamp: Some(timestamp),
+            signature: signed.signature.to_bytes().to_vec(),
+            extension_signature,
+            ..Default::default()
+        })
     }
 
     async fn sign_proposal(&self, request: proto::SignProposalRequest) -> (Sum, &'static str) {
@@ -240,9 +257,11 @@ impl Validator {
         }
         let mark = position(proposal.height, proposal.round, 1).map_err(invalid)?;
         let sign_bytes = proto::proposal_sign_bytes(&proposal, &self.chain_id);
-        let to_sign =
-            SignRequest::new(&self.key, &self.chain_id, SignKind::CometBftProposal, Some((mark, STREAM)), &sign_bytes);
-        let signed = self.signer.sign(to_sign).await.map_err(refusal)?;
+        let to_sign = SignRequest {
+            max_advance: Some(self.max_height_jump),
+            ..SignRequest::new(&self.key, &self.chain_id, SignKind::CometBftProposal, Some((mark, STREAM)), &sign_bytes)
+        };
+        let signed = self.signer.sign(to_sign).await.map_err(|e| self.refusal(e))?;
         Ok(proto::Proposal { signature: signed.signature.to_bytes().to_vec(), ..Default::default() })
     }
 }
@@ -255,11 +274,24 @@ fn position(height: i64, round: i32, step: u8) -> Result<Mark, String> {
     }
 }
 
-fn refusal(error: SignError) -> (i32, String, &'static str) {
-    match &error {
-        SignError::Ratchet(RatchetError::Refused { .. }) => (code::DOUBLE_SIGN, error.to_string(), "ratchet"),
-        _ if error.is_retryable() => (code::UNAVAILABLE, error.to_string(), "unavailable"),
-        _ => (code::INVALID, error.to_string(), error.reason()),
+impl Validator {
+    /// The `RemoteSignerError` code, description and metric reason for a sign-path refusal.
+    fn refusal(&self, error: SignError) -> (i32, String, &'static str) {
+        match &error {
+            SignError::Ratchet(RatchetError::Refused { .. }) => (code::DOUBLE_SIGN, error.to_string(), "ratchet"),
+            SignError::HeightJump { current, requested, max, .. } => (
+                code::INVALID,
+                format!(
+                    "height {requested} is more than cometbft[].maxHeightJump ({max}) above the last signed \
+                     height {current} on chain {}; refused. If the chain really is that far ahead, raise the \
+                     mark with `sigil-signer ratchet set` or raise maxHeightJump",
+                    self.chain_id
+                ),
+                error.reason(),
+            ),
+            _ if error.is_retryable() => (code::UNAVAILABLE, error.to_string(), "unavailable"),
+            _ => (code::INVALID, error.to_string(), error.reason()),
+        }
     }
 }
 
@@ -269,19 +301,64 @@ mod tests {
 
     use super::*;
     use crate::backend::local::LocalBackend;
+    use crate::backend::{BackendError, KeyBackend};
     use crate::keys::{PublicKey, SecretKey, Signature};
     use crate::policy::Policy;
     use crate::ratchet::memory::MemoryRatchet;
     use crate::sign::KeyEntry;
 
     async fn validator(version: Version) -> (Validator, PublicKey) {
+        validator_with(version, DEFAULT_MAX_HEIGHT_JUMP, None).await
+    }
+
+    /// A validator whose key signs messages of at most `max_message` bytes when set, like AWS KMS
+    /// (RAW messages up to 4096 bytes).
+    async fn validator_with(
+        version: Version,
+        max_height_jump: u64,
+        max_message: Option<usize>,
+    ) -> (Validator, PublicKey) {
         let key = SecretKey::from_bytes(Algorithm::Ed25519, &[3; 32]).unwrap();
         let public_key = key.public_key();
-        let entry = KeyEntry::new("v", Arc::new(LocalBackend::new(key)), Policy::allowing(SignKind::COMETBFT));
+        let local = LocalBackend::new(key);
+        let backend: Arc<dyn KeyBackend> = match max_message {
+            Some(max) => Arc::new(SizeLimited { inner: local, max }),
+            None => Arc::new(local),
+        };
+        let entry = KeyEntry::new("v", backend, Policy::allowing(SignKind::COMETBFT));
         let signer =
             Arc::new(Signer::new([entry], Arc::new(MemoryRatchet::default()), Arc::default(), Duration::from_secs(1)));
         assert!(signer.probe_keys().await.is_empty());
-        (Validator { chain_id: "test-chain".into(), key: "v".into(), version, signer }, public_key)
+        let validator = Validator { chain_id: "test-chain".into(), key: "v".into(), version, max_height_jump, signer };
+        (validator, public_key)
+    }
+
+    /// A local key behind a service that refuses long messages.
+    struct SizeLimited {
+        inner: LocalBackend,
+        max: usize,
+    }
+
+    #[async_trait::async_trait]
+    impl KeyBackend for SizeLimited {
+        fn kind(&self) -> &'static str {
+            "sizeLimited"
+        }
+
+        async fn public_key(&self) -> Result<PublicKey, BackendError> {
+            self.inner.public_key().await
+        }
+
+        async fn sign(&self, payload: &[u8]) -> Result<Signature, BackendError> {
+            if payload.len() > self.max {
+                return Err(BackendError::Permanent(format!(
+                    "message of {} bytes is longer than the {} bytes this key signs",
+                    payload.len(),
+                    self.max
+                )));
+            }
+            self.inner.sign(payload).await
+        }
     }
 
     fn block(hash: u8) -> Option<BlockId> {
@@ -404,5 +481,75 @@ mod tests {
             metrics.contains(r#"sigil_signer_refusals_total{protocol="cometbft",reason="ratchet"} 1"#),
             "{metrics}"
         );
+    }
+
+    async fn sign_proposal(v: &Validator, height: i64, hash: u8) -> proto::SignedProposalResponse {
+        let proposal = proto::Proposal {
+            r#type: proto::PROPOSAL,
+            height,
+            round: 0,
+            pol_round: -1,
+            block_id: block(hash),
+            timestamp: Some(Timestamp { seconds: 50, nanos: 0 }),
+            signature: vec![],
+        };
+        let request = proto::SignProposalRequest { proposal: Some(proposal), chain_id: "test-chain".into() };
+        match v.handle(Sum::SignProposalRequest(request)).await.response {
+            Sum::SignedProposalResponse(response) => response,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn heights_too_far_above_the_mark_are_refused() {
+        let (v, _) = validator_with(Version::V0_38, 100, None).await;
+        // No mark yet: any height.
+        assert!(sign_vote(&v, vote(proto::PREVOTE, 1_000, 0, block(1), 1), false).await.error.is_none());
+        let far = sign_vote(&v, vote(proto::PREVOTE, 1_101, 0, block(1), 1), false).await;
+        let error = far.error.unwrap();
+        assert_eq!(error.code, code::INVALID);
+        for expected in ["height 1101", "cometbft[].maxHeightJump (100)", "last signed height 1000", "ratchet set"] {
+            assert!(error.description.contains(expected), "{expected:?} in {}", error.description);
+        }
+        let proposal = sign_proposal(&v, 1_101, 1).await.error.unwrap();
+        assert_eq!(proposal.code, code::INVALID);
+        assert!(proposal.description.contains("maxHeightJump"), "{}", proposal.description);
+        // The mark did not move: exactly the limit is fine, and the jump is measured from there on.
+        assert!(sign_proposal(&v, 1_100, 1).await.error.is_none());
+        assert!(sign_vote(&v, vote(proto::PRECOMMIT, 1_200, 0, block(1), 1), false).await.error.is_none());
+        let outcome = v
+            .handle(Sum::SignVoteRequest(proto::SignVoteRequest {
+                vote: Some(vote(proto::PREVOTE, 1_301, 0, block(1), 1)),
+                chain_id: "test-chain".into(),
+                skip_extension_signing: false,
+            }))
+            .await;
+        assert_eq!(outcome.result, "height_jump");
+        let metrics = v.signer.metrics().encode();
+        assert!(
+            metrics.contains(r#"sigil_signer_refusals_total{protocol="cometbft",reason="height_jump"} 3"#),
+            "{metrics}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_extension_that_cannot_be_signed_leaves_the_mark_alone() {
+        let (v, key) = validator_with(Version::V1_0, DEFAULT_MAX_HEIGHT_JUMP, Some(512)).await;
+        let precommit = vote(proto::PRECOMMIT, 20, 0, block(1), 100);
+        let long = Vote { extension: vec![7; 1_000], ..precommit.clone() };
+        let refused = sign_vote(&v, long, false).await;
+        let error = refused.error.unwrap();
+        assert!(error.description.contains("longer than the 512 bytes"), "{}", error.description);
+        assert!(refused.vote.unwrap().signature.is_empty(), "no vote signature leaves with the error");
+        // Nothing was committed at height 20: even a precommit for another block there is signable,
+        // which the mark would refuse as a double sign had the first vote been committed.
+        let other = Vote { extension: b"short".to_vec(), ..vote(proto::PRECOMMIT, 20, 0, block(2), 101) };
+        let signed = sign_vote(&v, other.clone(), false).await.vote.unwrap();
+        key.verify(&proto::vote_sign_bytes(&other, "test-chain"), &signature(&signed.signature)).unwrap();
+        key.verify(&proto::vote_extension_sign_bytes(&other, "test-chain"), &signature(&signed.extension_signature))
+            .unwrap();
+        // And now the mark holds: the first block at that height is a double sign.
+        let double = Vote { extension: b"short".to_vec(), ..precommit };
+        assert_eq!(sign_vote(&v, double, false).await.error.unwrap().code, code::DOUBLE_SIGN);
     }
 }

@@ -93,7 +93,7 @@ impl From<SignError> for ApiError {
     fn from(error: SignError) -> Self {
         let status = match &error {
             _ if error.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
-            SignError::Ratchet(RatchetError::Refused { .. }) => StatusCode::CONFLICT,
+            SignError::Ratchet(RatchetError::Refused { .. }) | SignError::HeightJump { .. } => StatusCode::CONFLICT,
             SignError::NotAllowed { .. } => StatusCode::FORBIDDEN,
             SignError::UnknownKey(_) => StatusCode::NOT_FOUND,
             _ => StatusCode::INTERNAL_SERVER_ERROR,

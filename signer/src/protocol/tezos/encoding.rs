@@ -13,6 +13,8 @@ pub enum Prefix {
     Tz1,
     Tz2,
     Tz3,
+    Tz4,
+    Kt1,
     Edpk,
     Sppk,
     P2pk,
@@ -34,6 +36,8 @@ impl Prefix {
             Prefix::Tz1 => ("tz1", &[0x06, 0xa1, 0x9f], 20),
             Prefix::Tz2 => ("tz2", &[0x06, 0xa1, 0xa1], 20),
             Prefix::Tz3 => ("tz3", &[0x06, 0xa1, 0xa4], 20),
+            Prefix::Tz4 => ("tz4", &[0x06, 0xa1, 0xa6], 20),
+            Prefix::Kt1 => ("KT1", &[0x02, 0x5a, 0x79], 20),
             Prefix::Edpk => ("edpk", &[0x0d, 0x0f, 0x25, 0xd9], 32),
             Prefix::Sppk => ("sppk", &[0x03, 0xfe, 0xe2, 0x56], 33),
             Prefix::P2pk => ("p2pk", &[0x03, 0xb2, 0x8b, 0x7f], 33),
@@ -146,6 +150,18 @@ pub fn pkh(public_key: &PublicKey) -> String {
     encode(Prefix::pkh(public_key.algorithm()), &pkh_bytes(public_key)[1..])
 }
 
+/// A contract id as octez encodes it in operations (22 bytes: `0x00` ‖ curve tag ‖ 20-byte hash
+/// for an implicit account, `0x01` ‖ 20-byte hash ‖ `0x00` for an originated one) as
+/// `tz1…`/`tz2…`/`tz3…`/`tz4…` or `KT1…`; anything else as hex.
+pub fn contract_b58(contract: &[u8; 22]) -> String {
+    let implicit = [Prefix::Tz1, Prefix::Tz2, Prefix::Tz3, Prefix::Tz4];
+    match contract {
+        [0x00, curve, hash @ ..] if usize::from(*curve) < implicit.len() => encode(implicit[usize::from(*curve)], hash),
+        [0x01, hash @ .., 0x00] => encode(Prefix::Kt1, hash),
+        _ => format!("contract 0x{}", hex::encode(contract)),
+    }
+}
+
 /// `edpk…`, `sppk…` or `p2pk…`.
 pub fn public_key_b58(public_key: &PublicKey) -> String {
     encode(Prefix::public_key(public_key.algorithm()), public_key.as_bytes())
@@ -251,6 +267,22 @@ mod tests {
             "tz1LggX2HUdvJ1tF4Fvv8fjsrzLeW4Jr9t2Q",
         ),
     ];
+
+    #[test]
+    fn contract_ids() {
+        let contract = |text: &str| -> [u8; 22] { hex::decode(text).unwrap().try_into().unwrap() };
+        // A KT1 as Taquito's Micheline encoder forges it, and the tz1 of Signatory's fixture.
+        assert_eq!(
+            contract_b58(&contract("019af3138763ec09dde90926f5a6b60783a21607d500")),
+            "KT1Ni4pYV3UGWcDp7MgR5prgcD4NCK1MpXiR"
+        );
+        assert_eq!(
+            contract_b58(&contract("0000712c4c4270d9e7f512115310d8ec6acfcd878bef")),
+            "tz1VxS7ff4YnZRs8b4mMP4WaMVpoQjuo1rjf"
+        );
+        assert!(contract_b58(&contract("0003712c4c4270d9e7f512115310d8ec6acfcd878bef")).starts_with("tz4"));
+        assert!(contract_b58(&contract("0009712c4c4270d9e7f512115310d8ec6acfcd878bef")).starts_with("contract 0x"));
+    }
 
     #[test]
     fn key_derivation_vectors() {

@@ -7,6 +7,8 @@
 
 use std::fmt;
 
+use super::encoding;
+
 /// The kinds a policy can allow, one per magic byte (generic operations are refined per operation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum RequestKind {
@@ -91,6 +93,14 @@ pub enum ParseError {
     NoOperations,
     #[error("malformed block header: {0}")]
     BadBlock(&'static str),
+    /// `stake`, `unstake`, `finalize_unstake` and `set_delegate_parameters` are transactions from
+    /// an implicit account to itself; the same entrypoint on any other destination is a contract
+    /// call (or an operation the protocol rejects), never a staking operation.
+    #[error(
+        "transaction to the reserved entrypoint {entrypoint} of another account ({destination}) is not a \
+         staking operation; refused (generic:{entrypoint} only allows it from an account to itself)"
+    )]
+    ReservedEntrypointToOther { entrypoint: &'static str, destination: String },
 }
 
 /// How each magic byte is read.
@@ -208,10 +218,15 @@ enum Field {
     Fixed(usize),
     /// A public key hash: curve tag then 20 bytes.
     Pkh,
+    /// A manager operation's source: a [`Pkh`] whose position is kept.
+    Source,
     /// A public key: curve tag then 32/33/33/48 bytes.
     PublicKey,
-    /// A contract id or transaction destination: always 22 bytes.
+    /// A contract id: always 22 bytes, `0x00` ‖ pkh for implicit accounts, `0x01` ‖ 20 bytes ‖
+    /// `0x00` for originated ones.
     Contract,
+    /// A transaction's destination: a [`Contract`] whose position is kept.
+    Destination,
     /// An unbounded natural or integer (Zarith): 7 bits per byte, high bit = more.
     Zarith,
     /// A uint30-length-prefixed byte string.
@@ -225,7 +240,7 @@ enum Field {
 use Field::*;
 
 /// source, fee, counter, gas_limit, storage_limit: the header every manager operation starts with.
-const MANAGER: [Field; 5] = [Pkh, Zarith, Zarith, Zarith, Zarith];
+const MANAGER: [Field; 5] = [Source, Zarith, Zarith, Zarith, Zarith];
 
 /// An operation kind: its tag, name, and body after the tag.
 struct Operation {
@@ -251,7 +266,7 @@ const OPERATIONS: &[Operation] = &[
     op(9, "drain_delegate", &[Pkh, Pkh, Pkh]),
     op(17, "failing_noop", &[Dynamic]),
     manager(107, "reveal", &[PublicKey, Optional(&[Dynamic])]),
-    manager(108, "transaction", &[Zarith, Contract, Optional(&[Entrypoint, Dynamic])]),
+    manager(108, "transaction", &[Zarith, Destination, Optional(&[Entrypoint, Dynamic])]),
     manager(109, "origination", &[Zarith, Optional(&[Pkh]), Dynamic, Dynamic]),
     manager(110, "delegation", &[Optional(&[Pkh])]),
     manager(111, "register_global_constant", &[Dynamic]),
@@ -263,7 +278,11 @@ const OPERATIONS: &[Operation] = &[
     manager(201, "smart_rollup_add_messages", &[Dynamic]),
 ];
 
-/// Transactions to reserved entrypoints are staking operations; policies name them as such.
+/// Transactions from an implicit account to itself with these entrypoints are staking operations;
+/// policies name them as such. To any other destination they are refused
+/// ([`ParseError::ReservedEntrypointToOther`]): octez rejects such pseudo-operations
+/// (`Invalid_self_transaction_destination`, tezos/tezos-mirror `src/proto_alpha/lib_protocol/apply.ml`),
+/// and to a contract they are a call that `generic:stake` must not let through.
 const PSEUDO_OPERATIONS: &[(u8, &str)] =
     &[(6, "stake"), (7, "unstake"), (8, "finalize_unstake"), (9, "set_delegate_parameters")];
 
@@ -281,18 +300,48 @@ fn generic(data: &[u8]) -> Result<Request, ParseError> {
         let at = reader.at;
         let tag = reader.byte("operation", "missing tag")?;
         let operation = OPERATIONS.iter().find(|o| o.tag == tag).ok_or(ParseError::UnknownOperation { tag, at })?;
-        let mut entrypoint = None;
+        let mut captured = Captured::default();
         if operation.manager {
-            reader.fields(operation.name, &MANAGER, &mut entrypoint)?;
+            reader.fields(operation.name, &MANAGER, &mut captured)?;
         }
-        reader.fields(operation.name, operation.body, &mut entrypoint)?;
-        let pseudo = entrypoint.and_then(|e| PSEUDO_OPERATIONS.iter().find(|(t, _)| *t == e)).map(|(_, n)| *n);
-        operations.push(pseudo.unwrap_or(operation.name));
+        reader.fields(operation.name, operation.body, &mut captured)?;
+        let pseudo = captured.entrypoint.and_then(|e| PSEUDO_OPERATIONS.iter().find(|(t, _)| *t == e));
+        match pseudo {
+            Some(&(_, entrypoint)) => {
+                let (source, destination) = captured.parties(data);
+                let to_self = matches!((source, destination), (Some(s), Some([0x00, d @ ..])) if s == d);
+                if !to_self {
+                    let destination = destination.map(encoding::contract_b58).unwrap_or_else(|| "none".into());
+                    return Err(ParseError::ReservedEntrypointToOther { entrypoint, destination });
+                }
+                operations.push(entrypoint);
+            }
+            None => operations.push(operation.name),
+        }
     }
     if operations.is_empty() {
         return Err(ParseError::NoOperations);
     }
     Ok(Request { kind: RequestKind::Generic, watermark: None, operations })
+}
+
+/// What [`Reader::fields`] keeps of an operation besides its length: where its source and
+/// destination are, and the reserved entrypoint it calls, if any.
+#[derive(Debug, Default)]
+struct Captured {
+    source: Option<usize>,
+    destination: Option<usize>,
+    /// A reserved entrypoint's tag; a named entrypoint spelled like a reserved one counts as it.
+    entrypoint: Option<u8>,
+}
+
+impl Captured {
+    /// The source (21 bytes) and destination (22 bytes), where the operation has them.
+    fn parties<'a>(&self, data: &'a [u8]) -> (Option<&'a [u8; 21]>, Option<&'a [u8; 22]>) {
+        let source = self.source.and_then(|at| data.get(at..at + 21)).and_then(|s| s.try_into().ok());
+        let destination = self.destination.and_then(|at| data.get(at..at + 22)).and_then(|d| d.try_into().ok());
+        (source, destination)
+    }
 }
 
 struct Reader<'a> {
@@ -321,22 +370,15 @@ impl Reader<'_> {
         }
     }
 
-    /// Reads `fields`; records a reserved entrypoint tag in `entrypoint`.
-    fn fields(
-        &mut self,
-        operation: &'static str,
-        fields: &[Field],
-        entrypoint: &mut Option<u8>,
-    ) -> Result<(), ParseError> {
+    /// Reads `fields`; records positions and a reserved entrypoint in `captured`.
+    fn fields(&mut self, operation: &'static str, fields: &[Field], captured: &mut Captured) -> Result<(), ParseError> {
         for field in fields {
             match *field {
                 Fixed(len) => self.skip(operation, len, "truncated")?,
-                Pkh => {
-                    let tag = self.byte(operation, "truncated key hash")?;
-                    if tag > 3 {
-                        return Err(self.malformed(operation, "unknown key hash curve"));
-                    }
-                    self.skip(operation, 20, "truncated key hash")?;
+                Pkh => self.pkh(operation)?,
+                Source => {
+                    captured.source = Some(self.at);
+                    self.pkh(operation)?;
                 }
                 PublicKey => {
                     let len = match self.byte(operation, "truncated public key")? {
@@ -348,6 +390,10 @@ impl Reader<'_> {
                     self.skip(operation, len, "truncated public key")?;
                 }
                 Contract => self.skip(operation, 22, "truncated contract")?,
+                Destination => {
+                    captured.destination = Some(self.at);
+                    self.skip(operation, 22, "truncated contract")?;
+                }
                 Zarith => {
                     // Amounts are int64 at most: 10 bytes of 7 bits cover them.
                     let mut len = 0;
@@ -368,21 +414,34 @@ impl Reader<'_> {
                 }
                 Optional(inner) => match self.byte(operation, "truncated option")? {
                     0x00 => {}
-                    0xff => self.fields(operation, inner, entrypoint)?,
+                    0xff => self.fields(operation, inner, captured)?,
                     _ => return Err(self.malformed(operation, "option tag is neither 0x00 nor 0xff")),
                 },
                 Entrypoint => {
                     let tag = self.byte(operation, "truncated entrypoint")?;
                     if tag == 0xff {
                         let len = self.byte(operation, "truncated entrypoint")? as usize;
+                        let start = self.at;
                         self.skip(operation, len, "truncated entrypoint name")?;
+                        // octez decodes a name to the reserved entrypoint it spells.
+                        let name = &self.data[start..self.at];
+                        captured.entrypoint =
+                            PSEUDO_OPERATIONS.iter().find(|(_, n)| n.as_bytes() == name).map(|(t, _)| *t);
                     } else {
-                        *entrypoint = Some(tag);
+                        captured.entrypoint = Some(tag);
                     }
                 }
             }
         }
         Ok(())
+    }
+
+    fn pkh(&mut self, operation: &'static str) -> Result<(), ParseError> {
+        let tag = self.byte(operation, "truncated key hash")?;
+        if tag > 3 {
+            return Err(self.malformed(operation, "unknown key hash curve"));
+        }
+        self.skip(operation, 20, "truncated key hash")
     }
 }
 
@@ -441,6 +500,90 @@ mod tests {
         assert_eq!(request.kind, RequestKind::Generic);
         assert_eq!(request.operations, vec!["transaction"]);
         assert_eq!(request.watermark, None);
+    }
+
+    /// The fixture's source (tz1Wk1Wdczh5BzyZ1uz2DW9xdFg9B5cFuGFm) and destination.
+    fn source() -> [u8; 21] {
+        hex::decode(TRANSACTION).unwrap()[34..55].try_into().unwrap()
+    }
+
+    /// The fixture sent to `destination` with `entrypoint` (its encoding: a reserved tag, or 0xff,
+    /// a length and a name) and a Unit argument.
+    fn transaction_to(destination: &[u8], entrypoint: &[u8]) -> Vec<u8> {
+        let mut data = hex::decode(TRANSACTION).unwrap();
+        // The fixture ends with its destination (22 bytes) and "no parameters" (0x00).
+        data.truncate(data.len() - 23);
+        data.extend_from_slice(destination);
+        data.push(0xff);
+        data.extend_from_slice(entrypoint);
+        data.extend_from_slice(&[0, 0, 0, 2, 0x03, 0x0b]);
+        data
+    }
+
+    fn implicit(pkh: &[u8; 21]) -> Vec<u8> {
+        [&[0x00][..], pkh].concat()
+    }
+
+    /// KT1Ni4pYV3UGWcDp7MgR5prgcD4NCK1MpXiR, binary (0x01 ‖ hash ‖ 0x00).
+    const KT1: &str = "019af3138763ec09dde90926f5a6b60783a21607d500";
+
+    #[test]
+    fn staking_entrypoints_to_oneself_are_staking_operations() {
+        let me = implicit(&source());
+        for (tag, name) in PSEUDO_OPERATIONS {
+            assert_eq!(parse(&transaction_to(&me, &[*tag])).unwrap().operations, vec![*name]);
+        }
+        // octez reads a name that spells a reserved entrypoint as that entrypoint.
+        let named = [&[0xff, 5][..], b"stake"].concat();
+        assert_eq!(parse(&transaction_to(&me, &named)).unwrap().operations, vec!["stake"]);
+    }
+
+    #[test]
+    fn staking_entrypoints_to_another_account_are_refused_by_name() {
+        let other = hex::decode("0000712c4c4270d9e7f512115310d8ec6acfcd878bef").unwrap();
+        let refused = parse(&transaction_to(&other, &[6])).unwrap_err();
+        assert_eq!(
+            refused,
+            ParseError::ReservedEntrypointToOther {
+                entrypoint: "stake",
+                destination: "tz1VxS7ff4YnZRs8b4mMP4WaMVpoQjuo1rjf".into()
+            }
+        );
+        let message = refused.to_string();
+        assert!(message.starts_with("transaction to the reserved entrypoint stake of another account"), "{message}");
+        assert!(message.contains("not a staking operation; refused"), "{message}");
+
+        let contract = hex::decode(KT1).unwrap();
+        let refused = parse(&transaction_to(&contract, &[7])).unwrap_err();
+        assert_eq!(
+            refused,
+            ParseError::ReservedEntrypointToOther {
+                entrypoint: "unstake",
+                destination: "KT1Ni4pYV3UGWcDp7MgR5prgcD4NCK1MpXiR".into()
+            }
+        );
+        let named = [&[0xff, 23][..], b"set_delegate_parameters"].concat();
+        assert!(matches!(
+            parse(&transaction_to(&contract, &named)),
+            Err(ParseError::ReservedEntrypointToOther { entrypoint: "set_delegate_parameters", .. })
+        ));
+        // The same 20-byte hash under another curve is another account.
+        let mut other_curve = implicit(&source());
+        other_curve[1] = 1;
+        assert!(matches!(
+            parse(&transaction_to(&other_curve, &[8])),
+            Err(ParseError::ReservedEntrypointToOther { entrypoint: "finalize_unstake", .. })
+        ));
+    }
+
+    #[test]
+    fn other_entrypoints_to_other_accounts_stay_transactions() {
+        let contract = hex::decode(KT1).unwrap();
+        let named = [&[0xff, 8][..], b"transfer"].concat();
+        assert_eq!(parse(&transaction_to(&contract, &named)).unwrap().operations, vec!["transaction"]);
+        let other = hex::decode("0000712c4c4270d9e7f512115310d8ec6acfcd878bef").unwrap();
+        assert_eq!(parse(&transaction_to(&other, &[0])).unwrap().operations, vec!["transaction"]);
+        assert_eq!(parse(&transaction_to(&other, &named)).unwrap().operations, vec!["transaction"]);
     }
 
     #[test]
