@@ -55,3 +55,27 @@ mod tests {
         assert_eq!((request.kind, request.watermark.unwrap().level), (RequestKind::Preattestation, 9));
     }
 }
+
+/// POSTs `data` to a Tezos signer's `/keys/<pkh>` as octez does, blocking: the HTTP status and the
+/// body.
+pub fn sign(addr: std::net::SocketAddr, pkh: &str, data: &[u8]) -> anyhow::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let body = format!("\"{}\"", hex::encode(data));
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(20)))?;
+    write!(
+        stream,
+        "POST /keys/{pkh} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    Ok((status, response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()))
+}
+
+/// The signature in a signer's 200 answer.
+pub fn signature(body: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(body).ok()?;
+    value["signature"].as_str().map(String::from)
+}

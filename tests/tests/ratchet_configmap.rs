@@ -368,37 +368,24 @@ async fn a_retry_on_a_stale_replica_gets_the_first_signature() -> Result<()> {
         Signer::start(&config, &[("KUBECONFIG", cluster.kubeconfig.to_str().unwrap()), ("SOFTHSM2_CONF", conf)]);
     let stale = Signer::start(&config, &[("KUBECONFIG", stale_kubeconfig.to_str().unwrap()), ("SOFTHSM2_CONF", conf)]);
     let (fresh, stale) = (fresh.api("tezos API")?, stale.api("tezos API")?);
-    let sign_at = move |addr: SocketAddr, level: u32, payload: u8| {
-        let body = format!("\"{}\"", hex::encode(consensus(0x13, MAINNET, level, 0, payload)));
+    let sign_at = |addr: SocketAddr, level: u32, payload: u8| {
         let pkh = pkh.clone();
         tokio::task::spawn_blocking(move || {
-            let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-            stream.set_read_timeout(Some(Duration::from_secs(20)))?;
-            write!(
-                stream,
-                "POST /keys/{pkh} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            )?;
-            let mut response = String::new();
-            stream.read_to_string(&mut response)?;
-            anyhow::Ok(response)
+            sigil_tests::tezos::sign(addr, &pkh, &consensus(0x13, MAINNET, level, 0, payload))
         })
     };
-    let signature = |response: &str| -> Option<String> {
-        let value: serde_json::Value = serde_json::from_str(response.split_once("\r\n\r\n")?.1).ok()?;
-        value["signature"].as_str().map(String::from)
-    };
+    use sigil_tests::tezos::signature;
 
     // B reads the store (level 1), then A signs level 2; B has not seen it.
     let first = sign_at(stale, 1, 1).await??;
-    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    assert_eq!(first.0, 200, "{first:?}");
     let from_fresh = sign_at(fresh, 2, 1).await??;
-    let expected = signature(&from_fresh).expect("replica A signs level 2");
+    let expected = signature(&from_fresh.1).expect("replica A signs level 2");
     // The same block again, this time at B, whose cache still says level 1.
     let from_stale = sign_at(stale, 2, 1).await??;
-    assert!(from_stale.starts_with("HTTP/1.1 200"), "{from_stale}");
-    assert_eq!(signature(&from_stale).as_deref(), Some(expected.as_str()), "B answers with A's signature");
-    let again = signature(&sign_at(fresh, 2, 1).await??).expect("an identical retry at A");
+    assert_eq!(from_stale.0, 200, "{from_stale:?}");
+    assert_eq!(signature(&from_stale.1).as_deref(), Some(expected.as_str()), "B answers with A's signature");
+    let again = signature(&sign_at(fresh, 2, 1).await??.1).expect("an identical retry at A");
     assert_eq!(again, expected, "and A keeps answering with its first signature");
     // What makes this matter: the HSM signs the same bytes differently every time, so B's own
     // signature would have been a second one.
@@ -416,7 +403,7 @@ async fn a_retry_on_a_stale_replica_gets_the_first_signature() -> Result<()> {
     // A different block at level 2 stays refused on both.
     for addr in [fresh, stale] {
         let other = sign_at(addr, 2, 2).await??;
-        assert!(other.starts_with("HTTP/1.1 409"), "{other}");
+        assert_eq!(other.0, 409, "{other:?}");
     }
     Ok(())
 }

@@ -522,7 +522,7 @@ fn key_conflict(
     let older =
         |other: &RemoteSigner| (other.creation_timestamp(), other.name_any()) < (rs.creation_timestamp(), name.clone());
     for other in signers.iter().filter(|o| o.name_any() != name && o.meta().deletion_timestamp.is_none()) {
-        let other_store = stores.iter().find(|s| s.labels().get(desired::OWNER_LABEL) == Some(&other.name_any()));
+        let other_store = stores.iter().find(|s| s.name_any() == desired::ratchet_name(&other.name_any()));
         let theirs = other_store.and_then(|s| published_keys(s).remove(desired::SIGNER_KEY));
         let same_source = source.is_some() && source == desired::key_source(&other.spec.key);
         let same_key = ours.is_some() && theirs.as_ref().map(|k| &k.key) == ours.map(|k| &k.key);
@@ -547,6 +547,9 @@ fn key_conflict(
     let ours = ours?;
     for other in stores.iter().filter(|s| s.name_any() != store.name_any()) {
         let owner = other.labels().get(desired::OWNER_LABEL).cloned().unwrap_or_default();
+        if other.name_any() != desired::ratchet_name(&owner) {
+            continue; // a signer config, not a store
+        }
         let alive = signers.iter().any(|s| s.name_any() == owner && s.meta().deletion_timestamp.is_none());
         let has_marks = other.data.as_ref().is_some_and(|d| !d.is_empty());
         let same = published_keys(other).get(desired::SIGNER_KEY).is_some_and(|k| k.key == ours.key);

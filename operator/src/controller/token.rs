@@ -70,15 +70,21 @@ pub fn plan(
         None => {
             (TokenState { token: fresh(), previous: None, rotated_at: now, previous_until: None }, TokenAction::Created)
         }
-        Some(current) if now >= current.rotated_at + schedule.interval => (
-            TokenState {
-                token: fresh(),
-                previous: Some(current.token),
-                rotated_at: now,
-                previous_until: Some(now + schedule.grace),
-            },
-            TokenAction::Rotated,
-        ),
+        // A rotation due while pods still use the previous token waits for them: rotating now
+        // would drop that token while they run.
+        Some(current)
+            if now >= current.rotated_at + schedule.interval && !(hold_previous && current.previous.is_some()) =>
+        {
+            (
+                TokenState {
+                    token: fresh(),
+                    previous: Some(current.token),
+                    rotated_at: now,
+                    previous_until: Some(now + schedule.grace),
+                },
+                TokenAction::Rotated,
+            )
+        }
         Some(current) if !hold_previous && current.previous_until.is_some_and(|until| now >= until) => {
             (TokenState { previous: None, previous_until: None, ..current }, TokenAction::PreviousDropped)
         }
@@ -133,6 +139,20 @@ mod tests {
         assert_eq!(action, TokenAction::PreviousDropped);
         assert_eq!((dropped.token.as_str(), dropped.previous, dropped.previous_until), ("b", None, None));
         assert_eq!(wait, SignedDuration::from_mins(50));
+    }
+
+    #[test]
+    fn a_rotation_waits_for_pods_still_using_the_previous_token() {
+        let state = TokenState {
+            token: "b".into(),
+            previous: Some("a".into()),
+            rotated_at: at(0),
+            previous_until: Some(at(600)),
+        };
+        let (held, action, _) = plan(at(3600), Some(state.clone()), HOUR, true, || unreachable!());
+        assert_eq!((action, held.token.as_str(), held.previous.as_deref()), (TokenAction::Unchanged, "b", Some("a")));
+        let (rotated, action, _) = plan(at(3600), Some(state), HOUR, false, || "c".into());
+        assert_eq!((action, rotated.previous.as_deref()), (TokenAction::Rotated, Some("b")));
     }
 
     #[test]

@@ -113,11 +113,18 @@ impl LocalKeyConfig {
 #[cfg(unix)]
 fn loose_permissions_warning(path: &Path) -> Option<String> {
     use std::os::unix::fs::PermissionsExt;
+    // A Kubernetes Secret volume (the kubelet's atomic writer keeps a `..data` link beside the
+    // files): its files are root's, so a non-root signer can read them only if others may, and
+    // only the containers that mount the volume see it at all (the operator mounts the key into
+    // the signer alone). The mode says nothing there.
+    if path.parent().is_some_and(|dir| dir.join("..data").exists()) {
+        return None;
+    }
     let mode = std::fs::metadata(path).ok()?.permissions().mode();
     (mode & 0o077 != 0).then(|| {
         format!(
             "secret key file {} has mode {:o}: group or others can read it; chmod 600 it \
-             (in Kubernetes, set defaultMode: 0400 on the Secret volume)",
+             (in Kubernetes, mount the key Secret into the signer container alone)",
             path.display(),
             mode & 0o777
         )
@@ -186,6 +193,17 @@ mod tests {
         assert_eq!(from_file.algorithm(), Algorithm::Secp256k1);
         #[cfg(unix)]
         assert!(warning.unwrap().contains("chmod 600"));
+        // The same file laid out as the kubelet lays out a Secret volume: no warning.
+        #[cfg(unix)]
+        {
+            let volume = dir.path().join("volume");
+            std::fs::create_dir_all(volume.join("..2026_12_02_06_00_00.1")).unwrap();
+            std::fs::copy(&path, volume.join("..2026_12_02_06_00_00.1/secretKey")).unwrap();
+            std::os::unix::fs::symlink("..2026_12_02_06_00_00.1", volume.join("..data")).unwrap();
+            std::os::unix::fs::symlink("..data/secretKey", volume.join("secretKey")).unwrap();
+            let mounted = LocalKeyConfig { secret_key_file: Some(volume.join("secretKey")), ..file.clone() };
+            assert_eq!(mounted.load().unwrap().1, None, "the mode of a Secret volume's file is the kubelet's");
+        }
 
         std::env::set_var("SIGIL_TEST_LOCAL_KEY", SEED);
         let env = LocalKeyConfig { secret_key_env: Some("SIGIL_TEST_LOCAL_KEY".into()), ..Default::default() };

@@ -1,0 +1,262 @@
+//! The marks and the key across a RemoteSigner's life, on a real API server, with signers started
+//! from exactly what the operator rendered and running as the pods' ServiceAccount: the marks
+//! outlive their RemoteSigner, a lost store stops signing and is not replaced by an empty one, and
+//! a key is one RemoteSigner's.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use common::*;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
+use kube::api::{DeleteParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+use sigil_operator::api::{Protocol, RemoteSigner, RemoteSignerSpec, SecretKeyRef};
+use sigil_signer::config::SignerConfig;
+use sigil_signer::ratchet::configmap::{is_sealed, CLEARED_KEYS_ANNOTATION};
+use sigil_tests::cluster::{impersonating_kubeconfig, wait_for, TestCluster};
+use sigil_tests::process::Signer;
+use sigil_tests::tezos::{consensus, sign, signature, MAINNET};
+
+const BAKER: &str = "edsk3qAQSJaDBSYN2PCMdv7BuJoBKeRyDFq5uPAwDfFRAhQdwHxPMN";
+const BAKER_PKH: &str = "tz1SodoUsWVe1Yey9eMFbqRUtNpBWfir5NRr";
+
+fn tezos_spec(secret: &str) -> RemoteSignerSpec {
+    RemoteSignerSpec {
+        protocol: Protocol::Tezos,
+        atto: None,
+        key: sigil_operator::api::KeySpec {
+            secret_ref: Some(SecretKeyRef { name: secret.into(), key: "key".into() }),
+            ..Default::default()
+        },
+        ..atto_spec()
+    }
+}
+
+async fn setup(client: &Client, ns: &str, secrets: &[&str]) -> Result<()> {
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
+    accounts
+        .create(&PostParams::default(), &serde_json::from_value(json!({ "metadata": { "name": "voter" } }))?)
+        .await?;
+    for secret in secrets {
+        let object = json!({ "metadata": { "name": secret }, "stringData": { "key": BAKER } });
+        Api::<Secret>::namespaced(client.clone(), ns)
+            .create(&PostParams::default(), &serde_json::from_value(object)?)
+            .await?;
+    }
+    Ok(())
+}
+
+/// A signer with the operator's rendered config (key, token and ports moved to this machine), as
+/// ServiceAccount `voter`: what the sidecar does in the pod.
+async fn rendered_signer(cluster: &TestCluster, ns: &str, name: &str, dir: &Path) -> Result<Signer> {
+    let config_maps: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), ns);
+    let rendered = config_maps.get(&format!("{name}-config")).await?;
+    let yaml = rendered.data.unwrap_or_default().remove("signer.yaml").context("signer.yaml")?;
+    let mut config = SignerConfig::from_yaml(&yaml)?;
+    let key = dir.join(format!("{name}.key"));
+    std::fs::write(&key, BAKER)?;
+    for entry in config.keys.values_mut() {
+        if let Some(local) = entry.local.as_mut() {
+            local.secret_key_file = Some(key.clone());
+        }
+    }
+    if let Some(tezos) = config.tezos.as_mut() {
+        tezos.listen.set_port(0);
+    }
+    config.management = Some(sigil_signer::config::ManagementConfig { listen: ([127, 0, 0, 1], 0).into() });
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(&path, config.to_yaml())?;
+    let kubeconfig = impersonating_kubeconfig(&cluster.kubeconfig, ns, "voter", dir)?;
+    let kubeconfig = kubeconfig.to_str().context("a UTF-8 path")?.to_string();
+    Ok(tokio::task::spawn_blocking(move || Signer::start(&path, &[("KUBECONFIG", &kubeconfig)])).await?)
+}
+
+async fn attest(addr: SocketAddr, level: u32, payload: u8) -> Result<(u16, String)> {
+    tokio::task::spawn_blocking(move || sign(addr, BAKER_PKH, &consensus(0x13, MAINNET, level, 0, payload))).await?
+}
+
+/// `/readyz`: status and reason.
+async fn readyz(signer: &Signer) -> Result<(u16, String)> {
+    let addr = signer.management;
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(addr)?;
+        write!(stream, "GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text)?;
+        let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        anyhow::Ok((status, text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()))
+    })
+    .await?
+}
+
+async fn wait_signer_ready(signer: &Signer) -> Result<()> {
+    wait_for("the signer's /readyz", DEADLINE, || async { Ok((readyz(signer).await?.0 == 200).then_some(())) }).await
+}
+
+/// The reason of one condition, once the status describes the current generation.
+async fn wait_condition(client: &Client, ns: &str, name: &str, type_: &str, reason: &str) -> Result<RemoteSigner> {
+    let api: Api<RemoteSigner> = Api::namespaced(client.clone(), ns);
+    wait_for(&format!("RemoteSigner {name} {type_} {reason}"), DEADLINE, || async {
+        let Some(rs) = api.get_opt(name).await? else { return Ok(None) };
+        let found = rs.status.as_ref().is_some_and(|s| {
+            s.observed_generation == rs.metadata.generation
+                && s.conditions.iter().any(|c| c.type_ == type_ && c.reason == reason)
+        });
+        Ok(found.then_some(rs))
+    })
+    .await
+}
+
+/// Deleting and applying again a RemoteSigner (an Argo CD prune, `kubectl replace --force`) keeps
+/// its marks: the re-created one continues from them, and the level signed before stays refused.
+#[tokio::test]
+async fn a_recreated_remote_signer_continues_from_its_marks() -> Result<()> {
+    let cluster = cluster().await?;
+    let namespace = cluster.namespace("marks-recreate").await?;
+    let (ns, client) = (namespace.name.as_str(), cluster.client.clone());
+    setup(&client, ns, &["baker-key"]).await?;
+    let _operator = Operator::start(&cluster.kubeconfig, ns, &[])?;
+    let signers: Api<RemoteSigner> = Api::namespaced(client.clone(), ns);
+    create(&client, ns, "baker", tezos_spec("baker-key")).await?;
+    let rs = wait_ready(&client, ns, "baker", "True").await?;
+    let first_store = rs.status.and_then(|s| s.marks).context("status.marks")?;
+    let dir = tempfile::tempdir()?;
+
+    let signer = rendered_signer(&cluster, ns, "baker", dir.path()).await?;
+    wait_signer_ready(&signer).await?;
+    let (status, body) = attest(signer.tezos(), 10, 1).await?;
+    assert_eq!(status, 200, "{body}");
+    let signed = signature(&body).context("a signature")?;
+    let rs = wait_condition(&client, ns, "baker", "KeyReady", "Unique").await?;
+    assert_eq!(rs.status.unwrap().public_key.as_deref(), Some(BAKER_PKH), "status.publicKey");
+    drop(signer);
+
+    signers.delete("baker", &DeleteParams::default()).await?;
+    wait_for("the RemoteSigner and its owned children to go", DEADLINE, || async {
+        let gone = signers.get_opt("baker").await?.is_none()
+            && Api::<ConfigMap>::namespaced(client.clone(), ns).get_opt("baker-config").await?.is_none();
+        Ok(gone.then_some(()))
+    })
+    .await?;
+    let store = Api::<ConfigMap>::namespaced(client.clone(), ns).get("baker-ratchet").await?;
+    assert!(store.owner_references().is_empty(), "the marks are nobody's child");
+    assert!(is_sealed(&store));
+
+    create(&client, ns, "baker", tezos_spec("baker-key")).await?;
+    let rs = wait_ready(&client, ns, "baker", "True").await?;
+    assert_eq!(rs.status.and_then(|s| s.marks).map(|m| m.uid), Some(first_store.uid), "the same store");
+    let signer = rendered_signer(&cluster, ns, "baker", dir.path()).await?;
+    wait_signer_ready(&signer).await?;
+    let (status, body) = attest(signer.tezos(), 10, 2).await?;
+    assert_eq!(status, 409, "another attestation at level 10 must stay refused: {body}");
+    let (status, body) = attest(signer.tezos(), 10, 1).await?;
+    assert_eq!((status, signature(&body)), (200, Some(signed)), "the same one gets the same signature");
+    assert_eq!(attest(signer.tezos(), 11, 2).await?.0, 200);
+    Ok(())
+}
+
+/// The store deleted under a running signer: no signature, `/readyz` and the RemoteSigner say
+/// why, and the operator does not put an empty store in its place. `ratchet init` is the
+/// deliberate way back; the signer that lost its store stays stopped until it restarts.
+#[tokio::test]
+async fn a_deleted_store_stops_signing_and_is_not_replaced() -> Result<()> {
+    let cluster = cluster().await?;
+    let namespace = cluster.namespace("marks-lost").await?;
+    let (ns, client) = (namespace.name.as_str(), cluster.client.clone());
+    setup(&client, ns, &["baker-key"]).await?;
+    let _operator = Operator::start(&cluster.kubeconfig, ns, &[])?;
+    create(&client, ns, "baker", tezos_spec("baker-key")).await?;
+    wait_ready(&client, ns, "baker", "True").await?;
+    let dir = tempfile::tempdir()?;
+    let signer = rendered_signer(&cluster, ns, "baker", dir.path()).await?;
+    wait_signer_ready(&signer).await?;
+    assert_eq!(attest(signer.tezos(), 5, 1).await?.0, 200);
+
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    config_maps.delete("baker-ratchet", &DeleteParams::default()).await?;
+    let rs = wait_condition(&client, ns, "baker", "MarksReady", "MarksStoreLost").await?;
+    let ready = &rs.status.unwrap().conditions[0];
+    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "MarksStoreLost"));
+    assert!(ready.message.contains("was deleted"), "{}", ready.message);
+    wait_for("the signer to notice", DEADLINE, || async {
+        let (status, body) = readyz(&signer).await?;
+        Ok((status == 503 && body.contains("was deleted")).then_some(()))
+    })
+    .await?;
+    let (status, body) = attest(signer.tezos(), 6, 1).await?;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("refusing to sign"), "{body}");
+    assert!(config_maps.get_opt("baker-ratchet").await?.is_none(), "no empty store in its place");
+
+    // The deliberate way back: an operator sets up a new store by hand.
+    let admin = dir.path().join("admin.yaml");
+    std::fs::write(&admin, format!("keys: {{validator: {{local: {{secretKey: {BAKER}}}}}}}\nratchet: {{configMap: {{name: baker-ratchet, namespace: {ns}}}}}\ntezos: {{keys: {{validator: {{allow: [block]}}}}}}\n"))?;
+    let output = std::process::Command::new(sigil_tests::process::signer_binary()?)
+        .args(["--config", admin.to_str().unwrap(), "ratchet", "init"])
+        .env("KUBECONFIG", &cluster.kubeconfig)
+        .output()?;
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && said.contains("created and sealed"),
+        "{said}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let replaced = config_maps.get("baker-ratchet").await?.uid();
+    let signers: Api<RemoteSigner> = Api::namespaced(client.clone(), ns);
+    wait_for("the operator to adopt the store set up by hand", DEADLINE, || async {
+        let rs = signers.get("baker").await?;
+        let ready = rs.status.as_ref().and_then(|s| s.conditions.first()).is_some_and(|c| c.status == "True");
+        Ok((ready && rs.status.and_then(|s| s.marks).map(|m| m.uid) == replaced).then_some(()))
+    })
+    .await?;
+    // The signer that lost its store does not adopt the new one.
+    assert_eq!(attest(signer.tezos(), 7, 1).await?.0, 503);
+    let restarted = rendered_signer(&cluster, ns, "baker", dir.path()).await?;
+    wait_signer_ready(&restarted).await?;
+    assert_eq!(attest(restarted.tezos(), 7, 1).await?.0, 200);
+    Ok(())
+}
+
+/// Two RemoteSigners on one key: the second is refused whether it names the same Secret (seen
+/// before any pod runs) or another Secret holding the same key (seen once its signer reports the
+/// key, which it then may not use).
+#[tokio::test]
+async fn one_key_belongs_to_one_remote_signer() -> Result<()> {
+    let cluster = cluster().await?;
+    let namespace = cluster.namespace("marks-key").await?;
+    let (ns, client) = (namespace.name.as_str(), cluster.client.clone());
+    setup(&client, ns, &["key-a", "key-copy"]).await?;
+    let _operator = Operator::start(&cluster.kubeconfig, ns, &[])?;
+    create(&client, ns, "first", tezos_spec("key-a")).await?;
+    wait_ready(&client, ns, "first", "True").await?;
+    let dir = tempfile::tempdir()?;
+    let first = rendered_signer(&cluster, ns, "first", dir.path()).await?;
+    wait_signer_ready(&first).await?;
+    assert_eq!(attest(first.tezos(), 20, 1).await?.0, 200);
+
+    create(&client, ns, "same-secret", tezos_spec("key-a")).await?;
+    let rs = wait_condition(&client, ns, "same-secret", "KeyReady", "KeyInUse").await?;
+    let ready = &rs.status.unwrap().conditions[0];
+    assert_eq!(ready.status, "False");
+    assert!(ready.message.contains("RemoteSigner first already uses the same key source"), "{}", ready.message);
+
+    create(&client, ns, "copy", tezos_spec("key-copy")).await?;
+    wait_ready(&client, ns, "copy", "True").await?;
+    let copy = rendered_signer(&cluster, ns, "copy", dir.path()).await?;
+    let rs = wait_condition(&client, ns, "copy", "KeyReady", "KeyInUse").await?;
+    let message = &rs.status.unwrap().conditions[0].message;
+    assert!(message.contains("RemoteSigner first already uses the same public key"), "{message}");
+    let (status, body) = attest(copy.tezos(), 20, 2).await?;
+    assert_eq!(status, 503, "the copy's signer must not sign: {body}");
+    assert!(body.contains("not cleared"), "{body}");
+    let (status, body) = readyz(&copy).await?;
+    assert!(status == 503 && body.contains("not yet cleared"), "{body}");
+    let store = Api::<ConfigMap>::namespaced(client.clone(), ns).get("copy-ratchet").await?;
+    assert!(!store.annotations().contains_key(CLEARED_KEYS_ANNOTATION), "{:?}", store.annotations());
+    Ok(())
+}
