@@ -128,3 +128,142 @@ async fn fails_closed() -> Result<()> {
     assert!(injected.spec.unwrap().init_containers.is_some_and(|c| c[0].name == "sigil-signer"));
     Ok(())
 }
+
+/// What reaches the kubelet: the pod as the API server stored it, after the ServiceAccount plugin
+/// mounted the API token into every container and sigil's webhook ran. Only the signer may hold
+/// a credential: a node container that is taken over finds none, and without one cannot touch
+/// the marks; the token the signer holds could have (the control).
+#[tokio::test]
+async fn only_the_signer_container_can_write_the_marks() -> Result<()> {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::config::{AuthInfo, KubeConfigOptions, Kubeconfig};
+
+    let cluster = cluster().await?;
+    let namespace = cluster.namespace("credentials").await?;
+    let (client, ns) = (cluster.client.clone(), namespace.name.as_str());
+    let _cleanup = WebhookCleanup(cluster.kubeconfig.clone(), ns.to_string());
+    setup_key_and_account(&client, ns).await?;
+    let mut tezos = atto_spec();
+    (tezos.protocol, tezos.atto) = (Protocol::Tezos, None);
+    create(&client, ns, "baker", tezos).await?;
+    let args = webhook_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let _operator = Operator::start(&cluster.kubeconfig, ns, &args)?;
+    wait_ready(&client, ns, "baker", "True").await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    webhook_active(&pods).await?;
+
+    let two_containers = |name: &str, annotations: serde_json::Value| -> Result<Pod> {
+        Ok(serde_json::from_value(json!({
+            "metadata": { "name": name, "labels": { "sigil.dev/signer": "baker" }, "annotations": annotations },
+            "spec": { "serviceAccountName": "voter", "containers": [
+                { "name": "node", "image": "tezos/tezos:v22" },
+                { "name": "exporter", "image": "exporter:1" },
+            ] }
+        }))?)
+    };
+    // Here as on any cluster, the ServiceAccount plugin mounts the API token into every container
+    // of a pod sigil does not touch:
+    let plain = pods.create(&PostParams::default(), &pod("plain", None)).await?;
+    let plain_mounts = plain.spec.unwrap().containers[0].volume_mounts.clone().unwrap_or_default();
+    assert!(plain_mounts.iter().any(|m| m.name.starts_with("kube-api-access-")), "{plain_mounts:?}");
+    let stored = pods.create(&PostParams::default(), &two_containers("node", json!({}))?).await?;
+    let stored = pods.get(&stored.name_any()).await?;
+    let spec = stored.spec.clone().unwrap();
+    assert_eq!(spec.automount_service_account_token, Some(false));
+    let token_volumes: Vec<&str> = spec
+        .volumes
+        .iter()
+        .flatten()
+        .filter(|v| {
+            v.projected.as_ref().is_some_and(|p| p.sources.iter().flatten().any(|s| s.service_account_token.is_some()))
+        })
+        .map(|v| v.name.as_str())
+        .collect();
+    assert_eq!(token_volumes, ["sigil-api-access"], "the plugin's kube-api-access volume is gone");
+    for container in &spec.containers {
+        let mounts: Vec<&str> = container.volume_mounts.iter().flatten().map(|m| m.name.as_str()).collect();
+        assert!(mounts.is_empty(), "{} must mount nothing of sigil's or the API's: {mounts:?}", container.name);
+    }
+    let signer = &spec.init_containers.as_ref().unwrap()[0];
+    let api_mount =
+        signer.volume_mounts.iter().flatten().find(|m| m.name == "sigil-api-access").expect("the signer's token");
+    assert_eq!(api_mount.mount_path, "/var/run/secrets/kubernetes.io/serviceaccount");
+
+    // The attacker in the node container has no credential: as such a client, the marks stay as
+    // they are.
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let mut marks = config_maps.get("baker-ratchet").await?;
+    marks.data.get_or_insert_with(Default::default).insert("validator.NetXdQprcVkpaWU.block".into(), "{}".into());
+    let kubeconfig = cluster.kubeconfig.clone();
+    let as_client = |auth: AuthInfo| {
+        let kubeconfig = kubeconfig.clone();
+        async move {
+            let kubeconfig = Kubeconfig::read_from(&kubeconfig)?;
+            let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+            config.auth_info = auth;
+            anyhow::Ok(Api::<ConfigMap>::namespaced(kube::Client::try_from(config)?, ns))
+        }
+    };
+    let nobody = as_client(AuthInfo::default()).await?;
+    let refused = nobody.replace("baker-ratchet", &PostParams::default(), &marks).await.unwrap_err();
+    assert!(matches!(&refused, kube::Error::Api(s) if s.code == 401 || s.code == 403), "{refused}");
+    // The control: with the ServiceAccount's token, what the signer's volume holds (and what the
+    // node held before sigil took it), the same write is accepted.
+    let output = cluster.tool("kubectl").args(["create", "token", "voter", "-n", ns]).output()?;
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let token = String::from_utf8(output.stdout)?.trim().to_string();
+    let signer_token = as_client(AuthInfo { token: Some(token.into()), ..Default::default() }).await?;
+    signer_token.replace("baker-ratchet", &PostParams::default(), &marks).await?;
+
+    // Opting out keeps the node's token, with a warning.
+    let sharing = two_containers("sharing", json!({ "sigil.dev/share-credentials-with-node": "true" }))?;
+    let stored = pods.create(&PostParams::default(), &sharing).await?;
+    let node = &stored.spec.unwrap().containers[0];
+    assert!(node.volume_mounts.iter().flatten().any(|m| m.name.starts_with("kube-api-access-")));
+
+    // Pods that would expose the signer to the node or to their other containers are refused.
+    for (field, name) in [("hostNetwork", "host-network"), ("shareProcessNamespace", "shared-pids")] {
+        let mut exposed = two_containers(name, json!({}))?;
+        let mut spec = serde_json::to_value(exposed.spec.take())?;
+        spec[field] = json!(true);
+        exposed.spec = serde_json::from_value(spec)?;
+        let refused = pods.create(&PostParams::default(), &exposed).await.unwrap_err().to_string();
+        assert!(refused.contains(&format!("the pod sets {field}: true")), "{refused}");
+    }
+    Ok(())
+}
+
+/// The signer image runs with the key: a RemoteSigner naming an image outside the operator's
+/// allowlist is not Ready, and its pods are refused, saying why.
+#[tokio::test]
+async fn only_allowed_signer_images_run() -> Result<()> {
+    let cluster = cluster().await?;
+    let namespace = cluster.namespace("images").await?;
+    let (client, ns) = (cluster.client.clone(), namespace.name.as_str());
+    let _cleanup = WebhookCleanup(cluster.kubeconfig.clone(), ns.to_string());
+    setup_key_and_account(&client, ns).await?;
+    let mut spec = atto_spec();
+    spec.sidecar = Some(SidecarSpec { image: Some("docker.io/attacker/sigil-signer:1".into()), resources: None });
+    create(&client, ns, "voter", spec).await?;
+    let args = webhook_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let _operator = Operator::start(&cluster.kubeconfig, ns, &args)?;
+    let rs = wait_ready(&client, ns, "voter", "False").await?;
+    let ready = &rs.status.unwrap().conditions[0];
+    assert_eq!(ready.reason, "ImageNotAllowed");
+    assert!(ready.message.contains("allowed: sigil-signer"), "{}", ready.message);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    webhook_active(&pods).await?;
+    let refused = pods.create(&PostParams::default(), &pod("node", Some("voter"))).await.unwrap_err().to_string();
+    assert!(refused.contains("not an allowed signer image"), "{refused}");
+
+    // Its own image repository, another tag: allowed.
+    let signers: Api<RemoteSigner> = Api::namespaced(client.clone(), ns);
+    let patch = json!({ "spec": { "sidecar": { "image": "sigil-signer:0.2.0" } } });
+    signers.patch("voter", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await?;
+    wait_ready(&client, ns, "voter", "True").await?;
+    let injected = pods.create(&PostParams::default(), &pod("node", Some("voter"))).await?;
+    assert_eq!(injected.spec.unwrap().init_containers.unwrap()[0].image.as_deref(), Some("sigil-signer:0.2.0"));
+    Ok(())
+}
