@@ -31,12 +31,19 @@ where
 
 /// The validator key Secret the specs refer to (`voter-key`, key `seed`).
 async fn key_secret(client: &Client, namespace: &str) -> Result<Secret> {
-    create_from_json(
-        client,
-        namespace,
-        json!({ "metadata": { "name": "voter-key" }, "stringData": { "seed": "00".repeat(32) } }),
-    )
-    .await
+    named_key_secret(client, namespace, "voter-key", 0).await
+}
+
+/// A key of its own for each RemoteSigner: two on one key are refused (KeyInUse).
+async fn named_key_secret(client: &Client, namespace: &str, name: &str, seed: u8) -> Result<Secret> {
+    let seed = format!("{seed:02x}").repeat(32);
+    create_from_json(client, namespace, json!({ "metadata": { "name": name }, "stringData": { "seed": seed } })).await
+}
+
+fn atto_spec_with_key(secret: &str) -> RemoteSignerSpec {
+    let mut spec = atto_spec();
+    spec.key.secret_ref = Some(SecretKeyRef { name: secret.into(), key: "seed".into() });
+    spec
 }
 
 /// A kubeconfig that acts as ServiceAccount `account`, bound to exactly the operator's rules
@@ -105,7 +112,7 @@ async fn lifecycle(client: &Client, ns: &str, kubeconfig: &std::path::Path) -> R
     assert_eq!(status.observed_generation, Some(1));
     assert_eq!(status.key_backend.as_deref(), Some("secretRef"));
     let types: Vec<&str> = status.conditions.iter().map(|c| c.type_.as_str()).collect();
-    assert_eq!(types, ["Ready", "TokenReady", "ConfigReady", "IdentityReady"]);
+    assert_eq!(types, ["Ready", "TokenReady", "ConfigReady", "MarksReady", "KeyReady", "IdentityReady"]);
     assert!(status.token_rotated_at.is_some());
     assert!(rs.finalizers().contains(&"sigil.dev/identity".to_string()));
 
@@ -124,7 +131,11 @@ async fn lifecycle(client: &Client, ns: &str, kubeconfig: &std::path::Path) -> R
     let yaml = config.data.unwrap()["signer.yaml"].clone();
     let parsed = SignerConfig::from_yaml(&yaml)?;
     assert_eq!(parsed.atto.unwrap().capabilities.len(), 2);
-    assert!(config_maps.get_opt("voter-ratchet").await?.is_none(), "Atto keeps no marks");
+    // Atto keeps no marks, but its signer reports its key in a store of its own, which outlives
+    // the RemoteSigner like every store.
+    let store = config_maps.get("voter-ratchet").await?;
+    assert!(store.owner_references().is_empty() && sigil_signer::ratchet::configmap::is_sealed(&store));
+    assert_eq!(status.marks.as_ref().map(|m| m.uid.as_str()), store.metadata.uid.as_deref());
 
     let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
     let annotations = accounts.get("voter").await?.metadata.annotations.unwrap_or_default();
@@ -209,10 +220,6 @@ async fn lifecycle(client: &Client, ns: &str, kubeconfig: &std::path::Path) -> R
     assert!(!rs.finalizers().contains(&"sigil.dev/identity".to_string()));
     let annotations = accounts.get("voter").await?.metadata.annotations.unwrap_or_default();
     assert!(!annotations.contains_key("iam.gke.io/gcp-service-account"), "{annotations:?}");
-    assert!(
-        Api::<Role>::namespaced(client.clone(), ns).get_opt("voter-ratchet").await?.is_none(),
-        "access no longer needed"
-    );
     assert!(config_maps.get_opt("voter-ratchet").await?.is_some(), "marks are never dropped by a spec edit");
 
     // Identity back, then delete: annotations removed before the RemoteSigner goes, children GC'd.
@@ -230,11 +237,12 @@ async fn lifecycle(client: &Client, ns: &str, kubeconfig: &std::path::Path) -> R
         let gone = signers.get_opt("voter").await?.is_none()
             && secrets.get_opt("voter-token").await?.is_none()
             && config_maps.get_opt("voter-config").await?.is_none()
-            && config_maps.get_opt("voter-ratchet").await?.is_none()
+            && Api::<Role>::namespaced(client.clone(), ns).get_opt("voter-ratchet").await?.is_none()
             && !annotations.contains_key("eks.amazonaws.com/role-arn");
         Ok(gone.then_some(()))
     })
     .await?;
+    assert!(config_maps.get_opt("voter-ratchet").await?.is_some(), "the marks outlive their RemoteSigner");
     assert!(accounts.get_opt("voter").await?.is_some(), "the user's ServiceAccount itself stays");
     Ok(())
 }
@@ -270,9 +278,11 @@ async fn restart_mid_way_loses_and_duplicates_nothing() -> Result<()> {
     let cluster = cluster().await?;
     let namespace = cluster.namespace("restart").await?;
     let (client, ns) = (cluster.client.clone(), namespace.name.as_str());
-    key_secret(&client, ns).await?;
+    for i in 0..5 {
+        named_key_secret(&client, ns, &format!("signer-{i}-key"), i).await?;
+    }
     for i in 0..3 {
-        create(&client, ns, &format!("signer-{i}"), atto_spec()).await?;
+        create(&client, ns, &format!("signer-{i}"), atto_spec_with_key(&format!("signer-{i}-key"))).await?;
     }
     let mut operator = Operator::start(&cluster.kubeconfig, ns, &[])?;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
@@ -283,7 +293,7 @@ async fn restart_mid_way_loses_and_duplicates_nothing() -> Result<()> {
     }
     operator.kill();
     for i in 3..5 {
-        create(&client, ns, &format!("signer-{i}"), atto_spec()).await?;
+        create(&client, ns, &format!("signer-{i}"), atto_spec_with_key(&format!("signer-{i}-key"))).await?;
     }
     let _operator = Operator::start(&cluster.kubeconfig, ns, &[])?;
     for i in 0..5 {
@@ -328,7 +338,8 @@ async fn only_the_leader_acts_and_a_standby_takes_over() -> Result<()> {
         Ok((operators[standby].metric("sigil_operator_leader") == 1.0).then_some(()))
     })
     .await?;
-    create(&client, ns, "second", atto_spec()).await?;
+    named_key_secret(&client, ns, "second-key", 2).await?;
+    create(&client, ns, "second", atto_spec_with_key("second-key")).await?;
     wait_ready(&client, ns, "second", "True").await?;
     Ok(())
 }
