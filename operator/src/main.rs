@@ -10,7 +10,7 @@ use axum::routing::get;
 use axum::Router;
 use clap::Parser;
 use sigil_operator::controller::reconcile::{self, Context};
-use sigil_operator::leader::{self, LeaseConfig};
+use sigil_operator::leader::{Elector, LeaseConfig};
 use sigil_operator::metrics::Metrics;
 use sigil_operator::webhook::{self, WebhookConfig};
 
@@ -110,12 +110,12 @@ async fn run(args: Args) -> Result<()> {
     let limits = sigil_signer::server::http::ConnectionLimits::default();
     tokio::spawn(sigil_signer::server::http::serve(listener, app, limits, std::future::pending()));
 
-    let lease = LeaseConfig {
+    let mut elector = Elector::new(LeaseConfig {
         namespace: args.lease_namespace.clone(),
         name: args.lease_name,
         identity: args.identity.unwrap_or_else(default_identity),
         duration: args.lease_duration,
-    };
+    });
     // Reachability of the API server is what readiness means for a standby replica.
     client.apiserver_version().await.context("the Kubernetes API server does not answer")?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -150,30 +150,31 @@ async fn run(args: Args) -> Result<()> {
     }
     health.ready.store(true, Ordering::Relaxed);
     if args.leader_election {
+        let lease = &elector.config;
         tracing::info!(identity = %lease.identity, lease = %lease.name, "waiting to lead");
         tokio::select! {
-            _ = leader::acquire(&client, &lease) => {}
+            _ = elector.acquire(&client) => {}
             _ = shutdown_signal() => {
                 let _ = stop.send(true);
                 return Ok(());
             }
         }
-        tracing::info!(identity = %lease.identity, "leading");
+        tracing::info!(identity = %elector.config.identity, "leading");
     }
     metrics.leader.set(1);
     let ctx = Context::new(client.clone(), metrics.clone());
     let controller = tokio::spawn(reconcile::run(ctx, args.namespace.clone(), until_stopped()));
     let outcome = tokio::select! {
         _ = shutdown_signal() => Ok(()),
-        _ = leader::hold(&client, &lease), if args.leader_election => {
-            Err(anyhow::anyhow!("lost the leader Lease {}; exiting so that only the new leader acts", lease.name))
+        _ = elector.hold(&client), if args.leader_election => {
+            Err(anyhow::anyhow!("lost the leader Lease {}; exiting so that only the new leader acts", elector.config.name))
         }
     };
     metrics.leader.set(0);
     let _ = stop.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(10), controller).await;
     if args.leader_election && outcome.is_ok() {
-        leader::release(&client, &lease).await;
+        elector.release(&client).await;
     }
     outcome
 }
