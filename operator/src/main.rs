@@ -63,6 +63,9 @@ struct Args {
     /// its own, and `helm uninstall` leaves nothing behind.
     #[arg(long, env = "SIGIL_OWNER_CLUSTER_ROLE")]
     owner_cluster_role: Option<String>,
+    /// Tests only: how long a webhook serving certificate is valid (renewed at two thirds).
+    #[arg(long, hide = true, value_parser = parse_duration)]
+    webhook_certificate_validity: Option<Duration>,
     /// Log format: text or json.
     #[arg(long, env = "SIGIL_LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -136,6 +139,7 @@ async fn run(args: Args) -> Result<()> {
             image: args.signer_image.clone(),
             owner_cluster_role: args.owner_cluster_role.clone(),
             owner: None,
+            tls: webhook_tls_policy(args.webhook_certificate_validity)?,
         };
         let (client, stopped) = (client.clone(), until_stopped());
         tokio::spawn(async move {
@@ -177,6 +181,15 @@ async fn run(args: Args) -> Result<()> {
         elector.release(&client).await;
     }
     outcome
+}
+
+fn webhook_tls_policy(validity: Option<Duration>) -> Result<webhook::tls::Policy> {
+    let mut policy = webhook::tls::Policy::default();
+    if let Some(validity) = validity {
+        anyhow::ensure!(validity >= Duration::from_secs(10), "--webhook-certificate-validity must be at least 10s");
+        policy.leaf_validity = k8s_openapi::jiff::SignedDuration::try_from(validity)?.min(policy.leaf_validity);
+    }
+    Ok(policy)
 }
 
 async fn readyz(State(health): State<Health>) -> (StatusCode, &'static str) {
