@@ -17,7 +17,7 @@ use sigil_operator::webhook::{self, WebhookConfig};
 /// Reconciles sigil RemoteSigner resources: API tokens and their rotation, signer config, ratchet
 /// storage and RBAC, Workload Identity annotations. Uses the in-cluster config, or KUBECONFIG.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(version, about, args_override_self = true)]
 struct Args {
     /// Address for /healthz, /readyz and /metrics.
     #[arg(long, env = "SIGIL_METRICS_ADDR", default_value = "0.0.0.0:8080")]
