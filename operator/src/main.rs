@@ -11,14 +11,14 @@ use axum::Router;
 use clap::Parser;
 use sigil_operator::controller::reconcile::{self, Context};
 use sigil_operator::images::ImagePolicy;
-use sigil_operator::leader::{self, LeaseConfig};
+use sigil_operator::leader::{Elector, LeaseConfig};
 use sigil_operator::metrics::Metrics;
 use sigil_operator::webhook::{self, WebhookConfig};
 
 /// Reconciles sigil RemoteSigner resources: API tokens and their rotation, signer config, ratchet
 /// storage and RBAC, Workload Identity annotations. Uses the in-cluster config, or KUBECONFIG.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(version, about, args_override_self = true)]
 struct Args {
     /// Address for /healthz, /readyz and /metrics.
     #[arg(long, env = "SIGIL_METRICS_ADDR", default_value = "0.0.0.0:8080")]
@@ -70,6 +70,9 @@ struct Args {
     /// its own, and `helm uninstall` leaves nothing behind.
     #[arg(long, env = "SIGIL_OWNER_CLUSTER_ROLE")]
     owner_cluster_role: Option<String>,
+    /// Tests only: how long a webhook serving certificate is valid (renewed at two thirds).
+    #[arg(long, hide = true, value_parser = parse_duration)]
+    webhook_certificate_validity: Option<Duration>,
     /// Log format: text or json.
     #[arg(long, env = "SIGIL_LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -117,12 +120,12 @@ async fn run(args: Args) -> Result<()> {
     let limits = sigil_signer::server::http::ConnectionLimits::default();
     tokio::spawn(sigil_signer::server::http::serve(listener, app, limits, std::future::pending()));
 
-    let lease = LeaseConfig {
+    let mut elector = Elector::new(LeaseConfig {
         namespace: args.lease_namespace.clone(),
         name: args.lease_name,
         identity: args.identity.unwrap_or_else(default_identity),
         duration: args.lease_duration,
-    };
+    });
     // Reachability of the API server is what readiness means for a standby replica.
     client.apiserver_version().await.context("the Kubernetes API server does not answer")?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -145,6 +148,7 @@ async fn run(args: Args) -> Result<()> {
             images: images.clone(),
             owner_cluster_role: args.owner_cluster_role.clone(),
             owner: None,
+            tls: webhook_tls_policy(args.webhook_certificate_validity)?,
         };
         let (client, stopped) = (client.clone(), until_stopped());
         tokio::spawn(async move {
@@ -159,32 +163,42 @@ async fn run(args: Args) -> Result<()> {
     }
     health.ready.store(true, Ordering::Relaxed);
     if args.leader_election {
+        let lease = &elector.config;
         tracing::info!(identity = %lease.identity, lease = %lease.name, "waiting to lead");
         tokio::select! {
-            _ = leader::acquire(&client, &lease) => {}
+            _ = elector.acquire(&client) => {}
             _ = shutdown_signal() => {
                 let _ = stop.send(true);
                 return Ok(());
             }
         }
-        tracing::info!(identity = %lease.identity, "leading");
+        tracing::info!(identity = %elector.config.identity, "leading");
     }
     metrics.leader.set(1);
     let ctx = Context::new(client.clone(), metrics.clone(), images);
     let controller = tokio::spawn(reconcile::run(ctx, args.namespace.clone(), until_stopped()));
     let outcome = tokio::select! {
         _ = shutdown_signal() => Ok(()),
-        _ = leader::hold(&client, &lease), if args.leader_election => {
-            Err(anyhow::anyhow!("lost the leader Lease {}; exiting so that only the new leader acts", lease.name))
+        _ = elector.hold(&client), if args.leader_election => {
+            Err(anyhow::anyhow!("lost the leader Lease {}; exiting so that only the new leader acts", elector.config.name))
         }
     };
     metrics.leader.set(0);
     let _ = stop.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(10), controller).await;
     if args.leader_election && outcome.is_ok() {
-        leader::release(&client, &lease).await;
+        elector.release(&client).await;
     }
     outcome
+}
+
+fn webhook_tls_policy(validity: Option<Duration>) -> Result<webhook::tls::Policy> {
+    let mut policy = webhook::tls::Policy::default();
+    if let Some(validity) = validity {
+        anyhow::ensure!(validity >= Duration::from_secs(10), "--webhook-certificate-validity must be at least 10s");
+        policy.leaf_validity = k8s_openapi::jiff::SignedDuration::try_from(validity)?.min(policy.leaf_validity);
+    }
+    Ok(policy)
 }
 
 async fn readyz(State(health): State<Health>) -> (StatusCode, &'static str) {

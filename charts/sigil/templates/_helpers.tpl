@@ -26,3 +26,14 @@ app.kubernetes.io/part-of: sigil
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
+
+{{- /* The operator names its webhook configuration after the namespace it watches (see
+WebhookConfig::configuration_name in operator/src/webhook/mod.rs); its certificate Secret is
+this name with -webhook-tls. */ -}}
+{{- define "sigil.webhookConfigurationName" -}}
+{{- if .Values.watchNamespace -}}
+{{- printf "sigil-operator-%s" .Values.watchNamespace -}}
+{{- else -}}
+sigil-operator
+{{- end -}}
+{{- end -}}

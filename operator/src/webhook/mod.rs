@@ -9,27 +9,40 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use base64::Engine as _;
+use futures::StreamExt as _;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::api::rbac::v1::ClusterRole;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{DynamicObject, Patch, PatchParams};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use kube::runtime::watcher;
+use kube::runtime::WatchStreamExt as _;
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
+use tower::ServiceExt;
 
 use crate::api::RemoteSigner;
 use crate::controller::desired::FIELD_MANAGER;
 use crate::images::ImagePolicy;
 use patch::SIGNER_LABEL;
 
-/// How often the certificate is checked for renewal.
-const RENEW_CHECK: Duration = Duration::from_secs(12 * 3600);
+/// The largest admission request read: a Pod is at most ~1.5 MiB in etcd, and the API server
+/// refuses request bodies over 3 MiB.
+const MAX_BODY: usize = 4 * 1024 * 1024;
+/// Connections served at once; more are closed at accept.
+const MAX_CONNECTIONS: usize = 512;
+/// After a failed certificate switch (the webhook configuration could not be updated), retry after.
+const RETRY: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 pub struct WebhookConfig {
@@ -50,6 +63,8 @@ pub struct WebhookConfig {
     /// goes (the Helm chart names its own); `run` looks up its uid into `owner`.
     pub owner_cluster_role: Option<String>,
     pub owner: Option<OwnerReference>,
+    /// Certificate lifetimes.
+    pub tls: tls::Policy,
 }
 
 impl WebhookConfig {
@@ -65,11 +80,16 @@ impl WebhookConfig {
         format!("{}-webhook-tls", self.configuration_name())
     }
 
-    /// The names the serving certificate must carry.
-    fn names(&self) -> Vec<String> {
+    /// The names the serving certificate must carry: the URL's host (an IP address becomes an IP
+    /// SAN), or the Service's DNS names.
+    pub fn names(&self) -> Vec<String> {
         match &self.url {
             Some(url) => {
-                let host = url.trim_start_matches("https://").split(['/', ':']).next().unwrap_or_default();
+                let authority = url.trim_start_matches("https://").split(['/', '?', '#']).next().unwrap_or_default();
+                let host = match authority.strip_prefix('[') {
+                    Some(v6) => v6.split(']').next().unwrap_or_default(),
+                    None => authority.split(':').next().unwrap_or_default(),
+                };
                 vec![host.to_string()]
             }
             None => {
@@ -200,16 +220,39 @@ pub async fn review(
     }
 }
 
-async fn mutate(
-    State(admission): State<Admission>,
-    Json(body): Json<AdmissionReview<Pod>>,
-) -> Json<AdmissionReview<DynamicObject>> {
-    let request: Result<AdmissionRequest<Pod>, _> = body.try_into();
-    let response = match request {
-        Ok(request) => review(&admission.client, &admission.images, admission.native_sidecars, &request).await,
-        Err(error) => AdmissionResponse::invalid(format!("sigil: not an AdmissionReview: {error}")),
+async fn mutate(State(admission): State<Admission>, headers: HeaderMap, body: Body) -> Response {
+    // Whoever can reach the port may call this: anything but an admission review of a Pod gets a
+    // bare 400, with nothing about why.
+    let Some(request) = admission_request(&headers, body).await else {
+        return (StatusCode::BAD_REQUEST, "bad request\n").into_response();
     };
-    Json(response.into_review())
+    let response = review(&admission.client, &admission.images, admission.native_sidecars, &request).await;
+    Json(response.into_review()).into_response()
+}
+
+/// The request inside `body` when it is a JSON `admission.k8s.io/v1` AdmissionReview of a Pod of
+/// at most [`MAX_BODY`] bytes; `None` for anything else.
+async fn admission_request(headers: &HeaderMap, body: Body) -> Option<AdmissionRequest<Pod>> {
+    let content_type = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    let essence = content_type.split(';').next().unwrap_or_default().trim();
+    if !essence.eq_ignore_ascii_case("application/json") {
+        return None;
+    }
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|length| length > MAX_BODY) {
+        return None;
+    }
+    let bytes = axum::body::to_bytes(body, MAX_BODY).await.ok()?;
+    let review: AdmissionReview<Pod> = serde_json::from_slice(&bytes).ok()?;
+    if review.types.api_version != "admission.k8s.io/v1" || review.types.kind != "AdmissionReview" {
+        return None;
+    }
+    let request: AdmissionRequest<Pod> = review.try_into().ok()?;
+    let pod = (request.kind.group.as_str(), request.kind.version.as_str(), request.kind.kind.as_str())
+        == ("", "v1", "Pod")
+        && request.resource.resource == "pods"
+        && request.sub_resource.is_none();
+    pod.then_some(request)
 }
 
 /// Native sidecars (init containers with restartPolicy Always) are on by default from Kubernetes
@@ -231,8 +274,8 @@ async fn native_sidecars(client: &Client) -> bool {
     }
 }
 
-/// Provisions TLS, registers the webhook, and serves it until `shutdown`. Renews the certificate
-/// before it expires, without a restart.
+/// Provisions TLS, registers the webhook, and serves it until `shutdown`. Keeps the certificate
+/// current without a restart: see [`maintain`].
 pub async fn run(
     client: Client,
     config: WebhookConfig,
@@ -253,64 +296,238 @@ pub async fn run(
             ..Default::default()
         });
     }
-    let material =
-        tls::ensure(&client, &config.namespace, &config.secret_name(), &config.names(), config.owner.as_ref()).await?;
+    let material = ensure_certificate(&client, &config).await?;
     let resolver = tls::Resolver::new(&material)?;
     let listener = tokio::net::TcpListener::bind(config.addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {} (--webhook-addr): {e}", config.addr))?;
-    tracing::info!(addr = %listener.local_addr()?, "webhook listening");
-    register(&client, &config, &material.ca_pem).await?;
+    tracing::info!(addr = %listener.local_addr()?, serial = %material.serial(), "webhook listening");
+    register(&client, &config, &material.ca_pem).await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot register MutatingWebhookConfiguration {}: {e}; the operator needs patch on it \
+             (and create, for its first registration)",
+            config.configuration_name()
+        )
+    })?;
+    let maintainer = tokio::spawn(maintain(client.clone(), config.clone(), resolver.clone(), material));
 
-    let renewer = {
-        let (client, config, resolver) = (client.clone(), config.clone(), resolver.clone());
-        tokio::spawn(async move {
-            let mut current = material;
-            loop {
-                tokio::time::sleep(RENEW_CHECK).await;
-                let owner = config.owner.as_ref();
-                match tls::ensure(&client, &config.namespace, &config.secret_name(), &config.names(), owner).await {
-                    Ok(fresh) if fresh != current => {
-                        let applied = resolver.replace(&fresh).map_err(anyhow::Error::from);
-                        let registered = register(&client, &config, &fresh.ca_pem).await.map_err(anyhow::Error::from);
-                        match applied.and(registered) {
-                            Ok(()) => current = fresh,
-                            Err(error) => tracing::warn!(%error, "could not switch to the renewed webhook certificate"),
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(error) => tracing::warn!(%error, "could not check the webhook certificate"),
-                }
-            }
-        })
-    };
-
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(resolver));
     let app = Router::new()
         .route("/mutate", post(mutate))
         .route("/healthz", axum::routing::get(|| async { "ok\n" }))
-        .layer(axum::extract::DefaultBodyLimit::max(4 * 1024 * 1024))
         .with_state(Admission { client, images: Arc::new(config.images.clone()), native_sidecars });
+    serve(listener, resolver, app, shutdown).await;
+    maintainer.abort();
+    Ok(())
+}
+
+async fn ensure_certificate(client: &Client, config: &WebhookConfig) -> Result<tls::Material, tls::TlsError> {
+    let owner = config.owner.as_ref();
+    tls::ensure(client, &config.namespace, &config.secret_name(), &config.names(), owner, &config.tls).await
+}
+
+/// Keeps this replica's certificate current. It watches the one Secret every replica shares, so
+/// a certificate another replica renewed is served here within seconds; and it wakes when the
+/// certificate is due (renewal at two thirds, a staged CA's promotion, an expired CA leaving the
+/// caBundle), at least hourly, to renew it itself. A changed caBundle is registered before a
+/// certificate it must vouch for is served.
+async fn maintain(client: Client, config: WebhookConfig, resolver: Arc<tls::Resolver>, mut current: tls::Material) {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &config.namespace);
+    let selector = format!("metadata.name={}", config.secret_name());
+    let watch = watcher(secrets, watcher::Config::default().fields(&selector)).default_backoff();
+    tokio::pin!(watch);
+    let mut registered = current.ca_pem.clone();
+    let mut retry = false;
+    loop {
+        let now = Timestamp::now();
+        let wait = if retry {
+            RETRY
+        } else {
+            Duration::try_from(tls::next_check(&current, now, &config.tls).duration_since(now)).unwrap_or(RETRY)
+        };
+        let fresh = tokio::select! {
+            event = watch.next() => match event {
+                Some(Ok(watcher::Event::Apply(secret) | watcher::Event::InitApply(secret))) => {
+                    let stored = tls::from_secret(&secret);
+                    match tls::plan(Some(&stored), &config.names(), Timestamp::now(), &config.tls) {
+                        Ok(None) => Ok(stored),
+                        // Not usable as it is (for our names, say): make it so.
+                        _ => ensure_certificate(&client, &config).await,
+                    }
+                }
+                Some(Ok(watcher::Event::Delete(_))) => ensure_certificate(&client, &config).await,
+                Some(Ok(_)) => continue,
+                Some(Err(error)) => {
+                    // The stream backs off by itself before the next attempt.
+                    tracing::warn!(%error, "cannot watch the webhook certificate Secret; retrying");
+                    continue;
+                }
+                None => {
+                    tracing::error!("the webhook certificate watch ended; certificates are no longer renewed");
+                    return;
+                }
+            },
+            _ = tokio::time::sleep(wait) => {
+                // Also re-register now and then: the configuration may have been deleted or edited.
+                registered.clear();
+                ensure_certificate(&client, &config).await
+            }
+        };
+        let fresh = match fresh {
+            Ok(fresh) => fresh,
+            Err(error) => {
+                tracing::warn!(error = %error, "cannot check the webhook certificate; retrying");
+                retry = true;
+                continue;
+            }
+        };
+        if fresh.ca_pem != registered {
+            if let Err(error) = register(&client, &config, &fresh.ca_pem).await {
+                // The new certificate may need the new caBundle: keep serving the old one.
+                tracing::warn!(%error, "cannot update the webhook configuration's caBundle; retrying");
+                retry = true;
+                continue;
+            }
+            registered = fresh.ca_pem.clone();
+            tracing::info!(cas = fresh.bundle_len(), "registered the webhook caBundle");
+        }
+        retry = false;
+        if (&fresh.cert_pem, &fresh.key_pem) != (&current.cert_pem, &current.key_pem) {
+            if let Err(error) = resolver.replace(&fresh) {
+                tracing::warn!(%error, "cannot load the renewed webhook certificate; keeping the current one");
+                retry = true;
+                continue;
+            }
+            tracing::info!(serial = %fresh.serial(), not_after = ?fresh.not_after(), "serving a renewed webhook certificate");
+        }
+        current = fresh;
+    }
+}
+
+/// Accepts TLS connections until `shutdown`: a bounded number at once, a deadline on the
+/// handshake and on request headers, and a short pause after a failed accept (out of file
+/// descriptors, say) rather than a busy loop. A connection opened before the certificate was
+/// renewed answers its next request with `Connection: close`: the API server then reconnects and
+/// checks the new certificate while the old one is still valid, and never has a kept-alive
+/// connection closed under a request it is sending.
+async fn serve(
+    listener: tokio::net::TcpListener,
+    resolver: Arc<tls::Resolver>,
+    app: Router,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(resolver.clone()));
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut pause = Duration::ZERO;
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => { tracing::warn!(%error, "webhook accept failed"); continue; }
+                Ok(accepted) => {
+                    pause = Duration::ZERO;
+                    accepted
+                }
+                Err(error) => {
+                    pause = (pause * 2).clamp(Duration::from_millis(5), Duration::from_secs(1));
+                    tracing::warn!(%error, ?pause, "webhook accept failed; pausing");
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => continue,
+                        _ = &mut shutdown => break,
+                    }
+                }
             },
             _ = &mut shutdown => break,
         };
-        let (acceptor, app) = (acceptor.clone(), app.clone());
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, max = MAX_CONNECTIONS, "webhook connection limit reached; closing a new connection");
+            continue;
+        };
+        let (acceptor, app, resolver) = (acceptor.clone(), app.clone(), resolver.clone());
         tokio::spawn(async move {
+            let _slot = slot;
+            let generation = resolver.generation();
             let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(5), acceptor.accept(stream)).await else {
                 tracing::debug!(%peer, "TLS handshake failed or timed out");
                 return;
             };
+            let app = ServiceExt::<hyper::Request<hyper::body::Incoming>>::map_response(
+                app,
+                move |mut response: Response| {
+                    if resolver.generation() != generation {
+                        response.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+                    }
+                    response
+                },
+            );
             let mut http = hyper::server::conn::http1::Builder::new();
             http.timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(5));
             let _ = http.serve_connection(TokioIo::new(tls), TowerToHyperService::new(app)).await;
         });
     }
-    renewer.abort();
-    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(url: Option<&str>) -> WebhookConfig {
+        WebhookConfig {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            url: url.map(String::from),
+            service: "sigil-operator".into(),
+            service_port: 443,
+            namespace: "sigil".into(),
+            watch_namespace: None,
+            images: ImagePolicy::new("sigil-signer:test", &[]),
+            owner_cluster_role: None,
+            owner: None,
+            tls: tls::Policy::default(),
+        }
+    }
+
+    #[test]
+    fn names_are_the_url_host_or_the_service_names() {
+        assert_eq!(config(Some("https://127.0.0.1:8443")).names(), ["127.0.0.1"]);
+        assert_eq!(config(Some("https://[::1]:8443/x")).names(), ["::1"]);
+        assert_eq!(config(Some("https://webhook.example.com/")).names(), ["webhook.example.com"]);
+        assert_eq!(
+            config(None).names(),
+            ["sigil-operator.sigil.svc", "sigil-operator.sigil.svc.cluster.local", "sigil-operator.sigil"]
+        );
+    }
+
+    async fn parsed(content_type: Option<&str>, body: &str) -> bool {
+        let mut headers = HeaderMap::new();
+        if let Some(content_type) = content_type {
+            headers.insert(header::CONTENT_TYPE, content_type.parse().unwrap());
+        }
+        admission_request(&headers, Body::from(body.to_string())).await.is_some()
+    }
+
+    fn review_of(kind: &str, resource: &str, api_version: &str) -> String {
+        json!({
+            "apiVersion": api_version, "kind": "AdmissionReview",
+            "request": {
+                "uid": "1", "kind": { "group": "", "version": "v1", "kind": kind },
+                "resource": { "group": "", "version": "v1", "resource": resource },
+                "operation": "CREATE", "userInfo": {}, "namespace": "n",
+                "object": { "apiVersion": "v1", "kind": kind, "metadata": { "name": "p" } },
+            }
+        })
+        .to_string()
+    }
+
+    #[tokio::test]
+    async fn only_admission_reviews_of_pods_are_read() {
+        let pod = review_of("Pod", "pods", "admission.k8s.io/v1");
+        assert!(parsed(Some("application/json"), &pod).await);
+        assert!(parsed(Some("application/json; charset=utf-8"), &pod).await);
+        assert!(!parsed(None, &pod).await, "no content type");
+        assert!(!parsed(Some("text/plain"), &pod).await);
+        assert!(!parsed(Some("application/json"), &review_of("Pod", "pods", "admission.k8s.io/v1beta1")).await);
+        assert!(!parsed(Some("application/json"), &review_of("Secret", "secrets", "admission.k8s.io/v1")).await);
+        assert!(!parsed(Some("application/json"), "{}").await);
+        assert!(!parsed(Some("application/json"), "not json").await);
+        let huge = format!("{{\"pad\": \"{}\"}}", "x".repeat(MAX_BODY));
+        assert!(!parsed(Some("application/json"), &huge).await);
+    }
 }
