@@ -229,9 +229,10 @@ pub struct CometBftSpec {
     /// The node's priv_validator_laddr the signer dials; tcp://127.0.0.1:26659 when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_address: Option<String>,
-    /// The node's SecretConnection identity (40 hex characters, the node ID): the signer talks
-    /// only to the node holding that key. Recommended; it needs a node whose node key persists
-    /// (its node_key.json on a volume). Unset: any node that answers on nodeAddress is served.
+    /// The node's privval SecretConnection identity (40 hex characters): the signer serves only
+    /// the node holding that key. Only for nodes that keep a fixed privval identity: stock
+    /// CometBFT makes a new one at every start, and a pinned signer would refuse it after a
+    /// restart. Unset: any node that answers on nodeAddress is served (within maxHeightJump).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_id: Option<String>,
     /// The signer's own SecretConnection identity key, from a Secret (hex, base64 seed or a

@@ -9,7 +9,7 @@
 
 mod common;
 
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
 use common::*;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -123,9 +123,8 @@ async fn install_serve_and_uninstall_leaving_only_the_crd() -> Result<()> {
     Ok(())
 }
 
-/// The RBAC objects `helm template` renders: (kind, namespace, name) → rules (Roles), or the
-/// binding's roleRef and subjects.
-fn rendered_rbac(values: &[&str]) -> Result<std::collections::BTreeMap<String, Value>> {
+/// Every object `helm template` renders with `values` (`--set` arguments).
+fn rendered(values: &[&str]) -> Result<Vec<Value>> {
     let chart = repo_path("charts/sigil");
     let mut args = vec!["template", "sigil", chart.to_str().unwrap(), "--namespace", "sigil-system"];
     args.extend(["--kube-version", "1.33.0"]);
@@ -134,9 +133,18 @@ fn rendered_rbac(values: &[&str]) -> Result<std::collections::BTreeMap<String, V
     }
     let output = std::process::Command::new(sigil_tests::cluster::tool_path("helm")).args(&args).output()?;
     ensure!(output.status.success(), "helm template: {}", String::from_utf8_lossy(&output.stderr));
-    let mut objects = std::collections::BTreeMap::new();
+    let mut objects = Vec::new();
     for document in serde_yaml::Deserializer::from_slice(&output.stdout) {
-        let object = Value::deserialize(document)?;
+        objects.push(Value::deserialize(document)?);
+    }
+    Ok(objects)
+}
+
+/// The RBAC objects `helm template` renders: (kind, namespace, name) → rules (Roles), or the
+/// binding's roleRef and subjects.
+fn rendered_rbac(values: &[&str]) -> Result<std::collections::BTreeMap<String, Value>> {
+    let mut objects = std::collections::BTreeMap::new();
+    for object in rendered(values)? {
         let kind = object["kind"].as_str().unwrap_or_default().to_string();
         let key = format!(
             "{kind} {}/{}",
@@ -152,6 +160,25 @@ fn rendered_rbac(values: &[&str]) -> Result<std::collections::BTreeMap<String, V
         };
     }
     Ok(objects)
+}
+
+/// The operator's environment in the rendered Deployment.
+fn operator_env(values: &[&str]) -> Result<std::collections::BTreeMap<String, String>> {
+    let deployment = rendered(values)?.into_iter().find(|o| o["kind"] == "Deployment").context("a Deployment")?;
+    let env = deployment["spec"]["template"]["spec"]["containers"][0]["env"].as_array().cloned().unwrap_or_default();
+    Ok(env.iter().filter_map(|e| Some((e["name"].as_str()?.to_string(), e["value"].as_str()?.to_string()))).collect())
+}
+
+/// The signer images a RemoteSigner may name are the installer's choice: by default the chart's
+/// own signer repository (the operator derives it), or the listed prefixes.
+#[test]
+fn the_signer_image_allowlist_is_a_chart_value() -> Result<()> {
+    let env = operator_env(&[])?;
+    assert!(env["SIGIL_SIGNER_IMAGE"].starts_with("ghcr.io/sigil-dev/sigil-signer:"), "{env:?}");
+    assert!(!env.contains_key("SIGIL_ALLOWED_SIGNER_IMAGES"), "the default: the signer image's repository");
+    let env = operator_env(&["allowedSignerImages={registry.example.com/sigil/,ghcr.io/sigil-dev/sigil-signer}"])?;
+    assert_eq!(env["SIGIL_ALLOWED_SIGNER_IMAGES"], "registry.example.com/sigil/,ghcr.io/sigil-dev/sigil-signer");
+    Ok(())
 }
 
 use serde::Deserialize as _;

@@ -622,6 +622,10 @@ management: {listen: "0.0.0.0:9091"}
             (format!("{EXAMPLE}tezos: {{keys: {{baker: {{allow: [block]}}}}}}\n"), "tezos.keys.baker: no key named"),
             (format!("{EXAMPLE}ratchet: {{}}\n"), "ratchet: set exactly one of memory, file or configMap"),
             (
+                format!("{EXAMPLE}ratchet: {{file: {{dir: ./marks}}}}\n"),
+                "ratchet.file.dir: \"./marks\" is relative, so the marks would depend on the directory",
+            ),
+            (
                 "keys: {v: {local: {secretKey: x}}}\ncometbft: [{connect: 'http://x:1', chainId: c, key: v}]\n".into(),
                 "cometbft[0].connect: \"http://x:1\": expected tcp://host:port or unix:///path",
             ),

@@ -525,6 +525,25 @@ mod tests {
         assert_eq!(config.cometbft[0].connect, "tcp://127.0.0.1:26659");
         assert_eq!(config.cometbft[0].chain_id, "cosmoshub-4");
         assert!(config.ratchet.unwrap().config_map.is_some());
+        // A pinned node and a persistent SecretConnection identity from a Secret.
+        let mut spec = atto_spec();
+        (spec.protocol, spec.atto) = (Protocol::CometBft, None);
+        spec.cometbft = Some(crate::api::CometBftSpec {
+            chain_id: "cosmoshub-4".into(),
+            node_id: Some("f9baeaa15fedf5e1ef7448dd60f46c01f1a9e9c4".into()),
+            identity_key_secret_ref: Some(crate::api::SecretKeyRef {
+                name: "signer-identity".into(),
+                key: "key".into(),
+            }),
+            max_height_jump: Some(1000),
+            ..Default::default()
+        });
+        let rs = remote_signer(spec);
+        let validator = signer_config(&rs).unwrap().cometbft.remove(0);
+        assert_eq!(validator.node_id.as_deref(), Some("f9baeaa15fedf5e1ef7448dd60f46c01f1a9e9c4"));
+        assert_eq!(validator.identity_key_file.unwrap().to_str(), Some("/var/run/sigil/identity/key"));
+        assert_eq!(validator.max_height_jump, Some(1000));
+        assert_eq!(identity_volume(&rs).unwrap()["secret"]["secretName"], "signer-identity");
         // Atto keeps no marks, but its signer reports its key there and waits for the key check.
         let atto = signer_config(&remote_signer(atto_spec())).unwrap().ratchet.unwrap().config_map.unwrap();
         assert!(atto.wait_for_key_check);
