@@ -91,22 +91,8 @@ impl Proxy {
 
 /// (status, body) of one sign request.
 async fn sign(addr: SocketAddr, level: u32, payload: u8) -> Result<(u16, String)> {
-    let body = format!("\"{}\"", hex::encode(consensus(0x13, MAINNET, level, 0, payload)));
-    let response = tokio::task::spawn_blocking(move || -> Result<(u16, String)> {
-        use std::io::{Read, Write};
-        let mut stream = std::net::TcpStream::connect(addr)?;
-        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-        write!(
-            stream,
-            "POST /keys/{BAKER_PKH} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )?;
-        let mut text = String::new();
-        stream.read_to_string(&mut text)?;
-        let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).context("status line")?;
-        Ok((status, text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()))
-    });
-    response.await?
+    let data = consensus(0x13, MAINNET, level, 0, payload);
+    tokio::task::spawn_blocking(move || sigil_tests::tezos::sign(addr, BAKER_PKH, &data)).await?
 }
 
 async fn stored_level(config_maps: &Api<ConfigMap>) -> Result<u64> {

@@ -426,6 +426,13 @@ async fn reconcile_marks(
         }
         store = seal_object(&config_maps, &name, &store).await?;
     }
+    if store.labels().get(desired::OWNER_LABEL) != Some(&rs.name_any()) {
+        // A store set up by hand (`ratchet init`): our labels, so that its changes (the key the
+        // signer reports) reach this controller.
+        let labels = json!({ desired::OWNER_LABEL: rs.name_any(), MANAGED_BY.0: MANAGED_BY.1 });
+        let patch = json!({ "metadata": { "labels": labels, "resourceVersion": store.resource_version() } });
+        store = config_maps.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    }
     if store.owner_references().iter().any(|o| o.kind == "RemoteSigner") {
         // Marks must outlive the RemoteSigner: no garbage collection through an ownerReference.
         let patch = json!({ "metadata": { "ownerReferences": null, "resourceVersion": store.resource_version() } });
