@@ -41,21 +41,6 @@ pub fn block(chain: [u8; 4], level: u32, round: u32, payload: u8) -> Vec<u8> {
     data
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use sigil_signer::protocol::tezos::operation::{parse, RequestKind, Watermark};
-
-    #[test]
-    fn sigil_reads_what_these_build() {
-        let request = parse(&block(MAINNET, 7, 2, 1)).unwrap();
-        assert_eq!(request.kind, RequestKind::Block);
-        assert_eq!(request.watermark, Some(Watermark { chain_id: MAINNET, level: 7, round: 2 }));
-        let request = parse(&consensus(0x12, MAINNET, 9, 1, 1)).unwrap();
-        assert_eq!((request.kind, request.watermark.unwrap().level), (RequestKind::Preattestation, 9));
-    }
-}
-
 /// POSTs `data` to a Tezos signer's `/keys/<pkh>` as octez does, blocking: the HTTP status and the
 /// body.
 pub fn sign(addr: std::net::SocketAddr, pkh: &str, data: &[u8]) -> anyhow::Result<(u16, String)> {
@@ -78,4 +63,19 @@ pub fn sign(addr: std::net::SocketAddr, pkh: &str, data: &[u8]) -> anyhow::Resul
 pub fn signature(body: &str) -> Option<String> {
     let value: serde_json::Value = serde_json::from_str(body).ok()?;
     value["signature"].as_str().map(String::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sigil_signer::protocol::tezos::operation::{parse, RequestKind, Watermark};
+
+    #[test]
+    fn sigil_reads_what_these_build() {
+        let request = parse(&block(MAINNET, 7, 2, 1)).unwrap();
+        assert_eq!(request.kind, RequestKind::Block);
+        assert_eq!(request.watermark, Some(Watermark { chain_id: MAINNET, level: 7, round: 2 }));
+        let request = parse(&consensus(0x12, MAINNET, 9, 1, 1)).unwrap();
+        assert_eq!((request.kind, request.watermark.unwrap().level), (RequestKind::Preattestation, 9));
+    }
 }
