@@ -65,9 +65,12 @@ async fn install_serve_and_uninstall_leaving_only_the_crd() -> Result<()> {
     let deployment = Api::<Deployment>::namespaced(client.clone(), &ns).get(&fullname).await?;
     let spec = deployment.spec.clone().unwrap();
     assert_eq!(spec.replicas, Some(2));
+    let pod_security = spec.template.spec.as_ref().unwrap().security_context.clone().unwrap();
+    assert_eq!((pod_security.run_as_non_root, pod_security.run_as_user), (Some(true), Some(65532)));
     let container = &spec.template.spec.as_ref().unwrap().containers[0];
     let security = container.security_context.clone().unwrap();
     assert_eq!((security.read_only_root_filesystem, security.allow_privilege_escalation), (Some(true), Some(false)));
+    assert_eq!(security.capabilities.and_then(|c| c.drop), Some(vec!["ALL".to_string()]));
     assert!(container.readiness_probe.is_some() && container.liveness_probe.is_some() && container.resources.is_some());
     Api::<PodDisruptionBudget>::namespaced(client.clone(), &ns).get(&fullname).await?;
     Api::<Service>::namespaced(client.clone(), &ns).get(&fullname).await?;
@@ -254,8 +257,35 @@ fn assert_same(rendered: &std::collections::BTreeMap<String, Value>, expected: V
     }
 }
 
+/// Whether any rule in `rules` lets its holder delete a ConfigMap (the marks store) in any way.
+fn may_delete_config_maps(rules: &Value) -> bool {
+    let has = |rule: &Value, field: &str, wanted: &[&str]| {
+        rule[field].as_array().into_iter().flatten().any(|v| v.as_str().is_some_and(|v| wanted.contains(&v)))
+    };
+    rules.as_array().into_iter().flatten().any(|rule| {
+        has(rule, "apiGroups", &["", "*"])
+            && has(rule, "resources", &["configmaps", "*"])
+            && has(rule, "verbs", &["delete", "deletecollection", "*"])
+    })
+}
+
 #[test]
 fn rendered_rbac_is_exactly_the_least_privilege() -> Result<()> {
+    // The marks outlive their RemoteSigner: whatever the values, the operator may not delete a
+    // ConfigMap (nor may the rules file the RBAC tests bind).
+    let variants: [&[&str]; 3] =
+        [&[], &["watchNamespace=validators"], &["watchNamespace=validators", "webhook.enabled=false"]];
+    for values in variants {
+        for (object, rules) in rendered_rbac(values)? {
+            assert!(!may_delete_config_maps(&rules), "{values:?}: {object} may delete ConfigMaps");
+        }
+    }
+    let file: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(repo_path("charts/sigil/rbac/operator-rules.yaml"))?)?;
+    assert!(!may_delete_config_maps(&file), "operator-rules.yaml may delete ConfigMaps");
+    let control = json!([{ "apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "delete"] }]);
+    assert!(may_delete_config_maps(&control), "the check itself");
+
     // Every namespace: the rules where it acts in a ClusterRole.
     let mut all = where_it_acts().as_array().unwrap().clone();
     all.extend(cluster_scoped(Some("sigil-operator")));

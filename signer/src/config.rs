@@ -752,6 +752,20 @@ management: {listen: "0.0.0.0:9091"}
         assert_eq!(SignerConfig::from_yaml(&set.to_yaml()).unwrap(), set);
     }
 
+    /// A relative marks directory depends on where the signer is started: started elsewhere, it
+    /// would be an empty store, which signs again what was signed.
+    #[test]
+    fn a_relative_ratchet_dir_is_refused() {
+        let yaml = |dir: &str| {
+            format!("keys: {{b: {{local: {{secretKey: x}}}}}}\nratchet: {{file: {{dir: {dir}}}}}\ntezos: {{keys: {{b: {{allow: [block]}}}}}}\n")
+        };
+        for relative in ["marks", "./marks", "var/lib/sigil"] {
+            let error = SignerConfig::from_yaml(&yaml(relative)).unwrap_err().to_string();
+            assert!(error.contains("ratchet.file.dir") && error.contains("is relative"), "{relative}: {error}");
+        }
+        assert!(SignerConfig::from_yaml(&yaml("/var/lib/sigil")).is_ok());
+    }
+
     /// Configs end up in logs and panic messages: `{:?}` must never show a secret.
     #[test]
     fn debug_never_prints_secrets() {

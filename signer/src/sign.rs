@@ -377,6 +377,41 @@ mod tests {
         assert!(metrics.contains(r#"sigil_signer_key_ready{key="k"} 1"#), "{metrics}");
     }
 
+    /// Two names for one key would keep two sets of marks, and together sign two payloads at one
+    /// height: neither name signs, whether the request is at a mark or not.
+    #[tokio::test]
+    async fn two_names_for_one_key_are_refused() {
+        let secret = || SecretKey::from_bytes(Algorithm::Ed25519, &[1; 32]).unwrap();
+        let policy = || Policy::allowing([SignKind::AttoVote]);
+        let entries = [
+            KeyEntry::new("a", Arc::new(LocalBackend::new(secret())), policy()),
+            KeyEntry::new("b", Arc::new(LocalBackend::new(secret())), policy()),
+        ];
+        let signer = Signer::new(entries, Arc::new(MemoryRatchet::default()), Arc::default(), Duration::from_secs(1));
+        assert!(signer.probe_keys().await.is_empty());
+        for (key, other) in [("a", "b"), ("b", "a")] {
+            for mark in [None, Some(5)] {
+                let same = SignRequest { key, ..request(SignKind::AttoVote, mark, key.as_bytes()) };
+                let refused = signer.sign(same).await.unwrap_err();
+                assert_eq!(refused.reason(), "same_key");
+                assert!(!refused.is_retryable());
+                let message = refused.to_string();
+                assert!(message.contains(&format!("keys {key} and {other} are the same key")), "{message}");
+            }
+        }
+        // Another key beside them signs: the refusal is about the pair, not the signer.
+        let different = SecretKey::from_bytes(Algorithm::Ed25519, &[2; 32]).unwrap();
+        let entries = [
+            KeyEntry::new("a", Arc::new(LocalBackend::new(secret())), policy()),
+            KeyEntry::new("c", Arc::new(LocalBackend::new(different)), policy()),
+        ];
+        let signer = Signer::new(entries, Arc::new(MemoryRatchet::default()), Arc::default(), Duration::from_secs(1));
+        assert!(signer.probe_keys().await.is_empty());
+        for key in ["a", "c"] {
+            signer.sign(SignRequest { key, ..request(SignKind::AttoVote, Some(5), b"x") }).await.unwrap();
+        }
+    }
+
     #[tokio::test]
     async fn max_advance_is_checked_against_the_committed_mark() {
         let signer = signer();

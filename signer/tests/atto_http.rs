@@ -141,6 +141,7 @@ fn every_error_path_then_keeps_serving() {
         assert!(metrics.body.contains(expected), "missing {expected}:\n{}", metrics.body);
     }
     assert_eq!(http(management, "GET", "/prometheus", None, None).body.lines().count(), metrics.body.lines().count());
+    assert!(!metrics.body.contains(TOKEN) && !metrics.body.contains(SEED_HEX), "secret in metrics:\n{}", metrics.body);
 
     // No token and no key material in the logs.
     let logs = signer.drain_logs().join("\n");

@@ -112,3 +112,62 @@ async fn refusals_keep_the_connection_and_follow_filepv() {
     assert!(metrics.contains(r#"sigil_signer_cometbft_connected{chain="harness-chain"} 1"#), "{metrics}");
     assert!(metrics.contains(r#"sigil_signer_refusals_total{protocol="cometbft",reason="ratchet"} 2"#), "{metrics}");
 }
+
+/// `nodeId` pins the node: a listener on the node's address that holds another SecretConnection
+/// identity (a man in the middle, another process on the port) completes the handshake and is
+/// dropped before it can ask anything; the node holding the pinned identity is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_pinned_node_is_served() {
+    let node = IdentitySecret::generate(&mut rand_core::OsRng);
+    let impostor = IdentitySecret::generate(&mut rand_core::OsRng);
+    let node_id = hex::encode(cometbft_p2p::PublicKey::Ed25519(node.verifying_key()).peer_id().as_bytes());
+    for (identity, pinned) in [(&impostor, false), (&node, true)] {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("sigil.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "keys: {{v: {{local: {{secretKey: {}}}}}}}\nratchet: {{file: {{dir: {}}}}}\n\
+                 cometbft: [{{connect: 'tcp://127.0.0.1:{port}', chainId: {CHAIN}, key: v, nodeId: {node_id}}}]\n\
+                 management: {{listen: 127.0.0.1:0}}\n",
+                hex::encode([9u8; 32]),
+                dir.path().join("ratchet").display()
+            ),
+        )
+        .unwrap();
+        let signer = tokio::task::spawn_blocking(move || SignerProcess::start(&config, &[]));
+        let (stream, _) = tokio::time::timeout(Duration::from_secs(20), listener.accept()).await.unwrap().unwrap();
+        let answer = match AsyncSecretConnection::new(stream, identity).await {
+            Ok(connection) => {
+                let mut connection = connection;
+                let ping = Message { sum: Some(Sum::PingRequest(proto::PingRequest {})) };
+                match connection.write_msg(ping).await {
+                    Ok(()) => {
+                        let read = tokio::time::timeout(Duration::from_secs(10), connection.read_msg::<Message>());
+                        read.await.expect("the signer answers or hangs up, within the deadline").ok()
+                    }
+                    Err(_) => None,
+                }
+            }
+            Err(_) => None,
+        };
+        let signer = signer.await.unwrap();
+        if pinned {
+            let answer = answer.and_then(|m| m.sum);
+            assert_eq!(answer, Some(Sum::PingResponse(proto::PingResponse {})), "the pinned node is served");
+        } else {
+            assert!(answer.is_none(), "another identity must get no answer: {answer:?}");
+            let (mut logs, node_id) = (String::new(), node_id.clone());
+            tokio::task::spawn_blocking(move || {
+                wait_until("the refusal in the log", Duration::from_secs(20), || {
+                    logs.push_str(&signer.drain_logs().join("\n"));
+                    logs.contains(&format!("not the pinned nodeId {node_id}"))
+                })
+            })
+            .await
+            .unwrap();
+        }
+    }
+}

@@ -224,3 +224,52 @@ fn a_second_signer_on_the_same_ratchet_directory_refuses_to_start() {
     assert_eq!(code, 1);
     assert!(err.contains("is in use by another process"), "{err}");
 }
+
+/// A memory ratchet forgets its marks on restart: a Tezos or CometBFT signer on one says so, loudly,
+/// when it starts (and still signs: tests and demos use it). An Atto signer keeps no marks and is
+/// not warned.
+#[test]
+fn a_memory_ratchet_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = |name: &str, protocol: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(
+            &path,
+            format!(
+                "keys: {{baker: {{local: {{secretKey: {BAKER}}}}}}}\nratchet: {{memory: {{}}}}\n{protocol}\
+                 management: {{listen: 127.0.0.1:0}}\n"
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let warning = |signer: &SignerProcess| {
+        signer.startup_logs().iter().find(|line| line.contains("ratchet.memory")).cloned().unwrap_or_default()
+    };
+    let tezos = SignerProcess::start(
+        &config("tezos.yaml", "tezos: {listen: 127.0.0.1:0, keys: {baker: {allow: [attestation]}}}\n"),
+        &[],
+    );
+    let said = warning(&tezos);
+    assert!(said.contains("\"WARN\"") && said.contains("FORGOTTEN on restart"), "{:?}", tezos.startup_logs());
+    assert!(said.contains("a double sign"), "{said}");
+    signature(&post(&tezos, BAKER_PKH, &consensus(0x13, MAINNET, 1, 0, 1)));
+    // A CometBFT signer (its node not up yet) says the same.
+    let cometbft = SignerProcess::start(
+        &config("cometbft.yaml", "cometbft: [{connect: 'tcp://127.0.0.1:9', chainId: c, key: baker}]\n"),
+        &[],
+    );
+    assert!(warning(&cometbft).contains("FORGOTTEN on restart"), "{:?}", cometbft.startup_logs());
+
+    let token = dir.path().join("token");
+    std::fs::write(&token, TOKEN).unwrap();
+    let atto =
+        format!("atto: {{listen: 127.0.0.1:0, key: voter, capabilities: [VOTE], tokenFile: {}}}\n", token.display());
+    std::fs::write(
+        dir.path().join("atto.yaml"),
+        format!("keys: {{voter: {{local: {{secretKey: '{SEED_HEX}'}}}}}}\nratchet: {{memory: {{}}}}\n{atto}management: {{listen: 127.0.0.1:0}}\n"),
+    )
+    .unwrap();
+    let atto = SignerProcess::start(&dir.path().join("atto.yaml"), &[]);
+    assert_eq!(warning(&atto), "", "Atto keeps no marks");
+}

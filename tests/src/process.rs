@@ -48,6 +48,8 @@ pub struct Signer {
     apis: Vec<(String, SocketAddr)>,
     pub management: SocketAddr,
     logs: mpsc::Receiver<String>,
+    /// What it logged until it listened.
+    startup: Vec<String>,
 }
 
 impl Signer {
@@ -84,7 +86,7 @@ impl Signer {
                 _ => {}
             }
         }
-        Signer { child, apis, management: management.unwrap(), logs }
+        Signer { child, apis, management: management.unwrap(), logs, startup: seen }
     }
 
     /// `sigil-signer --config <config>`.
@@ -103,6 +105,11 @@ impl Signer {
 
     pub fn tezos(&self) -> SocketAddr {
         self.api("tezos API").unwrap()
+    }
+
+    /// The log lines it wrote while starting, up to and including the last listener's.
+    pub fn startup_logs(&self) -> &[String] {
+        &self.startup
     }
 
     /// Every log line since the last call (or since it started listening).

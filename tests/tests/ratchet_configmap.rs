@@ -407,3 +407,126 @@ async fn a_retry_on_a_stale_replica_gets_the_first_signature() -> Result<()> {
     }
     Ok(())
 }
+
+/// `/readyz` of a signer: status and body.
+async fn readyz(signer: &Signer) -> Result<(u16, String)> {
+    let addr = signer.management;
+    tokio::task::spawn_blocking(move || {
+        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+        stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+        write!(stream, "GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text)?;
+        let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        anyhow::Ok((status, text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()))
+    })
+    .await?
+}
+
+/// An attestation at `level` (payload 1): the status and body.
+async fn attest(addr: SocketAddr, level: u32) -> Result<(u16, String)> {
+    tokio::task::spawn_blocking(move || {
+        sigil_tests::tezos::sign(addr, BAKER_PKH, &consensus(0x13, MAINNET, level, 0, 1))
+    })
+    .await?
+}
+
+/// A signer bound to its store refuses for good, and `/readyz` says why, when the store under it
+/// is rewritten with a lower mark (`kubectl replace` of older data), or deleted and put back
+/// under the same name (a copy restored from a backup). A signer started on such a copy refuses
+/// it: the copy carries the old object's seal, not its own UID.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lowered_or_replaced_store_stops_signing_for_good() -> Result<()> {
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+    use kube::api::DeleteParams;
+    use sigil_tests::cluster::wait_for;
+
+    let cluster = TestCluster::get().await?;
+    let namespace = cluster.namespace("ratchet-lost").await?;
+    let ns = namespace.name.clone();
+    let config_maps: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), &ns);
+    let dir = tempfile::tempdir()?;
+    const DEADLINE: Duration = Duration::from_secs(30);
+
+    // A mark lowered under a running signer (which watches its store).
+    marks_store(&cluster.client, &ns, "lowered").await?;
+    let signer = start_replica(
+        &cluster.kubeconfig,
+        dir.path(),
+        0,
+        &format!("{{configMap: {{name: lowered, namespace: {ns}}}}}"),
+    )?;
+    let addr = signer.api("tezos API")?;
+    assert_eq!(attest(addr, 10).await?.0, 200);
+    let mut store = config_maps.get("lowered").await?;
+    let data = store.data.as_mut().expect("the mark");
+    let (key, record) = data.iter_mut().find(|(key, _)| key.ends_with(".attestation")).expect("the attestation mark");
+    let mut lowered: serde_json::Value = serde_json::from_str(record)?;
+    lowered["level"] = 3.into();
+    *record = lowered.to_string();
+    let key = key.clone();
+    config_maps.replace("lowered", &PostParams::default(), &store).await?;
+    let (_, why) = wait_for("the signer to notice the lowered mark", DEADLINE, || async {
+        let (status, body) = readyz(&signer).await?;
+        Ok((status == 503 && body.contains("lowered")).then_some((status, body)))
+    })
+    .await?;
+    assert!(why.contains(&format!("had its mark {key} lowered from")), "{why}");
+    for level in [4, 11] {
+        let (status, body) = attest(addr, level).await?;
+        assert_eq!(status, 503, "level {level}: {body}");
+        assert!(body.contains("refusing to sign until the signer restarts"), "{body}");
+    }
+
+    // A store deleted and restored from a backup under a signer that does not watch it (a
+    // ServiceAccount with get and update only): its next write finds another object.
+    marks_store(&cluster.client, &ns, "restored").await?;
+    let create = PostParams::default();
+    Api::<ServiceAccount>::namespaced(cluster.client.clone(), &ns)
+        .create(&create, &serde_json::from_value(serde_json::json!({ "metadata": { "name": "no-watch" } }))?)
+        .await?;
+    let rules = serde_json::json!([{ "apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["restored"], "verbs": ["get", "update"] }]);
+    Api::<Role>::namespaced(cluster.client.clone(), &ns)
+        .create(
+            &create,
+            &serde_json::from_value(serde_json::json!({ "metadata": { "name": "no-watch" }, "rules": rules }))?,
+        )
+        .await?;
+    let binding = serde_json::json!({
+        "metadata": { "name": "no-watch" },
+        "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "no-watch" },
+        "subjects": [{ "kind": "ServiceAccount", "name": "no-watch", "namespace": ns }],
+    });
+    Api::<RoleBinding>::namespaced(cluster.client.clone(), &ns)
+        .create(&create, &serde_json::from_value(binding)?)
+        .await?;
+    let no_watch = sigil_tests::cluster::impersonating_kubeconfig(&cluster.kubeconfig, &ns, "no-watch", dir.path())?;
+    let restored = format!("{{configMap: {{name: restored, namespace: {ns}}}}}");
+    let signer = start_replica(&no_watch, dir.path(), 1, &restored)?;
+    let addr = signer.api("tezos API")?;
+    // RBAC is eventually consistent: the first signature once the Role applies.
+    wait_for("a first signature", DEADLINE, || async { Ok((attest(addr, 20).await?.0 == 200).then_some(())) }).await?;
+    let backup = config_maps.get("restored").await?;
+    config_maps.delete("restored", &DeleteParams::default()).await?;
+    let mut copy: ConfigMap = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": "restored", "labels": backup.metadata.labels, "annotations": backup.metadata.annotations },
+    }))?;
+    copy.data = backup.data.clone();
+    config_maps.create(&create, &copy).await?;
+    let (status, body) = attest(addr, 21).await?;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("was replaced by another object"), "{body}");
+    let (status, body) = readyz(&signer).await?;
+    assert!(status == 503 && body.contains("was replaced by another object"), "{status} {body}");
+    assert_eq!(attest(addr, 22).await?.0, 503, "for good");
+
+    // A signer started on the restored copy does not trust it.
+    let fresh = start_replica(&cluster.kubeconfig, dir.path(), 2, &restored)?;
+    let (status, body) = attest(fresh.api("tezos API")?, 21).await?;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("is not set up as a marks store"), "{body}");
+    let (status, body) = readyz(&fresh).await?;
+    assert!(status == 503 && body.contains("is not set up as a marks store"), "{status} {body}");
+    Ok(())
+}

@@ -549,6 +549,43 @@ mod tests {
         assert!(atto.wait_for_key_check);
     }
 
+    /// The CometBFT fields that keep a signer to its own node reach the signer: the pinned node
+    /// id, the signer's identity key from a Secret (a volume of its own), and the height ceiling.
+    #[test]
+    fn cometbft_node_pinning_identity_and_height_jump_are_rendered() {
+        use crate::api::{CometBftSpec, SecretKeyRef};
+        let node_id = "ab".repeat(20);
+        let mut spec = atto_spec();
+        spec.protocol = Protocol::CometBft;
+        spec.atto = None;
+        spec.cometbft = Some(CometBftSpec {
+            chain_id: "cosmoshub-4".into(),
+            node_id: Some(node_id.clone()),
+            identity_key_secret_ref: Some(SecretKeyRef { name: "signer-identity".into(), key: "key".into() }),
+            max_height_jump: Some(500),
+            ..Default::default()
+        });
+        let rs = remote_signer(spec);
+        let rendered = signer_config(&rs).unwrap().cometbft[0].clone();
+        assert_eq!(rendered.node_id.as_deref(), Some(node_id.as_str()));
+        assert_eq!(rendered.max_height_jump, Some(500));
+        assert_eq!(rendered.identity_key_file, Some(format!("{IDENTITY_DIR}/{IDENTITY_FILE}").into()));
+        let volume = identity_volume(&rs).unwrap();
+        assert_eq!(volume["name"], "sigil-identity");
+        assert_eq!(volume["secret"]["secretName"], "signer-identity");
+        assert_eq!(volume["secret"]["items"][0], json!({ "key": "key", "path": IDENTITY_FILE }));
+
+        // Unset: no pin, a fresh identity each start, the default ceiling.
+        let mut spec = atto_spec();
+        spec.protocol = Protocol::CometBft;
+        spec.atto = None;
+        spec.cometbft = Some(CometBftSpec { chain_id: "cosmoshub-4".into(), ..Default::default() });
+        let rs = remote_signer(spec);
+        let rendered = signer_config(&rs).unwrap().cometbft[0].clone();
+        assert_eq!((rendered.node_id, rendered.identity_key_file, rendered.max_height_jump), (None, None, None));
+        assert_eq!(identity_volume(&rs), None);
+    }
+
     #[test]
     fn ratchet_rbac_is_least_privilege() {
         let mut spec = atto_spec();

@@ -410,6 +410,7 @@ mod tests {
         assert!(sidecar.startup_probe.is_some());
         let security = sidecar.security_context.as_ref().unwrap();
         assert_eq!((security.run_as_non_root, security.read_only_root_filesystem), (Some(true), Some(true)));
+        assert_eq!((security.run_as_user, security.allow_privilege_escalation), (Some(65532), Some(false)));
         assert_eq!(security.capabilities.as_ref().unwrap().drop, Some(vec!["ALL".to_string()]));
         let mounts = sidecar.volume_mounts.as_ref().unwrap();
         assert!(mounts.iter().all(|m| m.sub_path.is_none() && m.read_only == Some(true)));
@@ -561,6 +562,84 @@ mod tests {
         assert_eq!(spec.automount_service_account_token, None);
         let node = spec.containers.iter().find(|c| c.name == "node").unwrap();
         assert_eq!(node.volume_mounts.as_ref().unwrap().len(), 3);
+    }
+
+    /// Azure Workload Identity, as its webhook leaves a pod when it ran before sigil's: the token
+    /// volume and the `AZURE_*` environment go to the signer, the node's containers keep no token
+    /// mount, and the annotation tells an Azure webhook running later to skip them.
+    #[test]
+    fn azure_workload_identity_moves_to_the_signer() {
+        let mut rs = remote_signer(Protocol::Tezos);
+        rs.spec.workload_identity = Some(WorkloadIdentitySpec {
+            azure_client_id: Some("cid".into()),
+            azure_tenant_id: Some("tid".into()),
+            ..Default::default()
+        });
+        let azure_env = json!([
+            { "name": "AZURE_CLIENT_ID", "value": "cid" },
+            { "name": "AZURE_TENANT_ID", "value": "tid" },
+            { "name": "AZURE_FEDERATED_TOKEN_FILE", "value": "/var/run/secrets/azure/tokens/azure-identity-token" },
+            { "name": "AZURE_AUTHORITY_HOST", "value": "https://login.microsoftonline.com/" },
+        ]);
+        let token_mount =
+            json!({ "name": "azure-identity-token", "mountPath": "/var/run/secrets/azure/tokens", "readOnly": true });
+        let original = pod(json!({
+            "metadata": { "name": "p", "labels": { "azure.workload.identity/use": "true" } },
+            "spec": {
+                "serviceAccountName": "voter",
+                "containers": [
+                    { "name": "node", "env": azure_env, "volumeMounts": [token_mount, { "name": "data", "mountPath": "/data" }] },
+                    { "name": "exporter", "env": azure_env, "volumeMounts": [token_mount] },
+                ],
+                "volumes": [
+                    { "name": "data", "emptyDir": {} },
+                    { "name": "azure-identity-token", "projected": { "sources": [{ "serviceAccountToken": {
+                        "audience": "api://AzureADTokenExchange", "expirationSeconds": 3600, "path": "azure-identity-token" } }] } },
+                ],
+            },
+        }));
+        let injection = inject(&original, &rs, IMAGE, true).unwrap();
+        assert!(injection.warnings.is_empty(), "{:?}", injection.warnings);
+        let patched = apply(&original, &injection);
+        let spec = patched.spec.clone().unwrap();
+        for container in &spec.containers {
+            let mounts: Vec<&str> = container.volume_mounts.iter().flatten().map(|m| m.name.as_str()).collect();
+            assert!(!mounts.contains(&"azure-identity-token"), "{}: {mounts:?}", container.name);
+        }
+        let signer = spec.init_containers.as_ref().unwrap().iter().find(|c| c.name == CONTAINER).unwrap();
+        let mounts: Vec<(&str, &str)> =
+            signer.volume_mounts.iter().flatten().map(|m| (m.name.as_str(), m.mount_path.as_str())).collect();
+        assert!(mounts.contains(&("azure-identity-token", "/var/run/secrets/azure/tokens")), "{mounts:?}");
+        let env: Vec<&str> = signer.env.iter().flatten().map(|e| e.name.as_str()).collect();
+        assert_eq!(env, ["AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_FEDERATED_TOKEN_FILE", "AZURE_AUTHORITY_HOST"]);
+        assert_eq!(
+            patched.annotations().get("azure.workload.identity/skip-containers").map(String::as_str),
+            Some("node;exporter"),
+            "an Azure webhook running after ours gives the node nothing"
+        );
+        assert!(spec.volumes.iter().flatten().any(|v| v.name == "azure-identity-token"), "the signer's now");
+    }
+
+    /// A CometBFT signer's SecretConnection identity key is the signer's alone, like its key.
+    #[test]
+    fn the_cometbft_identity_key_is_mounted_into_the_signer_only() {
+        let mut rs = remote_signer(Protocol::CometBft);
+        rs.spec.atto = None;
+        rs.spec.cometbft = Some(crate::api::CometBftSpec {
+            chain_id: "cosmoshub-4".into(),
+            identity_key_secret_ref: Some(crate::api::SecretKeyRef {
+                name: "signer-identity".into(),
+                key: "key".into(),
+            }),
+            ..Default::default()
+        });
+        let original = pod(json!({ "metadata": { "name": "p" }, "spec": { "containers": [{ "name": "node" }] } }));
+        let spec = apply(&original, &inject(&original, &rs, IMAGE, true).unwrap()).spec.unwrap();
+        let signer = &spec.init_containers.as_ref().unwrap()[0];
+        assert!(signer.volume_mounts.iter().flatten().any(|m| m.name == "sigil-identity"));
+        assert!(spec.containers[0].volume_mounts.iter().flatten().all(|m| m.name != "sigil-identity"));
+        let volume = spec.volumes.iter().flatten().find(|v| v.name == "sigil-identity").unwrap();
+        assert_eq!(volume.secret.as_ref().unwrap().secret_name.as_deref(), Some("signer-identity"));
     }
 
     #[test]

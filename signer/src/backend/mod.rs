@@ -190,4 +190,17 @@ mod tests {
             Err("the signature does not verify against the key")
         );
     }
+
+    /// A KMS or HSM key re-checked after a failure must still be the key the signer started
+    /// with; another key behind the same name is a permanent error, not a new identity.
+    #[test]
+    fn a_public_key_that_changed_since_startup_is_refused() {
+        let first = SecretKey::generate(Algorithm::Secp256k1).public_key();
+        let other = SecretKey::generate(Algorithm::Secp256k1).public_key();
+        assert!(unchanged(Some(&first), &first, "GCP KMS", "k").is_ok());
+        assert!(unchanged(None, &other, "GCP KMS", "k").is_ok(), "nothing known yet");
+        let changed = unchanged(Some(&first), &other, "GCP KMS", "k").unwrap_err();
+        assert!(!changed.is_transient(), "{changed}");
+        assert!(changed.to_string().contains("GCP KMS key k: its public key changed since startup"), "{changed}");
+    }
 }

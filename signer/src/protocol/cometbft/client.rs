@@ -169,6 +169,10 @@ impl Client {
                 Err(error) if served => {
                     tracing::warn!(%endpoint, chain = %self.validator.chain_id, %error, "connection lost; redialing")
                 }
+                // Not the node sigil was told to serve: a misconfiguration, or someone on its port.
+                Err(error @ SessionError::WrongNode { .. }) => {
+                    tracing::warn!(%endpoint, chain = %self.validator.chain_id, %error, "refusing to serve this peer; redialing")
+                }
                 Err(error) => tracing::debug!(%endpoint, %error, "node not reachable yet; redialing"),
                 Ok(()) => {}
             }
@@ -289,5 +293,22 @@ mod tests {
         assert_eq!(Endpoint::parse("tcp://[::1]:9").unwrap().to_string(), "tcp://[::1]:9");
         assert!(parse_node_id(&"ab".repeat(20)).is_ok());
         assert!(parse_node_id("abc").is_err());
+    }
+
+    /// Over a Unix socket the length prefix is checked before anything is allocated or read: a
+    /// node announcing a huge message gets an error, not a 4 GB buffer.
+    #[tokio::test]
+    async fn an_oversized_message_is_refused_before_it_is_read() {
+        let (mut node, mut signer) = UnixStream::pair().unwrap();
+        let mut announced = Vec::new();
+        prost::encoding::encode_varint((MAX_MESSAGE + 1) as u64, &mut announced);
+        node.write_all(&announced).await.unwrap();
+        let error = read_delimited(&mut signer).await.unwrap_err().to_string();
+        assert!(error.contains(&format!("over the {MAX_MESSAGE}-byte limit")), "{error}");
+
+        let (mut node, mut signer) = UnixStream::pair().unwrap();
+        let ping = Message { sum: Some(crate::protocol::cometbft::proto::Sum::PingRequest(Default::default())) };
+        node.write_all(&ping.encode_length_delimited_to_vec()).await.unwrap();
+        assert_eq!(read_delimited(&mut signer).await.unwrap(), ping);
     }
 }
