@@ -14,8 +14,8 @@
 #   docker build -f Dockerfile --target operator -t sigil-operator:dev CONTEXT
 #
 # where CONTEXT is a directory holding the stripped x86_64 binaries `sigil-signer` and
-# `sigil-operator` (e2e/images/build keeps it under ~/.cache/sigil/images/context). Builds with
-# the classic builder and with BuildKit alike.
+# `sigil-operator` (e2e/images/build keeps it under ~/.cache/sigil/images/context). Only classic
+# builder features are used (Debian's docker.io has no BuildKit client).
 ARG RUNTIME_ROOTFS=sigil-debian:runtime
 
 # The files the binaries need at run time, picked from the Debian rootfs (the rest of it stays out).
