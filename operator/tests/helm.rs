@@ -13,6 +13,7 @@ use anyhow::{ensure, Context, Result};
 use common::*;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
@@ -117,7 +118,8 @@ async fn install_serve_and_uninstall_leaving_only_the_crd() -> Result<()> {
                 .await?
                 .is_none()
             && webhooks.get_opt(&format!("sigil-operator-{ns}")).await?.is_none()
-            && secrets.get_opt(&certificate).await?.is_none();
+            && secrets.get_opt(&certificate).await?.is_none()
+            && Api::<Lease>::namespaced(client.clone(), &ns).get_opt(&fullname).await?.is_none();
         Ok(gone.then_some(()))
     })
     .await?;
