@@ -31,6 +31,12 @@ impl TestCluster {
             Some(path) if !path.is_empty() => PathBuf::from(path),
             _ => local_control_plane()?,
         };
+        Self::from_kubeconfig(kubeconfig).await
+    }
+
+    /// The cluster a kubeconfig names.
+    pub async fn from_kubeconfig(kubeconfig: PathBuf) -> Result<TestCluster> {
+        sigil_signer::install_crypto_provider();
         let config = Kubeconfig::read_from(&kubeconfig)
             .with_context(|| format!("reading kubeconfig {}", kubeconfig.display()))?;
         let config = Config::from_custom_kubeconfig(config, &KubeConfigOptions::default()).await?;

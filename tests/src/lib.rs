@@ -3,6 +3,7 @@
 pub mod cluster;
 pub mod docs;
 pub mod fake_kms;
+pub mod kind;
 pub mod load;
 pub mod process;
 pub mod softhsm;
