@@ -34,6 +34,13 @@ impl TestCluster {
         Self::from_kubeconfig(kubeconfig).await
     }
 
+    /// The local control plane (started if needed), whatever `SIGIL_TEST_KUBECONFIG` says: for
+    /// tests that run the operator or its webhook on this machine (only this API server reaches
+    /// 127.0.0.1) or that rely on kwok's nodes.
+    pub async fn local() -> Result<TestCluster> {
+        Self::from_kubeconfig(local_control_plane()?).await
+    }
+
     /// The cluster a kubeconfig names.
     pub async fn from_kubeconfig(kubeconfig: PathBuf) -> Result<TestCluster> {
         sigil_signer::install_crypto_provider();

@@ -14,7 +14,7 @@ const DEADLINE: Duration = Duration::from_secs(60);
 
 #[tokio::test]
 async fn deployment_runs_on_kwok_and_is_garbage_collected() -> Result<()> {
-    let cluster = TestCluster::get().await?;
+    let cluster = TestCluster::local().await?;
     let namespace = cluster.namespace("gc").await?;
     let deployments: Api<Deployment> = Api::namespaced(cluster.client.clone(), &namespace.name);
     let replica_sets: Api<ReplicaSet> = Api::namespaced(cluster.client.clone(), &namespace.name);
@@ -80,7 +80,7 @@ async fn brings_kubernetes_1_33_kubectl_and_helm() -> Result<()> {
 
 #[tokio::test]
 async fn cluster_script_names_a_busy_port_and_starts_nothing() -> Result<()> {
-    TestCluster::get().await?; // the binaries are built
+    TestCluster::local().await?; // the binaries are built
     let busy = std::net::TcpListener::bind("127.0.0.1:0")?;
     let port = busy.local_addr()?.port();
     let state = tempfile::tempdir()?;

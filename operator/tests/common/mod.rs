@@ -126,7 +126,7 @@ pub fn repo_path(relative: &str) -> PathBuf {
 }
 
 pub async fn cluster() -> Result<TestCluster> {
-    let cluster = TestCluster::get().await?;
+    let cluster = TestCluster::local().await?;
     install_crd(&cluster.client).await?;
     Ok(cluster)
 }
