@@ -491,7 +491,8 @@ impl SignerConfig {
         format!("no key named {name:?} (configured: {})", known.join(", "))
     }
 
-    /// The drop-in mode: attocash/signer's environment variables (research/atto.md §1.6). Every
+    /// The drop-in mode: attocash/signer's environment variables
+    /// (<https://github.com/attocash/signer/blob/main/src/main/resources/application.yaml>). Every
     /// missing variable is named at once; there is no default key or token.
     pub fn from_atto_env(var: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let get = |name: &str| var(name).filter(|v| !v.trim().is_empty());

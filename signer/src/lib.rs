@@ -1,4 +1,4 @@
-//! sigil-signer: a remote signer for validators. See ARCHITECTURE.md for the sign path.
+//! sigil-signer: a remote signer for validators. See docs/architecture.md for the sign path.
 
 pub mod app;
 pub mod backend;

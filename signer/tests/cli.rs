@@ -92,8 +92,9 @@ fn help_and_version() {
     assert!(out.starts_with("sigil-signer "), "{out}");
 }
 
-/// research/tezos.md §3.6 (octez's key_encoding_vectors.ml): import takes octez's secret forms and
-/// show prints the Tezos address and public key.
+/// Vectors from octez's key_encoding_vectors.ml
+/// (<https://github.com/tezos/tezos-mirror/blob/master/src/lib_crypto/test/key_encoding_vectors.ml>):
+/// import takes octez's secret forms and show prints the Tezos address and public key.
 #[test]
 fn tezos_keys_import_and_show() {
     let dir = tempfile::tempdir().unwrap();
@@ -129,8 +130,8 @@ fn tezos_keys_import_and_show() {
     assert!(err.contains("decrypt it with octez-client first"), "{err}");
 }
 
-/// A CometBFT migration starts from the old signer's mark (research/cometbft.md §6): import from
-/// priv_validator_state.json or tmkms's state file; never lower.
+/// A CometBFT migration starts from the old signer's mark (docs/cometbft.md, "Migrating from
+/// tmkms"): import from priv_validator_state.json or tmkms's state file; never lower.
 #[test]
 fn ratchet_import_carries_a_cometbft_mark_over() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,4 +1,6 @@
-//! Tezos sign requests as octez sends them, for load generators and tests (research/tezos.md §2).
+//! Tezos sign requests as octez sends them, for load generators and tests. Layouts: octez's
+//! `block_header_repr.ml` and `operation_repr.ml`
+//! (<https://github.com/tezos/tezos-mirror/tree/master/src/proto_alpha/lib_protocol>).
 
 /// Mainnet's chain id, `NetXdQprcVkpaWU`.
 pub const MAINNET: [u8; 4] = [0x7a, 0x06, 0xa7, 0x70];

@@ -1,9 +1,10 @@
-//! A key in AWS KMS (research/kms.md §2), with the default credential chain, so IRSA and EKS Pod
-//! Identity work unchanged. Ed25519 keys (`ECC_NIST_EDWARDS25519`) sign the message with
-//! `ED25519_SHA_512` and `MessageType RAW`; ECDSA keys (`ECC_SECG_P256K1`, `ECC_NIST_P256`) sign the
-//! 32-byte digest the protocol front computed with `ECDSA_SHA_256` and `MessageType DIGEST` (KMS
-//! does not hash it again, which is how a BLAKE2b digest gets signed). ECDSA answers are DER; they
-//! are turned raw, made low-S, and verified against the public key before they leave.
+//! A key in AWS KMS, with the default credential chain, so IRSA and EKS Pod Identity work
+//! unchanged. Ed25519 keys (`ECC_NIST_EDWARDS25519`) sign the message with `ED25519_SHA_512` and
+//! `MessageType RAW`; ECDSA keys (`ECC_SECG_P256K1`, `ECC_NIST_P256`) sign the 32-byte digest the
+//! protocol front computed with `ECDSA_SHA_256` and `MessageType DIGEST` (KMS does not hash it
+//! again, which is how a BLAKE2b digest gets signed). ECDSA answers are DER; they are turned raw,
+//! made low-S, and verified against the public key before they leave. The Sign API:
+//! <https://docs.aws.amazon.com/kms/latest/APIReference/API_Sign.html>.
 
 use std::time::Duration;
 

@@ -1,8 +1,9 @@
-//! A key in Azure Key Vault (research/kms.md §3), through Microsoft's own client. Credentials:
-//! Entra Workload Identity when the pod has it (`AZURE_FEDERATED_TOKEN_FILE`, set by the AKS
-//! webhook), the managed identity otherwise; no static secrets. Key Vault signs a digest it is
-//! given (`ES256` for P-256, `ES256K` for secp256k1) and answers `r || s`; it has no Ed25519, so
-//! these keys serve Tezos tz2/tz3 only. Signatures are made low-S and verified before they leave.
+//! A key in Azure Key Vault, through Microsoft's own client. Credentials: Entra Workload Identity
+//! when the pod has it (`AZURE_FEDERATED_TOKEN_FILE`, set by the AKS webhook), the managed
+//! identity otherwise; no static secrets. Key Vault signs a digest it is given (`ES256` for P-256,
+//! `ES256K` for secp256k1) and answers `r || s`; it has no Ed25519, so these keys serve Tezos
+//! tz2/tz3 only. Signatures are made low-S and verified before they leave. The sign API:
+//! <https://learn.microsoft.com/en-us/rest/api/keyvault/keys/sign/sign>.
 
 use std::sync::Arc;
 

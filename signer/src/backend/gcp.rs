@@ -1,8 +1,9 @@
-//! A key version in GCP Cloud KMS (research/kms.md §1), through Google's own client with
-//! Application Default Credentials, so GKE Workload Identity and Workload Identity Federation
-//! work unchanged. `EC_SIGN_ED25519` signs the message (`data`); `EC_SIGN_SECP256K1_SHA256` and
+//! A key version in GCP Cloud KMS, through Google's own client with Application Default
+//! Credentials, so GKE Workload Identity and Workload Identity Federation work unchanged.
+//! `EC_SIGN_ED25519` signs the message (`data`); `EC_SIGN_SECP256K1_SHA256` and
 //! `EC_SIGN_P256_SHA256` sign the 32-byte digest the protocol front computed (`digest.sha256`:
-//! KMS does not hash again, which is how a BLAKE2b digest gets signed).
+//! KMS does not hash again, which is how a BLAKE2b digest gets signed). The sign API:
+//! <https://cloud.google.com/kms/docs/reference/rest/v1/projects.locations.keyRings.cryptoKeys.cryptoKeyVersions/asymmetricSign>.
 //!
 //! Integrity: every request carries the CRC32C of what it asks to sign, and an answer counts only
 //! if KMS confirms it saw those bytes, the signature's CRC32C matches and it names our version. A

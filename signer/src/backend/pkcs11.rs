@@ -1,6 +1,7 @@
 //! A key in a PKCS#11 token (an HSM, or SoftHSM2 in tests), found by token label and key label.
 //! Ed25519 keys sign with `CKM_EDDSA`, ECDSA keys (secp256k1, P-256) with `CKM_ECDSA` over the
-//! 32-byte digest the protocol front computed. Research: research/kms.md §4.
+//! 32-byte digest the protocol front computed (mechanisms as PKCS#11 3.0 defines them,
+//! <https://docs.oasis-open.org/pkcs11/pkcs11-curr/v3.0/pkcs11-curr-v3.0.html>).
 //!
 //! Sessions are not `Sync`: each call takes one from a small pool (or opens one) and runs on the
 //! blocking pool. Every signature is normalised to low S and verified against the public key

@@ -1,8 +1,10 @@
-//! A stand-in for GCP Cloud KMS: no emulator exists (research/kms.md
-//! §1.4), so this follows the public REST surface the official client uses: `GET
+//! A stand-in for GCP Cloud KMS: Google ships no emulator and none is published on PyPI, npm or
+//! crates.io, so this follows the public REST surface the official client uses: `GET
 //! /v1/{version}/publicKey` and `POST /v1/{version}:asymmetricSign`, CRC32C checks both ways,
 //! Google's error body. Keys are real (Ed25519, secp256k1, P-256), so signatures verify anywhere.
-//! Faults can be switched on to see what the signer makes of a failing service.
+//! Faults can be switched on to see what the signer makes of a failing service. The REST
+//! reference:
+//! <https://cloud.google.com/kms/docs/reference/rest/v1/projects.locations.keyRings.cryptoKeys.cryptoKeyVersions/asymmetricSign>.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -1,7 +1,9 @@
-//! Stand-ins for cloud key services that have no emulator on the package registries: GCP Cloud
-//! KMS and Azure Key Vault (research/kms.md §1.4, §3.3). Each follows the service's public REST
-//! surface closely enough that the vendor's own Rust client talks to it, signs with real keys
-//! (so signatures verify anywhere), and can be told to misbehave.
+//! Stand-ins for cloud key services with no emulator we can install from a package registry: GCP
+//! Cloud KMS (Google ships none) and Azure Key Vault (lowkey-vault,
+//! <https://github.com/nagyesta/lowkey-vault>, needs Docker or a newer Java than Debian's 17).
+//! Each follows the service's public REST surface closely enough that the vendor's own Rust
+//! client talks to it, signs with real keys (so signatures verify anywhere), and can be told to
+//! misbehave.
 
 pub mod azure;
 pub mod gcp;

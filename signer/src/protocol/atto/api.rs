@@ -1,7 +1,9 @@
 //! The HTTP routes of the Atto signer API, as an unmodified Atto node calls them.
 //!
-//! Status codes follow what the node's client does with them (research/atto.md §2.2): it retries
-//! only on 408 and 429, so anything that may succeed later answers one of those; 4xx/5xx are final.
+//! Status codes follow what the node's client does with them: it retries only on 408 and 429, so
+//! anything that may succeed later answers one of those; 4xx/5xx are final (attocash/commons's
+//! `HttpSignerRemote`,
+//! <https://github.com/attocash/commons/blob/v7.0.2/commons-signer-remote/src/commonMain/kotlin/cash/atto/commons/node/HttpSignerRemote.kt>).
 
 use std::sync::Arc;
 

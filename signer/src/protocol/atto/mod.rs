@@ -1,4 +1,5 @@
-//! The Atto signer REST API, a drop-in for attocash/signer (research/atto.md).
+//! The Atto signer REST API, a drop-in for attocash/signer (<https://github.com/attocash/signer>;
+//! see docs/atto.md).
 
 pub mod api;
 pub mod model;

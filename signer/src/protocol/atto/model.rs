@@ -1,5 +1,6 @@
 //! Atto objects as the node sends them (JSON), their canonical bytes and the digests that get
-//! signed. Layouts and vectors: research/atto.md §1.2 and §3.
+//! signed. Layouts: attocash/commons's `AttoBlock.kt`, `AttoVote.kt` and `AttoSigner.kt`
+//! (<https://github.com/attocash/commons/tree/v7.0.2/commons-core/src/commonMain/kotlin/cash/atto/commons>).
 
 use blake2::digest::{Update, VariableOutput};
 use blake2::Blake2bVar;
@@ -343,7 +344,8 @@ mod tests {
         format!(r#"{{"network":"LIVE","version":0,"algorithm":"V1","publicKey":"{ZERO_PK}",{fields}}}"#)
     }
 
-    /// (JSON fields, serialized bytes, hash) from research/atto.md §3.8.
+    /// (JSON fields, serialized bytes, hash), computed with the node's own library, npm
+    /// `@attocash/commons-core` 8.0.0 (the Kotlin/JS build of attocash/commons).
     fn vectors() -> Vec<(String, &'static str, &'static str)> {
         vec![
             (

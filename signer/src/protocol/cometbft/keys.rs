@@ -1,5 +1,7 @@
-//! CometBFT's key forms: `priv_validator_key.json` and tmkms softsign key files in, the validator
-//! address and the bech32 consensus forms out (research/cometbft.md §7.1).
+//! CometBFT's key forms: `priv_validator_key.json` (CometBFT's `FilePVKey`,
+//! <https://github.com/cometbft/cometbft/blob/v0.38.25/privval/file.go>) and tmkms softsign key
+//! files (<https://github.com/iqlusioninc/tmkms/blob/v0.15.0/README.md>) in, the validator
+//! address and the bech32 consensus forms out.
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;

@@ -1,5 +1,5 @@
 //! CometBFT privval: sigil dials the validator node's `priv_validator_laddr` and answers its
-//! requests, as tmkms does (research/cometbft.md).
+//! requests, as tmkms does (<https://github.com/iqlusioninc/tmkms>; see docs/cometbft.md).
 
 pub mod client;
 pub mod keys;

@@ -1,6 +1,10 @@
-//! The privval messages, field for field (research/cometbft.md §3.2). One set of structs serves
-//! CometBFT v0.34–v0.38 and v1.0: their field numbers do not collide, and only numbers are on the
-//! wire. Canonical sign bytes (§4) are here too, since they are the same protobuf rules.
+//! The privval messages, field for field
+//! (<https://github.com/cometbft/cometbft/blob/v0.38.25/proto/tendermint/privval/types.proto>,
+//! <https://github.com/cometbft/cometbft/blob/v1.0.1/proto/cometbft/privval/v1/types.proto>). One
+//! set of structs serves CometBFT v0.34–v0.38 and v1.0: their field numbers do not collide, and
+//! only numbers are on the wire. Canonical sign bytes are here too, since they are the same
+//! protobuf rules
+//! (<https://github.com/cometbft/cometbft/blob/v0.38.25/proto/tendermint/types/canonical.proto>).
 
 use prost::Message as _;
 
@@ -220,7 +224,8 @@ pub struct Timestamp {
     pub nanos: i32,
 }
 
-// Canonical forms: what is signed (§4). Heights and rounds are sfixed64; nil block ids are absent.
+// Canonical forms: what is signed (canonical.proto). Heights and rounds are sfixed64; nil block
+// ids are absent.
 
 #[derive(Clone, PartialEq, prost::Message)]
 struct CanonicalVote {
@@ -344,7 +349,8 @@ mod tests {
         Vote { r#type, height, round, timestamp: Some(GO_ZERO_TIME), ..Default::default() }
     }
 
-    /// cometbft/cometbft types/vote_test.go TestVoteSignBytesTestVectors (research/cometbft.md §4).
+    /// TestVoteSignBytesTestVectors in CometBFT's types/vote_test.go
+    /// (<https://github.com/cometbft/cometbft/blob/v0.38.25/types/vote_test.go>).
     #[test]
     fn cometbft_vote_vectors() {
         let zero_time = "2a0b088092b8c398feffffff01";

@@ -1,12 +1,15 @@
 //! One validator's requests, answered: public key, votes, proposals, pings. The rules are
-//! CometBFT's FilePV rules (research/cometbft.md §6.1, §6.4), through the sign path's ratchet:
+//! CometBFT's FilePV rules (`CheckHRS` and `signVote` in
+//! <https://github.com/cometbft/cometbft/blob/v0.38.25/privval/file.go>), through the sign path's
+//! ratchet (docs/cometbft.md, "Double-sign protection"):
 //!
 //! - one high-water mark per key and chain: (height, round, step) with step proposal 1,
 //!   prevote 2, precommit 3; strictly newer → sign;
 //! - the same height/round/step again: identical sign bytes get the stored signature; a **vote**
 //!   that differs only in its timestamp gets the stored signature *and the stored timestamp* (the
-//!   node adopts it); a proposal that differs in anything is refused (the node would not adopt a
-//!   timestamp, §3.4);
+//!   node adopts it); a proposal that differs in anything is refused (the node copies back only a
+//!   proposal's signature, never its timestamp: `defaultDecideProposal` in
+//!   <https://github.com/cometbft/cometbft/blob/v0.38.25/consensus/state.go>);
 //! - every refusal is a `RemoteSignerError` on a connection that stays open.
 //!
 //! Vote extensions are signed on every non-nil precommit unless the node says

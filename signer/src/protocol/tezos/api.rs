@@ -1,4 +1,7 @@
-//! The Tezos remote-signer HTTP API as octez-client and octez-baker call it (research/tezos.md §1).
+//! The Tezos remote-signer HTTP API as octez-client and octez-baker call it: octez's
+//! `signer_services.ml` defines it, `http_gen.ml` is the client
+//! (<https://github.com/tezos/tezos-mirror/blob/master/src/lib_signer_services/signer_services.ml>,
+//! <https://github.com/tezos/tezos-mirror/blob/master/src/lib_signer_backends/http_gen.ml>).
 //!
 //! Errors use octez's body shape, `[{"kind":"temporary","id":"failure","msg":…}]`, with distinct
 //! status codes like Signatory (octez only cares that it is not 200): 400 undecodable, 401

@@ -1,5 +1,6 @@
-//! Tezos's text and binary forms of keys, hashes and signatures (research/tezos.md §3.2–3.3):
-//! base58check with a type prefix, and BLAKE2b hashes.
+//! Tezos's text and binary forms of keys, hashes and signatures: base58check with a type prefix
+//! (octez's `base58.ml`, <https://github.com/tezos/tezos-mirror/blob/master/src/lib_crypto/base58.ml>),
+//! and BLAKE2b hashes.
 
 use blake2::digest::consts::{U20, U32};
 use blake2::{Blake2b, Digest};
@@ -244,7 +245,10 @@ pub fn is_secret_key_text(text: &str) -> bool {
 mod tests {
     use super::*;
 
-    /// research/tezos.md §3.6, from octez's key_encoding_vectors.ml and Signatory's tests.
+    /// The first entry of each list in octez's key_encoding_vectors.ml
+    /// (<https://github.com/tezos/tezos-mirror/blob/master/src/lib_crypto/test/key_encoding_vectors.ml>),
+    /// and Signatory's test key
+    /// (<https://github.com/ecadlabs/signatory/blob/v1.4.0/pkg/signatory/signatory_test.go>).
     const KEY_VECTORS: [(&str, &str, &str); 4] = [
         (
             "edsk3qAQSJaDBSYN2PCMdv7BuJoBKeRyDFq5uPAwDfFRAhQdwHxPMN",
@@ -295,7 +299,8 @@ mod tests {
         }
     }
 
-    /// Signing `031234` (research/tezos.md §3.6, from objkt-com/tezex): tz1 and tz2 are
+    /// Signing `031234`, from Tezex's "sign/3" tests
+    /// (<https://github.com/objkt-com/tezex/blob/main/test/crypto_test.exs>): tz1 and tz2 are
     /// deterministic (Ed25519, RFC 6979), so the bytes must match; tz3 is verify-only.
     #[test]
     fn signature_vectors() {

@@ -3,7 +3,11 @@
 //!
 //! Everything is table-driven. Supporting a new consensus tag or a new operation kind is one entry
 //! in [`MAGIC`], [`CONSENSUS`] or [`OPERATIONS`]; anything not in a table is refused by name, so a
-//! protocol upgrade can never make sigil guess. Offsets: research/tezos.md §2.
+//! protocol upgrade can never make sigil guess. Offsets: octez's `block_header_repr.ml` and
+//! `operation_repr.ml`
+//! (<https://github.com/tezos/tezos-mirror/tree/master/src/proto_alpha/lib_protocol>), with
+//! level and round read where octez-signer reads them
+//! (<https://github.com/tezos/tezos-mirror/blob/master/src/bin_signer/handler.ml>).
 
 use std::fmt;
 
@@ -449,7 +453,8 @@ impl Reader<'_> {
 mod tests {
     use super::*;
 
-    /// Signatory's "block ok" fixture (research/tezos.md §2.2): level 20878, round 0.
+    /// Signatory's "block ok" fixture: level 20878, round 0
+    /// (<https://github.com/ecadlabs/signatory/blob/v1.4.0/pkg/signatory/signatory_test.go>).
     const BLOCK: &str = "11ed9d217c0000518e0118425847ac255b6d7c30ce8fec23b8eaf13b741de7d18509ac2ef83c741209630000000061947af504805682ea5d089837764b3efcc90b91db24294ff9ddb66019f332ccba17cc4741000000210000000102000000040000518e0000000000000004ffffffff0000000400000000eb1320a71e8bf8b0162a3ec315461e9153a38b70d00d5dde2df85eb92748f8d068d776e356683a9e23c186ccfb72ddc6c9857bb1704487972922e7c89a7121f800000000a8e1dd3c000000000000";
     /// Signatory's "endorsement ok" fixture: slot 18, level 20877, round 0.
     const ATTESTATION: &str = "13ed9d217cfc81eee810737b04018acef4db74d056b79edc43e6be46cae7e4c217c22a82f01500120000518d0000000003e7ea1f67dbb0bb6cfa372cb092cd9cf786b4f1b5e5139da95b915fb95e698d";

@@ -135,8 +135,10 @@ impl TezosPolicy {
         Err(Refusal::ClientAddress { client, path: self.path.clone() })
     }
 
-    /// Checks `authentication` (a signature by a client key over `0x04 ‖ 0x01 ‖ pkh ‖ data`,
-    /// research/tezos.md §1.2) when this key requires it.
+    /// Checks `authentication` (a signature by a client key over `0x04 ‖ 0x01 ‖ pkh ‖ data`, as
+    /// octez builds it,
+    /// <https://github.com/tezos/tezos-mirror/blob/master/src/lib_signer_services/signer_messages.ml>)
+    /// when this key requires it.
     pub fn check_authentication(
         &self,
         signer_pkh: &[u8; 21],
@@ -301,7 +303,10 @@ mod tests {
         assert!(any.contains("1.2.3.4".parse().unwrap()));
     }
 
-    /// research/tezos.md §1.2: the authentication vector computed with two independent libraries.
+    /// The authentication vector: the operation of Signatory's auth_test.go
+    /// (<https://github.com/ecadlabs/signatory/blob/v1.4.0/test/auth_test.go>), signed with
+    /// Signatory's test key; the expected value was computed outside sigil with two independent
+    /// libraries.
     #[test]
     fn authentication_vector() {
         let client = "edpkv45regue1bWtuHnCgLU8xWKLwa9qRqv4gimgJKro4LSc3C5VjV";
