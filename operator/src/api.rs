@@ -9,6 +9,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::{CustomResource, CustomResourceExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use sigil_signer::backend::Backend;
 
 /// A signer for one validator key: the operator creates its token, config, ratchet storage and
 /// identity wiring, and injects it as a sidecar into pods labelled `sigil.dev/signer: <name>`.
@@ -25,6 +26,7 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"Backend","type":"string","jsonPath":".status.keyBackend"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Signers","type":"string","jsonPath":".status.signers"}"#,
     printcolumn = r#"{"name":"Public key","type":"string","jsonPath":".status.publicKey"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
@@ -124,23 +126,59 @@ pub struct KeySpec {
     pub azure_key_vault: Option<AzureKeyVaultSpec>,
 }
 
+/// The key backend `spec.key` selects, with its settings.
+#[derive(Clone, Copy, Debug)]
+pub enum KeySource<'a> {
+    Secret(&'a SecretKeyRef),
+    Pkcs11(&'a Pkcs11Spec),
+    GcpKms(&'a GcpKmsSpec),
+    AwsKms(&'a AwsKmsSpec),
+    AzureKeyVault(&'a AzureKeyVaultSpec),
+}
+
+impl KeySource<'_> {
+    pub fn backend(self) -> Backend {
+        match self {
+            KeySource::Secret(_) => Backend::Local,
+            KeySource::Pkcs11(_) => Backend::Pkcs11,
+            KeySource::GcpKms(_) => Backend::GcpKms,
+            KeySource::AwsKms(_) => Backend::AwsKms,
+            KeySource::AzureKeyVault(_) => Backend::AzureKeyVault,
+        }
+    }
+}
+
 impl KeySpec {
-    /// The backend's name as the CRD spells it, when exactly one is set.
-    pub fn backend(&self) -> Option<&'static str> {
-        let set: Vec<&'static str> = [
-            (self.secret_ref.is_some(), "secretRef"),
-            (self.pkcs11.is_some(), "pkcs11"),
-            (self.gcp_kms.is_some(), "gcpKms"),
-            (self.aws_kms.is_some(), "awsKms"),
-            (self.azure_key_vault.is_some(), "azureKeyVault"),
+    /// A backend's field under `spec.key`: the signer's name for it, but `secretRef` for a
+    /// local key (it comes from a Secret).
+    pub fn field(backend: Backend) -> &'static str {
+        match backend {
+            Backend::Local => "secretRef",
+            other => other.field(),
+        }
+    }
+
+    /// The one backend set, with its settings.
+    pub fn source(&self) -> Option<KeySource<'_>> {
+        let set: Vec<KeySource<'_>> = [
+            self.secret_ref.as_ref().map(KeySource::Secret),
+            self.pkcs11.as_ref().map(KeySource::Pkcs11),
+            self.gcp_kms.as_ref().map(KeySource::GcpKms),
+            self.aws_kms.as_ref().map(KeySource::AwsKms),
+            self.azure_key_vault.as_ref().map(KeySource::AzureKeyVault),
         ]
         .into_iter()
-        .filter_map(|(set, name)| set.then_some(name))
+        .flatten()
         .collect();
         match set.as_slice() {
-            [one] => Some(one),
+            [one] => Some(*one),
             _ => None,
         }
+    }
+
+    /// The backend's field as the CRD spells it, when exactly one is set.
+    pub fn backend(&self) -> Option<&'static str> {
+        self.source().map(|source| Self::field(source.backend()))
     }
 }
 
@@ -310,9 +348,13 @@ pub struct RemoteSignerStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// Ready, and the conditions behind it: TokenReady, ConfigReady, MarksReady, KeyReady,
-    /// IdentityReady.
+    /// IdentityReady; then SignersReady, whether the injected signers run (not part of Ready: a
+    /// pod is injected only once its RemoteSigner is Ready).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// Injected pods whose `sigil-signer` container is Ready, of all injected pods: `2/2`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signers: Option<String>,
     /// The key backend in use.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_backend: Option<String>,
@@ -349,7 +391,7 @@ pub struct MarksStatus {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Condition {
-    /// Ready, TokenReady, ConfigReady, MarksReady, KeyReady or IdentityReady.
+    /// Ready, TokenReady, ConfigReady, MarksReady, KeyReady, IdentityReady or SignersReady.
     #[serde(rename = "type")]
     pub type_: String,
     /// True, False or Unknown.
@@ -363,6 +405,13 @@ pub struct Condition {
     /// The generation this condition was computed for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+}
+
+impl RemoteSignerStatus {
+    /// The condition of this type, if reported.
+    pub fn condition(&self, type_: &str) -> Option<&Condition> {
+        self.conditions.iter().find(|c| c.type_ == type_)
+    }
 }
 
 /// The CRD as installed: kube-derive's schema plus the CEL rules that reject bad specs at
@@ -382,9 +431,11 @@ pub fn crd() -> CustomResourceDefinition {
             "spec.ratchet is for Tezos and CometBFT; Atto keeps no marks"
         ),
     ]);
+    let backends: Vec<&str> = Backend::ALL.iter().map(|b| KeySpec::field(*b)).collect();
+    let has: Vec<String> = backends.iter().map(|field| format!("has(self.{field})")).collect();
     spec["properties"]["key"]["x-kubernetes-validations"] = serde_json::json!([rule(
-        "[has(self.secretRef), has(self.pkcs11), has(self.gcpKms), has(self.awsKms), has(self.azureKeyVault)].filter(x, x).size() == 1",
-        "spec.key: set exactly one of secretRef, pkcs11, gcpKms, awsKms, azureKeyVault"
+        &format!("[{}].filter(x, x).size() == 1", has.join(", ")),
+        &format!("spec.key: set exactly one of {}", backends.join(", "))
     )]);
     spec["properties"]["atto"]["properties"]["capabilities"]["minItems"] = 1.into();
     let cometbft = &mut spec["properties"]["cometbft"]["properties"];
@@ -410,7 +461,7 @@ pub fn crd() -> CustomResourceDefinition {
 pub fn crd_yaml() -> String {
     format!(
         "# Generated by `cargo run -p sigil-operator --bin crdgen`; do not edit.\n{}",
-        serde_yaml::to_string(&crd()).expect("a CRD serializes")
+        yaml_serde::to_string(&crd()).expect("a CRD serializes")
     )
 }
 

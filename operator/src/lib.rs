@@ -5,4 +5,5 @@ pub mod controller;
 pub mod images;
 pub mod leader;
 pub mod metrics;
+pub mod sidecar;
 pub mod webhook;

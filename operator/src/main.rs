@@ -86,13 +86,8 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 fn main() -> Result<()> {
     sigil_signer::install_crypto_provider();
     let args = Args::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SIGIL_LOG").unwrap_or_else(|_| "info".into());
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if args.log_format == "json" {
-        logs.json().flatten_event(true).init();
-    } else {
-        logs.init();
-    }
+    let filter = std::env::var("SIGIL_LOG").unwrap_or_default();
+    sigil_signer::process::init_logging(&filter, args.log_format == "json");
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(run(args))
 }
@@ -167,7 +162,7 @@ async fn run(args: Args) -> Result<()> {
         tracing::info!(identity = %lease.identity, lease = %lease.name, "waiting to lead");
         tokio::select! {
             _ = elector.acquire(&client) => {}
-            _ = shutdown_signal() => {
+            _ = sigil_signer::process::shutdown_signal() => {
                 let _ = stop.send(true);
                 return Ok(());
             }
@@ -178,7 +173,7 @@ async fn run(args: Args) -> Result<()> {
     let ctx = Context::new(client.clone(), metrics.clone(), images);
     let controller = tokio::spawn(reconcile::run(ctx, args.namespace.clone(), until_stopped()));
     let outcome = tokio::select! {
-        _ = shutdown_signal() => Ok(()),
+        _ = sigil_signer::process::shutdown_signal() => Ok(()),
         _ = elector.hold(&client), if args.leader_election => {
             Err(anyhow::anyhow!("lost the leader Lease {}; exiting so that only the new leader acts", elector.config.name))
         }
@@ -214,12 +209,4 @@ fn default_identity() -> String {
     let mut suffix = [0u8; 4];
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut suffix);
     format!("{}-{:02x}{:02x}{:02x}{:02x}", host.trim(), suffix[0], suffix[1], suffix[2], suffix[3])
-}
-
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }

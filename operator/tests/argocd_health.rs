@@ -29,12 +29,12 @@ fn every_case_in_health_test_yaml_passes_in_argo_cds_sandbox() {
     let dir = check_dir();
     let script = std::fs::read_to_string(dir.join("health.lua")).unwrap();
     let tests: serde_json::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(dir.join("health_test.yaml")).unwrap()).unwrap();
+        yaml_serde::from_str(&std::fs::read_to_string(dir.join("health_test.yaml")).unwrap()).unwrap();
     let cases = tests["tests"].as_array().unwrap();
     assert!(cases.len() >= 4);
     for case in cases {
         let path = dir.join(case["inputPath"].as_str().unwrap());
-        let manifest: serde_json::Value = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let manifest: serde_json::Value = yaml_serde::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         let expected = (
             case["healthStatus"]["status"].as_str().unwrap().to_string(),
             case["healthStatus"]["message"].as_str().unwrap().to_string(),

@@ -55,7 +55,7 @@ async fn least_privilege_kubeconfig(
 ) -> Result<std::path::PathBuf> {
     let client = &cluster.client;
     let rules: serde_json::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(repo_path("charts/sigil/rbac/operator-rules.yaml"))?)?;
+        yaml_serde::from_str(&std::fs::read_to_string(repo_path("charts/sigil/rbac/operator-rules.yaml"))?)?;
     let name = format!("sigil-operator-{namespace}");
     let role: ClusterRole = serde_json::from_value(json!({
         "metadata": { "name": name, "labels": { "sigil.dev/test": "true" } }, "rules": rules
@@ -112,7 +112,10 @@ async fn lifecycle(client: &Client, ns: &str, kubeconfig: &std::path::Path) -> R
     assert_eq!(status.observed_generation, Some(1));
     assert_eq!(status.key_backend.as_deref(), Some("secretRef"));
     let types: Vec<&str> = status.conditions.iter().map(|c| c.type_.as_str()).collect();
-    assert_eq!(types, ["Ready", "TokenReady", "ConfigReady", "MarksReady", "KeyReady", "IdentityReady"]);
+    assert_eq!(
+        types,
+        ["Ready", "TokenReady", "ConfigReady", "MarksReady", "KeyReady", "IdentityReady", "SignersReady"]
+    );
     assert!(status.token_rotated_at.is_some());
     assert!(rs.finalizers().contains(&"sigil.dev/identity".to_string()));
 

@@ -43,7 +43,7 @@ async fn every_manifest_in_the_docs_is_accepted_by_the_api_server() -> Result<()
                 let loaded = if whole {
                     SignerConfig::from_yaml(&block).map(drop).map_err(|e| e.to_string())
                 } else {
-                    serde_yaml::from_str::<SignerConfig>(&block).map_err(|e| e.to_string()).and_then(|config| {
+                    yaml_serde::from_str::<SignerConfig>(&block).map_err(|e| e.to_string()).and_then(|config| {
                         config
                             .keys
                             .iter()
@@ -56,7 +56,7 @@ async fn every_manifest_in_the_docs_is_accepted_by_the_api_server() -> Result<()
                 checked += 1;
                 continue;
             }
-            for document in serde_yaml::Deserializer::from_str(&block) {
+            for document in yaml_serde::Deserializer::from_str(&block) {
                 let value: serde_json::Value = serde::Deserialize::deserialize(document)
                     .with_context(|| format!("{}: a YAML block does not parse", file.display()))?;
                 let kind = value["kind"].as_str().unwrap_or_default();
@@ -76,7 +76,7 @@ async fn every_manifest_in_the_docs_is_accepted_by_the_api_server() -> Result<()
                     format!(
                         "{}: the API server refuses this {kind}:\n{}",
                         file.display(),
-                        serde_yaml::to_string(&value).unwrap()
+                        yaml_serde::to_string(&value).unwrap()
                     )
                 })?;
                 checked += 1;

@@ -139,7 +139,7 @@ fn rendered(values: &[&str]) -> Result<Vec<Value>> {
     let output = std::process::Command::new(sigil_tests::cluster::tool_path("helm")).args(&args).output()?;
     ensure!(output.status.success(), "helm template: {}", String::from_utf8_lossy(&output.stderr));
     let mut objects = Vec::new();
-    for document in serde_yaml::Deserializer::from_slice(&output.stdout) {
+    for document in yaml_serde::Deserializer::from_slice(&output.stdout) {
         objects.push(Value::deserialize(document)?);
     }
     Ok(objects)
@@ -198,9 +198,9 @@ fn where_it_acts() -> Value {
         { "apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch", "create", "patch", "update"] },
         { "apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch", "create", "patch", "update"] },
         { "apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["get", "patch"] },
-        { "apiGroups": ["rbac.authorization.k8s.io"], "resources": ["roles", "rolebindings"], "verbs": ["get", "create", "patch", "delete"] },
+        { "apiGroups": ["rbac.authorization.k8s.io"], "resources": ["roles", "rolebindings"], "verbs": ["get", "list", "watch", "create", "patch", "delete"] },
         { "apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"] },
-        { "apiGroups": [""], "resources": ["pods"], "verbs": ["list"] },
+        { "apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"] },
         { "apiGroups": [""], "resources": ["pods/eviction"], "verbs": ["create"] },
     ])
 }
@@ -283,7 +283,7 @@ fn rendered_rbac_is_exactly_the_least_privilege() -> Result<()> {
         }
     }
     let file: Value =
-        serde_yaml::from_str(&std::fs::read_to_string(repo_path("charts/sigil/rbac/operator-rules.yaml"))?)?;
+        yaml_serde::from_str(&std::fs::read_to_string(repo_path("charts/sigil/rbac/operator-rules.yaml"))?)?;
     assert!(!may_delete_config_maps(&file), "operator-rules.yaml may delete ConfigMaps");
     let control = json!([{ "apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "delete"] }]);
     assert!(may_delete_config_maps(&control), "the check itself");
@@ -331,7 +331,7 @@ fn rendered_rbac_is_exactly_the_least_privilege() -> Result<()> {
     // The file the controller's RBAC test binds is the same rules, plus the Lease rule the chart
     // moves to the operator's namespace.
     let file: Value =
-        serde_yaml::from_str(&std::fs::read_to_string(repo_path("charts/sigil/rbac/operator-rules.yaml"))?)?;
+        yaml_serde::from_str(&std::fs::read_to_string(repo_path("charts/sigil/rbac/operator-rules.yaml"))?)?;
     let mut expected = where_it_acts().as_array().unwrap().clone();
     expected.push(
         json!({ "apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"] }),

@@ -48,7 +48,7 @@ fn alerts_and_dashboard_use_only_exported_metrics() {
     }
     // The alerts file is a valid PrometheusRule whose alerts each name a runbook that exists.
     let rule: serde_json::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(root.join("alerts.yaml")).unwrap()).unwrap();
+        yaml_serde::from_str(&std::fs::read_to_string(root.join("alerts.yaml")).unwrap()).unwrap();
     let operations = std::fs::read_to_string(root.join("../../docs/operations.md")).unwrap();
     for group in rule["spec"]["groups"].as_array().unwrap() {
         for alert in group["rules"].as_array().unwrap() {

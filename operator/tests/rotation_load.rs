@@ -19,8 +19,9 @@ use kube::Api;
 use serde_json::json;
 use sigil_operator::api::*;
 use sigil_signer::backend::local::LocalKeyConfig;
-use sigil_signer::config::{AttoConfig, KeyConfig, ManagementConfig, SignerConfig};
+use sigil_signer::config::{KeyConfig, ManagementConfig, SignerConfig};
 use sigil_signer::protocol::atto::api::Capability;
+use sigil_signer::protocol::atto::config::AttoConfig;
 use sigil_tests::cluster::wait_for;
 
 const SEED: &str = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60";

@@ -9,14 +9,14 @@ use std::time::Duration;
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use sigil_signer::backend::local::LocalBackend;
 use sigil_signer::keys::{Algorithm, SecretKey};
-use sigil_signer::policy::{Policy, SignKind};
+use sigil_signer::policy::Policy;
 use sigil_signer::protocol::atto::model::{TargetRequest, Vote};
 use sigil_signer::ratchet::memory::MemoryRatchet;
 use sigil_signer::ratchet::Mark;
 use sigil_signer::sign::{KeyEntry, SignRequest, Signer};
 
 fn request(payload: &[u8]) -> SignRequest<'_> {
-    SignRequest::new("k", "bench", SignKind::AttoVote, None, payload)
+    SignRequest::new("k", "bench", sigil_signer::protocol::atto::api::VOTE, None, payload)
 }
 
 fn bench(c: &mut Criterion) {
@@ -33,7 +33,11 @@ fn bench(c: &mut Criterion) {
 
     let key = SecretKey::from_bytes(Algorithm::Ed25519, &seed).unwrap();
     let public_key = hex::encode_upper(key.public_key().as_bytes());
-    let entry = KeyEntry::new("k", Arc::new(LocalBackend::new(key)), Policy::allowing([SignKind::AttoVote]));
+    let entry = KeyEntry::new(
+        "k",
+        Arc::new(LocalBackend::new(key)),
+        Policy::allowing([sigil_signer::protocol::atto::api::VOTE]),
+    );
     let signer = Signer::new([entry], Arc::new(MemoryRatchet::default()), Arc::default(), Duration::from_secs(1));
     runtime.block_on(signer.probe_keys());
 

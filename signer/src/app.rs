@@ -9,22 +9,18 @@ use std::time::Duration;
 use axum::Router;
 use tokio::net::TcpListener;
 
-use crate::backend::local::{LocalBackend, LocalKeyError};
-use crate::backend::pkcs11::Pkcs11Backend;
-use crate::backend::KeyBackend;
-use crate::config::{ConfigError, KeyBackendConfig, KeyConfig, RatchetStore, SignerConfig};
+use crate::backend::{KeyBackend, OpenError};
+use crate::config::{ConfigError, KeyConfig, RatchetStore, SignerConfig};
 use crate::keys::{Algorithm, PublicKey};
 use crate::metrics::Metrics;
 use crate::policy::Policy;
-use crate::policy::SignKind;
-use crate::protocol::tezos::policy::TezosPolicy;
-use crate::protocol::{atto, cometbft, tezos};
+use crate::protocol::{Service, Task};
 #[cfg(feature = "kubernetes")]
 use crate::ratchet::configmap::{ConfigMapRatchet, Mode as ConfigMapMode};
 use crate::ratchet::file::FileRatchet;
 use crate::ratchet::memory::MemoryRatchet;
 use crate::ratchet::{PublishedKey, Ratchet, RatchetError};
-use crate::server::auth::{TokenAuth, TokenError};
+use crate::server::auth::TokenError;
 use crate::server::http::{self, ConnectionLimits};
 use crate::server::management;
 use crate::sign::{KeyEntry, Signer};
@@ -39,7 +35,7 @@ pub enum StartupError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error("key {name}: {source}")]
-    Key { name: String, source: LocalKeyError },
+    Key { name: String, source: OpenError },
     #[error(transparent)]
     Ratchet(#[from] RatchetError),
     #[error("atto token: {0}")]
@@ -52,44 +48,39 @@ pub enum StartupError {
 pub struct App {
     signer: Arc<Signer>,
     listeners: Vec<(&'static str, TcpListener, Router)>,
-    /// CometBFT nodes to dial.
-    clients: Vec<Arc<cometbft::client::Client>>,
+    /// Connections that dial out (CometBFT nodes).
+    tasks: Vec<Task>,
 }
 
 impl App {
     pub async fn start(config: &SignerConfig) -> Result<App, StartupError> {
         config.validate()?;
         let metrics = Arc::new(Metrics::default());
+        let protocols = config.protocols();
         let mut entries = Vec::new();
-        let mut tezos_keys = Vec::new();
+        let mut published = Vec::new();
         for (name, key) in &config.keys {
             let backend = open_backend(name, key)?;
-            let policy = if let Some(atto) = config.atto.as_ref().filter(|a| a.key == *name) {
-                if backend_algorithm(&*backend).await.is_some_and(|a| a != Algorithm::Ed25519) {
-                    return Err(StartupError::Config(ConfigError::Invalid(format!(
-                        "atto.key: key {name:?} must be ed25519 for Atto"
-                    ))));
+            let served_by = protocols.iter().find(|p| p.keys().iter().any(|(_, key)| key == name));
+            let policy = match served_by {
+                Some(protocol) => {
+                    let algorithm = backend_algorithm(&*backend).await;
+                    if protocol.needs_ed25519() && algorithm.is_some_and(|a| a != Algorithm::Ed25519) {
+                        return Err(StartupError::Config(ConfigError::Invalid(format!(
+                            "keys.{name}: {} keys must be ed25519",
+                            protocol.name()
+                        ))));
+                    }
+                    published.push((name.clone(), protocol.display_key()));
+                    protocol.policy(name)?
                 }
-                Policy::allowing(atto.capabilities.iter().map(|c| c.kind()))
-            } else if config.cometbft.iter().any(|c| c.key == *name) {
-                if backend_algorithm(&*backend).await.is_some_and(|a| a != Algorithm::Ed25519) {
-                    return Err(StartupError::Config(ConfigError::Invalid(format!(
-                        "keys.{name}: CometBFT validator keys must be ed25519 here"
-                    ))));
-                }
-                Policy::allowing(SignKind::COMETBFT)
-            } else if let Some(tezos) = config.tezos.as_ref().and_then(|t| t.keys.get(name)) {
-                let policy = TezosPolicy::from_config(name, tezos).map_err(ConfigError::Invalid)?;
-                tezos_keys.push(tezos::api::TezosKey::new(name.clone(), policy.clone()));
-                Policy::allowing(tezos::api::sign_kinds(&policy))
-            } else {
-                Policy::default()
+                None => Policy::default(),
             };
             entries.push(KeyEntry::new(name.clone(), backend, policy));
         }
         let ratchet: Arc<dyn Ratchet> = match config.ratchet.as_ref().map(|r| r.store()).transpose()? {
             None | Some(RatchetStore::Memory) => {
-                if config.tezos.is_some() || !config.cometbft.is_empty() {
+                if protocols.iter().any(|p| p.needs_marks()) {
                     tracing::warn!(
                         "ratchet.memory: the high-water marks live in this process only and are FORGOTTEN on restart; \
                          a restarted signer can sign again what it signed before (a double sign). For tests only: \
@@ -115,61 +106,17 @@ impl App {
             }
         };
         let signer = Arc::new(Signer::new(entries, ratchet, metrics, BACKEND_TIMEOUT));
-        let protocols: Vec<(String, Protocol)> = config
-            .keys
-            .keys()
-            .filter_map(|name| {
-                let protocol = if config.atto.as_ref().is_some_and(|a| a.key == *name) {
-                    Protocol::Atto
-                } else if config.cometbft.iter().any(|c| c.key == *name) {
-                    Protocol::CometBft
-                } else if config.tezos.as_ref().is_some_and(|t| t.keys.contains_key(name)) {
-                    Protocol::Tezos
-                } else {
-                    return None;
-                };
-                Some((name.clone(), protocol))
-            })
-            .collect();
-        spawn_key_probe(signer.clone(), protocols).await;
-
-        let mut clients = Vec::new();
-        for (i, validator) in config.cometbft.iter().enumerate() {
-            let invalid = |e: String| StartupError::Config(ConfigError::Invalid(format!("cometbft[{i}]: {e}")));
-            let identity = cometbft::client::load_identity(validator.identity_key_file.as_deref()).map_err(invalid)?;
-            clients.push(Arc::new(cometbft::client::Client {
-                validator: cometbft::session::Validator {
-                    chain_id: validator.chain_id.clone(),
-                    key: validator.key.clone(),
-                    version: validator.version.unwrap_or_default(),
-                    max_height_jump: validator.max_height_jump(),
-                    signer: signer.clone(),
-                },
-                endpoint: cometbft::client::Endpoint::parse(&validator.connect).map_err(invalid)?,
-                identity,
-                node_id: validator
-                    .node_id
-                    .as_deref()
-                    .map(cometbft::client::parse_node_id)
-                    .transpose()
-                    .map_err(invalid)?,
-            }));
-        }
+        spawn_key_probe(signer.clone(), published).await;
 
         let mut listeners = Vec::new();
-        if let Some(atto) = &config.atto {
-            let (auth, warning) = TokenAuth::load(atto.token_source()?)?;
-            if let Some(warning) = warning {
-                tracing::warn!("{warning}");
+        let mut tasks = Vec::new();
+        for protocol in &protocols {
+            for service in protocol.services(&signer)? {
+                match service {
+                    Service::Listener { name, addr, router } => listeners.push((name, bind(addr, name).await?, router)),
+                    Service::Dialer(task) => tasks.push(task),
+                }
             }
-            let auth = Arc::new(auth);
-            auth.spawn_watcher(TOKEN_POLL);
-            let router = atto::api::router(signer.clone(), &atto.key, auth, http::Limits::ATTO);
-            listeners.push(("atto API", bind(atto.listen, "atto API").await?, router));
-        }
-        if let Some(tezos) = &config.tezos {
-            let router = tezos::api::router(signer.clone(), tezos_keys, tezos.list_known_keys, http::Limits::TEZOS);
-            listeners.push(("tezos API", bind(tezos.listen, "tezos API").await?, router));
         }
         let management = config.management.clone().unwrap_or_default();
         listeners.push((
@@ -177,7 +124,7 @@ impl App {
             bind(management.listen, "management").await?,
             management::router(signer.clone()),
         ));
-        Ok(App { signer, listeners, clients })
+        Ok(App { signer, listeners, tasks })
     }
 
     pub fn signer(&self) -> &Arc<Signer> {
@@ -203,8 +150,8 @@ impl App {
             };
             tasks.spawn(http::serve(listener, router, ConnectionLimits::default(), until));
         }
-        for client in self.clients {
-            tasks.spawn(client.run(stopped.clone()));
+        for task in self.tasks {
+            tasks.spawn(task(stopped.clone()));
         }
         shutdown.await;
         tracing::info!("shutting down");
@@ -215,39 +162,7 @@ impl App {
 
 /// The backend a key's config names, ready to ask (remote backends connect on first use).
 pub fn open_backend(name: &str, key: &KeyConfig) -> Result<Arc<dyn KeyBackend>, StartupError> {
-    Ok(match key.backend(name)? {
-        KeyBackendConfig::Local(local) => {
-            let (secret, warning) =
-                local.load().map_err(|source| StartupError::Key { name: name.to_string(), source })?;
-            if let Some(warning) = warning {
-                tracing::warn!(key = %name, "{warning}");
-            }
-            Arc::new(LocalBackend::new(secret))
-        }
-        KeyBackendConfig::Pkcs11(pkcs11) => Arc::new(Pkcs11Backend::new(pkcs11.clone())),
-        #[cfg(feature = "aws")]
-        KeyBackendConfig::AwsKms(aws) => Arc::new(crate::backend::aws::AwsKmsBackend::new(aws.clone())),
-        #[cfg(not(feature = "aws"))]
-        KeyBackendConfig::AwsKms(_) => return Err(left_out(name, "awsKms", "aws")),
-        #[cfg(feature = "gcp")]
-        KeyBackendConfig::GcpKms(gcp) => Arc::new(crate::backend::gcp::GcpKmsBackend::new(gcp.clone())),
-        #[cfg(not(feature = "gcp"))]
-        KeyBackendConfig::GcpKms(_) => return Err(left_out(name, "gcpKms", "gcp")),
-        #[cfg(feature = "azure")]
-        KeyBackendConfig::AzureKeyVault(azure) => {
-            Arc::new(crate::backend::azure::AzureKeyVaultBackend::new(azure.clone()))
-        }
-        #[cfg(not(feature = "azure"))]
-        KeyBackendConfig::AzureKeyVault(_) => return Err(left_out(name, "azureKeyVault", "azure")),
-    })
-}
-
-/// A backend this build was compiled without (the fuzz build leaves the cloud SDKs out).
-#[cfg_attr(all(feature = "aws", feature = "gcp", feature = "azure"), allow(dead_code))]
-fn left_out(name: &str, field: &str, feature: &str) -> StartupError {
-    StartupError::Config(ConfigError::Invalid(format!(
-        "keys.{name}.{field}: this build has no {field} support (cargo feature {feature})"
-    )))
+    key.backend(name)?.open(name).map_err(|source| StartupError::Key { name: name.to_string(), source })
 }
 
 /// The key's algorithm, when the backend answers at once (local keys always do).
@@ -259,33 +174,16 @@ async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, Start
     TcpListener::bind(addr).await.map_err(|source| StartupError::Bind { addr, what, source })
 }
 
-/// Which protocol a key serves, for the name people know it by.
-#[derive(Clone, Copy)]
-enum Protocol {
-    Atto,
-    Tezos,
-    CometBft,
-}
-
 /// The key as the store records it: `<algorithm>:<hex>`, and the protocol's own name for it.
-fn published_key(name: &str, protocol: Protocol, public_key: &PublicKey) -> PublishedKey {
-    let display = match (protocol, <[u8; 32]>::try_from(public_key.as_bytes())) {
-        (Protocol::Atto, Ok(ed25519)) => atto::model::address(&ed25519),
-        (Protocol::Tezos, _) => tezos::encoding::pkh(public_key),
-        (Protocol::CometBft, _) => match cometbft::keys::address(public_key) {
-            Some(address) => hex::encode_upper(address),
-            None => public_key.id(),
-        },
-        (Protocol::Atto, Err(_)) => public_key.id(),
-    };
-    PublishedKey { name: name.to_string(), key: public_key.id(), display }
+fn published_key(name: &str, display: fn(&PublicKey) -> String, public_key: &PublicKey) -> PublishedKey {
+    PublishedKey { name: name.to_string(), key: public_key.id(), display: display(public_key) }
 }
 
 /// Asks every key for its public key now, then keeps a background probe: keys that did not
 /// answer, or whose backend failed a sign since, are asked again (with backoff) until they do.
 /// `/readyz` is ready exactly while every key is. Known public keys are published to the store
 /// (the ConfigMap, where the operator reads them).
-async fn spawn_key_probe(signer: Arc<Signer>, protocols: Vec<(String, Protocol)>) {
+async fn spawn_key_probe(signer: Arc<Signer>, protocols: Vec<(String, fn(&PublicKey) -> String)>) {
     let failures = signer.probe_keys().await;
     for failure in &failures {
         tracing::warn!(error = %failure, "key not ready; retrying in the background");
@@ -296,9 +194,9 @@ async fn spawn_key_probe(signer: Arc<Signer>, protocols: Vec<(String, Protocol)>
         loop {
             let known: Vec<PublishedKey> = protocols
                 .iter()
-                .filter_map(|(name, protocol)| {
+                .filter_map(|(name, display)| {
                     let key = signer.key(name)?.public_key()?;
-                    Some(published_key(name, *protocol, key))
+                    Some(published_key(name, *display, key))
                 })
                 .collect();
             if known != published {

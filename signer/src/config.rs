@@ -9,13 +9,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::local::LocalKeyConfig;
 use crate::backend::pkcs11::Pkcs11KeyConfig;
-use crate::backend::{AwsKmsKeyConfig, AzureKeyVaultKeyConfig, GcpKmsKeyConfig};
-use crate::keys::Algorithm;
-use crate::protocol::atto::api::Capability;
-use crate::protocol::cometbft::client::{parse_node_id, Endpoint};
-pub use crate::protocol::cometbft::session::Version as CometBftVersion;
-use crate::protocol::tezos::policy::{TezosKeyConfig, TezosPolicy};
-use crate::server::auth::TokenSource;
+use crate::backend::{one_of, AwsKmsKeyConfig, AzureKeyVaultKeyConfig, Backend, BackendConfig, GcpKmsKeyConfig};
+use crate::protocol::atto::config::AttoConfig;
+use crate::protocol::cometbft::config::CometBftConfig;
+use crate::protocol::tezos::config::TezosConfig;
+use crate::protocol::ProtocolConfig;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -60,49 +58,36 @@ pub struct KeyConfig {
     pub azure_key_vault: Option<AzureKeyVaultKeyConfig>,
 }
 
-/// The backend a [`KeyConfig`] selects.
-pub enum KeyBackendConfig<'a> {
-    Local(&'a LocalKeyConfig),
-    Pkcs11(&'a Pkcs11KeyConfig),
-    AwsKms(&'a AwsKmsKeyConfig),
-    GcpKms(&'a GcpKmsKeyConfig),
-    AzureKeyVault(&'a AzureKeyVaultKeyConfig),
-}
-
-impl KeyBackendConfig<'_> {
-    /// Whether the key can be Ed25519, which Atto and CometBFT need (remote keys tell at startup).
-    pub fn may_be_ed25519(&self) -> bool {
-        match self {
-            KeyBackendConfig::Local(local) => local.algorithm.unwrap_or(Algorithm::Ed25519) == Algorithm::Ed25519,
-            KeyBackendConfig::AzureKeyVault(_) => false,
-            KeyBackendConfig::Pkcs11(_) | KeyBackendConfig::AwsKms(_) | KeyBackendConfig::GcpKms(_) => true,
-        }
-    }
-}
-
 impl KeyConfig {
     pub fn local(config: LocalKeyConfig) -> Self {
         KeyConfig { local: Some(config), ..Default::default() }
     }
 
     /// The one backend set, or an error naming the key.
-    pub fn backend(&self, name: &str) -> Result<KeyBackendConfig<'_>, ConfigError> {
-        let set: Vec<KeyBackendConfig<'_>> = [
-            self.local.as_ref().map(KeyBackendConfig::Local),
-            self.pkcs11.as_ref().map(KeyBackendConfig::Pkcs11),
-            self.aws_kms.as_ref().map(KeyBackendConfig::AwsKms),
-            self.gcp_kms.as_ref().map(KeyBackendConfig::GcpKms),
-            self.azure_key_vault.as_ref().map(KeyBackendConfig::AzureKeyVault),
+    pub fn backend(&self, name: &str) -> Result<&dyn BackendConfig, ConfigError> {
+        let set: Vec<&dyn BackendConfig> = [
+            self.local.as_ref().map(|c| c as &dyn BackendConfig),
+            self.pkcs11.as_ref().map(|c| c as &dyn BackendConfig),
+            self.aws_kms.as_ref().map(|c| c as &dyn BackendConfig),
+            self.gcp_kms.as_ref().map(|c| c as &dyn BackendConfig),
+            self.azure_key_vault.as_ref().map(|c| c as &dyn BackendConfig),
         ]
         .into_iter()
         .flatten()
         .collect();
         match <[_; 1]>::try_from(set) {
             Ok([one]) => Ok(one),
-            Err(_) => Err(ConfigError::Invalid(format!(
-                "keys.{name}: set exactly one backend: local, pkcs11, awsKms, gcpKms or azureKeyVault"
-            ))),
+            Err(_) => {
+                let fields: Vec<&str> = Backend::ALL.iter().map(|b| b.field()).collect();
+                Err(ConfigError::Invalid(format!("keys.{name}: set exactly one backend: {}", one_of(&fields))))
+            }
         }
+    }
+
+    /// When the backend rules out the Ed25519 key a protocol needs: why, as the end of a message.
+    pub(crate) fn not_ed25519(&self, name: &str) -> Result<Option<String>, ConfigError> {
+        let why = self.backend(name)?.rules_out_ed25519();
+        Ok(why.map(|why| if why.is_empty() { String::new() } else { format!(" ({why})") }))
     }
 }
 
@@ -165,81 +150,6 @@ pub struct FileRatchetConfig {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct TezosConfig {
-    /// Address of the API listener. Defaults to 127.0.0.1:6732 (octez's default port, pod-local).
-    #[serde(default = "default_tezos_listen")]
-    pub listen: SocketAddr,
-    /// The keys served, by name under `keys`, each with its policy.
-    pub keys: BTreeMap<String, TezosKeyConfig>,
-    /// Answer `GET /known_keys` (octez-signer's `--allow-list-known-keys`). Off by default.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub list_known_keys: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct AttoConfig {
-    /// Address of the API listener. Defaults to 127.0.0.1:9090 (pod-local).
-    #[serde(default = "default_atto_listen")]
-    pub listen: SocketAddr,
-    /// The key to sign with: a name under `keys`, an ed25519 key.
-    pub key: String,
-    /// What the node may ask for: CHALLENGE, BLOCK, VOTE.
-    pub capabilities: Vec<Capability>,
-    /// A file holding the API token, re-read on change; `<file>.previous` is accepted too.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token_file: Option<PathBuf>,
-    /// The name of an environment variable holding the API token.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token_env: Option<String>,
-}
-
-impl AttoConfig {
-    /// Where the API token comes from: exactly one of `tokenFile` and `tokenEnv`.
-    pub fn token_source(&self) -> Result<TokenSource, ConfigError> {
-        match (&self.token_file, &self.token_env) {
-            (Some(file), None) => Ok(TokenSource::File(file.clone())),
-            (None, Some(env)) => Ok(TokenSource::Env(env.clone())),
-            _ => Err(ConfigError::Invalid("atto: set exactly one of tokenFile or tokenEnv".into())),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct CometBftConfig {
-    /// The node's `priv_validator_laddr`: `tcp://host:port` (SecretConnection) or `unix:///path`.
-    pub connect: String,
-    /// The chain's id, as in its genesis; requests for any other chain are refused.
-    pub chain_id: String,
-    /// The key to sign with: a name under `keys`, an Ed25519 key.
-    pub key: String,
-    /// The node's privval layout: `v0.38` (v0.34 to v0.40; the default) or `v1.0`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub version: Option<CometBftVersion>,
-    /// sigil's SecretConnection identity (hex, base64 seed or priv_validator_key.json), created
-    /// mode 600 when missing. Unset: a new identity each start.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub identity_key_file: Option<PathBuf>,
-    /// The node's SecretConnection id to insist on (40 hex characters). Stock CometBFT makes a new
-    /// one each start, so only set this for nodes that persist theirs.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub node_id: Option<String>,
-    /// The most a vote's or proposal's height may exceed the last signed height; anything further
-    /// is refused, so that an impostor node cannot move the mark out of reach. Default 1000000.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_height_jump: Option<u64>,
-}
-
-impl CometBftConfig {
-    /// `maxHeightJump`, or its default.
-    pub fn max_height_jump(&self) -> u64 {
-        self.max_height_jump.unwrap_or(crate::protocol::cometbft::session::DEFAULT_MAX_HEIGHT_JUMP)
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ManagementConfig {
     /// Address of the management listener. Defaults to 127.0.0.1:9091.
     #[serde(default = "default_management_listen")]
@@ -250,30 +160,6 @@ impl Default for ManagementConfig {
     fn default() -> Self {
         ManagementConfig { listen: default_management_listen() }
     }
-}
-
-/// Why a key cannot be Ed25519, when the backend is the reason.
-fn no_ed25519_hint(key: &KeyConfig) -> &'static str {
-    if key.azure_key_vault.is_some() {
-        " (Azure Key Vault has no Ed25519 keys: use GCP KMS, AWS KMS, an HSM or a local key)"
-    } else {
-        ""
-    }
-}
-
-/// `projects/P/locations/L/keyRings/R/cryptoKeys/K/cryptoKeyVersions/V`, every part non-empty.
-fn is_key_version_name(name: &str) -> bool {
-    let parts: Vec<&str> = name.split('/').collect();
-    let labels = ["projects", "locations", "keyRings", "cryptoKeys", "cryptoKeyVersions"];
-    parts.len() == 10 && parts.chunks(2).zip(labels).all(|(pair, label)| pair[0] == label && !pair[1].is_empty())
-}
-
-fn default_atto_listen() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 9090))
-}
-
-fn default_tezos_listen() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 6732))
 }
 
 fn default_management_listen() -> SocketAddr {
@@ -301,14 +187,14 @@ impl SignerConfig {
 
     /// Parses and validates. Errors name the field (`atto.capabilities[1]: ...`).
     pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
-        // serde_yaml's messages already carry the field path and the line.
-        let config: SignerConfig = serde_yaml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        // yaml_serde's messages already carry the field path and the line.
+        let config: SignerConfig = yaml_serde::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
         config.validate()?;
         Ok(config)
     }
 
     pub fn to_yaml(&self) -> String {
-        serde_yaml::to_string(self).expect("SignerConfig always serializes")
+        yaml_serde::to_string(self).expect("SignerConfig always serializes")
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -320,61 +206,48 @@ impl SignerConfig {
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
                 return invalid(format!("keys.{name}: key names use letters, digits, '-' and '_' only"));
             }
-            match key.backend(name)? {
-                KeyBackendConfig::Local(local) => {
-                    let sources =
-                        [local.secret_key.is_some(), local.secret_key_file.is_some(), local.secret_key_env.is_some()];
-                    if sources.iter().filter(|s| **s).count() != 1 {
-                        return invalid(format!(
-                            "keys.{name}.local: set exactly one of secretKey, secretKeyFile or secretKeyEnv"
-                        ));
-                    }
+            let backend = key.backend(name)?;
+            if let Err(invalid) = backend.validate() {
+                let field = invalid.field.map(|f| format!(".{f}")).unwrap_or_default();
+                return Err(ConfigError::Invalid(format!(
+                    "keys.{name}.{}{field}: {invalid}",
+                    backend.backend().field()
+                )));
+            }
+        }
+        let protocols = self.protocols();
+        if protocols.is_empty() {
+            return invalid("nothing to serve: add an `atto`, `tezos` or `cometbft` section".into());
+        }
+        // Every key a protocol names exists and serves no other protocol.
+        let mut served: BTreeMap<&str, (String, &str)> = BTreeMap::new();
+        for protocol in &protocols {
+            for (path, key) in protocol.keys() {
+                if !self.keys.contains_key(key) {
+                    return invalid(format!("{path}: {}", self.unknown_key(key)));
                 }
-                KeyBackendConfig::Pkcs11(pkcs11) => {
-                    if pkcs11.pin_file.is_some() == pkcs11.pin_env.is_some() {
-                        return invalid(format!("keys.{name}.pkcs11: set exactly one of pinFile or pinEnv"));
+                match served.get(key) {
+                    Some((other, name)) if *name != protocol.name() => {
+                        return invalid(format!("{path}: the key is also {other}; give each protocol its own key"));
                     }
-                }
-                KeyBackendConfig::AwsKms(aws) => {
-                    if aws.key_id.trim().is_empty() {
-                        return invalid(format!("keys.{name}.awsKms.keyId: name the key (id, ARN or alias/...)"));
-                    }
-                }
-                KeyBackendConfig::GcpKms(gcp) => {
-                    if !is_key_version_name(&gcp.key_version) {
-                        return invalid(format!(
-                            "keys.{name}.gcpKms.keyVersion: {:?} is not a key version name; expected \
-                             projects/P/locations/L/keyRings/R/cryptoKeys/K/cryptoKeyVersions/V",
-                            gcp.key_version
-                        ));
-                    }
-                }
-                KeyBackendConfig::AzureKeyVault(azure) => {
-                    if !azure.vault_url.starts_with("https://") {
-                        return invalid(format!(
-                            "keys.{name}.azureKeyVault.vaultUrl: {:?} must be https://<vault>.vault.azure.net",
-                            azure.vault_url
-                        ));
-                    }
-                    if azure.key_name.is_empty() || azure.key_name.contains('/') {
-                        return invalid(format!("keys.{name}.azureKeyVault.keyName: name the key (no slashes)"));
+                    Some(_) => {}
+                    None => {
+                        served.insert(key, (path, protocol.name()));
                     }
                 }
             }
+            if protocol.needs_marks() && self.ratchet.is_none() {
+                return invalid(format!(
+                    "ratchet: {} needs a durable high-water mark; set ratchet.file.dir \
+                     (or ratchet.memory: {{}} for tests only)",
+                    protocol.name()
+                ));
+            }
+            protocol.validate(self)?;
         }
-        if self.atto.is_none() && self.tezos.is_none() && self.cometbft.is_empty() {
-            return invalid("nothing to serve: add an `atto`, `tezos` or `cometbft` section".into());
-        }
-        self.validate_cometbft()?;
-        let mut listeners = vec![("management.listen", self.management.clone().unwrap_or_default().listen)];
-        if let Some(atto) = &self.atto {
-            self.validate_atto(atto)?;
-            listeners.push(("atto.listen", atto.listen));
-        }
-        if let Some(tezos) = &self.tezos {
-            self.validate_tezos(tezos)?;
-            listeners.push(("tezos.listen", tezos.listen));
-        }
+        let management = ("management.listen", self.management.clone().unwrap_or_default().listen);
+        let listeners: Vec<(&str, SocketAddr)> =
+            std::iter::once(management).chain(protocols.iter().filter_map(|p| p.listen())).collect();
         for (i, (name, addr)) in listeners.iter().enumerate() {
             if let Some((other, _)) = listeners[..i].iter().find(|(_, a)| a == addr && addr.port() != 0) {
                 return invalid(format!("{name}: {addr} is already {other}"));
@@ -395,176 +268,29 @@ impl SignerConfig {
         Ok(())
     }
 
-    fn validate_atto(&self, atto: &AttoConfig) -> Result<(), ConfigError> {
-        let invalid = |message: String| Err(ConfigError::Invalid(message));
-        let Some(key) = self.keys.get(&atto.key) else {
-            return invalid(format!("atto.key: {}", self.unknown_key(&atto.key)));
-        };
-        if !key.backend(&atto.key)?.may_be_ed25519() {
-            return invalid(format!("atto.key: key {:?} must be ed25519 for Atto{}", atto.key, no_ed25519_hint(key)));
-        }
-        if atto.capabilities.is_empty() {
-            return invalid("atto.capabilities: list at least one of CHALLENGE, BLOCK, VOTE".into());
-        }
-        atto.token_source()?;
-        Ok(())
-    }
-
-    fn validate_tezos(&self, tezos: &TezosConfig) -> Result<(), ConfigError> {
-        let invalid = |message: String| Err(ConfigError::Invalid(message));
-        if tezos.keys.is_empty() {
-            return invalid("tezos.keys: list at least one key to serve".into());
-        }
-        for (name, policy) in &tezos.keys {
-            if !self.keys.contains_key(name) {
-                return invalid(format!("tezos.keys.{name}: {}", self.unknown_key(name)));
-            }
-            if self.atto.as_ref().is_some_and(|a| a.key == *name) {
-                return invalid(format!("tezos.keys.{name}: the key is also atto.key; give each protocol its own key"));
-            }
-            TezosPolicy::from_config(name, policy).map_err(ConfigError::Invalid)?;
-        }
-        if self.ratchet.is_none() {
-            return invalid(
-                "ratchet: Tezos needs a durable high-water mark; set ratchet.file.dir \
-                 (or ratchet.memory: {} for tests only)"
-                    .into(),
-            );
-        }
-        Ok(())
-    }
-
-    fn validate_cometbft(&self) -> Result<(), ConfigError> {
-        let invalid = |message: String| Err(ConfigError::Invalid(message));
-        for (i, validator) in self.cometbft.iter().enumerate() {
-            let path = format!("cometbft[{i}]");
-            Endpoint::parse(&validator.connect).map_err(|e| ConfigError::Invalid(format!("{path}.connect: {e}")))?;
-            if validator.chain_id.trim().is_empty() {
-                return invalid(format!("{path}.chainId: set the chain id from the node's genesis"));
-            }
-            let Some(key) = self.keys.get(&validator.key) else {
-                return invalid(format!("{path}.key: {}", self.unknown_key(&validator.key)));
-            };
-            if !key.backend(&validator.key)?.may_be_ed25519() {
-                return invalid(format!(
-                    "{path}.key: key {:?} must be ed25519 for CometBFT{}",
-                    validator.key,
-                    no_ed25519_hint(key)
-                ));
-            }
-            let other_protocol = self.atto.as_ref().is_some_and(|a| a.key == validator.key)
-                || self.tezos.as_ref().is_some_and(|t| t.keys.contains_key(&validator.key));
-            if other_protocol {
-                return invalid(format!("{path}.key: key {:?} serves another protocol too", validator.key));
-            }
-            if let Some(node_id) = &validator.node_id {
-                parse_node_id(node_id).map_err(|e| ConfigError::Invalid(format!("{path}.nodeId: {e}")))?;
-            }
-            if validator.max_height_jump == Some(0) {
-                return invalid(format!(
-                    "{path}.maxHeightJump: 0 would refuse every new height; set at least 1, or leave it out \
-                     for the default ({})",
-                    crate::protocol::cometbft::session::DEFAULT_MAX_HEIGHT_JUMP
-                ));
-            }
-            let duplicate =
-                self.cometbft[..i].iter().any(|v| v.chain_id == validator.chain_id && v.key == validator.key);
-            if duplicate {
-                return invalid(format!(
-                    "{path}: key {:?} on chain {:?} is listed twice; one connection per validator",
-                    validator.key, validator.chain_id
-                ));
-            }
-        }
-        if !self.cometbft.is_empty() && self.ratchet.is_none() {
-            return invalid(
-                "ratchet: CometBFT needs a durable high-water mark; set ratchet.file.dir \
-                 (or ratchet.memory: {} for tests only)"
-                    .into(),
-            );
-        }
-        Ok(())
-    }
-
     fn unknown_key(&self, name: &str) -> String {
         let known: Vec<&str> = self.keys.keys().map(String::as_str).collect();
         format!("no key named {name:?} (configured: {})", known.join(", "))
     }
 
-    /// The drop-in mode: attocash/signer's environment variables
-    /// (<https://github.com/attocash/signer/blob/main/src/main/resources/application.yaml>). Every
-    /// missing variable is named at once; there is no default key or token.
-    pub fn from_atto_env(var: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |name: &str| var(name).filter(|v| !v.trim().is_empty());
-        let missing: Vec<&str> =
-            ["ATTO_SIGNER_BACKEND", "ATTO_SIGNER_KEY", "ATTO_SIGNER_TOKEN", "ATTO_SIGNER_CAPABILITIES"]
-                .into_iter()
-                .filter(|name| get(name).is_none())
-                .collect();
-        if !missing.is_empty() {
-            return Err(ConfigError::Env(format!(
-                "missing environment variable{} {}: set them (see docs/atto.md) or pass --config FILE",
-                if missing.len() > 1 { "s" } else { "" },
-                missing.join(", ")
-            )));
-        }
-        let backend = get("ATTO_SIGNER_BACKEND").unwrap_or_default();
-        let key = match backend.trim().to_ascii_uppercase().as_str() {
-            "LOCAL" => KeyConfig::local(LocalKeyConfig {
-                secret_key_env: Some("ATTO_SIGNER_KEY".into()),
-                algorithm: Some(Algorithm::Ed25519),
-                ..Default::default()
-            }),
-            // Upstream's GCP backend: ATTO_SIGNER_KEY names the key version; credentials from ADC.
-            "GCP" => KeyConfig {
-                gcp_kms: Some(GcpKmsKeyConfig {
-                    key_version: get("ATTO_SIGNER_KEY").unwrap_or_default().trim().to_string(),
-                    endpoint: get("SIGIL_GCP_KMS_ENDPOINT"),
-                }),
-                ..Default::default()
-            },
-            _ => {
-                return Err(ConfigError::Env(format!(
-                    "ATTO_SIGNER_BACKEND={backend} is not supported in environment mode; use LOCAL or GCP, \
-                     or a config file for other key backends"
-                )))
-            }
-        };
-        let capabilities = Capability::parse_list(&get("ATTO_SIGNER_CAPABILITIES").unwrap_or_default())
-            .map_err(|e| ConfigError::Env(format!("ATTO_SIGNER_CAPABILITIES: {e}")))?;
-        let port = |name: &str, default: u16| -> Result<u16, ConfigError> {
-            match get(name) {
-                None => Ok(default),
-                Some(value) => value
-                    .trim()
-                    .parse()
-                    .map_err(|_| ConfigError::Env(format!("{name}={value} is not a port number (0-65535)"))),
-            }
-        };
-        // Like upstream, listen on every interface: Compose setups reach the signer by service name.
-        let any = |port| SocketAddr::from(([0, 0, 0, 0], port));
-        let config = SignerConfig {
-            keys: BTreeMap::from([("atto".to_string(), key)]),
-            ratchet: None,
-            tezos: None,
-            cometbft: Vec::new(),
-            atto: Some(AttoConfig {
-                listen: any(port("ATTO_SIGNER_PORT", 9090)?),
-                key: "atto".into(),
-                capabilities,
-                token_file: None,
-                token_env: Some("ATTO_SIGNER_TOKEN".into()),
-            }),
-            management: Some(ManagementConfig { listen: any(port("ATTO_SIGNER_MANAGEMENT_PORT", 9091)?) }),
-        };
-        config.validate().map_err(|e| ConfigError::Env(format!("environment: {e}")))?;
-        Ok(config)
+    /// The protocol sections present, in the order they are checked and started.
+    pub fn protocols(&self) -> Vec<&dyn ProtocolConfig> {
+        let cometbft = (!self.cometbft.is_empty()).then_some(&self.cometbft as &dyn ProtocolConfig);
+        [
+            self.atto.as_ref().map(|c| c as &dyn ProtocolConfig),
+            self.tezos.as_ref().map(|c| c as &dyn ProtocolConfig),
+            cometbft,
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::atto::api::Capability;
 
     const EXAMPLE: &str = r#"
 keys:
@@ -676,33 +402,6 @@ management: {listen: "0.0.0.0:9091"}
         }
     }
 
-    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: BTreeMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        move |name| map.get(name).cloned()
-    }
-
-    const FULL_ENV: [(&str, &str); 4] = [
-        ("ATTO_SIGNER_BACKEND", "LOCAL"),
-        ("ATTO_SIGNER_KEY", "0000000000000000000000000000000000000000000000000000000000000000"),
-        ("ATTO_SIGNER_TOKEN", "t"),
-        ("ATTO_SIGNER_CAPABILITIES", "challenge, vote"),
-    ];
-
-    #[test]
-    fn upstream_environment() {
-        let config = SignerConfig::from_atto_env(env(&FULL_ENV)).unwrap();
-        let atto = config.atto.unwrap();
-        assert_eq!(atto.listen, "0.0.0.0:9090".parse().unwrap());
-        assert_eq!(config.management.unwrap().listen, "0.0.0.0:9091".parse().unwrap());
-        assert_eq!(atto.capabilities, vec![Capability::Challenge, Capability::Vote]);
-        assert_eq!(atto.token_env.as_deref(), Some("ATTO_SIGNER_TOKEN"));
-
-        let mut ports = FULL_ENV.to_vec();
-        ports.extend([("ATTO_SIGNER_PORT", "8080"), ("ATTO_SIGNER_MANAGEMENT_PORT", "8081")]);
-        let config = SignerConfig::from_atto_env(env(&ports)).unwrap();
-        assert_eq!(config.atto.unwrap().listen.port(), 8080);
-    }
-
     #[test]
     fn azure_keys_cannot_serve_ed25519_protocols() {
         let azure = "{azureKeyVault: {vaultUrl: 'https://v.vault.azure.net', keyName: k}}";
@@ -712,32 +411,6 @@ management: {listen: "0.0.0.0:9091"}
         let plain = yaml.replace("https://", "http://");
         let error = SignerConfig::from_yaml(&plain).unwrap_err().to_string();
         assert!(error.contains("keys.voter.azureKeyVault.vaultUrl"), "{error}");
-    }
-
-    #[test]
-    fn environment_errors() {
-        let error = SignerConfig::from_atto_env(env(&[])).unwrap_err().to_string();
-        assert!(
-            error.contains("ATTO_SIGNER_BACKEND, ATTO_SIGNER_KEY, ATTO_SIGNER_TOKEN, ATTO_SIGNER_CAPABILITIES"),
-            "{error}"
-        );
-        let mut aws = FULL_ENV.to_vec();
-        aws[0] = ("ATTO_SIGNER_BACKEND", "AWS");
-        assert!(SignerConfig::from_atto_env(env(&aws)).unwrap_err().to_string().contains("AWS is not supported"));
-        // GCP: the key is a key version's name, and a seed is not one.
-        let mut gcp = FULL_ENV.to_vec();
-        gcp[0] = ("ATTO_SIGNER_BACKEND", "GCP");
-        let error = SignerConfig::from_atto_env(env(&gcp)).unwrap_err().to_string();
-        assert!(error.contains("keys.atto.gcpKms.keyVersion") && error.contains("cryptoKeyVersions/V"), "{error}");
-        gcp[1] = ("ATTO_SIGNER_KEY", "projects/p/locations/global/keyRings/r/cryptoKeys/voter/cryptoKeyVersions/1");
-        let config = SignerConfig::from_atto_env(env(&gcp)).unwrap();
-        assert_eq!(config.keys["atto"].gcp_kms.as_ref().unwrap().key_version, gcp[1].1);
-        let mut bad = FULL_ENV.to_vec();
-        bad[3] = ("ATTO_SIGNER_CAPABILITIES", "VOTE,SING");
-        assert!(SignerConfig::from_atto_env(env(&bad)).unwrap_err().to_string().contains("\"SING\""));
-        let mut port = FULL_ENV.to_vec();
-        port.push(("ATTO_SIGNER_PORT", "90000"));
-        assert!(SignerConfig::from_atto_env(env(&port)).unwrap_err().to_string().contains("ATTO_SIGNER_PORT=90000"));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! sigil-signer: a remote signer for validators. See docs/architecture.md for the sign path.
 
+pub mod admin;
 pub mod app;
 pub mod backend;
 pub mod config;
@@ -7,6 +8,7 @@ pub mod files;
 pub mod keys;
 pub mod metrics;
 pub mod policy;
+pub mod process;
 pub mod protocol;
 pub mod ratchet;
 pub mod server;

@@ -3,15 +3,15 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use sigil_signer::admin;
 use sigil_signer::app::App;
 use sigil_signer::backend::local::LocalKeyConfig;
 use sigil_signer::config::SignerConfig;
+use sigil_signer::keys::cometbft;
+use sigil_signer::keys::tezos;
 use sigil_signer::keys::{Algorithm, PublicKey, SecretKey};
 use sigil_signer::protocol::atto::model as atto;
-use sigil_signer::protocol::cometbft::keys as cometbft;
-use sigil_signer::protocol::cometbft::state::StateFormat;
-use sigil_signer::protocol::tezos::encoding as tezos;
-use sigil_signer::ratchet::admin;
+use sigil_signer::protocol::cometbft::state_file::StateFormat;
 use sigil_signer::ratchet::file::FileRatchet;
 use sigil_signer::ratchet::{Mark, StreamId};
 use zeroize::Zeroizing;
@@ -47,7 +47,7 @@ Examples:
 
 Docs: docs/atto.md, docs/tezos.md, docs/configuration.md";
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum LogFormat {
     Text,
     Json,
@@ -197,19 +197,10 @@ impl From<AlgorithmArg> for Algorithm {
 fn main() {
     sigil_signer::install_crypto_provider();
     let cli = Cli::parse();
-    init_logging(cli.log_format, &cli.log);
+    sigil_signer::process::init_logging(&cli.log, cli.log_format == LogFormat::Json);
     if let Err(error) = dispatch(cli) {
         eprintln!("error: {error:#}");
         std::process::exit(1);
-    }
-}
-
-fn init_logging(format: LogFormat, filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
     }
 }
 
@@ -241,26 +232,9 @@ fn run(config: Option<&Path>) -> Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
         let app = App::start(&config).await?;
-        app.run(shutdown_signal()).await;
+        app.run(sigil_signer::process::shutdown_signal()).await;
         Ok(())
     })
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(_) => return std::future::pending().await,
-        };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }
 
 fn ratchet_command(config: Option<&Path>, command: RatchetCommand) -> Result<()> {
@@ -286,7 +260,7 @@ fn ratchet_command(config: Option<&Path>, command: RatchetCommand) -> Result<()>
             RatchetCommand::Set { stream, level, round, step, force } => {
                 let id = StreamId { key: stream.key, chain: stream.chain, stream: admin::stream_name(&stream.stream)? };
                 let outcome = admin::set(&*ratchet, &id, Mark { level, round, step }, force).await?;
-                if let admin::Outcome::Lowered { .. } = outcome {
+                if let admin::MarkChange::Lowered { .. } = outcome {
                     eprintln!(
                         "WARNING: a lowered mark lets this key sign positions it may already have signed. \
                          If it did, that is a double sign."

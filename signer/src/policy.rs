@@ -3,64 +3,26 @@
 
 use std::fmt;
 
-use crate::protocol::tezos::operation::RequestKind;
-
-/// Every kind of thing sigil signs, across protocols.
+/// A kind of thing a key signs: its protocol and its name (`atto_vote`, `tezos_block`), the labels
+/// of metrics and logs. Each protocol defines its kinds as constants; the core knows none.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum SignKind {
-    AttoBlock,
-    AttoVote,
-    AttoChallenge,
-    /// A Tezos request, by magic byte; the Tezos front checks the finer policy (operations, chains).
-    Tezos(RequestKind),
-    CometBftProposal,
-    CometBftPrevote,
-    CometBftPrecommit,
-    CometBftVoteExtension,
+pub struct SignKind {
+    protocol: &'static str,
+    name: &'static str,
 }
 
 impl SignKind {
-    /// Everything a CometBFT validator key signs.
-    pub const COMETBFT: [SignKind; 4] = [
-        SignKind::CometBftProposal,
-        SignKind::CometBftPrevote,
-        SignKind::CometBftPrecommit,
-        SignKind::CometBftVoteExtension,
-    ];
-}
+    pub const fn new(protocol: &'static str, name: &'static str) -> Self {
+        SignKind { protocol, name }
+    }
 
-impl SignKind {
     /// The label used in metrics and logs.
     pub fn name(self) -> &'static str {
-        match self {
-            SignKind::AttoBlock => "atto_block",
-            SignKind::AttoVote => "atto_vote",
-            SignKind::AttoChallenge => "atto_challenge",
-            SignKind::Tezos(kind) => match kind {
-                RequestKind::Block => "tezos_block",
-                RequestKind::Preattestation => "tezos_preattestation",
-                RequestKind::Attestation => "tezos_attestation",
-                RequestKind::Generic => "tezos_generic",
-                RequestKind::Michelson => "tezos_michelson",
-                RequestKind::LegacyBlock => "tezos_legacy_block",
-                RequestKind::LegacyEndorsement => "tezos_legacy_endorsement",
-            },
-            SignKind::CometBftProposal => "cometbft_proposal",
-            SignKind::CometBftPrevote => "cometbft_prevote",
-            SignKind::CometBftPrecommit => "cometbft_precommit",
-            SignKind::CometBftVoteExtension => "cometbft_vote_extension",
-        }
+        self.name
     }
 
     pub fn protocol(self) -> &'static str {
-        match self {
-            SignKind::AttoBlock | SignKind::AttoVote | SignKind::AttoChallenge => "atto",
-            SignKind::Tezos(_) => "tezos",
-            SignKind::CometBftProposal
-            | SignKind::CometBftPrevote
-            | SignKind::CometBftPrecommit
-            | SignKind::CometBftVoteExtension => "cometbft",
-        }
+        self.protocol
     }
 }
 
@@ -96,12 +58,16 @@ impl Policy {
 mod tests {
     use super::*;
 
+    const VOTE: SignKind = SignKind::new("test", "vote");
+    const BLOCK: SignKind = SignKind::new("test", "block");
+    const CHALLENGE: SignKind = SignKind::new("test", "challenge");
+
     #[test]
     fn allows_only_listed_kinds() {
-        let policy = Policy::allowing([SignKind::AttoVote, SignKind::AttoChallenge, SignKind::AttoVote]);
-        assert!(policy.allows(SignKind::AttoVote));
-        assert!(!policy.allows(SignKind::AttoBlock));
+        let policy = Policy::allowing([VOTE, CHALLENGE, VOTE]);
+        assert!(policy.allows(VOTE));
+        assert!(!policy.allows(BLOCK));
         assert_eq!(policy.allowed().len(), 2);
-        assert!(!Policy::default().allows(SignKind::AttoVote));
+        assert!(!Policy::default().allows(VOTE));
     }
 }

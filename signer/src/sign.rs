@@ -339,9 +339,13 @@ mod tests {
     use crate::keys::{Algorithm, SecretKey};
     use crate::ratchet::memory::MemoryRatchet;
 
+    // The core knows no protocol: these stand for a protocol's kinds.
+    const VOTE: SignKind = SignKind::new("atto", "atto_vote");
+    const BLOCK: SignKind = SignKind::new("atto", "atto_block");
+
     fn signer() -> Signer {
         let key = SecretKey::from_bytes(Algorithm::Ed25519, &[1; 32]).unwrap();
-        let entry = KeyEntry::new("k", Arc::new(LocalBackend::new(key)), Policy::allowing([SignKind::AttoVote]));
+        let entry = KeyEntry::new("k", Arc::new(LocalBackend::new(key)), Policy::allowing([VOTE]));
         Signer::new([entry], Arc::new(MemoryRatchet::default()), Arc::default(), Duration::from_secs(1))
     }
 
@@ -356,19 +360,19 @@ mod tests {
         assert!(signer.probe_keys().await.is_empty());
         assert!(signer.is_ready());
 
-        let signature = signer.sign(request(SignKind::AttoVote, None, b"hello")).await.unwrap().signature;
+        let signature = signer.sign(request(VOTE, None, b"hello")).await.unwrap().signature;
         signer.key("k").unwrap().public_key().unwrap().verify(b"hello", &signature).unwrap();
 
-        let refused = signer.sign(request(SignKind::AttoBlock, None, b"hello")).await.unwrap_err();
+        let refused = signer.sign(request(BLOCK, None, b"hello")).await.unwrap_err();
         assert_eq!(refused.reason(), "not_allowed");
 
-        signer.sign(request(SignKind::AttoVote, Some(5), b"a")).await.unwrap();
-        signer.sign(request(SignKind::AttoVote, Some(5), b"a")).await.unwrap();
-        let double = signer.sign(request(SignKind::AttoVote, Some(5), b"b")).await.unwrap_err();
+        signer.sign(request(VOTE, Some(5), b"a")).await.unwrap();
+        signer.sign(request(VOTE, Some(5), b"a")).await.unwrap();
+        let double = signer.sign(request(VOTE, Some(5), b"b")).await.unwrap_err();
         assert_eq!(double.reason(), "ratchet");
         assert!(!double.is_retryable());
 
-        let unknown = SignRequest { key: "other", ..request(SignKind::AttoVote, None, b"x") };
+        let unknown = SignRequest { key: "other", ..request(VOTE, None, b"x") };
         assert_eq!(signer.sign(unknown).await.unwrap_err().reason(), "unknown_key");
 
         let metrics = signer.metrics().encode();
@@ -382,7 +386,7 @@ mod tests {
     #[tokio::test]
     async fn two_names_for_one_key_are_refused() {
         let secret = || SecretKey::from_bytes(Algorithm::Ed25519, &[1; 32]).unwrap();
-        let policy = || Policy::allowing([SignKind::AttoVote]);
+        let policy = || Policy::allowing([VOTE]);
         let entries = [
             KeyEntry::new("a", Arc::new(LocalBackend::new(secret())), policy()),
             KeyEntry::new("b", Arc::new(LocalBackend::new(secret())), policy()),
@@ -391,7 +395,7 @@ mod tests {
         assert!(signer.probe_keys().await.is_empty());
         for (key, other) in [("a", "b"), ("b", "a")] {
             for mark in [None, Some(5)] {
-                let same = SignRequest { key, ..request(SignKind::AttoVote, mark, key.as_bytes()) };
+                let same = SignRequest { key, ..request(VOTE, mark, key.as_bytes()) };
                 let refused = signer.sign(same).await.unwrap_err();
                 assert_eq!(refused.reason(), "same_key");
                 assert!(!refused.is_retryable());
@@ -408,7 +412,7 @@ mod tests {
         let signer = Signer::new(entries, Arc::new(MemoryRatchet::default()), Arc::default(), Duration::from_secs(1));
         assert!(signer.probe_keys().await.is_empty());
         for key in ["a", "c"] {
-            signer.sign(SignRequest { key, ..request(SignKind::AttoVote, Some(5), b"x") }).await.unwrap();
+            signer.sign(SignRequest { key, ..request(VOTE, Some(5), b"x") }).await.unwrap();
         }
     }
 
@@ -417,7 +421,7 @@ mod tests {
         let signer = signer();
         let limited = |level: u64, payload: &'static [u8]| SignRequest {
             max_advance: Some(10),
-            ..request(SignKind::AttoVote, Some(level), payload)
+            ..request(VOTE, Some(level), payload)
         };
         // No mark yet: nothing to compare with.
         signer.sign(limited(1_000, b"a")).await.unwrap();
@@ -434,7 +438,7 @@ mod tests {
         // Lower requests are the ratchet's to refuse, not this check's.
         assert_eq!(signer.sign(limited(5, b"e")).await.unwrap_err().reason(), "ratchet");
         // Without a limit the same jump is signed.
-        signer.sign(request(SignKind::AttoVote, Some(1_000_000), b"f")).await.unwrap();
+        signer.sign(request(VOTE, Some(1_000_000), b"f")).await.unwrap();
         let metrics = signer.metrics().encode();
         assert!(
             metrics.contains(r#"sigil_signer_refusals_total{protocol="atto",reason="height_jump"} 1"#),

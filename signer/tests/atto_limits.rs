@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use sigil_signer::backend::local::LocalBackend;
 use sigil_signer::keys::{Algorithm, SecretKey};
-use sigil_signer::policy::{Policy, SignKind};
+use sigil_signer::policy::Policy;
 use sigil_signer::protocol::atto::api::{router, Limits};
 use sigil_signer::ratchet::memory::MemoryRatchet;
 use sigil_signer::server::auth::{TokenAuth, TokenSource};
@@ -28,7 +28,11 @@ fn start(limits: Limits, connections: ConnectionLimits) -> (SocketAddr, String) 
         runtime.block_on(async move {
             let key = SecretKey::from_hex(Algorithm::Ed25519, SEED_HEX).unwrap();
             let public_key = hex::encode_upper(key.public_key().as_bytes());
-            let entry = KeyEntry::new("k", Arc::new(LocalBackend::new(key)), Policy::allowing([SignKind::AttoVote]));
+            let entry = KeyEntry::new(
+                "k",
+                Arc::new(LocalBackend::new(key)),
+                Policy::allowing([sigil_signer::protocol::atto::api::VOTE]),
+            );
             let signer = Arc::new(Signer::new(
                 [entry],
                 Arc::new(MemoryRatchet::default()),

@@ -13,7 +13,7 @@ use aws_sdk_kms::types::{KeySpec, KeyUsageType};
 use common::*;
 use sigil_signer::backend::aws::AwsKmsBackend;
 use sigil_signer::backend::{AwsKmsKeyConfig, KeyBackend};
-use sigil_signer::protocol::tezos::encoding;
+use sigil_signer::keys::tezos as encoding;
 use sigil_tests::tezos::{consensus, MAINNET};
 
 struct Emulator {

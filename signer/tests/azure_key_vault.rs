@@ -11,8 +11,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::*;
+use sigil_signer::keys::tezos as encoding;
 use sigil_signer::keys::{Algorithm, SecretKey};
-use sigil_signer::protocol::tezos::encoding;
 use sigil_tests::fake_kms::azure::FakeKeyVault;
 use sigil_tests::fake_kms::Fault;
 use sigil_tests::tezos::{consensus, MAINNET};

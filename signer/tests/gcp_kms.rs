@@ -10,8 +10,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use sigil_signer::keys::tezos as encoding;
 use sigil_signer::keys::{Algorithm, SecretKey};
-use sigil_signer::protocol::tezos::encoding;
 use sigil_tests::fake_kms::gcp::{key_version, FakeGcpKms, Fault};
 use sigil_tests::tezos::{consensus, MAINNET};
 

@@ -11,8 +11,8 @@ use std::time::Duration;
 use common::*;
 use sigil_signer::backend::pkcs11::{Pkcs11Backend, Pkcs11KeyConfig};
 use sigil_signer::backend::KeyBackend;
+use sigil_signer::keys::tezos as encoding;
 use sigil_signer::keys::{Algorithm, PublicKey, SecretKey};
-use sigil_signer::protocol::tezos::encoding;
 use sigil_tests::softhsm::{generate, import_ed25519, token};
 use sigil_tests::tezos::{consensus, MAINNET};
 

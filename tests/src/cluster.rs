@@ -140,12 +140,12 @@ where
 /// A kubeconfig that acts as ServiceAccount `account` of `namespace` (impersonation): what a pod
 /// running as it could do, and nothing more. Written to `<dir>/kubeconfig-<account>`.
 pub fn impersonating_kubeconfig(kubeconfig: &Path, namespace: &str, account: &str, dir: &Path) -> Result<PathBuf> {
-    let mut config: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(kubeconfig)?)?;
+    let mut config: yaml_serde::Value = yaml_serde::from_str(&std::fs::read_to_string(kubeconfig)?)?;
     for user in config["users"].as_sequence_mut().into_iter().flatten() {
         user["user"]["as"] = format!("system:serviceaccount:{namespace}:{account}").into();
     }
     let path = dir.join(format!("kubeconfig-{account}"));
-    std::fs::write(&path, serde_yaml::to_string(&config)?)?;
+    std::fs::write(&path, yaml_serde::to_string(&config)?)?;
     Ok(path)
 }
 

@@ -350,7 +350,7 @@ async fn a_retry_on_a_stale_replica_gets_the_first_signature() -> Result<()> {
     let conf = sigil_tests::softhsm::token(dir.path());
     let keys = sigil_tests::softhsm::generate(&module, &conf);
     let public_key = &keys.iter().find(|(label, _)| *label == "k1").expect("a secp256k1 key").1;
-    let pkh = sigil_signer::protocol::tezos::encoding::pkh(public_key);
+    let pkh = sigil_signer::keys::tezos::pkh(public_key);
     std::fs::write(dir.path().join("pin"), "1234\n")?;
     let config = dir.path().join("signer.yaml");
     std::fs::write(

@@ -16,8 +16,8 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::api::{DeleteParams, PostParams};
 use kube::{Api, ResourceExt};
+use sigil_signer::keys::tezos as encoding;
 use sigil_signer::keys::{Algorithm, PublicKey, SecretKey};
-use sigil_signer::protocol::tezos::encoding;
 use sigil_tests::cluster::wait_for;
 use sigil_tests::kind::{run, Kind, PortForward, RELEASE, SYSTEM};
 
@@ -162,7 +162,7 @@ spec: {{protocol: CometBFT, key: {{secretRef: {{name: keys, key: cometbft}}}}, c
 
     // The CometBFT node: its genesis names the signer's key as the one validator.
     let public = cometbft_key.public_key();
-    let address = hex::encode_upper(sigil_signer::protocol::cometbft::keys::address(&public).context("ed25519")?);
+    let address = hex::encode_upper(sigil_signer::keys::cometbft::address(&public).context("ed25519")?);
     let genesis = serde_json::json!({
         "genesis_time": "2026-12-01T00:00:00Z",
         "chain_id": "sigil-kind",

@@ -12,38 +12,26 @@ use serde_json::{json, Value};
 use sigil_signer::backend::local::LocalKeyConfig;
 use sigil_signer::backend::pkcs11::Pkcs11KeyConfig;
 use sigil_signer::backend::{AwsKmsKeyConfig, AzureKeyVaultKeyConfig, GcpKmsKeyConfig};
-use sigil_signer::config::{
-    AttoConfig, CometBftConfig, ConfigMapRatchetConfig, KeyConfig, ManagementConfig, RatchetConfig, SignerConfig,
-    TezosConfig,
-};
+use sigil_signer::config::{ConfigMapRatchetConfig, KeyConfig, ManagementConfig, RatchetConfig, SignerConfig};
 use sigil_signer::keys::Algorithm;
 use sigil_signer::protocol::atto::api::Capability;
+use sigil_signer::protocol::atto::config::AttoConfig;
+use sigil_signer::protocol::cometbft::config::CometBftConfig;
+use sigil_signer::protocol::tezos::config::TezosConfig;
 use sigil_signer::protocol::tezos::policy::TezosKeyConfig;
 
 use super::token::TokenState;
-use crate::api::{AttoCapability, KeySpec, Protocol, RatchetStore, RemoteSigner, WorkloadIdentitySpec};
+use crate::api::{AttoCapability, KeySource, KeySpec, Protocol, RatchetStore, RemoteSigner, WorkloadIdentitySpec};
+use crate::sidecar::{
+    API_PORT, CONFIG_FILE, IDENTITY_DIR, IDENTITY_FILE, KEY_DIR, KEY_FILE, MANAGEMENT_PORT, PIN_FILE, TEZOS_PORT,
+    TOKEN_DIR,
+};
 
 /// The one field manager for everything the operator applies.
 pub const FIELD_MANAGER: &str = "sigil-operator";
 /// On every child: which RemoteSigner it belongs to.
 pub const OWNER_LABEL: &str = "sigil.dev/remote-signer";
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "sigil-operator");
-
-/// Where the injected sidecar finds things (the webhook mounts them there).
-pub const KEY_DIR: &str = "/var/run/sigil/key";
-/// The CometBFT SecretConnection identity key, when `spec.cometbft.identityKeySecretRef` names one.
-pub const IDENTITY_DIR: &str = "/var/run/sigil/identity";
-pub const IDENTITY_FILE: &str = "key";
-/// Where the signer container alone finds its Kubernetes API credential (the standard path, so
-/// the in-cluster client finds it).
-pub const API_ACCESS_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
-pub const KEY_FILE: &str = "secretKey";
-pub const PIN_FILE: &str = "pin";
-pub const TOKEN_DIR: &str = "/var/run/sigil/token";
-pub const CONFIG_DIR: &str = "/etc/sigil";
-pub const CONFIG_FILE: &str = "signer.yaml";
-pub const API_PORT: u16 = 9090;
-pub const MANAGEMENT_PORT: u16 = 9091;
 
 /// Token Secret annotations: the rotation schedule survives a lost status.
 pub const ROTATED_AT: &str = "sigil.dev/rotated-at";
@@ -120,23 +108,15 @@ pub const SIGNER_KEY: &str = "validator";
 /// Where a key comes from, as far as the spec tells: two RemoteSigners with the same source hold
 /// the same key. (The same key under two sources is found from the public keys signers report.)
 pub fn key_source(spec: &KeySpec) -> Option<String> {
-    if let Some(secret) = &spec.secret_ref {
-        return Some(format!("Secret {}, key {}", secret.name, secret.key));
-    }
-    if let Some(hsm) = &spec.pkcs11 {
-        return Some(format!("PKCS#11 {} token {} key {}", hsm.module, hsm.token_label, hsm.key_label));
-    }
-    if let Some(gcp) = &spec.gcp_kms {
-        return Some(format!("GCP KMS {}", gcp.key_version));
-    }
-    if let Some(aws) = &spec.aws_kms {
-        return Some(format!("AWS KMS {} {}", aws.region, aws.key_id));
-    }
-    // Every version of a Key Vault key is counted as the key: the versionless name follows it.
-    spec.azure_key_vault.as_ref().map(|azure| format!("Azure Key Vault {} key {}", azure.vault_url, azure.key_name))
+    Some(match spec.source()? {
+        KeySource::Secret(secret) => format!("Secret {}, key {}", secret.name, secret.key),
+        KeySource::Pkcs11(hsm) => format!("PKCS#11 {} token {} key {}", hsm.module, hsm.token_label, hsm.key_label),
+        KeySource::GcpKms(gcp) => format!("GCP KMS {}", gcp.key_version),
+        KeySource::AwsKms(aws) => format!("AWS KMS {} {}", aws.region, aws.key_id),
+        // Every version of a Key Vault key is counted as the key: the versionless name follows it.
+        KeySource::AzureKeyVault(azure) => format!("Azure Key Vault {} key {}", azure.vault_url, azure.key_name),
+    })
 }
-/// The Tezos API in the pod, octez's default port (bakers point at http://127.0.0.1:6732/<tz…>).
-pub const TEZOS_PORT: u16 = 6732;
 
 /// Where the rendered signer keeps its marks: the `<name>-ratchet` ConfigMap. Atto keeps no marks,
 /// but its signer reports its public key there too, and waits there for the operator's check
@@ -232,16 +212,15 @@ pub fn signer_config(rs: &RemoteSigner) -> Result<SignerConfig, (&'static str, S
 /// authenticates with the ServiceAccount's Workload Identity (see [`identity_annotations`]).
 fn key_config(spec: &KeySpec, local_algorithm: Option<Algorithm>) -> Result<KeyConfig, (&'static str, String)> {
     let mut key = KeyConfig::default();
-    match spec.backend() {
-        Some("secretRef") => {
+    match spec.source() {
+        Some(KeySource::Secret(_)) => {
             key.local = Some(LocalKeyConfig {
                 secret_key_file: Some(format!("{KEY_DIR}/{KEY_FILE}").into()),
                 algorithm: local_algorithm,
                 ..Default::default()
             })
         }
-        Some("pkcs11") => {
-            let pkcs11 = spec.pkcs11.as_ref().expect("the backend is pkcs11");
+        Some(KeySource::Pkcs11(pkcs11)) => {
             key.pkcs11 = Some(Pkcs11KeyConfig {
                 module: pkcs11.module.clone().into(),
                 token_label: pkcs11.token_label.clone(),
@@ -250,17 +229,14 @@ fn key_config(spec: &KeySpec, local_algorithm: Option<Algorithm>) -> Result<KeyC
                 pin_env: None,
             })
         }
-        Some("gcpKms") => {
-            let gcp = spec.gcp_kms.as_ref().expect("the backend is gcpKms");
+        Some(KeySource::GcpKms(gcp)) => {
             key.gcp_kms = Some(GcpKmsKeyConfig { key_version: gcp.key_version.clone(), endpoint: None })
         }
-        Some("awsKms") => {
-            let aws = spec.aws_kms.as_ref().expect("the backend is awsKms");
+        Some(KeySource::AwsKms(aws)) => {
             key.aws_kms =
                 Some(AwsKmsKeyConfig { key_id: aws.key_id.clone(), region: Some(aws.region.clone()), endpoint: None })
         }
-        Some("azureKeyVault") => {
-            let azure = spec.azure_key_vault.as_ref().expect("the backend is azureKeyVault");
+        Some(KeySource::AzureKeyVault(azure)) => {
             key.azure_key_vault = Some(AzureKeyVaultKeyConfig {
                 vault_url: azure.vault_url.clone(),
                 key_name: azure.key_name.clone(),
@@ -268,7 +244,7 @@ fn key_config(spec: &KeySpec, local_algorithm: Option<Algorithm>) -> Result<KeyC
                 verify_challenge_resource: None,
             })
         }
-        _ => return Err(("InvalidSpec", "spec.key: set exactly one backend".into())),
+        None => return Err(("InvalidSpec", "spec.key: set exactly one backend".into())),
     }
     Ok(key)
 }

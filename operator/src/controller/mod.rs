@@ -1,7 +1,10 @@
 //! The RemoteSigner controller: pure decisions in `desired`, `token` and `status`; the I/O that
-//! applies them in `reconcile`.
+//! applies them in `reconcile`, and for token rotation in `rotation`.
 
 pub mod desired;
+#[cfg(test)]
+mod fake_api;
 pub mod reconcile;
+mod rotation;
 pub mod status;
 pub mod token;

@@ -9,7 +9,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, EvictParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::watcher;
@@ -23,11 +23,13 @@ use sigil_signer::ratchet::configmap::{
 use sigil_signer::ratchet::PublishedKey;
 
 use super::desired::{self, FIELD_MANAGER, MANAGED_BY};
+use super::rotation;
 use super::status::{self, failed, ok, Outcome};
-use super::token::{self, TokenAction};
-use crate::api::{MarksStatus, RemoteSigner};
+use crate::api::{MarksStatus, RemoteSigner, RemoteSignerStatus};
 use crate::images::ImagePolicy;
 use crate::metrics::Metrics;
+use crate::sidecar::CONTAINER;
+use crate::webhook::patch::SIGNER_LABEL;
 
 /// Present while identity annotations we wrote exist on a ServiceAccount: they are outside what
 /// ownerReferences clean up, so deletion waits until they are removed.
@@ -63,7 +65,7 @@ impl Context {
         Arc::new(Context { client, recorder, metrics, images, key_checks: tokio::sync::Mutex::new(()) })
     }
 
-    async fn event(&self, rs: &RemoteSigner, type_: EventType, reason: &str, note: String) {
+    pub(super) async fn event(&self, rs: &RemoteSigner, type_: EventType, reason: &str, note: String) {
         let event =
             Event { type_, reason: reason.into(), note: Some(note), action: "Reconcile".into(), secondary: None };
         if let Err(error) = self.recorder.publish(&event, &rs.object_ref(&())).await {
@@ -94,7 +96,15 @@ pub async fn run(
     // RemoteSigner), and its changes (a deletion, a public key the signer reported) matter.
     let config_maps = watcher::Config::default().labels(desired::OWNER_LABEL);
     Controller::new(api::<RemoteSigner>(&client, &namespace), watcher::Config::default())
-        .owns(api::<Secret>(&client, &namespace), ours)
+        .owns(api::<Secret>(&client, &namespace), ours.clone())
+        // The signer's access to its marks: a Role or RoleBinding deleted by hand comes back.
+        .owns(api::<Role>(&client, &namespace), ours.clone())
+        .owns(api::<RoleBinding>(&client, &namespace), ours)
+        // The pods the signer is injected into, for SignersReady.
+        .watches(api::<Pod>(&client, &namespace), watcher::Config::default().labels(SIGNER_LABEL), |pod| {
+            let owner = pod.labels().get(SIGNER_LABEL)?;
+            Some(ObjectRef::new(owner).within(&pod.namespace()?))
+        })
         .watches(api::<ConfigMap>(&client, &namespace), config_maps, |cm| {
             let owner = cm.labels().get(desired::OWNER_LABEL)?;
             Some(ObjectRef::new(owner).within(&cm.namespace()?))
@@ -148,11 +158,12 @@ async fn reconcile_inner(rs: &RemoteSigner, ctx: &Context) -> Result<Action, Err
 
     let now = Timestamp::now();
     let apply = PatchParams::apply(FIELD_MANAGER).force();
-    let (token_outcome, token_wait, token_state) = reconcile_token(rs, ctx, &namespace, now, &apply).await?;
+    let (token_outcome, token_wait, token_state) = rotation::reconcile_token(rs, ctx, &namespace, now, &apply).await?;
     let config_outcome = reconcile_config(rs, ctx, &namespace, &apply).await?;
     let (marks_outcome, marks, store) = reconcile_marks(rs, ctx, &namespace, &apply).await?;
     let (key_outcome, public_key) = reconcile_key(rs, ctx, &namespace, store.as_ref()).await?;
     let identity_outcome = reconcile_identity(rs, ctx, &namespace, &annotations).await?;
+    let (signers_outcome, signers_ready) = injected_signers(rs, ctx, &namespace).await?;
     if annotations.is_empty() && has_finalizer {
         remove_finalizer(&signers, rs).await?;
     }
@@ -165,150 +176,66 @@ async fn reconcile_inner(rs: &RemoteSigner, ctx: &Context) -> Result<Action, Err
         (status::IDENTITY_READY, identity_outcome),
     ];
     let previous = rs.status.clone().unwrap_or_default();
-    let conditions = status::conditions(&previous.conditions, now, rs.meta().generation, &parts);
-    let ready = conditions[0].status == "True";
-    let status = json!({
-        "apiVersion": "sigil.dev/v1alpha1",
-        "kind": "RemoteSigner",
-        "status": {
-            "observedGeneration": rs.meta().generation,
-            "conditions": conditions,
-            "keyBackend": rs.spec.key.backend(),
-            "tokenRotatedAt": token_state.as_ref().map(|s| s.rotated_at.to_string()),
-            "previousTokenExpiresAt": token_state.as_ref().and_then(|s| s.previous_until).map(|t| t.to_string()),
-            "identityServiceAccount": (!annotations.is_empty()).then(|| desired::service_account(rs)),
-            "marks": marks,
-            "publicKey": public_key,
-        }
-    });
-    signers.patch_status(&name, &apply, &Patch::Apply(&status)).await?;
-    if previous.conditions.first().map(|c| c.status.as_str()) != Some(conditions[0].status.as_str()) {
-        let (type_, note) = if ready {
-            (EventType::Normal, "Ready".to_string())
-        } else {
-            (EventType::Warning, format!("Not ready: {}", conditions[0].message))
+    let reported = [(status::SIGNERS_READY, signers_outcome)];
+    let conditions = status::conditions(&previous.conditions, now, rs.meta().generation, &parts, &reported);
+    let status = RemoteSignerStatus {
+        observed_generation: rs.meta().generation,
+        conditions,
+        signers: Some(signers_ready),
+        key_backend: rs.spec.key.backend().map(String::from),
+        public_key,
+        token_rotated_at: token_state.as_ref().map(|s| s.rotated_at.to_string()),
+        previous_token_expires_at: token_state.as_ref().and_then(|s| s.previous_until).map(|t| t.to_string()),
+        identity_service_account: (!annotations.is_empty()).then(|| desired::service_account(rs)),
+        marks,
+    };
+    let ready = status.condition(status::READY).expect("conditions() puts Ready first").clone();
+    let patch = json!({ "apiVersion": "sigil.dev/v1alpha1", "kind": "RemoteSigner", "status": status });
+    signers.patch_status(&name, &apply, &Patch::Apply(&patch)).await?;
+    let was_ready = previous.condition(status::READY).map(|c| c.status.as_str());
+    if was_ready != Some(ready.status.as_str()) {
+        let (type_, note) = match ready.status.as_str() {
+            "True" => (EventType::Normal, "Ready".to_string()),
+            _ => (EventType::Warning, format!("Not ready: {}", ready.message)),
         };
-        ctx.event(rs, type_, &conditions[0].reason, note).await;
+        ctx.event(rs, type_, &ready.reason, note).await;
     }
+    let ready = ready.status == "True";
     let wait = Duration::try_from(token_wait).unwrap_or(RETRY);
     Ok(Action::requeue(if ready { wait } else { wait.min(RETRY) }))
 }
 
-type TokenResult = (Outcome, k8s_openapi::jiff::SignedDuration, Option<token::TokenState>);
-
-async fn reconcile_token(
-    rs: &RemoteSigner,
-    ctx: &Context,
-    namespace: &str,
-    now: Timestamp,
-    apply: &PatchParams,
-) -> Result<TokenResult, Error> {
-    let schedule = match token::schedule(rs.spec.token.as_ref()) {
-        Ok(schedule) => schedule,
-        Err(message) => {
-            return Ok((failed("InvalidSchedule", message), k8s_openapi::jiff::SignedDuration::from_secs(30), None))
-        }
+/// The pods this RemoteSigner's signer was injected into, and how many of those signers are Ready:
+/// whether anything can sign.
+async fn injected_signers(rs: &RemoteSigner, ctx: &Context, namespace: &str) -> Result<(Outcome, String), Error> {
+    let signer_ready = |pod: &Pod| -> Option<bool> {
+        let spec = pod.spec.as_ref()?;
+        let injected = spec.init_containers.iter().flatten().chain(&spec.containers).any(|c| c.name == CONTAINER);
+        let status = pod.status.as_ref();
+        let statuses = status.into_iter().flat_map(|s| s.init_container_statuses.iter().flatten());
+        let statuses = statuses.chain(status.into_iter().flat_map(|s| s.container_statuses.iter().flatten()));
+        injected.then(|| statuses.filter(|s| s.name == CONTAINER).any(|s| s.ready))
     };
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-    let name = desired::token_secret_name(&rs.name_any());
-    let current = secrets.get_opt(&name).await?.and_then(|s| desired::token_state(&s));
-    let existed = current.is_some();
-    // Pods whose node read the old token from its environment, still running.
-    let stale = match current.as_ref().filter(|c| c.previous.is_some()) {
-        Some(current) => stale_pods(rs, ctx, namespace, current.rotated_at).await?,
-        None => Vec::new(),
+    let pods = labelled_pods(rs, ctx, namespace).await?;
+    let injected: Vec<bool> =
+        pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none()).filter_map(signer_ready).collect();
+    let ready = injected.iter().filter(|r| **r).count();
+    let count = format!("{ready}/{}", injected.len());
+    let outcome = if injected.is_empty() {
+        failed("NoInjectedPods", format!("no pod labelled {SIGNER_LABEL}={} runs yet", rs.name_any()))
+    } else if ready < injected.len() {
+        failed("SignersNotReady", format!("{count} injected signers are Ready"))
+    } else {
+        ok("SignersReady", format!("{count} injected signers are Ready"))
     };
-    let (state, action, mut wait) = token::plan(now, current, schedule, !stale.is_empty(), token::random_token);
-    if action != TokenAction::Unchanged || !existed {
-        secrets.patch(&name, apply, &Patch::Apply(&desired::token_secret(rs, &state))).await?;
-        let note = match action {
-            TokenAction::Created => format!("Created API token Secret {name}"),
-            TokenAction::Rotated => format!(
-                "Rotated the API token in Secret {name}; the previous token stays valid until {}",
-                state.previous_until.map(|t| t.to_string()).unwrap_or_default()
-            ),
-            TokenAction::PreviousDropped => format!("Grace period over: dropped the previous token from Secret {name}"),
-            TokenAction::Unchanged => format!("Restored Secret {name}"),
-        };
-        let reason = match action {
-            TokenAction::Created => "TokenCreated",
-            TokenAction::Rotated => "TokenRotated",
-            TokenAction::PreviousDropped => "PreviousTokenDropped",
-            TokenAction::Unchanged => "TokenRestored",
-        };
-        ctx.metrics.token_actions.get_or_create(&crate::metrics::ActionLabels { action: reason }).inc();
-        ctx.event(rs, EventType::Normal, reason, note).await;
-    }
-    let stale = match action {
-        TokenAction::Rotated => stale_pods(rs, ctx, namespace, state.rotated_at).await?,
-        _ => stale,
-    };
-    if state.previous.is_some() && !stale.is_empty() {
-        restart_one(rs, ctx, namespace, &stale).await?;
-        wait = wait.min(k8s_openapi::jiff::SignedDuration::from_secs(2));
-        let message = format!(
-            "Secret {name} holds a new API token; restarting {} pod(s) that read the old one from their environment",
-            stale.len()
-        );
-        return Ok((ok("TokenIssued", message), wait, Some(state)));
-    }
-    let next = now + wait;
-    let message = format!("Secret {name} holds the API token; next change at {next}");
-    Ok((ok("TokenIssued", message), wait, Some(state)))
+    Ok((outcome, count))
 }
 
-/// Atto nodes read their token from an environment variable, fixed at pod start: pods created
-/// before the rotation still use the old token. Other protocols read files and need no restart.
-async fn stale_pods(
-    rs: &RemoteSigner,
-    ctx: &Context,
-    namespace: &str,
-    rotated_at: Timestamp,
-) -> Result<Vec<Pod>, Error> {
-    if rs.spec.protocol != crate::api::Protocol::Atto {
-        return Ok(Vec::new());
-    }
+/// The pods labelled for this RemoteSigner's signer.
+pub(super) async fn labelled_pods(rs: &RemoteSigner, ctx: &Context, namespace: &str) -> Result<Vec<Pod>, Error> {
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
-    let selector = format!("{}={}", crate::webhook::patch::SIGNER_LABEL, rs.name_any());
-    let list = pods.list(&ListParams::default().labels(&selector)).await?;
-    Ok(list
-        .items
-        .into_iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .filter(|p| p.metadata.creation_timestamp.as_ref().is_some_and(|t| t.0 < rotated_at))
-        .collect())
-}
-
-/// Evicts one stale pod, but only while every other pod of this signer is Ready: one at a time,
-/// through the Eviction API, so PodDisruptionBudgets are respected.
-async fn restart_one(rs: &RemoteSigner, ctx: &Context, namespace: &str, stale: &[Pod]) -> Result<(), Error> {
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
-    let selector = format!("{}={}", crate::webhook::patch::SIGNER_LABEL, rs.name_any());
-    let all = pods.list(&ListParams::default().labels(&selector)).await?;
-    let ready = |p: &Pod| {
-        p.metadata.deletion_timestamp.is_none()
-            && p.status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-    };
-    if !all.items.iter().all(ready) {
-        return Ok(()); // the previous restart is still under way
-    }
-    let pod = stale[0].name_any();
-    match pods.evict(&pod, &EvictParams::default()).await {
-        Ok(_) => {
-            let note = format!("Evicted pod {pod} so that its node picks up the rotated API token");
-            ctx.event(rs, EventType::Normal, "PodRestarted", note).await;
-        }
-        Err(kube::Error::Api(status)) if status.code == 429 => {
-            let note = format!("Eviction of pod {pod} is blocked by a PodDisruptionBudget; the previous token stays valid until it can proceed");
-            ctx.event(rs, EventType::Warning, "EvictionBlocked", note).await;
-        }
-        Err(kube::Error::Api(status)) if status.code == 404 => {}
-        Err(error) => return Err(error.into()),
-    }
-    Ok(())
+    let selector = format!("{SIGNER_LABEL}={}", rs.name_any());
+    Ok(pods.list(&ListParams::default().labels(&selector)).await?.items)
 }
 
 async fn reconcile_config(
@@ -654,4 +581,189 @@ async fn set_finalizers(signers: &Api<RemoteSigner>, rs: &RemoteSigner, finalize
     let patch = json!({ "metadata": { "finalizers": finalizers, "resourceVersion": rs.resource_version() } });
     signers.patch(&rs.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
     Ok(())
+}
+
+/// Reconcile paths against an API server in memory ([`super::fake_api`]): what each leaves in the
+/// cluster. The real-cluster tests (`operator/tests/`) cover the same paths end to end.
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use base64::Engine as _;
+    use serde_json::Value;
+
+    use super::*;
+    use crate::controller::fake_api::FakeApi;
+
+    const NS: &str = "validators";
+
+    fn context(api: &FakeApi) -> Arc<Context> {
+        Context::new(api.client(), Arc::default(), ImagePolicy::new("ghcr.io/sigil-dev/sigil-signer:test", &[]))
+    }
+
+    /// A Tezos RemoteSigner `baker` with its key Secret, and `spec` merged into its spec.
+    fn baker(api: &FakeApi, spec: Value) -> RemoteSigner {
+        api.insert(json!({ "apiVersion": "v1", "kind": "Secret",
+            "metadata": { "name": "baker-key", "namespace": NS }, "data": { "secret": "ZWRzaw==" } }));
+        let mut object = json!({ "apiVersion": "sigil.dev/v1alpha1", "kind": "RemoteSigner",
+            "metadata": { "name": "baker", "namespace": NS, "generation": 1 },
+            "spec": { "protocol": "Tezos", "key": { "secretRef": { "name": "baker-key", "key": "secret" } },
+                      "tezos": { "allow": ["block"] } } });
+        if let (Some(base), Some(extra)) = (object["spec"].as_object_mut(), spec.as_object()) {
+            base.extend(extra.clone());
+        }
+        serde_json::from_value(api.insert(object)).unwrap()
+    }
+
+    /// The RemoteSigner as the store has it now (status, finalizers).
+    fn current(api: &FakeApi, name: &str) -> RemoteSigner {
+        serde_json::from_value(api.get("RemoteSigner", NS, name).expect("the RemoteSigner")).unwrap()
+    }
+
+    fn condition(rs: &RemoteSigner, type_: &str) -> (String, String) {
+        let condition = rs.status.as_ref().and_then(|s| s.condition(type_)).expect(type_);
+        (condition.status.clone(), condition.reason.clone())
+    }
+
+    fn token(api: &FakeApi) -> BTreeMap<String, String> {
+        let secret = api.get("Secret", NS, "baker-token").expect("the token Secret");
+        let data = secret["data"].as_object().cloned().unwrap_or_default();
+        let decode = |v: &Value| {
+            let bytes = base64::engine::general_purpose::STANDARD.decode(v.as_str().unwrap_or_default()).unwrap();
+            String::from_utf8(bytes).unwrap()
+        };
+        data.iter().map(|(k, v)| (k.clone(), decode(v))).collect()
+    }
+
+    #[tokio::test]
+    async fn a_new_remote_signer_gets_its_children_and_a_status() {
+        let api = FakeApi::default();
+        let rs = baker(&api, json!({}));
+        reconcile_inner(&rs, &context(&api)).await.unwrap();
+
+        assert_eq!(token(&api)["token"].len(), 64);
+        let config = api.get("ConfigMap", NS, "baker-config").expect("the signer config");
+        assert!(config["data"]["signer.yaml"].as_str().unwrap().contains("allow:\n      - block"), "{config}");
+        let store = api.get("ConfigMap", NS, "baker-ratchet").expect("the marks store");
+        assert!(store["metadata"]["ownerReferences"].is_null(), "the marks outlive the RemoteSigner");
+        assert_eq!(store["metadata"]["annotations"][SEAL_ANNOTATION], store["metadata"]["uid"]);
+        assert!(
+            api.get("Role", NS, "baker-ratchet").is_some() && api.get("RoleBinding", NS, "baker-ratchet").is_some()
+        );
+
+        let rs = current(&api, "baker");
+        let status = rs.status.clone().unwrap();
+        assert_eq!(status.key_backend.as_deref(), Some("secretRef"));
+        assert_eq!(status.signers.as_deref(), Some("0/0"));
+        assert_eq!(status.marks.map(|m| m.uid), store["metadata"]["uid"].as_str().map(String::from));
+        for type_ in [status::TOKEN_READY, status::CONFIG_READY, status::MARKS_READY, status::IDENTITY_READY] {
+            assert_eq!(condition(&rs, type_).0, "True", "{type_}: {:?}", rs.status);
+        }
+        // No signer has reported its key yet: not Ready, and no pod to count.
+        assert_eq!(condition(&rs, status::KEY_READY), ("False".into(), "AwaitingSigner".into()));
+        assert_eq!(condition(&rs, status::SIGNERS_READY), ("False".into(), "NoInjectedPods".into()));
+    }
+
+    #[tokio::test]
+    async fn an_update_renders_the_config_again() {
+        let api = FakeApi::default();
+        let rs = baker(&api, json!({}));
+        let ctx = context(&api);
+        reconcile_inner(&rs, &ctx).await.unwrap();
+        let token_before = token(&api);
+
+        let mut changed = current(&api, "baker");
+        changed.spec.tezos.as_mut().unwrap().allow = vec!["block".into(), "attestation".into()];
+        changed.metadata.generation = Some(2);
+        reconcile_inner(&changed, &ctx).await.unwrap();
+        let config = api.get("ConfigMap", NS, "baker-config").unwrap();
+        assert!(config["data"]["signer.yaml"].as_str().unwrap().contains("- attestation"), "{config}");
+        assert_eq!(token(&api), token_before, "a spec change is no rotation");
+        assert_eq!(current(&api, "baker").status.unwrap().observed_generation, Some(2));
+    }
+
+    #[tokio::test]
+    async fn a_rotation_that_is_due_issues_a_new_token_and_keeps_the_previous() {
+        let api = FakeApi::default();
+        let rs = baker(&api, json!({ "token": { "rotationInterval": "24h", "gracePeriod": "10m" } }));
+        let ctx = context(&api);
+        reconcile_inner(&rs, &ctx).await.unwrap();
+        let first = token(&api)["token"].clone();
+
+        // Two days later, as far as the Secret tells.
+        let mut secret = api.get("Secret", NS, "baker-token").unwrap();
+        let long_ago = (Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_hours(48)).to_string();
+        secret["metadata"]["annotations"][desired::ROTATED_AT] = long_ago.into();
+        api.insert(secret);
+        reconcile_inner(&current(&api, "baker"), &ctx).await.unwrap();
+
+        let rotated = token(&api);
+        assert_ne!(rotated["token"], first);
+        assert_eq!(rotated["token.previous"], first, "the previous token stays valid through the grace period");
+        let secret = api.get("Secret", NS, "baker-token").unwrap();
+        assert!(!secret["metadata"]["annotations"][desired::PREVIOUS_UNTIL].is_null(), "{secret}");
+    }
+
+    #[tokio::test]
+    async fn deletion_releases_the_identity_and_then_the_finalizer() {
+        let api = FakeApi::default();
+        api.insert(json!({ "apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": { "name": "baker", "namespace": NS, "annotations": { "team": "validators" } } }));
+        let identity = json!({ "serviceAccountName": "baker",
+            "workloadIdentity": { "gcpServiceAccount": "baker@p.iam.gserviceaccount.com" } });
+        let rs = baker(&api, identity);
+        let ctx = context(&api);
+        // The finalizer first, then the annotations.
+        reconcile_inner(&rs, &ctx).await.unwrap();
+        assert_eq!(current(&api, "baker").finalizers(), [IDENTITY_FINALIZER]);
+        reconcile_inner(&current(&api, "baker"), &ctx).await.unwrap();
+        let account = api.get("ServiceAccount", NS, "baker").unwrap();
+        assert_eq!(
+            account["metadata"]["annotations"]["iam.gke.io/gcp-service-account"],
+            "baker@p.iam.gserviceaccount.com"
+        );
+
+        let mut deleting = current(&api, "baker");
+        deleting.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now()));
+        reconcile_inner(&deleting, &ctx).await.unwrap();
+        let account = api.get("ServiceAccount", NS, "baker").unwrap();
+        assert!(account["metadata"]["annotations"]["iam.gke.io/gcp-service-account"].is_null(), "{account}");
+        assert_eq!(account["metadata"]["annotations"]["team"], "validators", "not ours: kept");
+        assert!(current(&api, "baker").finalizers().is_empty());
+    }
+
+    #[tokio::test]
+    async fn children_deleted_by_hand_come_back_but_never_the_marks_store() {
+        let api = FakeApi::default();
+        let rs = baker(&api, json!({}));
+        let ctx = context(&api);
+        reconcile_inner(&rs, &ctx).await.unwrap();
+        for (kind, name) in [("Role", "baker-ratchet"), ("RoleBinding", "baker-ratchet"), ("ConfigMap", "baker-config")]
+        {
+            api.remove(kind, NS, name).unwrap();
+        }
+        api.remove("Secret", NS, "baker-token").unwrap();
+        reconcile_inner(&current(&api, "baker"), &ctx).await.unwrap();
+        for (kind, name) in [("Role", "baker-ratchet"), ("RoleBinding", "baker-ratchet"), ("ConfigMap", "baker-config")]
+        {
+            assert!(api.get(kind, NS, name).is_some(), "{kind} {name} restored");
+        }
+        assert_eq!(token(&api)["token"].len(), 64, "a new token");
+
+        // The marks are another matter: an empty store in place of a lost one would sign again
+        // what was signed.
+        api.remove("ConfigMap", NS, "baker-ratchet").unwrap();
+        let before = api.requests().len();
+        reconcile_inner(&current(&api, "baker"), &ctx).await.unwrap();
+        assert!(api.get("ConfigMap", NS, "baker-ratchet").is_none());
+        let creates = api.requests()[before..]
+            .iter()
+            .filter(|r| r.starts_with("POST /api/v1/namespaces/validators/configmaps"))
+            .count();
+        assert_eq!(creates, 0, "no store was created in place of the lost one");
+        let rs = current(&api, "baker");
+        assert_eq!(condition(&rs, status::MARKS_READY), ("False".into(), "MarksStoreLost".into()));
+        assert_eq!(condition(&rs, status::READY).0, "False");
+    }
 }

@@ -11,6 +11,8 @@ pub const CONFIG_READY: &str = "ConfigReady";
 pub const IDENTITY_READY: &str = "IdentityReady";
 pub const MARKS_READY: &str = "MarksReady";
 pub const KEY_READY: &str = "KeyReady";
+/// Whether the injected signers run. Reported, but not part of Ready (see [`conditions`]).
+pub const SIGNERS_READY: &str = "SignersReady";
 
 /// One part's outcome: `(reason, message)`, good or bad.
 pub type Outcome = Result<(String, String), (String, String)>;
@@ -23,13 +25,16 @@ pub fn failed(reason: &str, message: impl Into<String>) -> Outcome {
     Err((reason.to_string(), message.into()))
 }
 
-/// The conditions for this generation. A condition whose status did not change keeps its
-/// lastTransitionTime.
+/// The conditions for this generation: Ready, `parts` (Ready is True when all are), then
+/// `reported` (shown, but Ready does not wait for them: the webhook injects a pod only once its
+/// RemoteSigner is Ready, so Ready cannot wait for injected pods). A condition whose status did not
+/// change keeps its lastTransitionTime.
 pub fn conditions(
     previous: &[Condition],
     now: Timestamp,
     generation: Option<i64>,
     parts: &[(&str, Outcome)],
+    reported: &[(&str, Outcome)],
 ) -> Vec<Condition> {
     let build = |type_: &str, outcome: &Outcome| {
         let (status, (reason, message)) = match outcome {
@@ -55,7 +60,7 @@ pub fn conditions(
         Some((type_, Err((reason, message)))) => failed(reason, format!("{type_}: {message}")),
         Some(_) => unreachable!("found an Err"),
     };
-    std::iter::once(build(READY, &ready)).chain(parts.iter().map(|(t, o)| build(t, o))).collect()
+    std::iter::once(build(READY, &ready)).chain(parts.iter().chain(reported).map(|(t, o)| build(t, o))).collect()
 }
 
 #[cfg(test)]
@@ -69,17 +74,29 @@ mod tests {
     #[test]
     fn ready_summarises_and_times_only_move_on_change() {
         let parts = [(TOKEN_READY, ok("TokenIssued", "t")), (CONFIG_READY, ok("Rendered", "c"))];
-        let first = conditions(&[], at(0), Some(1), &parts);
+        let first = conditions(&[], at(0), Some(1), &parts, &[]);
         assert_eq!(first.len(), 3);
         assert_eq!((first[0].type_.as_str(), first[0].status.as_str()), (READY, "True"));
 
         let broken =
             [(TOKEN_READY, ok("TokenIssued", "t")), (CONFIG_READY, failed("KeySecretNotFound", "no Secret x"))];
-        let second = conditions(&first, at(60), Some(2), &broken);
+        let second = conditions(&first, at(60), Some(2), &broken, &[]);
         assert_eq!((second[0].status.as_str(), second[0].reason.as_str()), ("False", "KeySecretNotFound"));
         assert_eq!(second[0].message, "ConfigReady: no Secret x");
         assert_eq!(second[0].last_transition_time, at(60).to_string());
         assert_eq!(second[1].last_transition_time, at(0).to_string(), "TokenReady did not change");
         assert!(second.iter().all(|c| c.observed_generation == Some(2)));
+    }
+
+    /// No injected pod is running yet, which must not keep the RemoteSigner from Ready: the
+    /// webhook injects pods only into a Ready RemoteSigner.
+    #[test]
+    fn reported_conditions_do_not_hold_ready_back() {
+        let parts = [(TOKEN_READY, ok("TokenIssued", "t"))];
+        let reported = [(SIGNERS_READY, failed("NoInjectedPods", "0/0"))];
+        let all = conditions(&[], at(0), Some(1), &parts, &reported);
+        let types: Vec<&str> = all.iter().map(|c| c.type_.as_str()).collect();
+        assert_eq!(types, [READY, TOKEN_READY, SIGNERS_READY]);
+        assert_eq!((all[0].status.as_str(), all[2].status.as_str()), ("True", "False"));
     }
 }

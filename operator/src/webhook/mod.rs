@@ -17,8 +17,6 @@ use axum::routing::post;
 use axum::{Json, Router};
 use base64::Engine as _;
 use futures::StreamExt as _;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::api::rbac::v1::ClusterRole;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
@@ -29,12 +27,13 @@ use kube::runtime::watcher;
 use kube::runtime::WatchStreamExt as _;
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
-use tower::ServiceExt;
 
 use crate::api::RemoteSigner;
 use crate::controller::desired::FIELD_MANAGER;
+use crate::controller::status;
 use crate::images::ImagePolicy;
 use patch::SIGNER_LABEL;
+use sigil_signer::server::http::ConnectionLimits;
 
 /// The largest admission request read: a Pod is at most ~1.5 MiB in etcd, and the API server
 /// refuses request bodies over 3 MiB.
@@ -182,7 +181,7 @@ pub async fn review(
         }
         Err(error) => return response.deny(format!("sigil: cannot read RemoteSigner {namespace}/{name}: {error}")),
     };
-    let ready = rs.status.as_ref().and_then(|s| s.conditions.first()).filter(|c| c.type_ == "Ready");
+    let ready = rs.status.as_ref().and_then(|s| s.condition(status::READY));
     match ready {
         Some(c) if c.status == "True" => {}
         Some(c) => {
@@ -403,12 +402,11 @@ async fn maintain(client: Client, config: WebhookConfig, resolver: Arc<tls::Reso
     }
 }
 
-/// Accepts TLS connections until `shutdown`: a bounded number at once, a deadline on the
-/// handshake and on request headers, and a short pause after a failed accept (out of file
-/// descriptors, say) rather than a busy loop. A connection opened before the certificate was
-/// renewed answers its next request with `Connection: close`: the API server then reconnects and
-/// checks the new certificate while the old one is still valid, and never has a kept-alive
-/// connection closed under a request it is sending.
+/// Serves HTTPS until `shutdown` through the signer's accept loop (bounded connections, deadlines
+/// on the handshake and headers, a pause after a failed accept, drain). A connection opened before
+/// the certificate was renewed answers its next request with `Connection: close`: the API server
+/// then reconnects and checks the new certificate while the old one is still valid, and never has
+/// a kept-alive connection closed under a request it is sending.
 async fn serve(
     listener: tokio::net::TcpListener,
     resolver: Arc<tls::Resolver>,
@@ -416,53 +414,33 @@ async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(resolver.clone()));
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    let mut pause = Duration::ZERO;
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => {
-                    pause = Duration::ZERO;
-                    accepted
-                }
-                Err(error) => {
-                    pause = (pause * 2).clamp(Duration::from_millis(5), Duration::from_secs(1));
-                    tracing::warn!(%error, ?pause, "webhook accept failed; pausing");
-                    tokio::select! {
-                        _ = tokio::time::sleep(pause) => continue,
-                        _ = &mut shutdown => break,
-                    }
-                }
-            },
-            _ = &mut shutdown => break,
-        };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, max = MAX_CONNECTIONS, "webhook connection limit reached; closing a new connection");
-            continue;
-        };
-        let (acceptor, app, resolver) = (acceptor.clone(), app.clone(), resolver.clone());
-        tokio::spawn(async move {
-            let _slot = slot;
-            let generation = resolver.generation();
-            let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(5), acceptor.accept(stream)).await else {
-                tracing::debug!(%peer, "TLS handshake failed or timed out");
-                return;
-            };
-            let app = ServiceExt::<hyper::Request<hyper::body::Incoming>>::map_response(
-                app,
-                move |mut response: Response| {
-                    if resolver.generation() != generation {
-                        response.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
-                    }
-                    response
-                },
-            );
-            let mut http = hyper::server::conn::http1::Builder::new();
-            http.timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(5));
-            let _ = http.serve_connection(TokioIo::new(tls), TowerToHyperService::new(app)).await;
-        });
+    let handshake = {
+        let resolver = resolver.clone();
+        move |stream| {
+            let (acceptor, generation) = (acceptor.clone(), CertificateGeneration(resolver.generation()));
+            async move { Some((acceptor.accept(stream).await.ok()?, generation)) }
+        }
+    };
+    let app = app.layer(axum::middleware::from_fn_with_state(resolver, close_after_renewal));
+    let limits = ConnectionLimits { max_connections: MAX_CONNECTIONS, ..ConnectionLimits::default() };
+    sigil_signer::server::http::serve_with(listener, app, limits, shutdown, handshake).await;
+}
+
+/// The certificate a connection was opened under.
+#[derive(Clone, Copy)]
+struct CertificateGeneration(u64);
+
+async fn close_after_renewal(
+    State(resolver): State<Arc<tls::Resolver>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let opened_under = request.extensions().get::<CertificateGeneration>().copied();
+    let mut response = next.run(request).await;
+    if opened_under.is_some_and(|CertificateGeneration(generation)| generation != resolver.generation()) {
+        response.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
     }
+    response
 }
 
 #[cfg(test)]

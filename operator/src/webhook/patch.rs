@@ -9,15 +9,13 @@ use kube::ResourceExt;
 use serde_json::{json, Value};
 
 use crate::api::{Protocol, RemoteSigner};
-use crate::controller::desired::{
-    config_map_name, identity_volume, key_volume, service_account, token_secret_name, API_ACCESS_DIR, API_PORT,
-    CONFIG_DIR, CONFIG_FILE, IDENTITY_DIR, KEY_DIR, MANAGEMENT_PORT, TOKEN_DIR,
+use crate::controller::desired::{config_map_name, identity_volume, key_volume, service_account, token_secret_name};
+use crate::sidecar::{
+    API_ACCESS_DIR, API_PORT, CONFIG_DIR, CONFIG_FILE, CONTAINER, IDENTITY_DIR, KEY_DIR, MANAGEMENT_PORT, TOKEN_DIR,
 };
 
 /// The pod label that opts in: `sigil.dev/signer: <RemoteSigner name>`.
 pub const SIGNER_LABEL: &str = "sigil.dev/signer";
-/// The injected container's name.
-pub const CONTAINER: &str = "sigil-signer";
 /// Set on injected pods: which RemoteSigner was injected.
 pub const INJECTED_ANNOTATION: &str = "sigil.dev/injected";
 /// `native` (an initContainer with restartPolicy Always) or `container` (a regular container).

@@ -4,7 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use sigil_signer::keys::Algorithm;
-use sigil_signer::protocol::tezos::encoding::{
+use sigil_signer::keys::tezos::{
     chain_id_b58, parse_chain_id, parse_public_key, parse_secret_key, parse_signature, public_key_b58,
 };
 

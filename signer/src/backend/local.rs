@@ -3,15 +3,15 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::{BackendError, KeyBackend};
-use crate::keys::{Algorithm, KeyError, PublicKey, Redacted, SecretKey, Signature};
-use crate::protocol::cometbft::keys as cometbft;
-use crate::protocol::tezos::encoding::{self, EncodingError};
+use super::{Backend, BackendConfig, BackendError, InvalidField, KeyBackend, OpenError};
+use crate::keys::tezos::{self, EncodingError};
+use crate::keys::{cometbft, Algorithm, KeyError, PublicKey, Redacted, SecretKey, Signature};
 
 /// `keys.<name>.local` in the config: exactly one source of the secret. `Debug` shows where the
 /// secret comes from, never an inline secret.
@@ -89,9 +89,9 @@ impl LocalKeyConfig {
         let named = if cometbft::is_key_text(&text) {
             let reason = |reason| LocalKeyError::CometBft { origin: origin.clone(), reason };
             Some(cometbft::parse_secret_key(&text).map_err(reason)?)
-        } else if encoding::is_secret_key_text(&text) {
+        } else if tezos::is_secret_key_text(&text) {
             let tezos = |source| LocalKeyError::Tezos { origin: origin.clone(), source };
-            Some(encoding::parse_secret_key(&text).map_err(tezos)?)
+            Some(tezos::parse_secret_key(&text).map_err(tezos)?)
         } else {
             None
         };
@@ -107,6 +107,32 @@ impl LocalKeyConfig {
             }
         };
         Ok((key, warning))
+    }
+}
+
+impl BackendConfig for LocalKeyConfig {
+    fn backend(&self) -> Backend {
+        Backend::Local
+    }
+
+    fn validate(&self) -> Result<(), InvalidField> {
+        let sources = [self.secret_key.is_some(), self.secret_key_file.is_some(), self.secret_key_env.is_some()];
+        if sources.iter().filter(|s| **s).count() != 1 {
+            return Err(InvalidField::new(None, "set exactly one of secretKey, secretKeyFile or secretKeyEnv"));
+        }
+        Ok(())
+    }
+
+    fn rules_out_ed25519(&self) -> Option<&'static str> {
+        (self.algorithm.unwrap_or(Algorithm::Ed25519) != Algorithm::Ed25519).then_some("")
+    }
+
+    fn open(&self, key: &str) -> Result<Arc<dyn KeyBackend>, OpenError> {
+        let (secret, warning) = self.load()?;
+        if let Some(warning) = warning {
+            tracing::warn!(key = %key, "{warning}");
+        }
+        Ok(Arc::new(LocalBackend::new(secret)))
     }
 }
 

@@ -1,20 +1,102 @@
 //! Where keys live. Every backend answers the same two questions: what is the public key, and
 //! sign these bytes. The sign path never knows which backend it talks to.
+//!
+//! A backend is one file: its config struct (`keys.<name>.<field>`), implementing
+//! [`BackendConfig`] (validation, which keys it can hold, opening), and its [`KeyBackend`]. The
+//! closed list is [`Backend`]; `config::KeyConfig` has one field per variant.
 
-#[cfg(feature = "aws")]
 pub mod aws;
-#[cfg(feature = "azure")]
 pub mod azure;
-#[cfg(feature = "gcp")]
 pub mod gcp;
 pub mod local;
 pub mod pkcs11;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use p256::pkcs8::DecodePublicKey;
-use serde::{Deserialize, Serialize};
+
+pub use aws::AwsKmsKeyConfig;
+pub use azure::AzureKeyVaultKeyConfig;
+pub use gcp::GcpKmsKeyConfig;
 
 use crate::keys::{Algorithm, PublicKey, Signature};
+
+/// The key backends: the one list the config's one-of rule, its messages and the operator's
+/// CRD derive from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Local,
+    Pkcs11,
+    AwsKms,
+    GcpKms,
+    AzureKeyVault,
+}
+
+impl Backend {
+    pub const ALL: [Backend; 5] =
+        [Backend::Local, Backend::Pkcs11, Backend::GcpKms, Backend::AwsKms, Backend::AzureKeyVault];
+
+    /// Its field under `keys.<name>` in the config, and its name in logs and metrics.
+    pub fn field(self) -> &'static str {
+        match self {
+            Backend::Local => "local",
+            Backend::Pkcs11 => "pkcs11",
+            Backend::AwsKms => "awsKms",
+            Backend::GcpKms => "gcpKms",
+            Backend::AzureKeyVault => "azureKeyVault",
+        }
+    }
+}
+
+/// `a, b or c`: the choices a one-of message lists.
+pub fn one_of(names: &[&str]) -> String {
+    match names {
+        [] => String::new(),
+        [one] => one.to_string(),
+        [rest @ .., last] => format!("{} or {last}", rest.join(", ")),
+    }
+}
+
+/// What each backend's config says about itself.
+pub trait BackendConfig: Send + Sync {
+    fn backend(&self) -> Backend;
+
+    /// Checks the fields before anything is opened.
+    fn validate(&self) -> Result<(), InvalidField>;
+
+    /// Why this key cannot be Ed25519 (which Atto and CometBFT need), when the config already
+    /// says so: `Some("")` without a reason worth adding. Remote keys tell at startup.
+    fn rules_out_ed25519(&self) -> Option<&'static str>;
+
+    /// The backend, ready to ask (remote backends connect on first use). `key` names it in logs.
+    fn open(&self, key: &str) -> Result<Arc<dyn KeyBackend>, OpenError>;
+}
+
+/// A config field that is wrong: which one (below `keys.<name>.<backend>`; `None` for the
+/// backend's section as a whole) and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct InvalidField {
+    pub field: Option<&'static str>,
+    pub message: String,
+}
+
+impl InvalidField {
+    pub fn new(field: Option<&'static str>, message: impl Into<String>) -> Self {
+        InvalidField { field, message: message.into() }
+    }
+}
+
+/// Why a backend could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Local(#[from] local::LocalKeyError),
+    /// A backend this build was compiled without (the fuzz build leaves the cloud SDKs out).
+    #[error("this build has no {} support (cargo feature {feature})", backend.field())]
+    NotBuilt { backend: Backend, feature: &'static str },
+}
 
 /// Why a backend could not answer. `Transient` means "try again later" (network, throttling),
 /// which the protocol fronts turn into a retryable answer; `Permanent` needs a person.
@@ -73,50 +155,6 @@ pub fn unchanged(known: Option<&PublicKey>, now: &PublicKey, service: &str, key:
         ))),
         _ => Ok(()),
     }
-}
-
-/// `keys.<name>.awsKms` in the config (the backend is in `aws.rs`, behind the `aws` feature).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct AwsKmsKeyConfig {
-    /// The key's id, ARN or alias (`alias/baker`).
-    pub key_id: String,
-    /// The region; default: the SDK's chain (`AWS_REGION`, profile, instance metadata).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub region: Option<String>,
-    /// Another endpoint (an emulator, a VPC endpoint).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub endpoint: Option<String>,
-}
-
-/// `keys.<name>.gcpKms` in the config (the backend is in `gcp.rs`, behind the `gcp` feature).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct GcpKmsKeyConfig {
-    /// The key version's resource name:
-    /// `projects/P/locations/L/keyRings/R/cryptoKeys/K/cryptoKeyVersions/V`.
-    pub key_version: String,
-    /// Another endpoint (a private endpoint, an emulator). An `http://` endpoint gets no
-    /// credentials: a token must never travel in the clear.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub endpoint: Option<String>,
-}
-
-/// `keys.<name>.azureKeyVault` in the config (the backend is in `azure.rs`, behind the `azure`
-/// feature). P-256 (`ES256`) and secp256k1 (`P-256K`, `ES256K`) keys: Key Vault has no Ed25519.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct AzureKeyVaultKeyConfig {
-    /// `https://<vault>.vault.azure.net` (or a Managed HSM's URL).
-    pub vault_url: String,
-    pub key_name: String,
-    /// Pin one version; default: the key's current version, checked for changes while running.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key_version: Option<String>,
-    /// Whether the vault's authentication challenge must name the vault's own domain (default
-    /// true: a token for Key Vault never goes to another host). Off only for emulators.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub verify_challenge_resource: Option<bool>,
 }
 
 /// A SubjectPublicKeyInfo (DER), as KMS services hand out public keys, for one of our algorithms.

@@ -23,7 +23,9 @@ use cryptoki::types::AuthPin;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::{accept_signature, BackendError, EcdsaEncoding, KeyBackend};
+use super::{
+    accept_signature, Backend, BackendConfig, BackendError, EcdsaEncoding, InvalidField, KeyBackend, OpenError,
+};
 use crate::keys::{Algorithm, PublicKey, Signature};
 
 /// `keys.<name>.pkcs11` in the config.
@@ -42,6 +44,27 @@ pub struct Pkcs11KeyConfig {
     /// The name of an environment variable holding the user PIN.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pin_env: Option<String>,
+}
+
+impl BackendConfig for Pkcs11KeyConfig {
+    fn backend(&self) -> Backend {
+        Backend::Pkcs11
+    }
+
+    fn validate(&self) -> Result<(), InvalidField> {
+        if self.pin_file.is_some() == self.pin_env.is_some() {
+            return Err(InvalidField::new(None, "set exactly one of pinFile or pinEnv"));
+        }
+        Ok(())
+    }
+
+    fn rules_out_ed25519(&self) -> Option<&'static str> {
+        None
+    }
+
+    fn open(&self, _key: &str) -> Result<Arc<dyn KeyBackend>, OpenError> {
+        Ok(Arc::new(Pkcs11Backend::new(self.clone())))
+    }
 }
 
 /// DER OIDs of the curves in `CKA_EC_PARAMS`.

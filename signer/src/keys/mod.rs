@@ -3,6 +3,12 @@
 //! Ed25519 signs the message itself (RFC 8032, no prehash). ECDSA keys (secp256k1, P-256) sign a
 //! 32-byte digest that the protocol front computed, because every chain picks its own hash
 //! (Tezos BLAKE2b-256, CometBFT SHA-256). ECDSA signatures are raw `r ‖ s` with low S.
+//!
+//! The chains' text forms of keys live here too, so that a key store reads a key file without
+//! knowing any protocol: [`tezos`] (`edsk…`, `tz1…`) and [`cometbft`] (`priv_validator_key.json`).
+
+pub mod cometbft;
+pub mod tezos;
 
 use std::fmt;
 use std::str::FromStr;

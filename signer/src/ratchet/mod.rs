@@ -7,7 +7,6 @@
 //! a crash loses at most that one signature, never safety. Keeping the signature lets an identical
 //! retry get the very same bytes back, even from a backend whose ECDSA nonces are random.
 
-pub mod admin;
 #[cfg(feature = "kubernetes")]
 pub mod configmap;
 pub mod file;
@@ -167,9 +166,6 @@ pub(crate) fn commit_decision(
         _ => Ok(None),
     }
 }
-
-/// The stream names the protocols use (`StreamId::stream` is one of these).
-pub const STREAMS: [&str; 5] = ["block", "preattestation", "attestation", "endorsement", "consensus"];
 
 /// One stream, locked.
 #[async_trait]

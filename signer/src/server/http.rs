@@ -1,5 +1,6 @@
-//! The HTTP/1.1 accept loop shared by every listener: bounded connections, a deadline for request
-//! headers (slow clients cannot pin sockets), graceful shutdown.
+//! The HTTP/1.1 accept loop shared by every listener, the operator's webhook too: bounded
+//! connections, a deadline for the handshake and request headers (slow clients cannot pin
+//! sockets), graceful shutdown.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -13,7 +14,8 @@ use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
@@ -56,21 +58,50 @@ impl Default for ConnectionLimits {
     }
 }
 
+/// Serves `app` over plain TCP until `shutdown`, then drains (see [`serve_with`]).
 pub async fn serve(listener: TcpListener, app: Router, limits: ConnectionLimits, shutdown: impl Future<Output = ()>) {
+    serve_with(listener, app, limits, shutdown, |stream| async move { Some((stream, ())) }).await
+}
+
+/// The accept loop of every listener, the signer's APIs and the operator's webhook: at most
+/// `limits.max_connections` at once (more are closed at accept), `handshake` (TLS, for the
+/// webhook) and the request headers each within `limits.header_read_timeout`, a growing pause
+/// after a failed accept (out of file descriptors, say) instead of a busy loop, and on `shutdown`
+/// up to `limits.drain_timeout` for requests in flight. `handshake` turns the accepted stream into
+/// the one HTTP runs over, and gives a value that every request of the connection carries as an
+/// extension (with its [`ConnectInfo`]).
+pub async fn serve_with<H, Fut, Io, Extra>(
+    listener: TcpListener,
+    app: Router,
+    limits: ConnectionLimits,
+    shutdown: impl Future<Output = ()>,
+    handshake: H,
+) where
+    H: Fn(TcpStream) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Option<(Io, Extra)>> + Send + 'static,
+    Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    Extra: Clone + Send + Sync + 'static,
+{
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout).keep_alive(true);
+    let mut pause = Duration::ZERO;
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
+                Ok(accepted) => {
+                    pause = Duration::ZERO;
+                    accepted
+                }
                 Err(error) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
+                    pause = (pause * 2).clamp(Duration::from_millis(5), Duration::from_secs(1));
+                    tracing::warn!(%error, ?pause, "accept failed; pausing");
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => continue,
+                        _ = &mut shutdown => break,
+                    }
                 }
             },
             _ = &mut shutdown => break,
@@ -80,18 +111,24 @@ pub async fn serve(listener: TcpListener, app: Router, limits: ConnectionLimits,
             continue;
         };
         let _ = stream.set_nodelay(true);
-        // Handlers that check the client's address (the Tezos allow-list) read it from here.
-        let service = app.clone().map_request(move |mut request: http::Request<hyper::body::Incoming>| {
-            request.extensions_mut().insert(ConnectInfo(peer));
-            request
-        });
-        let connection = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
-        let connection = graceful.watch(connection);
+        let (app, http, handshake, watcher) = (app.clone(), http.clone(), handshake.clone(), graceful.watcher());
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
+            let _slot = slot;
+            let Ok(Some((io, extra))) = tokio::time::timeout(limits.header_read_timeout, handshake(stream)).await
+            else {
+                tracing::debug!(%peer, "handshake failed or timed out");
+                return;
+            };
+            // Handlers that check the client's address (the Tezos allow-list) read it from here.
+            let service = app.map_request(move |mut request: http::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(ConnectInfo(peer));
+                request.extensions_mut().insert(extra.clone());
+                request
+            });
+            let connection = http.serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
+            if let Err(error) = watcher.watch(connection).await {
                 tracing::debug!(%peer, %error, "connection ended with an error");
             }
-            drop(slot);
         });
     }
     drop(listener);

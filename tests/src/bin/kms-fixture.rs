@@ -13,8 +13,8 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use serde_json::json;
+use sigil_signer::keys::tezos as encoding;
 use sigil_signer::keys::{Algorithm, PublicKey, SecretKey};
-use sigil_signer::protocol::tezos::encoding;
 use sigil_tests::fake_kms::{azure, gcp};
 
 #[derive(Parser)]

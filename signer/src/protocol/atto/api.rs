@@ -39,12 +39,17 @@ pub enum Capability {
     Vote,
 }
 
+/// What an Atto key signs.
+pub const BLOCK: SignKind = SignKind::new("atto", "atto_block");
+pub const VOTE: SignKind = SignKind::new("atto", "atto_vote");
+pub const CHALLENGE: SignKind = SignKind::new("atto", "atto_challenge");
+
 impl Capability {
     pub fn kind(self) -> SignKind {
         match self {
-            Capability::Challenge => SignKind::AttoChallenge,
-            Capability::Block => SignKind::AttoBlock,
-            Capability::Vote => SignKind::AttoVote,
+            Capability::Challenge => CHALLENGE,
+            Capability::Block => BLOCK,
+            Capability::Vote => VOTE,
         }
     }
 
@@ -142,8 +147,8 @@ impl From<SignError> for ApiError {
 /// Upstream's wording (SignatureService.kt), so operators' log searches keep working.
 fn missing_capability(kind: SignKind) -> String {
     let (what, capability) = match kind {
-        SignKind::AttoBlock => ("a block", "BLOCK"),
-        SignKind::AttoVote => ("a vote", "VOTE"),
+        BLOCK => ("a block", "BLOCK"),
+        VOTE => ("a vote", "VOTE"),
         _ => ("a challenge", "CHALLENGE"),
     };
     format!("Signing {what} is not allowed. Capability {capability} is missing.")
@@ -242,7 +247,7 @@ async fn blocks(
     let ours = api.public_key()?;
     let block = api.decode::<TargetRequest<Block>>(body)?.target;
     api.check_public_key(block.public_key(), &ours)?;
-    api.sign(SignKind::AttoBlock, &block.hash()).await
+    api.sign(BLOCK, &block.hash()).await
 }
 
 async fn votes(
@@ -252,7 +257,7 @@ async fn votes(
     let ours = api.public_key()?;
     let vote = api.decode::<TargetRequest<Vote>>(body)?.target;
     api.check_public_key(&vote.public_key.0, &ours)?;
-    api.sign(SignKind::AttoVote, &vote.hash()).await
+    api.sign(VOTE, &vote.hash()).await
 }
 
 async fn challenges(
@@ -261,7 +266,7 @@ async fn challenges(
 ) -> Result<Json<SignatureResponse>, ApiError> {
     let ours = api.public_key()?;
     let request = api.decode::<ChallengeRequest>(body)?;
-    api.sign(SignKind::AttoChallenge, &request.target.digest(&ours, request.timestamp)).await
+    api.sign(CHALLENGE, &request.target.digest(&ours, request.timestamp)).await
 }
 
 #[cfg(test)]
@@ -280,16 +285,10 @@ mod tests {
 
     #[test]
     fn upstream_capability_messages() {
+        assert_eq!(missing_capability(BLOCK), "Signing a block is not allowed. Capability BLOCK is missing.");
+        assert_eq!(missing_capability(VOTE), "Signing a vote is not allowed. Capability VOTE is missing.");
         assert_eq!(
-            missing_capability(SignKind::AttoBlock),
-            "Signing a block is not allowed. Capability BLOCK is missing."
-        );
-        assert_eq!(
-            missing_capability(SignKind::AttoVote),
-            "Signing a vote is not allowed. Capability VOTE is missing."
-        );
-        assert_eq!(
-            missing_capability(SignKind::AttoChallenge),
+            missing_capability(CHALLENGE),
             "Signing a challenge is not allowed. Capability CHALLENGE is missing."
         );
     }

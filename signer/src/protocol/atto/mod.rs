@@ -2,4 +2,6 @@
 //! see docs/atto.md).
 
 pub mod api;
+pub mod config;
+mod env;
 pub mod model;

@@ -20,9 +20,9 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use tokio::sync::Semaphore;
 
-use super::encoding::{self, blake2b_256};
 use super::operation;
 use super::policy::{Refusal, TezosPolicy};
+use crate::keys::tezos::{self, blake2b_256};
 use crate::policy::SignKind;
 use crate::ratchet::{Mark, RatchetError};
 use crate::server::http::{bounded, Limits, Observed};
@@ -122,7 +122,7 @@ impl Api {
                 Some(hash) => hash,
                 None => {
                     let public_key = self.signer.key(&key.name)?.public_key()?;
-                    key.pkh.get_or_init(|| (encoding::pkh(public_key), encoding::pkh_bytes(public_key)))
+                    key.pkh.get_or_init(|| (tezos::pkh(public_key), tezos::pkh_bytes(public_key)))
                 }
             };
             (hash.0 == pkh).then_some((key, hash))
@@ -154,7 +154,7 @@ impl Api {
 async fn public_key(State(api): State<Api>, Path(pkh): Path<String>) -> Result<Response, ApiError> {
     let (key, _) = api.find(&pkh).ok_or_else(|| api.unknown(&pkh))?;
     let public_key = api.signer.key(&key.name).and_then(|e| e.public_key()).ok_or_else(|| api.unknown(&pkh))?;
-    Ok(Json(serde_json::json!({ "public_key": encoding::public_key_b58(public_key) })).into_response())
+    Ok(Json(serde_json::json!({ "public_key": tezos::public_key_b58(public_key) })).into_response())
 }
 
 #[derive(Deserialize)]
@@ -184,7 +184,7 @@ async fn sign(
         api.signer.metrics().refuse(PROTOCOL, "overload");
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "signer busy; retry")
     })?;
-    let chain = request.watermark.map(|w| encoding::chain_id_b58(w.chain_id)).unwrap_or_default();
+    let chain = request.watermark.map(|w| tezos::chain_id_b58(w.chain_id)).unwrap_or_default();
     let mark = match (request.watermark, request.kind.stream()) {
         (Some(w), Some(stream)) => {
             Some((Mark { level: u64::from(w.level), round: u64::from(w.round), step: 0 }, stream))
@@ -192,14 +192,14 @@ async fn sign(
         _ => None,
     };
     let digest = blake2b_256(&data);
-    let request_to_sign = SignRequest::new(&key.name, &chain, SignKind::Tezos(request.kind), mark, &digest);
+    let request_to_sign = SignRequest::new(&key.name, &chain, request.kind.sign_kind(), mark, &digest);
     let signature = api.signer.sign(request_to_sign).await?.signature;
     if let Some(mark) = mark {
         tracing::info!(key = %key.name, kind = %request.kind, %chain, level = mark.0.level, round = mark.0.round, "signed");
     } else {
         tracing::info!(key = %key.name, kind = %request.kind, operations = ?request.operations, "signed");
     }
-    Ok(Json(serde_json::json!({ "signature": encoding::signature_b58(&signature) })).into_response())
+    Ok(Json(serde_json::json!({ "signature": tezos::signature_b58(&signature) })).into_response())
 }
 
 /// The body is a JSON string of hex, e.g. `"11ed9d217c…"`.
@@ -211,7 +211,7 @@ fn decode_body(body: &[u8]) -> Result<Vec<u8>, String> {
 
 /// `{}` when no key requires authentication (exactly that: octez reads an empty list as "required").
 async fn authorized_keys(State(api): State<Api>) -> Json<serde_json::Value> {
-    let mut hashes: Vec<String> = api.keys.iter().flat_map(|k| k.policy.authorized_keys()).map(encoding::pkh).collect();
+    let mut hashes: Vec<String> = api.keys.iter().flat_map(|k| k.policy.authorized_keys()).map(tezos::pkh).collect();
     hashes.sort();
     hashes.dedup();
     if hashes.is_empty() {
@@ -229,14 +229,14 @@ async fn known_keys(State(api): State<Api>) -> Result<Json<serde_json::Value>, A
         .keys
         .iter()
         .filter_map(|key| api.signer.key(&key.name).and_then(|e| e.public_key()))
-        .map(encoding::pkh)
+        .map(tezos::pkh)
         .collect();
     Ok(Json(serde_json::json!({ "known_keys": known })))
 }
 
 /// The request kinds a key's policy allows, as the signer's coarse policy.
 pub fn sign_kinds(policy: &TezosPolicy) -> impl Iterator<Item = SignKind> + '_ {
-    policy.kinds().map(SignKind::Tezos)
+    policy.kinds().map(operation::RequestKind::sign_kind)
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
-//! The Tezos remote-signer HTTP API (octez-client, octez-baker): encodings, request parsing,
+//! The Tezos remote-signer HTTP API (octez-client, octez-baker): request parsing,
 //! per-key policy, and the routes.
 
 pub mod api;
-pub mod encoding;
+pub mod config;
 pub mod operation;
 pub mod policy;

@@ -11,7 +11,10 @@
 
 use std::fmt;
 
-use super::encoding;
+use crate::policy::SignKind;
+
+/// The ratchet streams of a Tezos key on a chain: each kind that can double-sign has its own mark.
+pub const STREAMS: [&str; 4] = ["block", "preattestation", "attestation", "endorsement"];
 
 /// The kinds a policy can allow, one per magic byte (generic operations are refined per operation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -30,6 +33,20 @@ pub enum RequestKind {
 }
 
 impl RequestKind {
+    /// The kind as the sign path and its metrics know it (`tezos_block`, ...).
+    pub fn sign_kind(self) -> SignKind {
+        let name = match self {
+            RequestKind::Block => "tezos_block",
+            RequestKind::Preattestation => "tezos_preattestation",
+            RequestKind::Attestation => "tezos_attestation",
+            RequestKind::Generic => "tezos_generic",
+            RequestKind::Michelson => "tezos_michelson",
+            RequestKind::LegacyBlock => "tezos_legacy_block",
+            RequestKind::LegacyEndorsement => "tezos_legacy_endorsement",
+        };
+        SignKind::new("tezos", name)
+    }
+
     /// The name used in `tezos.keys.<name>.allow`, metrics and errors.
     pub fn name(self) -> &'static str {
         match self {
@@ -47,10 +64,10 @@ impl RequestKind {
     /// octez-signer.
     pub fn stream(self) -> Option<&'static str> {
         match self {
-            RequestKind::Block | RequestKind::LegacyBlock => Some("block"),
-            RequestKind::Preattestation => Some("preattestation"),
-            RequestKind::Attestation => Some("attestation"),
-            RequestKind::LegacyEndorsement => Some("endorsement"),
+            RequestKind::Block | RequestKind::LegacyBlock => Some(STREAMS[0]),
+            RequestKind::Preattestation => Some(STREAMS[1]),
+            RequestKind::Attestation => Some(STREAMS[2]),
+            RequestKind::LegacyEndorsement => Some(STREAMS[3]),
             RequestKind::Generic | RequestKind::Michelson => None,
         }
     }
@@ -315,7 +332,8 @@ fn generic(data: &[u8]) -> Result<Request, ParseError> {
                 let (source, destination) = captured.parties(data);
                 let to_self = matches!((source, destination), (Some(s), Some([0x00, d @ ..])) if s == d);
                 if !to_self {
-                    let destination = destination.map(encoding::contract_b58).unwrap_or_else(|| "none".into());
+                    let destination =
+                        destination.map(crate::keys::tezos::contract_b58).unwrap_or_else(|| "none".into());
                     return Err(ParseError::ReservedEntrypointToOther { entrypoint, destination });
                 }
                 operations.push(entrypoint);

@@ -6,8 +6,8 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use super::encoding::{self, blake2b_256};
 use super::operation::{self, Request, RequestKind};
+use crate::keys::tezos::{self, blake2b_256};
 use crate::keys::PublicKey;
 
 /// `tezos.keys.<name>` in the config.
@@ -101,13 +101,13 @@ impl TezosPolicy {
             .chains
             .iter()
             .enumerate()
-            .map(|(i, c)| encoding::parse_chain_id(c).map_err(|e| format!("{path}.chains[{i}]: {c:?}: {e}")))
+            .map(|(i, c)| tezos::parse_chain_id(c).map_err(|e| format!("{path}.chains[{i}]: {c:?}: {e}")))
             .collect::<Result<_, _>>()?;
         let authorized_keys = config
             .authorized_keys
             .iter()
             .enumerate()
-            .map(|(i, k)| encoding::parse_public_key(k).map_err(|e| format!("{path}.authorizedKeys[{i}]: {e}")))
+            .map(|(i, k)| tezos::parse_public_key(k).map_err(|e| format!("{path}.authorizedKeys[{i}]: {e}")))
             .collect::<Result<_, _>>()?;
         let allowed_ips = config
             .allowed_ips
@@ -157,7 +157,7 @@ impl TezosPolicy {
         message.extend_from_slice(data);
         let digest = blake2b_256(&message);
         let verified = self.authorized_keys.iter().any(|key| {
-            encoding::parse_signature(authentication, key.algorithm()).is_ok_and(|s| key.verify(&digest, &s).is_ok())
+            tezos::parse_signature(authentication, key.algorithm()).is_ok_and(|s| key.verify(&digest, &s).is_ok())
         });
         if verified {
             Ok(())
@@ -179,10 +179,7 @@ impl TezosPolicy {
         }
         if let Some(watermark) = &request.watermark {
             if !self.chains.is_empty() && !self.chains.contains(&watermark.chain_id) {
-                return Err(Refusal::Chain {
-                    chain: encoding::chain_id_b58(watermark.chain_id),
-                    path: self.path.clone(),
-                });
+                return Err(Refusal::Chain { chain: tezos::chain_id_b58(watermark.chain_id), path: self.path.clone() });
             }
         }
         Ok(())
@@ -250,7 +247,7 @@ mod tests {
     use crate::protocol::tezos::operation::Watermark;
 
     fn policy(yaml: &str) -> Result<TezosPolicy, String> {
-        TezosPolicy::from_config("baker", &serde_yaml::from_str(yaml).unwrap())
+        TezosPolicy::from_config("baker", &yaml_serde::from_str(yaml).unwrap())
     }
 
     fn request(kind: RequestKind, operations: &[&'static str]) -> Request {
@@ -311,9 +308,9 @@ mod tests {
     fn authentication_vector() {
         let client = "edpkv45regue1bWtuHnCgLU8xWKLwa9qRqv4gimgJKro4LSc3C5VjV";
         let p = policy(&format!("{{allow: ['generic:transaction'], authorizedKeys: [{client}]}}")).unwrap();
-        let signer = encoding::parse_public_key(client).unwrap();
+        let signer = tezos::parse_public_key(client).unwrap();
         let data = hex::decode("03a11f5f176e553a11cf184bb2b15f09f55dfc5dcb2d26d79bf5dd099d074d5f5d6c0079cae4c9a1885f17d3995619bf28636c4394458b820af19172c35000904e0000712c4c4270d9e7f512115310d8ec6acfcd878bef00").unwrap();
-        let pkh = encoding::pkh_bytes(&signer);
+        let pkh = tezos::pkh_bytes(&signer);
         let good =
             "edsigttaa8Lq6sQEDSGbgWXpV2umGv4rQSqSVN2j1CuJNKTaDBRaPqZREFRSdGqH5zxVYhULjuxxnMfEE8cWCokrCfnMjFWNXfo";
         assert_eq!(p.check_authentication(&pkh, &data, Some(good)), Ok(()));

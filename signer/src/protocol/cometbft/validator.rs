@@ -35,6 +35,13 @@ use crate::sign::{SignError, SignRequest, Signer};
 pub const PROTOCOL: &str = "cometbft";
 /// The one ratchet stream per key and chain: proposals and votes share the height/round/step order.
 pub const STREAM: &str = "consensus";
+
+/// What a CometBFT validator key signs.
+pub const PROPOSAL: SignKind = SignKind::new(PROTOCOL, "cometbft_proposal");
+pub const PREVOTE: SignKind = SignKind::new(PROTOCOL, "cometbft_prevote");
+pub const PRECOMMIT: SignKind = SignKind::new(PROTOCOL, "cometbft_precommit");
+pub const VOTE_EXTENSION: SignKind = SignKind::new(PROTOCOL, "cometbft_vote_extension");
+pub const SIGN_KINDS: [SignKind; 4] = [PROPOSAL, PREVOTE, PRECOMMIT, VOTE_EXTENSION];
 /// `cometbft[].maxHeightJump` when the config leaves it out: far more than any honest jump between
 /// two signatures (weeks of blocks), far less than what would make the key useless.
 pub const DEFAULT_MAX_HEIGHT_JUMP: u64 = 1_000_000;
@@ -63,11 +70,81 @@ pub mod code {
     pub const NOT_SUPPORTED: i32 = 4;
 }
 
-/// What a finished request looked like, for metrics and logs.
-pub struct Outcome {
+/// Why a request was refused: what the node reads in `RemoteSignerError` ([`Refusal::code`] and
+/// the description) and the reason metrics count ([`Refusal::reason`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// Malformed, for another chain, or a key CometBFT cannot use.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The high-water mark refused: signing would be a double sign.
+    #[error("{0}")]
+    DoubleSign(String),
+    /// The height is further above the mark than `maxHeightJump` allows.
+    #[error("{0}")]
+    HeightJump(String),
+    /// The key or ratchet store did not answer; the node may try again.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The key has not answered since startup.
+    #[error("{0}")]
+    KeyNotReady(String),
+    /// sigil does not do this (raw bytes).
+    #[error("{0}")]
+    NotSupported(String),
+    /// Another refusal of the sign path, with its reason.
+    #[error("{description}")]
+    Refused { description: String, reason: &'static str },
+}
+
+impl Refusal {
+    /// The `RemoteSignerError` code.
+    pub fn code(&self) -> i32 {
+        match self {
+            Refusal::BadRequest(_) | Refusal::HeightJump(_) | Refusal::Refused { .. } => code::INVALID,
+            Refusal::DoubleSign(_) => code::DOUBLE_SIGN,
+            Refusal::Unavailable(_) | Refusal::KeyNotReady(_) => code::UNAVAILABLE,
+            Refusal::NotSupported(_) => code::NOT_SUPPORTED,
+        }
+    }
+
+    /// The reason label of metrics and logs.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refusal::BadRequest(_) => "bad_request",
+            Refusal::DoubleSign(_) => "ratchet",
+            Refusal::HeightJump(_) => "height_jump",
+            Refusal::Unavailable(_) => "unavailable",
+            Refusal::KeyNotReady(_) => "key_not_ready",
+            Refusal::NotSupported(_) => "not_supported",
+            Refusal::Refused { reason, .. } => reason,
+        }
+    }
+
+    /// HTTP-like status, so that one dashboard reads every protocol.
+    fn status(&self) -> u16 {
+        match self {
+            Refusal::DoubleSign(_) | Refusal::HeightJump(_) => 409,
+            Refusal::Unavailable(_) | Refusal::KeyNotReady(_) => 503,
+            Refusal::NotSupported(_) => 501,
+            Refusal::BadRequest(_) | Refusal::Refused { .. } => 400,
+        }
+    }
+
+    /// Counted here rather than by the sign path, which never saw the request.
+    fn is_the_fronts_own(&self) -> bool {
+        matches!(self, Refusal::BadRequest(_) | Refusal::NotSupported(_) | Refusal::KeyNotReady(_))
+    }
+
+    fn error(&self) -> Option<RemoteSignerError> {
+        Some(RemoteSignerError { code: self.code(), description: self.to_string() })
+    }
+}
+
+/// A request answered: the response, and the refusal when it was one.
+pub struct Answer {
     pub response: Sum,
-    /// `ok`, or the refusal reason.
-    pub result: &'static str,
+    pub refusal: Option<Refusal>,
 }
 
 pub struct Validator {
@@ -79,82 +156,61 @@ pub struct Validator {
     pub signer: Arc<Signer>,
 }
 
-fn error(code: i32, description: impl Into<String>) -> Option<RemoteSignerError> {
-    Some(RemoteSignerError { code, description: description.into() })
-}
-
 impl Validator {
     /// Answers one request. Never fails: refusals are answers.
-    pub async fn handle(&self, request: Sum) -> Outcome {
+    pub async fn handle(&self, request: Sum) -> Answer {
         let started = Instant::now();
         let name = request.name();
-        let (response, result) = match request {
-            Sum::PingRequest(_) => (Sum::PingResponse(proto::PingResponse {}), "ok"),
+        let (response, refusal) = match request {
+            Sum::PingRequest(_) => (Sum::PingResponse(proto::PingResponse {}), None),
             Sum::PubKeyRequest(request) => self.public_key(&request.chain_id),
             Sum::SignVoteRequest(request) => self.sign_vote(request).await,
             Sum::SignProposalRequest(request) => self.sign_proposal(request).await,
-            Sum::SignBytesRequest(_) => (
-                Sum::SignBytesResponse(proto::SignBytesResponse {
-                    signature: Vec::new(),
-                    error: error(code::NOT_SUPPORTED, "sigil signs votes and proposals only, never raw bytes"),
-                }),
-                "not_supported",
-            ),
+            Sum::SignBytesRequest(_) => {
+                let refusal = Refusal::NotSupported("sigil signs votes and proposals only, never raw bytes".into());
+                let response = proto::SignBytesResponse { signature: Vec::new(), error: refusal.error() };
+                (Sum::SignBytesResponse(response), Some(refusal))
+            }
             other => {
                 // A response where a request belongs: answer with an error, keep the connection.
-                let description = format!("unexpected message {} from the node", other.name());
-                (
-                    Sum::SignBytesResponse(proto::SignBytesResponse {
-                        signature: Vec::new(),
-                        error: error(code::INVALID, description),
-                    }),
-                    "bad_request",
-                )
+                let refusal = Refusal::BadRequest(format!("unexpected message {} from the node", other.name()));
+                let response = proto::SignBytesResponse { signature: Vec::new(), error: refusal.error() };
+                (Sum::SignBytesResponse(response), Some(refusal))
             }
         };
-        // HTTP-like codes, so one dashboard reads every protocol.
-        let code = match result {
-            "ok" => 200,
-            "ratchet" | "height_jump" => 409,
-            "unavailable" | "key_not_ready" => 503,
-            "not_supported" => 501,
-            _ => 400,
-        };
-        self.signer.metrics().observe_request(PROTOCOL, name, code, started.elapsed());
-        // Refusals by the sign path are counted there; these are the front's own.
-        if matches!(result, "bad_request" | "not_supported" | "key_not_ready") {
-            self.signer.metrics().refuse(PROTOCOL, result);
+        let status = refusal.as_ref().map_or(200, Refusal::status);
+        self.signer.metrics().observe_request(PROTOCOL, name, status, started.elapsed());
+        if let Some(refusal) = refusal.as_ref().filter(|r| r.is_the_fronts_own()) {
+            self.signer.metrics().refuse(PROTOCOL, refusal.reason());
         }
-        Outcome { response, result }
+        Answer { response, refusal }
     }
 
-    fn check_chain(&self, chain_id: &str) -> Result<(), (i32, String)> {
+    fn check_chain(&self, chain_id: &str) -> Result<(), Refusal> {
         if chain_id == self.chain_id {
             return Ok(());
         }
-        Err((code::INVALID, format!("chain {chain_id:?} is not this signer's chain {:?}", self.chain_id)))
+        Err(Refusal::BadRequest(format!("chain {chain_id:?} is not this signer's chain {:?}", self.chain_id)))
     }
 
-    fn public_key(&self, chain_id: &str) -> (Sum, &'static str) {
-        let refuse = |code, description: String| {
-            tracing::warn!(chain = %self.chain_id, %description, "public key request refused");
-            let response = PubKeyResponse { error: error(code, description), ..Default::default() };
-            (Sum::PubKeyResponse(response), "bad_request")
+    fn public_key(&self, chain_id: &str) -> (Sum, Option<Refusal>) {
+        let refuse = |refusal: Refusal| {
+            tracing::warn!(chain = %self.chain_id, description = %refusal, "public key request refused");
+            let response = PubKeyResponse { error: refusal.error(), ..Default::default() };
+            (Sum::PubKeyResponse(response), Some(refusal))
         };
-        if let Err((code, description)) = self.check_chain(chain_id) {
-            return refuse(code, description);
+        if let Err(refusal) = self.check_chain(chain_id) {
+            return refuse(refusal);
         }
         let Some(public_key) = self.signer.key(&self.key).and_then(|k| k.public_key()) else {
-            let response = PubKeyResponse {
-                error: error(code::UNAVAILABLE, format!("key {} is not ready", self.key)),
-                ..Default::default()
-            };
-            return (Sum::PubKeyResponse(response), "key_not_ready");
+            let refusal = Refusal::KeyNotReady(format!("key {} is not ready", self.key));
+            let response = PubKeyResponse { error: refusal.error(), ..Default::default() };
+            return (Sum::PubKeyResponse(response), Some(refusal));
         };
         let (sum, kind) = match public_key.algorithm() {
             Algorithm::Ed25519 => (PublicKeySum::Ed25519(public_key.as_bytes().to_vec()), "ed25519"),
             Algorithm::Secp256k1 => (PublicKeySum::Secp256k1(public_key.as_bytes().to_vec()), "secp256k1"),
-            Algorithm::P256 => return refuse(code::INVALID, "CometBFT has no P-256 consensus keys".into()),
+            Algorithm::P256 => return refuse(Refusal::BadRequest("CometBFT has no P-256 consensus keys".into())),
         };
         let response = match self.version {
             Version::V0_38 => PubKeyResponse { pub_key: Some(PublicKey { sum: Some(sum) }), ..Default::default() },
@@ -164,35 +220,30 @@ impl Validator {
                 ..Default::default()
             },
         };
-        (Sum::PubKeyResponse(response), "ok")
+        (Sum::PubKeyResponse(response), None)
     }
 
-    async fn sign_vote(&self, request: proto::SignVoteRequest) -> (Sum, &'static str) {
-        let respond = |vote: Option<Vote>, failure: Option<(i32, String, &'static str)>| match failure {
-            None => (Sum::SignedVoteResponse(proto::SignedVoteResponse { vote, error: None }), "ok"),
-            Some((code, description, reason)) => {
-                tracing::warn!(chain = %self.chain_id, %description, "vote refused");
-                let response =
-                    proto::SignedVoteResponse { vote: Some(Vote::default()), error: error(code, description) };
-                (Sum::SignedVoteResponse(response), reason)
-            }
-        };
+    async fn sign_vote(&self, request: proto::SignVoteRequest) -> (Sum, Option<Refusal>) {
         match self.vote(request).await {
-            Ok(vote) => respond(Some(vote), None),
-            Err(failure) => respond(None, Some(failure)),
+            Ok(vote) => (Sum::SignedVoteResponse(proto::SignedVoteResponse { vote: Some(vote), error: None }), None),
+            Err(refusal) => {
+                tracing::warn!(chain = %self.chain_id, description = %refusal, "vote refused");
+                let response = proto::SignedVoteResponse { vote: Some(Vote::default()), error: refusal.error() };
+                (Sum::SignedVoteResponse(response), Some(refusal))
+            }
         }
     }
 
     /// Signs a vote; the answer carries only what the node copies: signature, extension signature,
     /// timestamp (which keeps it under the node's 10 KiB read limit whatever the extension).
-    async fn vote(&self, request: proto::SignVoteRequest) -> Result<Vote, (i32, String, &'static str)> {
-        let invalid = |description: String| (code::INVALID, description, "bad_request");
-        self.check_chain(&request.chain_id).map_err(|(c, d)| (c, d, "bad_request"))?;
+    async fn vote(&self, request: proto::SignVoteRequest) -> Result<Vote, Refusal> {
+        let invalid = Refusal::BadRequest;
+        self.check_chain(&request.chain_id)?;
         let skip_extension = request.skip_extension_signing;
         let vote = request.vote.ok_or_else(|| invalid("the request carries no vote".into()))?;
         let (kind, step) = match vote.r#type {
-            proto::PREVOTE => (SignKind::CometBftPrevote, 2),
-            proto::PRECOMMIT => (SignKind::CometBftPrecommit, 3),
+            proto::PREVOTE => (PREVOTE, 2),
+            proto::PRECOMMIT => (PRECOMMIT, 3),
             other => return Err(invalid(format!("vote type {other} is neither prevote (1) nor precommit (2)"))),
         };
         let mark = position(vote.height, vote.round, step).map_err(invalid)?;
@@ -212,7 +263,7 @@ impl Validator {
         let mut extension_signature = Vec::new();
         if extends && !skip_extension {
             let bytes = proto::vote_extension_sign_bytes(&vote, &self.chain_id);
-            let to_sign = SignRequest::new(&self.key, &self.chain_id, SignKind::CometBftVoteExtension, None, &bytes);
+            let to_sign = SignRequest::new(&self.key, &self.chain_id, VOTE_EXTENSION, None, &bytes);
             let signed = self.signer.sign(to_sign).await.map_err(|e| self.refusal(e))?;
             extension_signature = signed.signature.to_bytes().to_vec();
         }
@@ -232,28 +283,26 @@ impl Validator {
         })
     }
 
-    async fn sign_proposal(&self, request: proto::SignProposalRequest) -> (Sum, &'static str) {
-        let result = self.proposal(request).await;
-        let (proposal, failure) = match result {
-            Ok(proposal) => (Some(proposal), None),
-            Err(failure) => (Some(proto::Proposal::default()), Some(failure)),
-        };
-        match failure {
-            None => (Sum::SignedProposalResponse(proto::SignedProposalResponse { proposal, error: None }), "ok"),
-            Some((code, description, reason)) => {
-                tracing::warn!(chain = %self.chain_id, %description, "proposal refused");
-                let response = proto::SignedProposalResponse { proposal, error: error(code, description) };
-                (Sum::SignedProposalResponse(response), reason)
+    async fn sign_proposal(&self, request: proto::SignProposalRequest) -> (Sum, Option<Refusal>) {
+        match self.proposal(request).await {
+            Ok(proposal) => {
+                let response = proto::SignedProposalResponse { proposal: Some(proposal), error: None };
+                (Sum::SignedProposalResponse(response), None)
+            }
+            Err(refusal) => {
+                tracing::warn!(chain = %self.chain_id, description = %refusal, "proposal refused");
+                let response = proto::SignedProposalResponse {
+                    proposal: Some(proto::Proposal::default()),
+                    error: refusal.error(),
+                };
+                (Sum::SignedProposalResponse(response), Some(refusal))
             }
         }
     }
 
-    async fn proposal(
-        &self,
-        request: proto::SignProposalRequest,
-    ) -> Result<proto::Proposal, (i32, String, &'static str)> {
-        let invalid = |description: String| (code::INVALID, description, "bad_request");
-        self.check_chain(&request.chain_id).map_err(|(c, d)| (c, d, "bad_request"))?;
+    async fn proposal(&self, request: proto::SignProposalRequest) -> Result<proto::Proposal, Refusal> {
+        let invalid = Refusal::BadRequest;
+        self.check_chain(&request.chain_id)?;
         let proposal = request.proposal.ok_or_else(|| invalid("the request carries no proposal".into()))?;
         if proposal.r#type != proto::PROPOSAL {
             return Err(invalid(format!("proposal type {} is not 32", proposal.r#type)));
@@ -262,7 +311,7 @@ impl Validator {
         let sign_bytes = proto::proposal_sign_bytes(&proposal, &self.chain_id);
         let to_sign = SignRequest {
             max_advance: Some(self.max_height_jump),
-            ..SignRequest::new(&self.key, &self.chain_id, SignKind::CometBftProposal, Some((mark, STREAM)), &sign_bytes)
+            ..SignRequest::new(&self.key, &self.chain_id, PROPOSAL, Some((mark, STREAM)), &sign_bytes)
         };
         let signed = self.signer.sign(to_sign).await.map_err(|e| self.refusal(e))?;
         Ok(proto::Proposal { signature: signed.signature.to_bytes().to_vec(), ..Default::default() })
@@ -278,22 +327,18 @@ fn position(height: i64, round: i32, step: u8) -> Result<Mark, String> {
 }
 
 impl Validator {
-    /// The `RemoteSignerError` code, description and metric reason for a sign-path refusal.
-    fn refusal(&self, error: SignError) -> (i32, String, &'static str) {
+    /// A sign-path refusal as the node reads it.
+    fn refusal(&self, error: SignError) -> Refusal {
         match &error {
-            SignError::Ratchet(RatchetError::Refused { .. }) => (code::DOUBLE_SIGN, error.to_string(), "ratchet"),
-            SignError::HeightJump { current, requested, max, .. } => (
-                code::INVALID,
-                format!(
-                    "height {requested} is more than cometbft[].maxHeightJump ({max}) above the last signed \
-                     height {current} on chain {}; refused. If the chain really is that far ahead, raise the \
-                     mark with `sigil-signer ratchet set` or raise maxHeightJump",
-                    self.chain_id
-                ),
-                error.reason(),
-            ),
-            _ if error.is_retryable() => (code::UNAVAILABLE, error.to_string(), "unavailable"),
-            _ => (code::INVALID, error.to_string(), error.reason()),
+            SignError::Ratchet(RatchetError::Refused { .. }) => Refusal::DoubleSign(error.to_string()),
+            SignError::HeightJump { current, requested, max, .. } => Refusal::HeightJump(format!(
+                "height {requested} is more than cometbft[].maxHeightJump ({max}) above the last signed \
+                 height {current} on chain {}; refused. If the chain really is that far ahead, raise the \
+                 mark with `sigil-signer ratchet set` or raise maxHeightJump",
+                self.chain_id
+            )),
+            _ if error.is_retryable() => Refusal::Unavailable(error.to_string()),
+            _ => Refusal::Refused { description: error.to_string(), reason: error.reason() },
         }
     }
 }
@@ -328,7 +373,7 @@ mod tests {
             Some(max) => Arc::new(SizeLimited { inner: local, max }),
             None => Arc::new(local),
         };
-        let entry = KeyEntry::new("v", backend, Policy::allowing(SignKind::COMETBFT));
+        let entry = KeyEntry::new("v", backend, Policy::allowing(SIGN_KINDS));
         let signer =
             Arc::new(Signer::new([entry], Arc::new(MemoryRatchet::default()), Arc::default(), Duration::from_secs(1)));
         assert!(signer.probe_keys().await.is_empty());
@@ -478,7 +523,7 @@ mod tests {
         let moved = proto::Proposal { timestamp: Some(Timestamp { seconds: 51, nanos: 0 }), ..proposal.clone() };
         assert_eq!(ask(moved).await.error.unwrap().code, code::DOUBLE_SIGN);
         let raw = v.handle(Sum::SignBytesRequest(proto::SignBytesRequest { value: vec![1] })).await;
-        assert_eq!(raw.result, "not_supported");
+        assert_eq!(raw.refusal.map(|r| r.reason()), Some("not_supported"));
         let metrics = v.signer.metrics().encode();
         assert!(
             metrics.contains(r#"sigil_signer_refusals_total{protocol="cometbft",reason="ratchet"} 1"#),
@@ -520,14 +565,14 @@ mod tests {
         // The mark did not move: exactly the limit is fine, and the jump is measured from there on.
         assert!(sign_proposal(&v, 1_100, 1).await.error.is_none());
         assert!(sign_vote(&v, vote(proto::PRECOMMIT, 1_200, 0, block(1), 1), false).await.error.is_none());
-        let outcome = v
+        let answer = v
             .handle(Sum::SignVoteRequest(proto::SignVoteRequest {
                 vote: Some(vote(proto::PREVOTE, 1_301, 0, block(1), 1)),
                 chain_id: "test-chain".into(),
                 skip_extension_signing: false,
             }))
             .await;
-        assert_eq!(outcome.result, "height_jump");
+        assert_eq!(answer.refusal.as_ref().map(Refusal::reason), Some("height_jump"));
         let metrics = v.signer.metrics().encode();
         assert!(
             metrics.contains(r#"sigil_signer_refusals_total{protocol="cometbft",reason="height_jump"} 3"#),

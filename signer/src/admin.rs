@@ -5,11 +5,17 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::file::FileRatchet;
-use super::{Entry, Mark, Ratchet, RatchetError, State, StreamId, STREAMS};
 use crate::config::{RatchetStore, SignerConfig};
-use crate::protocol::cometbft::state::{self as cometbft_state, StateFormat};
-use crate::protocol::tezos::encoding;
+use crate::keys::tezos;
+use crate::protocol::cometbft::state_file::{self as cometbft_state, StateFormat};
+use crate::protocol::{cometbft, tezos as tezos_protocol};
+use crate::ratchet::file::FileRatchet;
+use crate::ratchet::{Entry, Mark, Ratchet, RatchetError, State, StreamId};
+
+/// The stream names the protocols use (`StreamId::stream` is one of these).
+fn streams() -> impl Iterator<Item = &'static str> {
+    tezos_protocol::operation::STREAMS.into_iter().chain([cometbft::validator::STREAM])
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -30,8 +36,8 @@ pub async fn open(config: &SignerConfig) -> Result<Arc<dyn Ratchet>, AdminError>
         Some(RatchetStore::File(file)) => Ok(Arc::new(FileRatchet::open(&file.dir)?)),
         #[cfg(feature = "kubernetes")]
         Some(RatchetStore::ConfigMap(cm)) => {
-            let mode = super::configmap::Mode::Admin;
-            Ok(Arc::new(super::configmap::ConfigMapRatchet::connect(&cm.name, &cm.namespace, mode).await?))
+            let mode = crate::ratchet::configmap::Mode::Admin;
+            Ok(Arc::new(crate::ratchet::configmap::ConfigMapRatchet::connect(&cm.name, &cm.namespace, mode).await?))
         }
         _ => Err(invalid("the config has no durable ratchet (ratchet.file or ratchet.configMap)")),
     }
@@ -44,8 +50,8 @@ pub async fn open_config_map(config: &SignerConfig, name: &str) -> Result<Arc<dy
     match store {
         #[cfg(feature = "kubernetes")]
         Some(RatchetStore::ConfigMap(cm)) => {
-            let mode = super::configmap::Mode::Admin;
-            Ok(Arc::new(super::configmap::ConfigMapRatchet::connect(name, &cm.namespace, mode).await?))
+            let mode = crate::ratchet::configmap::Mode::Admin;
+            Ok(Arc::new(crate::ratchet::configmap::ConfigMapRatchet::connect(name, &cm.namespace, mode).await?))
         }
         _ => Err(invalid("--from-sigil-configmap imports into a ConfigMap store (ratchet.configMap)")),
     }
@@ -53,11 +59,10 @@ pub async fn open_config_map(config: &SignerConfig, name: &str) -> Result<Arc<dy
 
 /// A stream name as the protocols spell it.
 pub fn stream_name(name: &str) -> Result<&'static str, AdminError> {
-    STREAMS
-        .iter()
-        .copied()
-        .find(|s| *s == name)
-        .ok_or_else(|| invalid(format!("unknown stream {name:?}; one of {}", STREAMS.join(", "))))
+    streams().find(|s| *s == name).ok_or_else(|| {
+        let known: Vec<&str> = streams().collect();
+        invalid(format!("unknown stream {name:?}; one of {}", known.join(", ")))
+    })
 }
 
 pub async fn show(ratchet: &dyn Ratchet) -> Result<Vec<Entry>, AdminError> {
@@ -68,19 +73,19 @@ pub async fn show(ratchet: &dyn Ratchet) -> Result<Vec<Entry>, AdminError> {
 
 /// What happened to one stream.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub enum MarkChange {
     Raised { stream: String, from: Option<Mark>, to: Mark },
     Lowered { stream: String, from: Mark, to: Mark },
     Unchanged { stream: String, current: Mark },
 }
 
-impl std::fmt::Display for Outcome {
+impl std::fmt::Display for MarkChange {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Outcome::Raised { stream, from: Some(from), to } => write!(f, "{stream}: raised from {from} to {to}"),
-            Outcome::Raised { stream, from: None, to } => write!(f, "{stream}: set to {to} (was empty)"),
-            Outcome::Lowered { stream, from, to } => write!(f, "{stream}: LOWERED from {from} to {to} (--force)"),
-            Outcome::Unchanged { stream, current } => {
+            MarkChange::Raised { stream, from: Some(from), to } => write!(f, "{stream}: raised from {from} to {to}"),
+            MarkChange::Raised { stream, from: None, to } => write!(f, "{stream}: set to {to} (was empty)"),
+            MarkChange::Lowered { stream, from, to } => write!(f, "{stream}: LOWERED from {from} to {to} (--force)"),
+            MarkChange::Unchanged { stream, current } => {
                 write!(f, "{stream}: already at {current}, not below the requested mark; unchanged")
             }
         }
@@ -90,21 +95,21 @@ impl std::fmt::Display for Outcome {
 /// Moves one stream to `mark`. Raising is always allowed. Lowering needs `force`: a lower mark
 /// lets the signer sign again positions it may already have signed, which is exactly a double
 /// sign if it did. The position set has no payload, so nothing is signed again at it exactly.
-pub async fn set(ratchet: &dyn Ratchet, stream: &StreamId, mark: Mark, force: bool) -> Result<Outcome, AdminError> {
+pub async fn set(ratchet: &dyn Ratchet, stream: &StreamId, mark: Mark, force: bool) -> Result<MarkChange, AdminError> {
     let mut lock = ratchet.lock(stream).await?;
     let current = lock.current().map(|s| s.mark);
     let next = State { mark, payload_digest: [0; 32], signature: None, context: None };
     let name = stream.to_string();
     match current {
-        Some(current) if current >= mark && !force => Ok(Outcome::Unchanged { stream: name, current }),
+        Some(current) if current >= mark && !force => Ok(MarkChange::Unchanged { stream: name, current }),
         Some(current) if current > mark => {
             lock.overwrite(next).await?;
-            Ok(Outcome::Lowered { stream: name, from: current, to: mark })
+            Ok(MarkChange::Lowered { stream: name, from: current, to: mark })
         }
-        Some(current) if current == mark => Ok(Outcome::Unchanged { stream: name, current }),
+        Some(current) if current == mark => Ok(MarkChange::Unchanged { stream: name, current }),
         from => {
             lock.commit(next).await?;
-            Ok(Outcome::Raised { stream: name, from, to: mark })
+            Ok(MarkChange::Raised { stream: name, from, to: mark })
         }
     }
 }
@@ -131,14 +136,14 @@ pub fn check_chain(config: &SignerConfig, key: &str, chain: &str) -> Result<(), 
         )));
     }
     if let Some(policy) = config.tezos.as_ref().and_then(|t| t.keys.get(key)) {
-        let parsed = encoding::parse_chain_id(chain).map_err(|e| {
+        let parsed = tezos::parse_chain_id(chain).map_err(|e| {
             invalid(format!(
                 "--chain {chain:?} is not a Tezos chain id ({e}); key {key} signs for Tezos, whose chain ids \
                  look like NetXdQprcVkpaWU (mainnet){}",
                 listed(&policy.chains)
             ))
         })?;
-        let allowed: Vec<[u8; 4]> = policy.chains.iter().filter_map(|c| encoding::parse_chain_id(c).ok()).collect();
+        let allowed: Vec<[u8; 4]> = policy.chains.iter().filter_map(|c| tezos::parse_chain_id(c).ok()).collect();
         if allowed.is_empty() || allowed.contains(&parsed) {
             return Ok(());
         }
@@ -217,7 +222,7 @@ pub async fn import(
     key: &str,
     chain: &str,
     marks: BTreeMap<&'static str, Mark>,
-) -> Result<Vec<Outcome>, AdminError> {
+) -> Result<Vec<MarkChange>, AdminError> {
     let mut outcomes = Vec::new();
     for (stream, mark) in marks {
         let id = StreamId { key: key.into(), chain: chain.into(), stream };
@@ -248,9 +253,9 @@ mod tests {
         let at = |level| Mark { level, round: 0, step: 0 };
         assert!(matches!(
             set(&ratchet, &stream("block"), at(10), false).await.unwrap(),
-            Outcome::Raised { from: None, .. }
+            MarkChange::Raised { from: None, .. }
         ));
-        assert!(matches!(set(&ratchet, &stream("block"), at(5), false).await.unwrap(), Outcome::Unchanged { .. }));
+        assert!(matches!(set(&ratchet, &stream("block"), at(5), false).await.unwrap(), MarkChange::Unchanged { .. }));
         let lowered = set(&ratchet, &stream("block"), at(5), true).await.unwrap();
         assert!(lowered.to_string().contains("LOWERED from level 10"), "{lowered}");
         assert_eq!(show(&ratchet).await.unwrap()[0].state.mark, at(5));

@@ -16,7 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 
 use super::proto::Message;
-use super::session::Validator;
+use super::validator::Validator;
 use crate::metrics::ChainLabels;
 
 /// The node's per-message deadline is 5 s; sigil answers within it or the node gives up anyway.
@@ -235,8 +235,8 @@ impl Client {
             let Some(request) = message.sum else {
                 return Err(SessionError::Read("empty message".into()));
             };
-            let outcome = self.validator.handle(request).await;
-            let response = Message { sum: Some(outcome.response) };
+            let answer = self.validator.handle(request).await;
+            let response = Message { sum: Some(answer.response) };
             tokio::time::timeout(WRITE_TIMEOUT, connection.write(response))
                 .await
                 .map_err(|_| SessionError::Write("timed out".into()))??;

@@ -1,0 +1,135 @@
+//! `cometbft` in the config: the validator nodes to dial, one entry per node and chain.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::connection::{self, parse_node_id, Client, Endpoint};
+use super::validator::{self, Validator, Version};
+use crate::app::StartupError;
+use crate::config::{ConfigError, SignerConfig};
+use crate::keys::PublicKey;
+use crate::policy::Policy;
+use crate::protocol::{ProtocolConfig, Service};
+use crate::sign::Signer;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CometBftConfig {
+    /// The node's `priv_validator_laddr`: `tcp://host:port` (SecretConnection) or `unix:///path`.
+    pub connect: String,
+    /// The chain's id, as in its genesis; requests for any other chain are refused.
+    pub chain_id: String,
+    /// The key to sign with: a name under `keys`, an Ed25519 key.
+    pub key: String,
+    /// The node's privval layout: `v0.38` (v0.34 to v0.40; the default) or `v1.0`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<Version>,
+    /// sigil's SecretConnection identity (hex, base64 seed or priv_validator_key.json), created
+    /// mode 600 when missing. Unset: a new identity each start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_key_file: Option<PathBuf>,
+    /// The node's SecretConnection id to insist on (40 hex characters). Stock CometBFT makes a new
+    /// one each start, so only set this for nodes that persist theirs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
+    /// The most a vote's or proposal's height may exceed the last signed height; anything further
+    /// is refused, so that an impostor node cannot move the mark out of reach. Default 1000000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_height_jump: Option<u64>,
+}
+
+impl CometBftConfig {
+    /// `maxHeightJump`, or its default.
+    pub fn max_height_jump(&self) -> u64 {
+        self.max_height_jump.unwrap_or(validator::DEFAULT_MAX_HEIGHT_JUMP)
+    }
+}
+
+impl ProtocolConfig for Vec<CometBftConfig> {
+    fn name(&self) -> &'static str {
+        "CometBFT"
+    }
+
+    fn keys(&self) -> Vec<(String, &str)> {
+        self.iter().enumerate().map(|(i, node)| (format!("cometbft[{i}].key"), node.key.as_str())).collect()
+    }
+
+    fn needs_ed25519(&self) -> bool {
+        true
+    }
+
+    fn needs_marks(&self) -> bool {
+        true
+    }
+
+    fn listen(&self) -> Option<(&'static str, SocketAddr)> {
+        None
+    }
+
+    fn validate(&self, config: &SignerConfig) -> Result<(), ConfigError> {
+        let invalid = |message: String| Err(ConfigError::Invalid(message));
+        for (i, node) in self.iter().enumerate() {
+            let path = format!("cometbft[{i}]");
+            Endpoint::parse(&node.connect).map_err(|e| ConfigError::Invalid(format!("{path}.connect: {e}")))?;
+            if node.chain_id.trim().is_empty() {
+                return invalid(format!("{path}.chainId: set the chain id from the node's genesis"));
+            }
+            if let Some(why) = config.keys[&node.key].not_ed25519(&node.key)? {
+                return invalid(format!("{path}.key: key {:?} must be ed25519 for CometBFT{why}", node.key));
+            }
+            if let Some(node_id) = &node.node_id {
+                parse_node_id(node_id).map_err(|e| ConfigError::Invalid(format!("{path}.nodeId: {e}")))?;
+            }
+            if node.max_height_jump == Some(0) {
+                return invalid(format!(
+                    "{path}.maxHeightJump: 0 would refuse every new height; set at least 1, or leave it out \
+                     for the default ({})",
+                    validator::DEFAULT_MAX_HEIGHT_JUMP
+                ));
+            }
+            let duplicate = self[..i].iter().any(|v| v.chain_id == node.chain_id && v.key == node.key);
+            if duplicate {
+                return invalid(format!(
+                    "{path}: key {:?} on chain {:?} is listed twice; one connection per validator",
+                    node.key, node.chain_id
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn policy(&self, _key: &str) -> Result<Policy, ConfigError> {
+        Ok(Policy::allowing(validator::SIGN_KINDS))
+    }
+
+    fn display_key(&self) -> fn(&PublicKey) -> String {
+        |public_key| match crate::keys::cometbft::address(public_key) {
+            Some(address) => hex::encode_upper(address),
+            None => public_key.id(),
+        }
+    }
+
+    fn services(&self, signer: &Arc<Signer>) -> Result<Vec<Service>, StartupError> {
+        let mut services = Vec::new();
+        for (i, node) in self.iter().enumerate() {
+            let invalid = |e: String| StartupError::Config(ConfigError::Invalid(format!("cometbft[{i}]: {e}")));
+            let client = Arc::new(Client {
+                validator: Validator {
+                    chain_id: node.chain_id.clone(),
+                    key: node.key.clone(),
+                    version: node.version.unwrap_or_default(),
+                    max_height_jump: node.max_height_jump(),
+                    signer: signer.clone(),
+                },
+                endpoint: Endpoint::parse(&node.connect).map_err(invalid)?,
+                identity: connection::load_identity(node.identity_key_file.as_deref()).map_err(invalid)?,
+                node_id: node.node_id.as_deref().map(parse_node_id).transpose().map_err(invalid)?,
+            });
+            services.push(Service::Dialer(Box::new(move |stop| Box::pin(client.run(stop)))));
+        }
+        Ok(services)
+    }
+}
