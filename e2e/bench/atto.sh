@@ -7,20 +7,13 @@
 # Runs one connection (latency: HTTP overhead over the raw sign) and 16 connections (throughput).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. e2e/lib/common.sh
 seconds=${1:-10}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/sigil/target}
 cargo build --quiet --release -p sigil-signer -p sigil-tests --bin sigil-signer --bin atto-load
 bin=$CARGO_TARGET_DIR/release
 
-work=$(mktemp -d)
-signer_pid=
-cleanup() {
-  [ -n "$signer_pid" ] && kill "$signer_pid" 2>/dev/null && wait "$signer_pid" 2>/dev/null
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+declare work; temp_dir work
 api_port=$(free_port)
 management_port=$(free_port)
 "$bin/sigil-signer" key generate --out "$work/key" 2>/dev/null >/dev/null
@@ -31,7 +24,7 @@ atto: {listen: "127.0.0.1:$api_port", key: bench, capabilities: [VOTE], tokenFil
 management: {listen: "127.0.0.1:$management_port"}
 YAML
 SIGIL_LOG=warn "$bin/sigil-signer" --config "$work/signer.yaml" &
-signer_pid=$!
+track_pid $!
 for _ in $(seq 100); do
   curl -fsS "http://127.0.0.1:$management_port/readyz" >/dev/null 2>&1 && break
   sleep 0.1

@@ -10,6 +10,7 @@
 #   e2e/bench/backends.sh [seconds-per-run]     (default 10)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. e2e/lib/common.sh
 seconds=${1:-10}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/sigil/target}
 cargo build --quiet --release -p sigil-signer -p sigil-tests --bin sigil-signer --bin tezos-load --bin kms-fixture
@@ -17,36 +18,24 @@ bin=$CARGO_TARGET_DIR/release
 softhsm=$(e2e/lib/softhsm)
 ministack=$(e2e/lib/ministack)
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do { kill "$pid" && wait "$pid"; } 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_for() { # url
-  for _ in $(seq 400); do curl -fsS "$1" >/dev/null 2>&1 && return 0; sleep 0.05; done
-  curl -fsS "$1" >/dev/null
-}
+declare work; temp_dir work
 field() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"; }
 
 aws_port=$(free_port)
 GATEWAY_PORT=$aws_port BIND_HOST=127.0.0.1 SERVICES=kms IOT_MTLS_ENABLED=0 "$ministack" >"$work/ministack.log" 2>&1 &
-pids+=($!)
+track_pid $!
 for _ in $(seq 600); do (echo >"/dev/tcp/127.0.0.1/$aws_port") 2>/dev/null && break; sleep 0.05; done
 
 # Prepares the backend's key; prints its JSON line to $work/$1.json. Fakes keep serving in the
-# background (started here, in this shell, so cleanup finds them).
+# background (started here, in this shell, so that track_pid can kill them at exit).
 fixture() { # backend
   local out=$work/$1.json
   case $1 in
     local) "$bin/kms-fixture" local >"$out" ;;
     pkcs11) mkdir -p "$work/hsm" && "$bin/kms-fixture" pkcs11 --dir "$work/hsm" --module "$softhsm" >"$out" ;;
     aws) "$bin/kms-fixture" aws --endpoint "http://127.0.0.1:$aws_port" >"$out" ;;
-    gcp) "$bin/kms-fixture" gcp >"$out" & pids+=($!) ;;
-    azure) mkdir -p "$work/azure"; "$bin/kms-fixture" azure --dir "$work/azure" >"$out" & pids+=($!) ;;
+    gcp) "$bin/kms-fixture" gcp >"$out" & track_pid $! ;;
+    azure) mkdir -p "$work/azure"; "$bin/kms-fixture" azure --dir "$work/azure" >"$out" & track_pid $! ;;
   esac
   for _ in $(seq 400); do grep -q '}$' "$out" 2>/dev/null && return 0; sleep 0.05; done
   echo "$1: no fixture output" >&2; return 1
@@ -68,7 +57,7 @@ YAML
   mapfile -t env < <(python3 -c 'import json,sys; [print(f"{k}={v}") for k,v in json.loads(sys.argv[1])["env"].items()]' "$json")
   env -i PATH="$PATH" SIGIL_LOG=warn "${env[@]}" "$bin/sigil-signer" --config "$work/$backend.yaml" 2>"$work/$backend.log" &
   signer=$!
-  wait_for "http://127.0.0.1:$management/readyz" || { cat "$work/$backend.log" >&2; exit 1; }
+  wait_until 20 "the $backend signer" curl -fsS "http://127.0.0.1:$management/readyz" || { cat "$work/$backend.log" >&2; exit 1; }
   load=$("$bin/tezos-load" --addr "127.0.0.1:$port" --pkh "$pkh" --concurrency 1 --seconds "$seconds" --label "$backend")
   metrics=$(curl -fsS "http://127.0.0.1:$management/metrics")
   kill $signer; wait $signer 2>/dev/null || true

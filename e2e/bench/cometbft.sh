@@ -8,6 +8,7 @@
 #   e2e/bench/cometbft.sh [seconds-per-run]     (default 10)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. e2e/lib/common.sh
 seconds=${1:-10}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/sigil/target}
 cargo build --quiet --release -p sigil-signer -p sigil-tests --bin sigil-signer --bin privval-load
@@ -15,13 +16,7 @@ bin=$CARGO_TARGET_DIR/release
 tmkms=$(e2e/lib/tmkms)
 
 work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do { kill "$pid" && wait "$pid"; } 2>/dev/null || true; done
-  [ -n "${KEEP:-}" ] || rm -rf "$work"
-}
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+[ -n "${KEEP:-}" ] || at_exit rm -rf "$work"
 
 chain=bench-chain
 # One validator key for both, in CometBFT's file format, and tmkms's SecretConnection identity.
@@ -43,13 +38,13 @@ json.dump({"address": hashlib.sha256(public).hexdigest()[:40].upper(), "pub_key"
 PY
 chmod 600 "$work"/*.json "$work"/*.key "$work/seed.hex"
 
+# Called in $(...), a subshell, where nothing can be registered for the exit: it stops its own signer.
 run() { # label, port, command...
   local label=$1 port=$2; shift 2
   "$bin/privval-load" --listen "127.0.0.1:$port" --chain-id "$chain" --seconds "$seconds" --label "$label" > "$work/$label.json" &
   local load=$!
   "$@" > "$work/$label.log" 2>&1 &
   local signer=$!
-  pids+=("$signer")
   wait "$load"
   kill "$signer" 2>/dev/null; wait "$signer" 2>/dev/null || true
   cat "$work/$label.json"

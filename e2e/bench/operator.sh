@@ -5,6 +5,7 @@
 #   e2e/bench/operator.sh [N ...]      (default: 1 100 1000)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. e2e/lib/common.sh
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/sigil/target}
 cargo build --quiet --release -p sigil-operator --bin sigil-operator
 operator=$CARGO_TARGET_DIR/release/sigil-operator
@@ -13,9 +14,6 @@ eval "$(e2e/cluster env)"
 kubectl apply --server-side -f crds/remotesigner.yaml >/dev/null
 kubectl wait --for condition=established crd/remotesigners.sigil.dev --timeout=60s >/dev/null
 
-pid=
-cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; true; }
-trap cleanup EXIT
 now_ms() { date +%s%3N; }
 
 echo "# $(date -u +%F) $(nproc) cores; kube-apiserver $(kubectl version -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["serverVersion"]["gitVersion"])')"
@@ -27,6 +25,7 @@ for n in "${@:-1 100 1000}"; do
     log=$(mktemp)
     "$operator" --namespace "$ns" --lease-namespace "$ns" --metrics-addr 127.0.0.1:0 2>"$log" &
     pid=$!
+    track_pid "$pid"
     manifest=$(mktemp)
     for i in $(seq "$count"); do
       printf -- '---\napiVersion: sigil.dev/v1alpha1\nkind: RemoteSigner\nmetadata: {name: signer-%s}\nspec: {protocol: Atto, key: {secretRef: {name: voter-key, key: seed}}, atto: {capabilities: [VOTE]}}\n' "$i"
@@ -43,7 +42,7 @@ for n in "${@:-1 100 1000}"; do
     rss=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
     printf '{"remote_signers": %d, "apply_ms": %d, "apply_to_all_ready_ms": %d, "operator_peak_rss_mib": %.1f}\n' \
       "$count" $((applied - start)) $((ready - start)) "$(echo "$rss / 1024" | bc -l)"
-    kill "$pid"; wait "$pid" 2>/dev/null || true; pid=
+    stop_pid "$pid"
     kubectl delete namespace "$ns" --wait=false >/dev/null
     rm -f "$manifest" "$log"
   done

@@ -6,6 +6,7 @@
 #   e2e/bench/ratchet.sh [seconds-per-run]     (default 10)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. e2e/lib/common.sh
 seconds=${1:-10}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/sigil/target}
 cargo build --quiet --release -p sigil-signer -p sigil-tests --bin sigil-signer --bin tezos-load
@@ -13,19 +14,13 @@ bin=$CARGO_TARGET_DIR/release
 e2e/cluster up >/dev/null
 eval "$(e2e/cluster env)"
 
-work=$(mktemp -d)
+declare work; temp_dir work
 namespace=bench-ratchet-$$
-signer_pid=
-cleanup() {
-  [ -n "$signer_pid" ] && kill "$signer_pid" 2>/dev/null && wait "$signer_pid" 2>/dev/null
-  kubectl delete namespace "$namespace" --wait=false >/dev/null 2>&1 || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+# At exit, in reverse order: the signer (track_pid below), the namespace, $work.
+at_exit kubectl delete namespace "$namespace" --wait=false
 kubectl create namespace "$namespace" >/dev/null
 kubectl -n "$namespace" create configmap sigil-ratchet >/dev/null
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 pkh=tz1SodoUsWVe1Yey9eMFbqRUtNpBWfir5NRr
 echo "# $(date -u +%F) $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); kube-apiserver $(kubectl version -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["serverVersion"]["gitVersion"])')"
 for store in file configMap; do
@@ -43,10 +38,10 @@ management: {listen: "127.0.0.1:$management"}
 YAML
   SIGIL_LOG=warn "$bin/sigil-signer" --config "$work/$store.yaml" &
   signer_pid=$!
+  track_pid "$signer_pid"
   for _ in $(seq 100); do curl -fsS "http://127.0.0.1:$management/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
   for concurrency in 1 4; do
     "$bin/tezos-load" --addr "127.0.0.1:$port" --pkh "$pkh" --concurrency "$concurrency" --seconds "$seconds" --label "$store"
   done
-  kill "$signer_pid"; wait "$signer_pid" 2>/dev/null || true
-  signer_pid=
+  stop_pid "$signer_pid"
 done

@@ -7,25 +7,14 @@
 #   e2e/bench/tezos.sh [seconds-per-run]     (default 10)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. e2e/lib/common.sh
 seconds=${1:-10}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/sigil/target}
 cargo build --quiet --release -p sigil-signer -p sigil-tests --bin sigil-signer --bin tezos-load
 bin=$CARGO_TARGET_DIR/release
 signatory=$(e2e/lib/signatory)
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do { kill "$pid" && wait "$pid"; } 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_for() { # url
-  for _ in $(seq 200); do curl -fsS "$1" >/dev/null 2>&1 && return 0; sleep 0.05; done
-  curl -fsS "$1" >/dev/null
-}
+declare work; temp_dir work
 
 secret=edsk3qAQSJaDBSYN2PCMdv7BuJoBKeRyDFq5uPAwDfFRAhQdwHxPMN
 pkh=tz1SodoUsWVe1Yey9eMFbqRUtNpBWfir5NRr
@@ -39,7 +28,7 @@ tezos: {listen: "127.0.0.1:$sigil_port", keys: {baker: {allow: [block, preattest
 management: {listen: "127.0.0.1:$sigil_management"}
 YAML
 SIGIL_LOG=warn "$bin/sigil-signer" --config "$work/sigil.yaml" &
-pids+=($!)
+track_pid $!
 
 echo "[{\"name\":\"baker\",\"value\":\"unencrypted:$secret\"}]" > "$work/secret_keys"
 cat > "$work/signatory.yaml" <<YAML
@@ -62,10 +51,10 @@ tezos:
       attestation:
 YAML
 "$signatory" serve -c "$work/signatory.yaml" --log warn >"$work/signatory.log" 2>&1 &
-pids+=($!)
+track_pid $!
 
-wait_for "http://127.0.0.1:$sigil_management/readyz"
-wait_for "http://127.0.0.1:$signatory_port/keys/$pkh"
+wait_until 10 "sigil-signer" curl -fsS "http://127.0.0.1:$sigil_management/readyz"
+wait_until 10 "Signatory" curl -fsS "http://127.0.0.1:$signatory_port/keys/$pkh"
 
 echo "# $(date -u +%F) $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $(basename "$(dirname "$signatory")")"
 for concurrency in 1 4 16; do

@@ -6,6 +6,7 @@
 #   e2e/bench/webhook.sh [N]      (default 200)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. e2e/lib/common.sh
 n=${1:-200}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/sigil/target}
 cargo build --quiet --release -p sigil-operator --bin sigil-operator
@@ -14,23 +15,18 @@ eval "$(e2e/cluster env)"
 kubectl apply --server-side -f crds/remotesigner.yaml >/dev/null
 kubectl wait --for condition=established crd/remotesigners.sigil.dev --timeout=60s >/dev/null
 ns=bench-webhook-$RANDOM
-work=$(mktemp -d)
-pid=
-cleanup() {
-  [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
-  kubectl delete namespace "$ns" --wait=false >/dev/null 2>&1 || true
-  kubectl delete mutatingwebhookconfiguration "sigil-operator-$ns" --ignore-not-found >/dev/null 2>&1 || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+declare work; temp_dir work
+# At exit, in reverse order: the operator (track_pid below), the namespace, its webhook
+# configuration, $work.
+at_exit kubectl delete mutatingwebhookconfiguration "sigil-operator-$ns" --ignore-not-found
+at_exit kubectl delete namespace "$ns" --wait=false
 
 kubectl create namespace "$ns" >/dev/null
 kubectl -n "$ns" create secret generic voter-key --from-literal=seed="$(printf '00%.0s' {1..32})" >/dev/null
 port=$(free_port)
 "$CARGO_TARGET_DIR/release/sigil-operator" --namespace "$ns" --lease-namespace "$ns" --metrics-addr "127.0.0.1:$(free_port)" \
   --webhook-addr "127.0.0.1:$port" --webhook-url "https://127.0.0.1:$port" 2>"$work/operator.log" &
-pid=$!
+track_pid $!
 printf 'apiVersion: sigil.dev/v1alpha1\nkind: RemoteSigner\nmetadata: {name: voter}\nspec: {protocol: Atto, key: {secretRef: {name: voter-key, key: seed}}, atto: {capabilities: [VOTE]}}\n' |
   kubectl -n "$ns" apply -f - >/dev/null
 kubectl -n "$ns" wait --for=condition=Ready remotesigner/voter --timeout=60s >/dev/null
