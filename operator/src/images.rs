@@ -13,6 +13,18 @@ pub struct ImagePolicy {
     pub allowed: Vec<String>,
 }
 
+/// A RemoteSigner asked for a signer image outside the allowlist.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "spec.sidecar.image {image:?} is not an allowed signer image (allowed: {allowed}); the signer image runs with \
+     the key, so sigil-operator runs only images its installer allowed (--allowed-signer-images, chart value \
+     allowedSignerImages)"
+)]
+pub struct ImageNotAllowed {
+    image: String,
+    allowed: String,
+}
+
 impl ImagePolicy {
     /// `allowed` empty: the default image's repository only.
     pub fn new(default_image: &str, allowed: &[String]) -> Self {
@@ -22,17 +34,12 @@ impl ImagePolicy {
     }
 
     /// The image a RemoteSigner's pods get, if allowed; otherwise why not.
-    pub fn image_for(&self, requested: Option<&str>) -> Result<String, String> {
+    pub fn image_for(&self, requested: Option<&str>) -> Result<String, ImageNotAllowed> {
         let image = requested.unwrap_or(&self.default_image);
         if self.allows(image) {
             return Ok(image.to_string());
         }
-        Err(format!(
-            "spec.sidecar.image {image:?} is not an allowed signer image (allowed: {}); the signer image runs with \
-             the key, so sigil-operator runs only images its installer allowed (--allowed-signer-images, chart value \
-             allowedSignerImages)",
-            self.allowed.join(", ")
-        ))
+        Err(ImageNotAllowed { image: image.to_string(), allowed: self.allowed.join(", ") })
     }
 
     /// An image is allowed when it equals an entry, or continues it past a boundary: an entry
@@ -71,7 +78,7 @@ mod tests {
             assert!(policy.allows(ok), "{ok}");
         }
         for bad in ["ghcr.io/sigil-dev/sigil-signer-evil:1", "docker.io/attacker/sigil-signer:0.1.0", "busybox"] {
-            let refused = policy.image_for(Some(bad)).unwrap_err();
+            let refused = policy.image_for(Some(bad)).unwrap_err().to_string();
             assert!(refused.contains("not an allowed signer image") && refused.contains(bad), "{refused}");
         }
         let port = ImagePolicy::new("localhost:5000/sigil-signer", &[]);

@@ -183,7 +183,7 @@ pub fn marks(source: Source<'_>, key: &str, chain: &str) -> Result<BTreeMap<&'st
     let mut marks = BTreeMap::new();
     match source {
         Source::CometBft(text, format) => {
-            marks.insert("consensus", cometbft_state::parse(text, format).map_err(invalid)?);
+            marks.insert("consensus", cometbft_state::parse(text, format).map_err(|e| invalid(e.to_string()))?);
         }
         Source::Signatory { text, pkh } => {
             let json: serde_json::Value = serde_json::from_str(text).map_err(|e| invalid(format!("not JSON: {e}")))?;

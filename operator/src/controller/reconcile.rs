@@ -245,7 +245,7 @@ async fn reconcile_config(
     apply: &PatchParams,
 ) -> Result<Outcome, Error> {
     if let Err(message) = ctx.images.image_for(rs.spec.sidecar.as_ref().and_then(|s| s.image.as_deref())) {
-        return Ok(failed("ImageNotAllowed", message));
+        return Ok(failed("ImageNotAllowed", message.to_string()));
     }
     let config = match desired::signer_config(rs) {
         Ok(config) => config,

@@ -34,14 +34,23 @@ pub struct Schedule {
     pub grace: SignedDuration,
 }
 
+/// Why `spec.token` gives no schedule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScheduleError {
+    #[error("spec.token.{field} {text:?} is not a duration of at least 1m (like 10m or 24h)")]
+    Duration { field: &'static str, text: String },
+    #[error("spec.token.gracePeriod ({grace:#}) must be shorter than spec.token.rotationInterval ({interval:#})")]
+    GraceNotShorter { grace: SignedDuration, interval: SignedDuration },
+}
+
 /// Reads `spec.token`; the CRD already rejects malformed values, this re-checks for objects that
 /// bypassed admission.
-pub fn schedule(spec: Option<&TokenSpec>) -> Result<Schedule, String> {
-    let parse = |value: Option<&String>, default, field: &str| match value {
+pub fn schedule(spec: Option<&TokenSpec>) -> Result<Schedule, ScheduleError> {
+    let parse = |value: Option<&String>, default, field: &'static str| match value {
         None => Ok(default),
         Some(text) => match text.parse::<SignedDuration>() {
             Ok(duration) if duration >= MINIMUM => Ok(duration),
-            _ => Err(format!("spec.token.{field} {text:?} is not a duration of at least 1m (like 10m or 24h)")),
+            _ => Err(ScheduleError::Duration { field, text: text.clone() }),
         },
     };
     let interval =
@@ -50,9 +59,7 @@ pub fn schedule(spec: Option<&TokenSpec>) -> Result<Schedule, String> {
     // Otherwise the next rotation comes before the previous token is dropped, and a previous
     // token stays valid forever.
     if grace >= interval {
-        return Err(format!(
-            "spec.token.gracePeriod ({grace:#}) must be shorter than spec.token.rotationInterval ({interval:#})"
-        ));
+        return Err(ScheduleError::GraceNotShorter { grace, interval });
     }
     Ok(Schedule { interval, grace })
 }
@@ -175,10 +182,10 @@ mod tests {
             Schedule { interval: SignedDuration::from_mins(90), grace: SignedDuration::from_mins(2) }
         );
         let equal = TokenSpec { rotation_interval: Some("5m".into()), grace_period: None };
-        assert!(schedule(Some(&equal)).unwrap_err().contains("must be shorter"), "default grace 10m > 5m");
+        assert!(schedule(Some(&equal)).unwrap_err().to_string().contains("must be shorter"), "default grace 10m > 5m");
         for bad in ["30s", "soon", "-1h", ""] {
             let spec = TokenSpec { grace_period: Some(bad.into()), ..Default::default() };
-            assert!(schedule(Some(&spec)).unwrap_err().contains("spec.token.gracePeriod"), "{bad}");
+            assert!(schedule(Some(&spec)).unwrap_err().to_string().contains("spec.token.gracePeriod"), "{bad}");
         }
     }
 

@@ -57,10 +57,23 @@ pub fn has_signer(pod: &Pod) -> bool {
     spec.containers.iter().chain(spec.init_containers.iter().flatten()).any(|c| c.name == CONTAINER)
 }
 
+/// Why a pod does not get a signer: the webhook refuses it with this message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PodRefusal {
+    #[error("the pod has no spec")]
+    NoSpec,
+    #[error("the pod sets {field}: true, so {reason}; sigil refuses to put a key there")]
+    SharesNamespace { field: &'static str, reason: &'static str },
+    #[error("the pod already has a volume named {0}; sigil needs that name")]
+    VolumeName(&'static str),
+    #[error("the pod names container {0} for the Atto token, but has no such container")]
+    NoTokenContainer(String),
+}
+
 /// A pod that shares the node's network or processes with its containers, or its containers'
 /// processes with each other, would expose the signer: refused, naming the field.
-fn refuse_shared_namespaces(pod: &Pod) -> Result<(), String> {
-    let Some(spec) = &pod.spec else { return Err("the pod has no spec".into()) };
+fn refuse_shared_namespaces(pod: &Pod) -> Result<(), PodRefusal> {
+    let Some(spec) = &pod.spec else { return Err(PodRefusal::NoSpec) };
     let why = [
         (spec.host_network, "hostNetwork", "the signer's loopback APIs would be the whole node's, reachable by every process on it and every pod with hostNetwork"),
         (spec.host_pid, "hostPID", "every process on the node could read the signer's memory and files through /proc"),
@@ -68,9 +81,7 @@ fn refuse_shared_namespaces(pod: &Pod) -> Result<(), String> {
         (spec.share_process_namespace, "shareProcessNamespace", "the node's containers could read the signer's memory and files (the key) through /proc"),
     ];
     match why.into_iter().find(|(set, _, _)| *set == Some(true)) {
-        Some((_, field, reason)) => {
-            Err(format!("the pod sets {field}: true, so {reason}; sigil refuses to put a key there"))
-        }
+        Some((_, field, reason)) => Err(PodRefusal::SharesNamespace { field, reason }),
         None => Ok(()),
     }
 }
@@ -90,16 +101,16 @@ fn is_api_token_volume(volume: &Volume) -> bool {
 /// The patch that adds the signer to `pod`, running `image` (already checked against the
 /// allowlist). `Err` is a refusal with its reason. `native_default` says whether the cluster runs
 /// native sidecars (the pod's annotation may override it).
-pub fn inject(pod: &Pod, rs: &RemoteSigner, image: &str, native_default: bool) -> Result<Injection, String> {
+pub fn inject(pod: &Pod, rs: &RemoteSigner, image: &str, native_default: bool) -> Result<Injection, PodRefusal> {
     refuse_shared_namespaces(pod)?;
-    let Some(spec) = &pod.spec else { return Err("the pod has no spec".into()) };
+    let Some(spec) = &pod.spec else { return Err(PodRefusal::NoSpec) };
     let pending = pod.status.as_ref().and_then(|s| s.phase.as_deref()).is_none_or(|phase| phase == "Pending");
     if has_signer(pod) || !pending {
         return Ok(Injection::default());
     }
     let existing: Vec<&str> = spec.volumes.iter().flatten().map(|v| v.name.as_str()).collect();
     if let Some(clash) = VOLUMES.iter().find(|v| existing.contains(v)) {
-        return Err(format!("the pod already has a volume named {clash}; sigil needs that name"));
+        return Err(PodRefusal::VolumeName(clash));
     }
 
     let name = rs.name_any();
@@ -251,8 +262,8 @@ pub fn inject(pod: &Pod, rs: &RemoteSigner, image: &str, native_default: bool) -
 
 /// The Atto node containers that get the API token: the annotation's list, else the default
 /// container, else the first.
-fn token_containers(pod: &Pod) -> Result<Vec<String>, String> {
-    let spec = pod.spec.as_ref().ok_or("the pod has no spec")?;
+fn token_containers(pod: &Pod) -> Result<Vec<String>, PodRefusal> {
+    let spec = pod.spec.as_ref().ok_or(PodRefusal::NoSpec)?;
     let annotations = pod.metadata.annotations.as_ref();
     let names: Vec<String> = match annotations.and_then(|a| a.get(TOKEN_CONTAINERS_ANNOTATION)) {
         Some(list) => list.split(',').map(|n| n.trim().to_string()).filter(|n| !n.is_empty()).collect(),
@@ -262,7 +273,7 @@ fn token_containers(pod: &Pod) -> Result<Vec<String>, String> {
         },
     };
     if let Some(missing) = names.iter().find(|n| !spec.containers.iter().any(|c| c.name == **n)) {
-        return Err(format!("the pod names container {missing} for the Atto token, but has no such container"));
+        return Err(PodRefusal::NoTokenContainer(missing.clone()));
     }
     Ok(names)
 }
@@ -647,7 +658,7 @@ mod tests {
             let shared = pod(
                 json!({ "metadata": { "name": "p" }, "spec": { field: true, "containers": [{ "name": "node" }] } }),
             );
-            let refused = inject(&shared, &rs, IMAGE, true).unwrap_err();
+            let refused = inject(&shared, &rs, IMAGE, true).unwrap_err().to_string();
             assert!(refused.contains(&format!("{field}: true")), "{refused}");
         }
     }
@@ -675,7 +686,7 @@ mod tests {
         assert!(env_of(&patched, "node") && env_of(&patched, "exporter"));
 
         listed.metadata.annotations.as_mut().unwrap().insert(TOKEN_CONTAINERS_ANNOTATION.into(), "nodee".into());
-        assert!(inject(&listed, &rs, IMAGE, true).unwrap_err().contains("container nodee"));
+        assert!(inject(&listed, &rs, IMAGE, true).unwrap_err().to_string().contains("container nodee"));
     }
 
     #[test]
@@ -683,7 +694,7 @@ mod tests {
         let original = pod(
             json!({ "metadata": { "name": "p" }, "spec": { "containers": [{ "name": "n" }], "volumes": [{ "name": "sigil-key", "emptyDir": {} }] } }),
         );
-        assert!(inject(&original, &remote_signer(Protocol::Atto), IMAGE, true).unwrap_err().contains("sigil-key"));
+        assert!(inject(&original, &remote_signer(Protocol::Atto), IMAGE, true).unwrap_err().to_string().contains("sigil-key"));
     }
 
     /// Pods of many shapes: the patch applies, adds exactly one signer, keeps every user field,

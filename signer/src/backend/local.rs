@@ -56,8 +56,8 @@ pub enum LocalKeyError {
     Invalid { origin: String, source: KeyError },
     #[error("{origin}: not a Tezos secret key: {source}")]
     Tezos { origin: String, source: EncodingError },
-    #[error("{origin}: {reason}")]
-    CometBft { origin: String, reason: String },
+    #[error("{origin}: {source}")]
+    CometBft { origin: String, source: cometbft::KeyFileError },
     #[error("{origin}: the key is {found}, but algorithm says {configured}")]
     AlgorithmMismatch { origin: String, found: Algorithm, configured: Algorithm },
 }
@@ -87,7 +87,7 @@ impl LocalKeyConfig {
         };
         // Key files that name their own curve: CometBFT/tmkms and Tezos forms.
         let named = if cometbft::is_key_text(&text) {
-            let reason = |reason| LocalKeyError::CometBft { origin: origin.clone(), reason };
+            let reason = |source| LocalKeyError::CometBft { origin: origin.clone(), source };
             Some(cometbft::parse_secret_key(&text).map_err(reason)?)
         } else if tezos::is_secret_key_text(&text) {
             let tezos = |source| LocalKeyError::Tezos { origin: origin.clone(), source };

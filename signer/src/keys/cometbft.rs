@@ -9,7 +9,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use crate::keys::{Algorithm, PublicKey, SecretKey};
+use crate::keys::{Algorithm, KeyError, PublicKey, SecretKey};
 
 /// Whether `text` is a CometBFT or tmkms key file (JSON, or base64 of a 32-byte seed).
 pub fn is_key_text(text: &str) -> bool {
@@ -30,25 +30,45 @@ struct TypedValue {
     value: String,
 }
 
+/// Why a CometBFT or tmkms key file is not a key sigil can use.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyFileError {
+    #[error("not base64")]
+    NotBase64,
+    #[error("not a priv_validator_key.json: {0}")]
+    NotKeyFile(serde_json::Error),
+    #[error("key type {0:?} is not supported; sigil signs with Ed25519 keys")]
+    Unsupported(String),
+    #[error("{0} is not base64")]
+    FieldNotBase64(&'static str),
+    #[error("priv_key.value has {0} bytes, expected 64 (seed and public key)")]
+    Length(usize),
+    #[error("the public key in the file does not match its private key")]
+    Mismatch,
+    #[error(transparent)]
+    Key(#[from] KeyError),
+}
+
 /// A `priv_validator_key.json` (seed ‖ public key, base64) or a tmkms softsign key (base64 seed).
-pub fn parse_secret_key(text: &str) -> Result<SecretKey, String> {
+pub fn parse_secret_key(text: &str) -> Result<SecretKey, KeyFileError> {
     let text = text.trim();
     if !text.starts_with('{') {
-        let seed = Zeroizing::new(BASE64.decode(text).map_err(|_| "not base64".to_string())?);
-        return SecretKey::from_bytes(Algorithm::Ed25519, &seed).map_err(|e| e.to_string());
+        let seed = Zeroizing::new(BASE64.decode(text).map_err(|_| KeyFileError::NotBase64)?);
+        return Ok(SecretKey::from_bytes(Algorithm::Ed25519, &seed)?);
     }
-    let file: KeyFile = serde_json::from_str(text).map_err(|e| format!("not a priv_validator_key.json: {e}"))?;
+    let file: KeyFile = serde_json::from_str(text).map_err(KeyFileError::NotKeyFile)?;
     if file.priv_key.kind != "tendermint/PrivKeyEd25519" {
-        return Err(format!("key type {:?} is not supported; sigil signs with Ed25519 keys", file.priv_key.kind));
+        return Err(KeyFileError::Unsupported(file.priv_key.kind));
     }
-    let bytes = Zeroizing::new(BASE64.decode(&file.priv_key.value).map_err(|_| "priv_key.value is not base64")?);
+    let bytes =
+        Zeroizing::new(BASE64.decode(&file.priv_key.value).map_err(|_| KeyFileError::FieldNotBase64("priv_key.value"))?);
     if bytes.len() != 64 {
-        return Err(format!("priv_key.value has {} bytes, expected 64 (seed and public key)", bytes.len()));
+        return Err(KeyFileError::Length(bytes.len()));
     }
-    let key = SecretKey::from_bytes(Algorithm::Ed25519, &bytes[..32]).map_err(|e| e.to_string())?;
-    let public = BASE64.decode(&file.pub_key.value).map_err(|_| "pub_key.value is not base64")?;
+    let key = SecretKey::from_bytes(Algorithm::Ed25519, &bytes[..32])?;
+    let public = BASE64.decode(&file.pub_key.value).map_err(|_| KeyFileError::FieldNotBase64("pub_key.value"))?;
     if key.public_key().as_bytes() != &bytes[32..] || key.public_key().as_bytes() != public.as_slice() {
-        return Err("the public key in the file does not match its private key".into());
+        return Err(KeyFileError::Mismatch);
     }
     Ok(key)
 }
@@ -93,9 +113,9 @@ mod tests {
         assert!(is_key_text(PRIV_VALIDATOR_KEY) && is_key_text(&BASE64.encode([1u8; 32])));
         assert!(!is_key_text(&hex::encode([1u8; 32])));
         let tampered = PRIV_VALIDATOR_KEY.replace("iojj3XQJ", "jojj3XQJ");
-        assert!(parse_secret_key(&tampered).unwrap_err().contains("does not match"));
+        assert!(parse_secret_key(&tampered).unwrap_err().to_string().contains("does not match"));
         let secp = PRIV_VALIDATOR_KEY.replace("PrivKeyEd25519", "PrivKeySecp256k1");
-        assert!(parse_secret_key(&secp).unwrap_err().contains("not supported"));
+        assert!(parse_secret_key(&secp).unwrap_err().to_string().contains("not supported"));
     }
 
     #[test]

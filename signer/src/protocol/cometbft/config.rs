@@ -115,7 +115,7 @@ impl ProtocolConfig for Vec<CometBftConfig> {
     fn services(&self, signer: &Arc<Signer>) -> Result<Vec<Service>, StartupError> {
         let mut services = Vec::new();
         for (i, node) in self.iter().enumerate() {
-            let invalid = |e: String| StartupError::Config(ConfigError::Invalid(format!("cometbft[{i}]: {e}")));
+            let invalid = |e: &dyn std::fmt::Display| StartupError::Config(ConfigError::Invalid(format!("cometbft[{i}]: {e}")));
             let client = Arc::new(Client {
                 validator: Validator {
                     chain_id: node.chain_id.clone(),
@@ -124,9 +124,9 @@ impl ProtocolConfig for Vec<CometBftConfig> {
                     max_height_jump: node.max_height_jump(),
                     signer: signer.clone(),
                 },
-                endpoint: Endpoint::parse(&node.connect).map_err(invalid)?,
-                identity: connection::load_identity(node.identity_key_file.as_deref()).map_err(invalid)?,
-                node_id: node.node_id.as_deref().map(parse_node_id).transpose().map_err(invalid)?,
+                endpoint: Endpoint::parse(&node.connect).map_err(|e| invalid(&e))?,
+                identity: connection::load_identity(node.identity_key_file.as_deref()).map_err(|e| invalid(&e))?,
+                node_id: node.node_id.as_deref().map(parse_node_id).transpose().map_err(|e| invalid(&e))?,
             });
             services.push(Service::Dialer(Box::new(move |stop| Box::pin(client.run(stop)))));
         }

@@ -34,25 +34,42 @@ pub enum Endpoint {
     Unix(PathBuf),
 }
 
+/// Why `connect` or `nodeId` is not usable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AddressError {
+    #[error("put the node id in nodeId, not in the address")]
+    NodeIdInAddress,
+    #[error("{0:?}: expected tcp://host:port")]
+    NotHostPort(String),
+    #[error("{0:?}: expected unix:///absolute/path")]
+    RelativeSocket(String),
+    #[error("{0:?}: expected tcp://host:port or unix:///path")]
+    UnknownScheme(String),
+    #[error("nodeId {0:?} is not hex")]
+    NodeIdNotHex(String),
+    #[error("nodeId {0:?} is not 20 bytes (40 hex characters)")]
+    NodeIdLength(String),
+}
+
 impl Endpoint {
     /// `tcp://host:port` or `unix:///path/to.sock`.
-    pub fn parse(text: &str) -> Result<Endpoint, String> {
+    pub fn parse(text: &str) -> Result<Endpoint, AddressError> {
         if let Some(address) = text.strip_prefix("tcp://") {
             if address.contains('@') {
-                return Err("put the node id in nodeId, not in the address".into());
+                return Err(AddressError::NodeIdInAddress);
             }
             if address.rsplit_once(':').is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err()) {
-                return Err(format!("{text:?}: expected tcp://host:port"));
+                return Err(AddressError::NotHostPort(text.into()));
             }
             return Ok(Endpoint::Tcp(address.to_string()));
         }
         if let Some(path) = text.strip_prefix("unix://") {
             if !path.starts_with('/') {
-                return Err(format!("{text:?}: expected unix:///absolute/path"));
+                return Err(AddressError::RelativeSocket(text.into()));
             }
             return Ok(Endpoint::Unix(PathBuf::from(path)));
         }
-        Err(format!("{text:?}: expected tcp://host:port or unix:///path"))
+        Err(AddressError::UnknownScheme(text.into()))
     }
 }
 
@@ -244,9 +261,20 @@ impl Client {
     }
 }
 
+/// Why the SecretConnection identity key cannot be had.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error("cannot create identity key file {path}: {source}")]
+    Create { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Load(#[from] crate::backend::local::LocalKeyError),
+    #[error("identity key {path} is {algorithm}, not ed25519")]
+    NotEd25519 { path: PathBuf, algorithm: crate::keys::Algorithm },
+}
+
 /// sigil's SecretConnection identity: read from `path` (any local key form), created there (mode
 /// 600) when missing, or a fresh one per start without a path.
-pub fn load_identity(path: Option<&std::path::Path>) -> Result<ed25519_dalek::SigningKey, String> {
+pub fn load_identity(path: Option<&std::path::Path>) -> Result<ed25519_dalek::SigningKey, IdentityError> {
     use crate::backend::local::LocalKeyConfig;
     use crate::keys::{Algorithm, SecretKey};
     let Some(path) = path else {
@@ -261,21 +289,21 @@ pub fn load_identity(path: Option<&std::path::Path>) -> Result<ed25519_dalek::Si
         options
             .open(path)
             .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()).and_then(|_| f.sync_all()))
-            .map_err(|e| format!("cannot create identity key file {}: {e}", path.display()))?;
+            .map_err(|source| IdentityError::Create { path: path.to_path_buf(), source })?;
         tracing::info!(path = %path.display(), "created a SecretConnection identity key");
     }
     let config = LocalKeyConfig { secret_key_file: Some(path.to_path_buf()), ..Default::default() };
-    let (key, _) = config.load().map_err(|e| e.to_string())?;
+    let (key, _) = config.load()?;
     match key {
         SecretKey::Ed25519(key) => Ok(key),
-        other => Err(format!("identity key {} is {}, not ed25519", path.display(), other.algorithm())),
+        other => Err(IdentityError::NotEd25519 { path: path.to_path_buf(), algorithm: other.algorithm() }),
     }
 }
 
 /// Parses a pinned node id: 40 hex characters (`cometbft show-node-id`).
-pub fn parse_node_id(text: &str) -> Result<[u8; 20], String> {
-    let bytes = hex::decode(text.trim()).map_err(|_| format!("nodeId {text:?} is not hex"))?;
-    bytes.try_into().map_err(|_| format!("nodeId {text:?} is not 20 bytes (40 hex characters)"))
+pub fn parse_node_id(text: &str) -> Result<[u8; 20], AddressError> {
+    let bytes = hex::decode(text.trim()).map_err(|_| AddressError::NodeIdNotHex(text.into()))?;
+    bytes.try_into().map_err(|_| AddressError::NodeIdLength(text.into()))
 }
 
 #[cfg(test)]
@@ -286,8 +314,8 @@ mod tests {
     fn endpoints() {
         assert_eq!(Endpoint::parse("tcp://127.0.0.1:26659"), Ok(Endpoint::Tcp("127.0.0.1:26659".into())));
         assert_eq!(Endpoint::parse("unix:///run/pv.sock"), Ok(Endpoint::Unix("/run/pv.sock".into())));
-        assert!(Endpoint::parse("tcp://127.0.0.1").unwrap_err().contains("host:port"));
-        assert!(Endpoint::parse("tcp://abcd@127.0.0.1:1").unwrap_err().contains("nodeId"));
+        assert!(Endpoint::parse("tcp://127.0.0.1").unwrap_err().to_string().contains("host:port"));
+        assert!(Endpoint::parse("tcp://abcd@127.0.0.1:1").unwrap_err().to_string().contains("nodeId"));
         assert!(Endpoint::parse("unix://run/pv.sock").is_err());
         assert!(Endpoint::parse("http://x:1").is_err());
         assert_eq!(Endpoint::parse("tcp://[::1]:9").unwrap().to_string(), "tcp://[::1]:9");

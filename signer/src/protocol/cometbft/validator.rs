@@ -246,7 +246,7 @@ impl Validator {
             proto::PRECOMMIT => (PRECOMMIT, 3),
             other => return Err(invalid(format!("vote type {other} is neither prevote (1) nor precommit (2)"))),
         };
-        let mark = position(vote.height, vote.round, step).map_err(invalid)?;
+        let mark = position(vote.height, vote.round, step)?;
         let nil = BlockId::is_nil(vote.block_id.as_ref());
         let extends = vote.r#type == proto::PRECOMMIT && !nil;
         if !extends && !vote.extension.is_empty() {
@@ -307,7 +307,7 @@ impl Validator {
         if proposal.r#type != proto::PROPOSAL {
             return Err(invalid(format!("proposal type {} is not 32", proposal.r#type)));
         }
-        let mark = position(proposal.height, proposal.round, 1).map_err(invalid)?;
+        let mark = position(proposal.height, proposal.round, 1)?;
         let sign_bytes = proto::proposal_sign_bytes(&proposal, &self.chain_id);
         let to_sign = SignRequest {
             max_advance: Some(self.max_height_jump),
@@ -319,10 +319,10 @@ impl Validator {
 }
 
 /// The ratchet position of a height and round; negative numbers are not positions.
-fn position(height: i64, round: i32, step: u8) -> Result<Mark, String> {
+fn position(height: i64, round: i32, step: u8) -> Result<Mark, Refusal> {
     match (u64::try_from(height), u64::try_from(round)) {
         (Ok(level), Ok(round)) if level > 0 => Ok(Mark { level, round, step }),
-        _ => Err(format!("height {height} round {round} is not a valid position")),
+        _ => Err(Refusal::BadRequest(format!("height {height} round {round} is not a valid position"))),
     }
 }
 
