@@ -176,9 +176,9 @@ impl KeySpec {
         }
     }
 
-    /// The backend's field as the CRD spells it, when exactly one is set.
-    pub fn backend(&self) -> Option<&'static str> {
-        self.source().map(|source| Self::field(source.backend()))
+    /// The backend, when exactly one is set.
+    pub fn backend(&self) -> Option<Backend> {
+        self.source().map(KeySource::backend)
     }
 }
 

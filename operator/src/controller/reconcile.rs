@@ -25,7 +25,7 @@ use sigil_signer::ratchet::PublishedKey;
 use super::desired::{self, FIELD_MANAGER, MANAGED_BY};
 use super::rotation;
 use super::status::{self, failed, ok, Outcome};
-use crate::api::{MarksStatus, RemoteSigner, RemoteSignerStatus};
+use crate::api::{KeySpec, MarksStatus, RemoteSigner, RemoteSignerStatus};
 use crate::images::ImagePolicy;
 use crate::metrics::Metrics;
 use crate::sidecar::CONTAINER;
@@ -182,7 +182,7 @@ async fn reconcile_inner(rs: &RemoteSigner, ctx: &Context) -> Result<Action, Err
         observed_generation: rs.meta().generation,
         conditions,
         signers: Some(signers_ready),
-        key_backend: rs.spec.key.backend().map(String::from),
+        key_backend: rs.spec.key.backend().map(|backend| KeySpec::field(backend).to_string()),
         public_key,
         token_rotated_at: token_state.as_ref().map(|s| s.rotated_at.to_string()),
         previous_token_expires_at: token_state.as_ref().and_then(|s| s.previous_until).map(|t| t.to_string()),

@@ -32,7 +32,7 @@ pub struct TezosConfig {
 impl TezosConfig {
     fn key_policy(&self, name: &str) -> Result<TezosPolicy, ConfigError> {
         let config = self.keys.get(name).ok_or_else(|| ConfigError::Invalid(format!("tezos.keys: no key {name:?}")))?;
-        TezosPolicy::from_config(name, config).map_err(ConfigError::Invalid)
+        TezosPolicy::from_config(name, config).map_err(|e| ConfigError::Invalid(e.to_string()))
     }
 }
 

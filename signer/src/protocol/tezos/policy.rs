@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use super::operation::{self, Request, RequestKind};
-use crate::keys::tezos::{self, blake2b_256};
+use crate::keys::tezos::{self, blake2b_256, EncodingError};
 use crate::keys::PublicKey;
 
 /// `tezos.keys.<name>` in the config.
@@ -67,53 +67,81 @@ impl Refusal {
     }
 }
 
+/// A field of `tezos.keys.<name>` that is wrong (`field` is its path) and why.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {problem}")]
+pub struct PolicyError {
+    pub field: String,
+    pub problem: PolicyProblem,
+}
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyProblem {
+    #[error("list what this key may sign, e.g. [block, preattestation, attestation]")]
+    NothingAllowed,
+    #[error("unknown operation {operation:?}; known: {known}")]
+    UnknownOperation { operation: String, known: String },
+    #[error(
+        "unknown kind {0:?}; use block, preattestation, attestation, generic:<operation>, michelson, legacy_block or \
+         legacy_endorsement"
+    )]
+    UnknownKind(String),
+    #[error("{0:?}: {1}")]
+    Chain(String, EncodingError),
+    #[error("{0}")]
+    AuthorizedKey(EncodingError),
+    #[error("{0:?} is not an IP address or network")]
+    NotAnAddress(String),
+    #[error("{0:?}: bad prefix length")]
+    PrefixLength(String),
+}
+
 impl TezosPolicy {
-    pub fn from_config(name: &str, config: &TezosKeyConfig) -> Result<TezosPolicy, String> {
+    pub fn from_config(name: &str, config: &TezosKeyConfig) -> Result<TezosPolicy, PolicyError> {
         let path = format!("tezos.keys.{name}");
+        let error = |field: String, problem| PolicyError { field, problem };
         let mut kinds = BTreeSet::new();
         let mut operations = BTreeSet::new();
         if config.allow.is_empty() {
-            return Err(format!(
-                "{path}.allow: list what this key may sign, e.g. [block, preattestation, attestation]"
-            ));
+            return Err(error(format!("{path}.allow"), PolicyProblem::NothingAllowed));
         }
         for (i, entry) in config.allow.iter().enumerate() {
             let entry = entry.trim();
             if let Some(op) = entry.strip_prefix("generic:") {
                 let known = operation::operation_names().find(|n| *n == op).ok_or_else(|| {
                     let names: Vec<&str> = operation::operation_names().collect();
-                    format!("{path}.allow[{i}]: unknown operation {op:?}; known: {}", names.join(", "))
+                    let problem = PolicyProblem::UnknownOperation { operation: op.into(), known: names.join(", ") };
+                    error(format!("{path}.allow[{i}]"), problem)
                 })?;
                 kinds.insert(RequestKind::Generic);
                 operations.insert(known);
                 continue;
             }
             let kind = ALL_KINDS.iter().copied().find(|k| k.name() == entry && *k != RequestKind::Generic);
-            let kind = kind.ok_or_else(|| {
-                format!(
-                    "{path}.allow[{i}]: unknown kind {entry:?}; use block, preattestation, attestation, \
-                     generic:<operation>, michelson, legacy_block or legacy_endorsement"
-                )
-            })?;
+            let kind = kind.ok_or_else(|| error(format!("{path}.allow[{i}]"), PolicyProblem::UnknownKind(entry.into())))?;
             kinds.insert(kind);
         }
         let chains = config
             .chains
             .iter()
             .enumerate()
-            .map(|(i, c)| tezos::parse_chain_id(c).map_err(|e| format!("{path}.chains[{i}]: {c:?}: {e}")))
+            .map(|(i, c)| {
+                tezos::parse_chain_id(c).map_err(|e| error(format!("{path}.chains[{i}]"), PolicyProblem::Chain(c.clone(), e)))
+            })
             .collect::<Result<_, _>>()?;
         let authorized_keys = config
             .authorized_keys
             .iter()
             .enumerate()
-            .map(|(i, k)| tezos::parse_public_key(k).map_err(|e| format!("{path}.authorizedKeys[{i}]: {e}")))
+            .map(|(i, k)| {
+                tezos::parse_public_key(k).map_err(|e| error(format!("{path}.authorizedKeys[{i}]"), PolicyProblem::AuthorizedKey(e)))
+            })
             .collect::<Result<_, _>>()?;
         let allowed_ips = config
             .allowed_ips
             .iter()
             .enumerate()
-            .map(|(i, n)| Network::parse(n).map_err(|e| format!("{path}.allowedIps[{i}]: {e}")))
+            .map(|(i, n)| Network::parse(n).map_err(|problem| error(format!("{path}.allowedIps[{i}]"), problem)))
             .collect::<Result<_, _>>()?;
         Ok(TezosPolicy { path, kinds, operations, chains, authorized_keys, allowed_ips })
     }
@@ -204,16 +232,16 @@ struct Network {
 }
 
 impl Network {
-    fn parse(text: &str) -> Result<Network, String> {
+    fn parse(text: &str) -> Result<Network, PolicyProblem> {
         let (address, prefix) = match text.trim().split_once('/') {
             Some((a, p)) => (a, Some(p)),
             None => (text.trim(), None),
         };
-        let address: IpAddr = address.parse().map_err(|_| format!("{text:?} is not an IP address or network"))?;
+        let address: IpAddr = address.parse().map_err(|_| PolicyProblem::NotAnAddress(text.into()))?;
         let max = if address.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
             Some(p) => {
-                p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(|| format!("{text:?}: bad prefix length"))?
+                p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(|| PolicyProblem::PrefixLength(text.into()))?
             }
             None => max,
         };
@@ -246,7 +274,7 @@ mod tests {
     use super::*;
     use crate::protocol::tezos::operation::Watermark;
 
-    fn policy(yaml: &str) -> Result<TezosPolicy, String> {
+    fn policy(yaml: &str) -> Result<TezosPolicy, PolicyError> {
         TezosPolicy::from_config("baker", &yaml_serde::from_str(yaml).unwrap())
     }
 
@@ -277,13 +305,13 @@ mod tests {
 
     #[test]
     fn config_errors_name_the_field() {
-        assert!(policy("{allow: []}").unwrap_err().contains("tezos.keys.baker.allow: list"));
-        assert!(policy("{allow: [blocks]}").unwrap_err().contains("allow[0]: unknown kind \"blocks\""));
-        assert!(policy("{allow: ['generic:transfer']}").unwrap_err().contains("unknown operation \"transfer\""));
-        assert!(policy("{allow: [generic]}").unwrap_err().contains("unknown kind \"generic\""));
-        assert!(policy("{allow: [block], chains: [mainnet]}").unwrap_err().contains("chains[0]"));
-        assert!(policy("{allow: [block], authorizedKeys: [tz1x]}").unwrap_err().contains("authorizedKeys[0]"));
-        assert!(policy("{allow: [block], allowedIps: [10.0.0.0/33]}").unwrap_err().contains("allowedIps[0]"));
+        assert!(policy("{allow: []}").unwrap_err().to_string().contains("tezos.keys.baker.allow: list"));
+        assert!(policy("{allow: [blocks]}").unwrap_err().to_string().contains("allow[0]: unknown kind \"blocks\""));
+        assert!(policy("{allow: ['generic:transfer']}").unwrap_err().to_string().contains("unknown operation \"transfer\""));
+        assert!(policy("{allow: [generic]}").unwrap_err().to_string().contains("unknown kind \"generic\""));
+        assert!(policy("{allow: [block], chains: [mainnet]}").unwrap_err().to_string().contains("chains[0]"));
+        assert!(policy("{allow: [block], authorizedKeys: [tz1x]}").unwrap_err().to_string().contains("authorizedKeys[0]"));
+        assert!(policy("{allow: [block], allowedIps: [10.0.0.0/33]}").unwrap_err().to_string().contains("allowedIps[0]"));
     }
 
     #[test]
