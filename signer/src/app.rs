@@ -64,7 +64,8 @@ impl App {
             let served_by = protocols.iter().find(|p| p.keys().iter().any(|(_, key)| key == name));
             let policy = match served_by {
                 Some(protocol) => {
-                    let ed25519 = || async { backend_algorithm(&*backend).await.is_none_or(|a| a == Algorithm::Ed25519) };
+                    let ed25519 =
+                        || async { backend_algorithm(&*backend).await.is_none_or(|a| a == Algorithm::Ed25519) };
                     if protocol.needs_ed25519() && !ed25519().await {
                         return Err(StartupError::Config(ConfigError::Invalid(format!(
                             "keys.{name}: {} keys must be ed25519",

@@ -290,13 +290,15 @@ async fn reconcile_marks(
     if !desired::uses_ratchet_config_map(rs) {
         // Access goes when it is no longer needed; the marks themselves stay (see the docs on
         // deleting marks on purpose).
-        delete_if_present(&bindings, &name).await?;
-        delete_if_present(&roles, &name).await?;
+        delete_orphans(&bindings, rs, &[]).await?;
+        delete_orphans(&roles, rs, &[]).await?;
         let kept = rs.status.as_ref().and_then(|s| s.marks.clone());
         return Ok((ok("NotUsed", "spec.ratchet.store is not ConfigMap"), kept, None));
     }
     roles.patch(&name, apply, &Patch::Apply(&desired::ratchet_role(rs))).await?;
     bindings.patch(&name, apply, &Patch::Apply(&desired::ratchet_role_binding(rs))).await?;
+    delete_orphans(&bindings, rs, &[&name]).await?;
+    delete_orphans(&roles, rs, &[&name]).await?;
 
     let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), namespace);
     let recorded = rs.status.as_ref().and_then(|s| s.marks.clone()).filter(|m| m.config_map == name);
@@ -501,15 +503,26 @@ fn key_conflict(
     None
 }
 
-async fn delete_if_present<K>(api: &Api<K>, name: &str) -> Result<(), Error>
+/// Deletes this RemoteSigner's children of one kind, found by their owner label, other than
+/// `keep`: access that is no longer needed goes. Never used for ConfigMaps: the marks store
+/// carries the label too, and the operator never deletes marks.
+async fn delete_orphans<K>(api: &Api<K>, rs: &RemoteSigner, keep: &[&str]) -> Result<(), Error>
 where
     K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    match api.delete(name, &DeleteParams::default()).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-        Err(error) => Err(error.into()),
+    let selector = format!("{}={}", desired::OWNER_LABEL, rs.name_any());
+    for child in api.list(&ListParams::default().labels(&selector)).await? {
+        let name = child.name_any();
+        if keep.contains(&name.as_str()) {
+            continue;
+        }
+        match api.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(error) => return Err(error.into()),
+        }
     }
+    Ok(())
 }
 
 async fn reconcile_identity(
@@ -731,6 +744,22 @@ mod tests {
         assert!(account["metadata"]["annotations"]["iam.gke.io/gcp-service-account"].is_null(), "{account}");
         assert_eq!(account["metadata"]["annotations"]["team"], "validators", "not ours: kept");
         assert!(current(&api, "baker").finalizers().is_empty());
+    }
+
+    #[tokio::test]
+    async fn access_to_the_marks_goes_when_the_store_is_no_longer_a_config_map() {
+        let api = FakeApi::default();
+        let rs = baker(&api, json!({}));
+        let ctx = context(&api);
+        reconcile_inner(&rs, &ctx).await.unwrap();
+        assert!(api.get("Role", NS, "baker-ratchet").is_some());
+        let mut file = current(&api, "baker");
+        file.spec.ratchet = Some(serde_json::from_value(json!({ "store": "File" })).unwrap());
+        reconcile_inner(&file, &ctx).await.unwrap();
+        assert!(
+            api.get("Role", NS, "baker-ratchet").is_none() && api.get("RoleBinding", NS, "baker-ratchet").is_none()
+        );
+        assert!(api.get("ConfigMap", NS, "baker-ratchet").is_some(), "the marks stay");
     }
 
     #[tokio::test]

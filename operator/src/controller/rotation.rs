@@ -26,7 +26,11 @@ pub(super) async fn reconcile_token(
     let schedule = match token::schedule(rs.spec.token.as_ref()) {
         Ok(schedule) => schedule,
         Err(message) => {
-            return Ok((failed("InvalidSchedule", message.to_string()), k8s_openapi::jiff::SignedDuration::from_secs(30), None))
+            return Ok((
+                failed("InvalidSchedule", message.to_string()),
+                k8s_openapi::jiff::SignedDuration::from_secs(30),
+                None,
+            ))
         }
     };
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);

@@ -694,7 +694,10 @@ mod tests {
         let original = pod(
             json!({ "metadata": { "name": "p" }, "spec": { "containers": [{ "name": "n" }], "volumes": [{ "name": "sigil-key", "emptyDir": {} }] } }),
         );
-        assert!(inject(&original, &remote_signer(Protocol::Atto), IMAGE, true).unwrap_err().to_string().contains("sigil-key"));
+        assert!(inject(&original, &remote_signer(Protocol::Atto), IMAGE, true)
+            .unwrap_err()
+            .to_string()
+            .contains("sigil-key"));
     }
 
     /// Pods of many shapes: the patch applies, adds exactly one signer, keeps every user field,

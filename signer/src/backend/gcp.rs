@@ -184,10 +184,12 @@ mod client {
                 CryptoKeyVersionAlgorithm::EcSignEd25519 => Algorithm::Ed25519,
                 CryptoKeyVersionAlgorithm::EcSignSecp256K1Sha256 => Algorithm::Secp256k1,
                 CryptoKeyVersionAlgorithm::EcSignP256Sha256 => Algorithm::P256,
-                other => return Err(self.invalid(format!(
+                other => {
+                    return Err(self.invalid(format!(
                     "algorithm {}; sigil signs with EC_SIGN_ED25519, EC_SIGN_SECP256K1_SHA256 or EC_SIGN_P256_SHA256",
                     other.name().unwrap_or("unknown")
-                ))),
+                )))
+                }
             };
             let der = pem_body(&answer.pem).ok_or_else(|| self.invalid("the public key is not PEM"))?;
             public_key_from_spki(algorithm, &der).map_err(|e| self.invalid(e))

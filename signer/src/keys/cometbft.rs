@@ -60,8 +60,9 @@ pub fn parse_secret_key(text: &str) -> Result<SecretKey, KeyFileError> {
     if file.priv_key.kind != "tendermint/PrivKeyEd25519" {
         return Err(KeyFileError::Unsupported(file.priv_key.kind));
     }
-    let bytes =
-        Zeroizing::new(BASE64.decode(&file.priv_key.value).map_err(|_| KeyFileError::FieldNotBase64("priv_key.value"))?);
+    let bytes = Zeroizing::new(
+        BASE64.decode(&file.priv_key.value).map_err(|_| KeyFileError::FieldNotBase64("priv_key.value"))?,
+    );
     if bytes.len() != 64 {
         return Err(KeyFileError::Length(bytes.len()));
     }

@@ -115,7 +115,8 @@ impl ProtocolConfig for Vec<CometBftConfig> {
     fn services(&self, signer: &Arc<Signer>) -> Result<Vec<Service>, StartupError> {
         let mut services = Vec::new();
         for (i, node) in self.iter().enumerate() {
-            let invalid = |e: &dyn std::fmt::Display| StartupError::Config(ConfigError::Invalid(format!("cometbft[{i}]: {e}")));
+            let invalid =
+                |e: &dyn std::fmt::Display| StartupError::Config(ConfigError::Invalid(format!("cometbft[{i}]: {e}")));
             let client = Arc::new(Client {
                 validator: Validator {
                     chain_id: node.chain_id.clone(),

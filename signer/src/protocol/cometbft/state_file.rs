@@ -57,8 +57,14 @@ mod tests {
         assert_eq!(parse(cometbft, StateFormat::CometBft), Ok(Mark { level: 361_402, round: 0, step: 3 }));
         let tmkms = r#"{"height":"2","round":"1","step":2,"block_id":null}"#;
         assert_eq!(parse(tmkms, StateFormat::Tmkms), Ok(Mark { level: 2, round: 1, step: 3 }));
-        assert!(parse(r#"{"height":"x","round":0,"step":1}"#, StateFormat::CometBft).unwrap_err().to_string().contains("height"));
-        assert!(parse(r#"{"height":"1","round":0,"step":3}"#, StateFormat::Tmkms).unwrap_err().to_string().contains("step 3"));
+        assert!(parse(r#"{"height":"x","round":0,"step":1}"#, StateFormat::CometBft)
+            .unwrap_err()
+            .to_string()
+            .contains("height"));
+        assert!(parse(r#"{"height":"1","round":0,"step":3}"#, StateFormat::Tmkms)
+            .unwrap_err()
+            .to_string()
+            .contains("step 3"));
         assert!(parse("[", StateFormat::Tmkms).is_err());
     }
 }

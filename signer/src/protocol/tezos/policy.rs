@@ -118,7 +118,8 @@ impl TezosPolicy {
                 continue;
             }
             let kind = ALL_KINDS.iter().copied().find(|k| k.name() == entry && *k != RequestKind::Generic);
-            let kind = kind.ok_or_else(|| error(format!("{path}.allow[{i}]"), PolicyProblem::UnknownKind(entry.into())))?;
+            let kind =
+                kind.ok_or_else(|| error(format!("{path}.allow[{i}]"), PolicyProblem::UnknownKind(entry.into())))?;
             kinds.insert(kind);
         }
         let chains = config
@@ -126,7 +127,8 @@ impl TezosPolicy {
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                tezos::parse_chain_id(c).map_err(|e| error(format!("{path}.chains[{i}]"), PolicyProblem::Chain(c.clone(), e)))
+                tezos::parse_chain_id(c)
+                    .map_err(|e| error(format!("{path}.chains[{i}]"), PolicyProblem::Chain(c.clone(), e)))
             })
             .collect::<Result<_, _>>()?;
         let authorized_keys = config
@@ -134,7 +136,8 @@ impl TezosPolicy {
             .iter()
             .enumerate()
             .map(|(i, k)| {
-                tezos::parse_public_key(k).map_err(|e| error(format!("{path}.authorizedKeys[{i}]"), PolicyProblem::AuthorizedKey(e)))
+                tezos::parse_public_key(k)
+                    .map_err(|e| error(format!("{path}.authorizedKeys[{i}]"), PolicyProblem::AuthorizedKey(e)))
             })
             .collect::<Result<_, _>>()?;
         let allowed_ips = config
@@ -307,11 +310,20 @@ mod tests {
     fn config_errors_name_the_field() {
         assert!(policy("{allow: []}").unwrap_err().to_string().contains("tezos.keys.baker.allow: list"));
         assert!(policy("{allow: [blocks]}").unwrap_err().to_string().contains("allow[0]: unknown kind \"blocks\""));
-        assert!(policy("{allow: ['generic:transfer']}").unwrap_err().to_string().contains("unknown operation \"transfer\""));
+        assert!(policy("{allow: ['generic:transfer']}")
+            .unwrap_err()
+            .to_string()
+            .contains("unknown operation \"transfer\""));
         assert!(policy("{allow: [generic]}").unwrap_err().to_string().contains("unknown kind \"generic\""));
         assert!(policy("{allow: [block], chains: [mainnet]}").unwrap_err().to_string().contains("chains[0]"));
-        assert!(policy("{allow: [block], authorizedKeys: [tz1x]}").unwrap_err().to_string().contains("authorizedKeys[0]"));
-        assert!(policy("{allow: [block], allowedIps: [10.0.0.0/33]}").unwrap_err().to_string().contains("allowedIps[0]"));
+        assert!(policy("{allow: [block], authorizedKeys: [tz1x]}")
+            .unwrap_err()
+            .to_string()
+            .contains("authorizedKeys[0]"));
+        assert!(policy("{allow: [block], allowedIps: [10.0.0.0/33]}")
+            .unwrap_err()
+            .to_string()
+            .contains("allowedIps[0]"));
     }
 
     #[test]
