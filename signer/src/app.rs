@@ -27,8 +27,6 @@ use crate::sign::{KeyEntry, Signer};
 
 /// How long a backend gets to answer one call before the request is refused as retryable.
 pub const BACKEND_TIMEOUT: Duration = Duration::from_secs(5);
-/// How often token files are re-read.
-pub const TOKEN_POLL: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -184,7 +182,7 @@ fn published_key(name: &str, display: fn(&PublicKey) -> String, public_key: &Pub
 /// answer, or whose backend failed a sign since, are asked again (with backoff) until they do.
 /// `/readyz` is ready exactly while every key is. Known public keys are published to the store
 /// (the ConfigMap, where the operator reads them).
-async fn spawn_key_probe(signer: Arc<Signer>, protocols: Vec<(String, fn(&PublicKey) -> String)>) {
+async fn spawn_key_probe(signer: Arc<Signer>, served: Vec<(String, fn(&PublicKey) -> String)>) {
     let failures = signer.probe_keys().await;
     for failure in &failures {
         tracing::warn!(error = %failure, "key not ready; retrying in the background");
@@ -193,7 +191,7 @@ async fn spawn_key_probe(signer: Arc<Signer>, protocols: Vec<(String, fn(&Public
         let mut backoff = Duration::from_secs(1);
         let mut published = Vec::new();
         loop {
-            let known: Vec<PublishedKey> = protocols
+            let known: Vec<PublishedKey> = served
                 .iter()
                 .filter_map(|(name, display)| {
                     let key = signer.key(name)?.public_key()?;
@@ -216,7 +214,7 @@ async fn spawn_key_probe(signer: Arc<Signer>, protocols: Vec<(String, fn(&Public
                     tracing::error!(key = %entry.name, other = %other.name, "two key names hold the same key; refusing to sign with either");
                 }
             }
-            if signer.is_ready() && published.len() == protocols.len() {
+            if signer.is_ready() && published.len() == served.len() {
                 signer.trouble().await;
                 backoff = Duration::from_secs(1);
             } else {

@@ -85,7 +85,7 @@ impl KeyConfig {
     }
 
     /// When the backend rules out the Ed25519 key a protocol needs: why, as the end of a message.
-    pub(crate) fn not_ed25519(&self, name: &str) -> Result<Option<String>, ConfigError> {
+    fn not_ed25519(&self, name: &str) -> Result<Option<String>, ConfigError> {
         let why = self.backend(name)?.rules_out_ed25519();
         Ok(why.map(|why| if why.is_empty() { String::new() } else { format!(" ({why})") }))
     }
@@ -236,6 +236,13 @@ impl SignerConfig {
                     }
                 }
             }
+            if protocol.needs_ed25519() {
+                for (path, key) in protocol.keys() {
+                    if let Some(why) = self.keys[key].not_ed25519(key)? {
+                        return invalid(format!("{path}: key {key:?} must be ed25519 for {}{why}", protocol.name()));
+                    }
+                }
+            }
             if protocol.needs_marks() && self.ratchet.is_none() {
                 return invalid(format!(
                     "ratchet: {} needs a durable high-water mark; set ratchet.file.dir \
@@ -243,7 +250,7 @@ impl SignerConfig {
                     protocol.name()
                 ));
             }
-            protocol.validate(self)?;
+            protocol.validate()?;
         }
         let management = ("management.listen", self.management.clone().unwrap_or_default().listen);
         let listeners: Vec<(&str, SocketAddr)> =

@@ -16,7 +16,9 @@ fn the_quick_start_works_as_written() {
     assert_eq!(blocks.len(), 3, "the tour, the look around, the clean-up");
     let script = format!("set -euo pipefail\n{}", blocks.join("\n"));
     let bin_dir = signer_binary().unwrap().parent().unwrap().to_path_buf();
-    assert!(bin_dir.join("sigil-operator").is_file(), "the workspace build has sigil-operator");
+    for binary in ["sigil-signer", "sigil-operator", "local-signer-config"] {
+        assert!(bin_dir.join(binary).is_file(), "the workspace build has {binary}");
+    }
     // Our own deadline, inside nextest's, so that a slow step still shows what it printed.
     let output = Command::new("timeout")
         .args(["--kill-after=10", "540", "bash", "-c", &script])

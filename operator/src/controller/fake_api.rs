@@ -95,8 +95,15 @@ impl State {
         body: Value,
     ) -> (StatusCode, Value) {
         if let Some(object) = path.strip_suffix("/status") {
+            let previous = match (method, content_type.starts_with("application/apply-patch")) {
+                (&Method::PATCH, true) => self.applied.insert(path.to_string(), body.clone()),
+                _ => None,
+            };
             return match (method, self.objects.get_mut(object)) {
                 (&Method::PATCH, Some(existing)) => {
+                    if let Some(previous) = previous {
+                        prune(&mut existing["status"], &previous["status"], &body["status"]);
+                    }
                     merge(&mut existing["status"], &body["status"]);
                     (StatusCode::OK, existing.clone())
                 }

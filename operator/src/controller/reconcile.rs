@@ -178,7 +178,7 @@ async fn reconcile_inner(rs: &RemoteSigner, ctx: &Context) -> Result<Action, Err
     let previous = rs.status.clone().unwrap_or_default();
     let reported = [(status::SIGNERS_READY, signers_outcome)];
     let conditions = status::conditions(&previous.conditions, now, rs.meta().generation, &parts, &reported);
-    let status = RemoteSignerStatus {
+    let new_status = RemoteSignerStatus {
         observed_generation: rs.meta().generation,
         conditions,
         signers: Some(signers_ready),
@@ -189,8 +189,8 @@ async fn reconcile_inner(rs: &RemoteSigner, ctx: &Context) -> Result<Action, Err
         identity_service_account: (!annotations.is_empty()).then(|| desired::service_account(rs)),
         marks,
     };
-    let ready = status.condition(status::READY).expect("conditions() puts Ready first").clone();
-    let patch = json!({ "apiVersion": "sigil.dev/v1alpha1", "kind": "RemoteSigner", "status": status });
+    let ready = new_status.condition(status::READY).expect("conditions() puts Ready first").clone();
+    let patch = json!({ "apiVersion": "sigil.dev/v1alpha1", "kind": "RemoteSigner", "status": new_status });
     signers.patch_status(&name, &apply, &Patch::Apply(&patch)).await?;
     let was_ready = previous.condition(status::READY).map(|c| c.status.as_str());
     if was_ready != Some(ready.status.as_str()) {
@@ -216,9 +216,16 @@ async fn injected_signers(rs: &RemoteSigner, ctx: &Context, namespace: &str) -> 
         let statuses = statuses.chain(status.into_iter().flat_map(|s| s.container_statuses.iter().flatten()));
         injected.then(|| statuses.filter(|s| s.name == CONTAINER).any(|s| s.ready))
     };
-    let pods = labelled_pods(rs, ctx, namespace).await?;
-    let injected: Vec<bool> =
-        pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none()).filter_map(signer_ready).collect();
+    let pods = match labelled_pods(rs, ctx, namespace).await {
+        Ok(pods) => pods,
+        // Only a report: the rest of the status is still worth writing.
+        Err(error) => return Ok((failed("PodsNotListed", format!("cannot list the pods: {error}")), "?".into())),
+    };
+    let running = |p: &&Pod| {
+        let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+        p.metadata.deletion_timestamp.is_none() && !matches!(phase, Some("Succeeded" | "Failed"))
+    };
+    let injected: Vec<bool> = pods.iter().filter(running).filter_map(signer_ready).collect();
     let ready = injected.iter().filter(|r| **r).count();
     let count = format!("{ready}/{}", injected.len());
     let outcome = if injected.is_empty() {
@@ -503,17 +510,20 @@ fn key_conflict(
     None
 }
 
-/// Deletes this RemoteSigner's children of one kind, found by their owner label, other than
+/// Deletes this RemoteSigner's children of one kind (by label, and controlled by it) other than
 /// `keep`: access that is no longer needed goes. Never used for ConfigMaps: the marks store
 /// carries the label too, and the operator never deletes marks.
 async fn delete_orphans<K>(api: &Api<K>, rs: &RemoteSigner, keep: &[&str]) -> Result<(), Error>
 where
     K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    let selector = format!("{}={}", desired::OWNER_LABEL, rs.name_any());
+    let selector = format!("{}={},{}={}", desired::OWNER_LABEL, rs.name_any(), MANAGED_BY.0, MANAGED_BY.1);
     for child in api.list(&ListParams::default().labels(&selector)).await? {
         let name = child.name_any();
-        if keep.contains(&name.as_str()) {
+        // Ours only: labels can be copied, the owner's UID cannot.
+        let owned =
+            child.owner_references().iter().any(|o| o.controller == Some(true) && Some(&o.uid) == rs.uid().as_ref());
+        if keep.contains(&name.as_str()) || !owned {
             continue;
         }
         match api.delete(&name, &DeleteParams::default()).await {
@@ -744,6 +754,45 @@ mod tests {
         assert!(account["metadata"]["annotations"]["iam.gke.io/gcp-service-account"].is_null(), "{account}");
         assert_eq!(account["metadata"]["annotations"]["team"], "validators", "not ours: kept");
         assert!(current(&api, "baker").finalizers().is_empty());
+    }
+
+    /// A pod labelled for `baker`: with the injected signer (Ready or not) or without, and a phase.
+    fn pod(api: &FakeApi, name: &str, injected: Option<bool>, phase: &str) {
+        let containers = match injected {
+            Some(_) => json!([{ "name": CONTAINER, "restartPolicy": "Always" }]),
+            None => json!([]),
+        };
+        let statuses = match injected {
+            Some(ready) => {
+                json!([{ "name": CONTAINER, "ready": ready, "restartCount": 0, "image": "i", "imageID": "" }])
+            }
+            None => json!([]),
+        };
+        api.insert(json!({ "apiVersion": "v1", "kind": "Pod",
+            "metadata": { "name": name, "namespace": NS, "labels": { SIGNER_LABEL: "baker" } },
+            "spec": { "initContainers": containers, "containers": [{ "name": "node" }] },
+            "status": { "phase": phase, "initContainerStatuses": statuses } }));
+    }
+
+    #[tokio::test]
+    async fn signers_ready_counts_the_running_injected_pods() {
+        let api = FakeApi::default();
+        let rs = baker(&api, json!({}));
+        let ctx = context(&api);
+        pod(&api, "ready", Some(true), "Running");
+        pod(&api, "starting", Some(false), "Pending");
+        pod(&api, "evicted", Some(false), "Failed");
+        pod(&api, "not-injected", None, "Running");
+        reconcile_inner(&rs, &ctx).await.unwrap();
+        let rs = current(&api, "baker");
+        assert_eq!(rs.status.as_ref().unwrap().signers.as_deref(), Some("1/2"));
+        assert_eq!(condition(&rs, status::SIGNERS_READY), ("False".into(), "SignersNotReady".into()));
+
+        pod(&api, "starting", Some(true), "Running");
+        reconcile_inner(&rs, &ctx).await.unwrap();
+        let rs = current(&api, "baker");
+        assert_eq!(rs.status.as_ref().unwrap().signers.as_deref(), Some("2/2"));
+        assert_eq!(condition(&rs, status::SIGNERS_READY), ("True".into(), "SignersReady".into()));
     }
 
     #[tokio::test]

@@ -19,7 +19,7 @@ use axum::Router;
 use tokio::sync::watch;
 
 use crate::app::StartupError;
-use crate::config::{ConfigError, SignerConfig};
+use crate::config::ConfigError;
 use crate::keys::PublicKey;
 use crate::policy::Policy;
 use crate::sign::Signer;
@@ -41,8 +41,9 @@ pub trait ProtocolConfig: Send + Sync {
     /// Its listener, by config path (`atto.listen`), if it has one.
     fn listen(&self) -> Option<(&'static str, SocketAddr)>;
 
-    /// Checks the section against the whole config. Its keys exist (checked before).
-    fn validate(&self, config: &SignerConfig) -> Result<(), ConfigError>;
+    /// Checks the section's own fields. (`SignerConfig::validate` has checked the rest: its keys
+    /// exist, serve no other protocol, are Ed25519 if it needs that, and a ratchet if it needs marks.)
+    fn validate(&self) -> Result<(), ConfigError>;
 
     /// What `key` (one of [`ProtocolConfig::keys`]) may sign.
     fn policy(&self, key: &str) -> Result<Policy, ConfigError>;

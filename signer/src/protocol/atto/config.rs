@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use super::api::{self, Capability};
 use super::model;
-use crate::app::{StartupError, TOKEN_POLL};
-use crate::config::{ConfigError, SignerConfig};
+use crate::app::StartupError;
+use crate::config::ConfigError;
 use crate::keys::PublicKey;
 use crate::policy::Policy;
 use crate::protocol::{ProtocolConfig, Service};
@@ -46,6 +46,9 @@ impl AttoConfig {
     }
 }
 
+/// How often a token file is re-read.
+const TOKEN_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl ProtocolConfig for AttoConfig {
     fn name(&self) -> &'static str {
         "Atto"
@@ -67,11 +70,8 @@ impl ProtocolConfig for AttoConfig {
         Some(("atto.listen", self.listen))
     }
 
-    fn validate(&self, config: &SignerConfig) -> Result<(), ConfigError> {
+    fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |message: String| Err(ConfigError::Invalid(message));
-        if let Some(why) = config.keys[&self.key].not_ed25519(&self.key)? {
-            return invalid(format!("atto.key: key {:?} must be ed25519 for Atto{why}", self.key));
-        }
         if self.capabilities.is_empty() {
             return invalid("atto.capabilities: list at least one of CHALLENGE, BLOCK, VOTE".into());
         }

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::connection::{self, parse_node_id, Client, Endpoint};
 use super::validator::{self, Validator, Version};
 use crate::app::StartupError;
-use crate::config::{ConfigError, SignerConfig};
+use crate::config::ConfigError;
 use crate::keys::PublicKey;
 use crate::policy::Policy;
 use crate::protocol::{ProtocolConfig, Service};
@@ -69,16 +69,13 @@ impl ProtocolConfig for Vec<CometBftConfig> {
         None
     }
 
-    fn validate(&self, config: &SignerConfig) -> Result<(), ConfigError> {
+    fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |message: String| Err(ConfigError::Invalid(message));
         for (i, node) in self.iter().enumerate() {
             let path = format!("cometbft[{i}]");
             Endpoint::parse(&node.connect).map_err(|e| ConfigError::Invalid(format!("{path}.connect: {e}")))?;
             if node.chain_id.trim().is_empty() {
                 return invalid(format!("{path}.chainId: set the chain id from the node's genesis"));
-            }
-            if let Some(why) = config.keys[&node.key].not_ed25519(&node.key)? {
-                return invalid(format!("{path}.key: key {:?} must be ed25519 for CometBFT{why}", node.key));
             }
             if let Some(node_id) = &node.node_id {
                 parse_node_id(node_id).map_err(|e| ConfigError::Invalid(format!("{path}.nodeId: {e}")))?;

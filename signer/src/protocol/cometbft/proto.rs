@@ -32,7 +32,7 @@ pub enum Sum {
     PingRequest(PingRequest),
     #[prost(message, tag = "8")]
     PingResponse(PingResponse),
-    /// v1.0: arbitrary bytes, no chain id. sigil refuses it (see session.rs).
+    /// v1.0: arbitrary bytes, no chain id. sigil refuses it (see validator.rs).
     #[prost(message, tag = "9")]
     SignBytesRequest(SignBytesRequest),
     #[prost(message, tag = "10")]

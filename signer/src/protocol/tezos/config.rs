@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::api::{self, TezosKey};
 use super::policy::{TezosKeyConfig, TezosPolicy};
 use crate::app::StartupError;
-use crate::config::{ConfigError, SignerConfig};
+use crate::config::ConfigError;
 use crate::keys::PublicKey;
 use crate::policy::Policy;
 use crate::protocol::{ProtocolConfig, Service};
@@ -57,7 +57,7 @@ impl ProtocolConfig for TezosConfig {
         Some(("tezos.listen", self.listen))
     }
 
-    fn validate(&self, _config: &SignerConfig) -> Result<(), ConfigError> {
+    fn validate(&self) -> Result<(), ConfigError> {
         if self.keys.is_empty() {
             return Err(ConfigError::Invalid("tezos.keys: list at least one key to serve".into()));
         }
