@@ -25,7 +25,7 @@ kubectl create namespace "$ns" >/dev/null
 kubectl -n "$ns" create secret generic voter-key --from-literal=seed="$(printf '00%.0s' {1..32})" >/dev/null
 port=$(free_port)
 "$CARGO_TARGET_DIR/release/sigil-operator" --namespace "$ns" --lease-namespace "$ns" --metrics-addr "127.0.0.1:$(free_port)" \
-  --webhook-addr "127.0.0.1:$port" --webhook-url "https://127.0.0.1:$port" 2>"$work/operator.log" &
+  --webhook-addr "127.0.0.1:$port" --webhook-url "https://127.0.0.1:$port" --shutdown-delay 0s 2>"$work/operator.log" &
 track_pid $!
 printf 'apiVersion: sigil.dev/v1alpha1\nkind: RemoteSigner\nmetadata: {name: voter}\nspec: {protocol: Atto, key: {secretRef: {name: voter-key, key: seed}}, atto: {capabilities: [VOTE]}}\n' |
   kubectl -n "$ns" apply -f - >/dev/null

@@ -35,6 +35,10 @@ struct Args {
     /// How long a leader's Lease lasts without renewal.
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     lease_duration: Duration,
+    /// After SIGTERM, how long the webhook keeps answering before it stops: the API server keeps
+    /// calling a terminating pod until its endpoint is gone, and a refused call refuses a pod.
+    #[arg(long, env = "SIGIL_SHUTDOWN_DELAY", default_value = "10s", value_parser = parse_duration)]
+    shutdown_delay: Duration,
     /// This replica's identity in the Lease (POD_NAME); hostname and a random suffix otherwise.
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
@@ -123,14 +127,18 @@ async fn run(args: Args) -> Result<()> {
     });
     // Reachability of the API server is what readiness means for a standby replica.
     client.apiserver_version().await.context("the Kubernetes API server does not answer")?;
+    // Two stops: the controller's at once on SIGTERM (the standby takes over the Lease), the
+    // webhook's after --shutdown-delay (it answers until the API server no longer calls it).
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let until_stopped = move || {
+    let (stop_webhook, webhook_stopped) = tokio::sync::watch::channel(false);
+    let until = |stopped: &tokio::sync::watch::Receiver<bool>| {
         let mut stopped = stopped.clone();
         async move {
             let _ = stopped.wait_for(|s| *s).await;
         }
     };
     let images = ImagePolicy::new(&args.signer_image, &args.allowed_signer_images);
+    let mut webhook_task = None;
     tracing::info!(allowed = ?images.allowed, "signer images allowed");
     if args.webhook {
         let config = WebhookConfig {
@@ -145,8 +153,8 @@ async fn run(args: Args) -> Result<()> {
             owner: None,
             tls: webhook_tls_policy(args.webhook_certificate_validity)?,
         };
-        let (client, stopped) = (client.clone(), until_stopped());
-        tokio::spawn(async move {
+        let (client, stopped) = (client.clone(), until(&webhook_stopped));
+        webhook_task = Some(tokio::spawn(async move {
             if let Err(error) = webhook::run(client, config, stopped).await {
                 tracing::error!(
                     error = format!("{error:#}"),
@@ -154,8 +162,22 @@ async fn run(args: Args) -> Result<()> {
                 );
                 std::process::exit(1);
             }
-        });
+        }));
     }
+    // Runs last, whatever the way out: not ready, the webhook answering a while longer, then
+    // drained.
+    let shutdown_webhook = |webhook_task: Option<tokio::task::JoinHandle<()>>, since: tokio::time::Instant| {
+        let (health, delay) = (health.clone(), args.shutdown_delay);
+        async move {
+            health.ready.store(false, Ordering::Relaxed);
+            if let Some(task) = webhook_task {
+                tracing::info!(?delay, "stopping: the webhook answers until its endpoint is gone");
+                tokio::time::sleep_until(since + delay).await;
+                let _ = stop_webhook.send(true);
+                let _ = task.await;
+            }
+        }
+    };
     health.ready.store(true, Ordering::Relaxed);
     if args.leader_election {
         let lease = &elector.config;
@@ -164,6 +186,7 @@ async fn run(args: Args) -> Result<()> {
             _ = elector.acquire(&client) => {}
             _ = sigil_signer::process::shutdown_signal() => {
                 let _ = stop.send(true);
+                shutdown_webhook(webhook_task, tokio::time::Instant::now()).await;
                 return Ok(());
             }
         }
@@ -171,19 +194,21 @@ async fn run(args: Args) -> Result<()> {
     }
     metrics.leader.set(1);
     let ctx = Context::new(client.clone(), metrics.clone(), images);
-    let controller = tokio::spawn(reconcile::run(ctx, args.namespace.clone(), until_stopped()));
+    let controller = tokio::spawn(reconcile::run(ctx, args.namespace.clone(), until(&stopped)));
     let outcome = tokio::select! {
         _ = sigil_signer::process::shutdown_signal() => Ok(()),
         _ = elector.hold(&client), if args.leader_election => {
             Err(anyhow::anyhow!("lost the leader Lease {}; exiting so that only the new leader acts", elector.config.name))
         }
     };
+    let since = tokio::time::Instant::now();
     metrics.leader.set(0);
     let _ = stop.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(10), controller).await;
     if args.leader_election && outcome.is_ok() {
         elector.release(&client).await;
     }
+    shutdown_webhook(webhook_task, since).await;
     outcome
 }
 
