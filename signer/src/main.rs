@@ -386,7 +386,7 @@ fn print_public(public_key: &PublicKey, bech32_prefix: Option<&str>, to_stderr: 
         lines.push(format!("cometbft:   {}", hex::encode_upper(address)));
     }
     if let Some(prefix) = bech32_prefix {
-        let (address, public) = cometbft::bech32_forms(public_key, prefix).map_err(anyhow::Error::msg)?;
+        let (address, public) = cometbft::bech32_forms(public_key, prefix)?;
         lines.push(format!("consensus:  {address} ({public})"));
     }
     let text = lines.join("\n") + "\n";

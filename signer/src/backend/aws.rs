@@ -152,7 +152,7 @@ mod client {
                     )))
                 }
             };
-            public_key_from_spki(algorithm, &der).map_err(invalid)
+            public_key_from_spki(algorithm, &der).map_err(|e| invalid(e.to_string()))
         }
     }
 

@@ -157,18 +157,30 @@ pub fn unchanged(known: Option<&PublicKey>, now: &PublicKey, service: &str, key:
     }
 }
 
+/// A public key a service handed out that is not one of ours.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SpkiError {
+    #[error("malformed Ed25519 key")]
+    Ed25519,
+    #[error("not a {algorithm} SubjectPublicKeyInfo: {reason}")]
+    Der { algorithm: Algorithm, reason: String },
+    #[error(transparent)]
+    Key(#[from] crate::keys::KeyError),
+}
+
 /// A SubjectPublicKeyInfo (DER), as KMS services hand out public keys, for one of our algorithms.
-pub fn public_key_from_spki(algorithm: Algorithm, der: &[u8]) -> Result<PublicKey, String> {
+pub fn public_key_from_spki(algorithm: Algorithm, der: &[u8]) -> Result<PublicKey, SpkiError> {
+    let not_ours = |e: p256::pkcs8::spki::Error| SpkiError::Der { algorithm, reason: e.to_string() };
     let sec1 = match algorithm {
         // SubjectPublicKeyInfo for Ed25519: a 12-byte header, then the 32-byte key.
         Algorithm::Ed25519 => {
-            let raw = der.get(12..).filter(|raw| raw.len() == 32).ok_or("malformed Ed25519 key")?;
-            return PublicKey::from_bytes(algorithm, raw).map_err(|e| e.to_string());
+            let raw = der.get(12..).filter(|raw| raw.len() == 32).ok_or(SpkiError::Ed25519)?;
+            return Ok(PublicKey::from_bytes(algorithm, raw)?);
         }
-        Algorithm::Secp256k1 => k256::PublicKey::from_public_key_der(der).map_err(|e| e.to_string())?.to_sec1_bytes(),
-        Algorithm::P256 => p256::PublicKey::from_public_key_der(der).map_err(|e| e.to_string())?.to_sec1_bytes(),
+        Algorithm::Secp256k1 => k256::PublicKey::from_public_key_der(der).map_err(not_ours)?.to_sec1_bytes(),
+        Algorithm::P256 => p256::PublicKey::from_public_key_der(der).map_err(not_ours)?.to_sec1_bytes(),
     };
-    PublicKey::from_bytes(algorithm, &sec1).map_err(|e| e.to_string())
+    Ok(PublicKey::from_bytes(algorithm, &sec1)?)
 }
 
 /// How a service encodes ECDSA signatures (Ed25519 is always the raw 64 bytes).

@@ -84,11 +84,24 @@ pub fn address(public_key: &PublicKey) -> Option<[u8; 20]> {
     })
 }
 
+/// Why a key has no bech32 forms.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Bech32Error {
+    #[error("only Ed25519 consensus keys have bech32 forms here")]
+    NotEd25519,
+    #[error("not a bech32 prefix: {0}")]
+    Prefix(String),
+    #[error("{0}")]
+    Encode(String),
+}
+
 /// `<prefix>valcons1…` and `<prefix>valconspub1…` (Amino-prefixed key), as Cosmos SDK prints them.
-pub fn bech32_forms(public_key: &PublicKey, prefix: &str) -> Result<(String, String), String> {
-    let address = address(public_key).ok_or("only Ed25519 consensus keys have bech32 forms here")?;
-    let hrp = |suffix: &str| bech32::Hrp::parse(&format!("{prefix}{suffix}")).map_err(|e| e.to_string());
-    let encode = |hrp, data: &[u8]| bech32::encode::<bech32::Bech32>(hrp, data).map_err(|e| e.to_string());
+pub fn bech32_forms(public_key: &PublicKey, prefix: &str) -> Result<(String, String), Bech32Error> {
+    let address = address(public_key).ok_or(Bech32Error::NotEd25519)?;
+    let hrp =
+        |suffix: &str| bech32::Hrp::parse(&format!("{prefix}{suffix}")).map_err(|e| Bech32Error::Prefix(e.to_string()));
+    let encode =
+        |hrp, data: &[u8]| bech32::encode::<bech32::Bech32>(hrp, data).map_err(|e| Bech32Error::Encode(e.to_string()));
     let mut amino = vec![0x16, 0x24, 0xde, 0x64, 0x20];
     amino.extend_from_slice(public_key.as_bytes());
     Ok((encode(hrp("valcons")?, &address)?, encode(hrp("valconspub")?, &amino)?))
