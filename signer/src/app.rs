@@ -14,7 +14,7 @@ use crate::config::{ConfigError, KeyConfig, RatchetStore, SignerConfig};
 use crate::keys::{Algorithm, PublicKey};
 use crate::metrics::Metrics;
 use crate::policy::Policy;
-use crate::protocol::{Service, Task};
+use crate::protocol::{KeyDisplay, Service, Task};
 #[cfg(feature = "kubernetes")]
 use crate::ratchet::configmap::{ConfigMapRatchet, Mode as ConfigMapMode};
 use crate::ratchet::file::FileRatchet;
@@ -174,7 +174,7 @@ async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, Start
 }
 
 /// The key as the store records it: `<algorithm>:<hex>`, and the protocol's own name for it.
-fn published_key(name: &str, display: fn(&PublicKey) -> String, public_key: &PublicKey) -> PublishedKey {
+fn published_key(name: &str, display: KeyDisplay, public_key: &PublicKey) -> PublishedKey {
     PublishedKey { name: name.to_string(), key: public_key.id(), display: display(public_key) }
 }
 
@@ -182,7 +182,7 @@ fn published_key(name: &str, display: fn(&PublicKey) -> String, public_key: &Pub
 /// answer, or whose backend failed a sign since, are asked again (with backoff) until they do.
 /// `/readyz` is ready exactly while every key is. Known public keys are published to the store
 /// (the ConfigMap, where the operator reads them).
-async fn spawn_key_probe(signer: Arc<Signer>, served: Vec<(String, fn(&PublicKey) -> String)>) {
+async fn spawn_key_probe(signer: Arc<Signer>, served: Vec<(String, KeyDisplay)>) {
     let failures = signer.probe_keys().await;
     for failure in &failures {
         tracing::warn!(error = %failure, "key not ready; retrying in the background");

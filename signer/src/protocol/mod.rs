@@ -49,11 +49,14 @@ pub trait ProtocolConfig: Send + Sync {
     fn policy(&self, key: &str) -> Result<Policy, ConfigError>;
 
     /// How the chain names a public key (an `atto://` address, a `tz1…`, a validator address).
-    fn display_key(&self) -> fn(&PublicKey) -> String;
+    fn display_key(&self) -> KeyDisplay;
 
     /// What serves it once the signer exists.
     fn services(&self, signer: &Arc<Signer>) -> Result<Vec<Service>, StartupError>;
 }
+
+/// A protocol's name for a public key.
+pub type KeyDisplay = fn(&PublicKey) -> String;
 
 /// A task that runs until the stop signal turns true.
 pub type Task = Box<dyn FnOnce(watch::Receiver<bool>) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;

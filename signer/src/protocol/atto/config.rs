@@ -10,9 +10,8 @@ use super::api::{self, Capability};
 use super::model;
 use crate::app::StartupError;
 use crate::config::ConfigError;
-use crate::keys::PublicKey;
 use crate::policy::Policy;
-use crate::protocol::{ProtocolConfig, Service};
+use crate::protocol::{KeyDisplay, ProtocolConfig, Service};
 use crate::server::auth::{TokenAuth, TokenSource};
 use crate::server::http::Limits;
 use crate::sign::Signer;
@@ -83,7 +82,7 @@ impl ProtocolConfig for AttoConfig {
         Ok(Policy::allowing(self.capabilities.iter().map(|c| c.kind())))
     }
 
-    fn display_key(&self) -> fn(&PublicKey) -> String {
+    fn display_key(&self) -> KeyDisplay {
         |public_key| match <[u8; 32]>::try_from(public_key.as_bytes()) {
             Ok(ed25519) => model::address(&ed25519),
             Err(_) => public_key.id(),

@@ -10,9 +10,8 @@ use super::connection::{self, parse_node_id, Client, Endpoint};
 use super::validator::{self, Validator, Version};
 use crate::app::StartupError;
 use crate::config::ConfigError;
-use crate::keys::PublicKey;
 use crate::policy::Policy;
-use crate::protocol::{ProtocolConfig, Service};
+use crate::protocol::{KeyDisplay, ProtocolConfig, Service};
 use crate::sign::Signer;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,7 +101,7 @@ impl ProtocolConfig for Vec<CometBftConfig> {
         Ok(Policy::allowing(validator::SIGN_KINDS))
     }
 
-    fn display_key(&self) -> fn(&PublicKey) -> String {
+    fn display_key(&self) -> KeyDisplay {
         |public_key| match crate::keys::cometbft::address(public_key) {
             Some(address) => hex::encode_upper(address),
             None => public_key.id(),

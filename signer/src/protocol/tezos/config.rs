@@ -10,9 +10,8 @@ use super::api::{self, TezosKey};
 use super::policy::{TezosKeyConfig, TezosPolicy};
 use crate::app::StartupError;
 use crate::config::ConfigError;
-use crate::keys::PublicKey;
 use crate::policy::Policy;
-use crate::protocol::{ProtocolConfig, Service};
+use crate::protocol::{KeyDisplay, ProtocolConfig, Service};
 use crate::server::http::Limits;
 use crate::sign::Signer;
 
@@ -71,7 +70,7 @@ impl ProtocolConfig for TezosConfig {
         Ok(Policy::allowing(api::sign_kinds(&self.key_policy(key)?)))
     }
 
-    fn display_key(&self) -> fn(&PublicKey) -> String {
+    fn display_key(&self) -> KeyDisplay {
         crate::keys::tezos::pkh
     }
 
