@@ -243,6 +243,7 @@ impl SignerConfig {
                     }
                 }
             }
+            protocol.validate()?;
             if protocol.needs_marks() && self.ratchet.is_none() {
                 return invalid(format!(
                     "ratchet: {} needs a durable high-water mark; set ratchet.file.dir \
@@ -250,7 +251,6 @@ impl SignerConfig {
                     protocol.name()
                 ));
             }
-            protocol.validate()?;
         }
         let management = ("management.listen", self.management.clone().unwrap_or_default().listen);
         let listeners: Vec<(&str, SocketAddr)> =

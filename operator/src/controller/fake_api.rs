@@ -5,13 +5,14 @@
 //!
 //! Enough of the REST semantics the controller uses: get, list (with label selectors), create,
 //! server-side apply (fields this manager applied before and leaves out are removed), merge
-//! patches (a stale `metadata.resourceVersion` is a 409), the status subresource, delete, pod
-//! eviction, and events. Every request is recorded.
+//! patches (a stale `metadata.resourceVersion` is a 409), the status subresource, a Secret's
+//! `stringData`, delete, pod eviction, and events. Every request is recorded.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
+use base64::Engine as _;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt as _;
 use kube::client::Body;
@@ -170,8 +171,15 @@ impl State {
         }
     }
 
-    /// Gives an object what the API server adds: uid, resourceVersion, creationTimestamp.
+    /// Gives an object what the API server adds: uid, resourceVersion, creationTimestamp; and a
+    /// Secret's `stringData` becomes `data`, as the API server stores it.
     fn stamp(&mut self, mut object: Value, existing: Option<&Value>) -> Value {
+        if let Some(Value::Object(strings)) = object.as_object_mut().and_then(|o| o.remove("stringData")) {
+            for (key, value) in strings {
+                let encoded = base64::engine::general_purpose::STANDARD.encode(value.as_str().unwrap_or_default());
+                object["data"][key] = encoded.into();
+            }
+        }
         self.version += 1;
         let metadata = &mut object["metadata"];
         let old = existing.map(|e| &e["metadata"]);
