@@ -276,6 +276,33 @@ async fn invalid_specs_are_refused_at_admission() -> Result<()> {
     Ok(())
 }
 
+/// The controller watches what it made: the signer's Role and RoleBinding deleted by hand (a
+/// `kubectl delete`) come back at once, not at the next periodic reconcile (hours away for a
+/// Ready RemoteSigner).
+#[tokio::test]
+async fn the_marks_access_deleted_by_hand_comes_back() -> Result<()> {
+    let cluster = cluster().await?;
+    let namespace = cluster.namespace("owns").await?;
+    let (client, ns) = (cluster.client.clone(), namespace.name.as_str());
+    key_secret(&client, ns).await?;
+    create(&client, ns, "voter", atto_spec_with_key("voter-key")).await?;
+    let _operator = Operator::start(&cluster.kubeconfig, ns, &[])?;
+    wait_ready(&client, ns, "voter", "True").await?;
+    let roles: Api<Role> = Api::namespaced(client.clone(), ns);
+    let bindings: Api<RoleBinding> = Api::namespaced(client.clone(), ns);
+    let uid = |meta: &kube::api::ObjectMeta| meta.uid.clone().unwrap_or_default();
+    let (role, binding) =
+        (uid(&roles.get("voter-ratchet").await?.metadata), uid(&bindings.get("voter-ratchet").await?.metadata));
+    roles.delete("voter-ratchet", &DeleteParams::default()).await?;
+    bindings.delete("voter-ratchet", &DeleteParams::default()).await?;
+    wait_for("the Role and RoleBinding back", Duration::from_secs(20), || async {
+        let role_back = roles.get_opt("voter-ratchet").await?.is_some_and(|r| uid(&r.metadata) != role);
+        let binding_back = bindings.get_opt("voter-ratchet").await?.is_some_and(|b| uid(&b.metadata) != binding);
+        Ok((role_back && binding_back).then_some(()))
+    })
+    .await
+}
+
 #[tokio::test]
 async fn restart_mid_way_loses_and_duplicates_nothing() -> Result<()> {
     let cluster = cluster().await?;

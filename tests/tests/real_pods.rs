@@ -258,6 +258,14 @@ spec:
         .and_then(|v| v.parse::<f64>().ok())
         .unwrap_or(0.0);
     ensure!(precommits >= 4.0, "the node is at height {height} with {precommits} precommits signed by sigil");
+    // The operator counts the running signer (it watches the labelled pods): SIGNERS 1/1.
+    wait(&kind, ns, "remotesigner/cometbft", "condition=SignersReady")?;
+    let signers = run(kind
+        .cluster
+        .tool("kubectl")
+        .args(["-n", ns, "get", "remotesigner", "cometbft"])
+        .args(["-o", "jsonpath={.status.signers}"]))?;
+    ensure!(signers.trim() == "1/1", "status.signers of remotesigner/cometbft: {signers:?}");
     eprintln!(
         "real pods: 20 Atto votes, 10 Tezos attestations (local key) and 10 (SoftHSM P-256) verified, 3 repeats \
          refused; CometBFT at height {height}, {precommits} precommits signed through the sidecar"
