@@ -9,11 +9,54 @@ use anyhow::Result;
 use common::*;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{ListParams, PostParams};
+use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 use sigil_operator::api::*;
 use sigil_tests::cluster::wait_for;
+
+/// `status.signers` follows the injected pods through the controller's watch on them. Twice: the
+/// first time the reconcile its own status write starts may notice the change; the second time
+/// only the watch can tell the controller.
+#[tokio::test]
+async fn signers_follow_the_injected_pods() -> Result<()> {
+    let cluster = cluster().await?;
+    let namespace = cluster.namespace("signers").await?;
+    let (client, ns) = (cluster.client.clone(), namespace.name.as_str());
+    let _cleanup = WebhookCleanup(cluster.kubeconfig.clone(), ns.to_string());
+    setup_key_and_account(&client, ns).await?;
+    create(&client, ns, "voter", atto_spec()).await?;
+    let args = webhook_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let _operator = Operator::start(&cluster.kubeconfig, ns, &args)?;
+    wait_ready(&client, ns, "voter", "True").await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    webhook_active(&pods).await?;
+    let signers: Api<RemoteSigner> = Api::namespaced(client.clone(), ns);
+    let counted = |wanted: fn(&str) -> bool| {
+        let signers = signers.clone();
+        move || {
+            let signers = signers.clone();
+            async move {
+                let count = signers.get("voter").await?.status.and_then(|s| s.signers).unwrap_or_default();
+                Ok(wanted(&count).then_some(()))
+            }
+        }
+    };
+    for round in ["first", "second"] {
+        pods.create(&PostParams::default(), &pod("node", Some("voter"))).await?;
+        let what = format!("the injected pod counted ({round} time)");
+        wait_for(&what, Duration::from_secs(20), counted(|c| c.ends_with("/1"))).await?;
+        pods.delete("node", &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await?;
+        let what = format!("the deleted pod no longer counted ({round} time)");
+        wait_for(&what, Duration::from_secs(20), counted(|c| c == "0/0")).await?;
+        wait_for("the pod gone", Duration::from_secs(20), || async {
+            Ok(pods.get_opt("node").await?.is_none().then_some(()))
+        })
+        .await?;
+    }
+    Ok(())
+}
 
 #[tokio::test]
 async fn labelled_pods_get_the_signer_and_others_are_untouched() -> Result<()> {
