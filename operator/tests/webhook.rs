@@ -13,7 +13,21 @@ use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 use sigil_operator::api::*;
-use sigil_tests::cluster::wait_for;
+use sigil_tests::cluster::{wait_for, TestCluster};
+
+/// RemoteSigner `voter` Ready, with an operator whose webhook the API server calls for `ns`. The
+/// operator runs, and the webhook registration stays, while the returned value lives.
+async fn voter_with_webhook(cluster: &TestCluster, ns: &str) -> Result<(Operator, WebhookCleanup)> {
+    let cleanup = WebhookCleanup(cluster.kubeconfig.clone(), ns.to_string());
+    setup_key_and_account(&cluster.client, ns).await?;
+    create(&cluster.client, ns, "voter", atto_spec()).await?;
+    let args = webhook_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let operator = Operator::start(&cluster.kubeconfig, ns, &args)?;
+    wait_ready(&cluster.client, ns, "voter", "True").await?;
+    webhook_active(&Api::namespaced(cluster.client.clone(), ns)).await?;
+    Ok((operator, cleanup))
+}
 
 /// `status.signers` follows the injected pods through the controller's watch on them. Twice: the
 /// first time the reconcile its own status write starts may notice the change; the second time
@@ -23,33 +37,17 @@ async fn signers_follow_the_injected_pods() -> Result<()> {
     let cluster = cluster().await?;
     let namespace = cluster.namespace("signers").await?;
     let (client, ns) = (cluster.client.clone(), namespace.name.as_str());
-    let _cleanup = WebhookCleanup(cluster.kubeconfig.clone(), ns.to_string());
-    setup_key_and_account(&client, ns).await?;
-    create(&client, ns, "voter", atto_spec()).await?;
-    let args = webhook_args();
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let _operator = Operator::start(&cluster.kubeconfig, ns, &args)?;
-    wait_ready(&client, ns, "voter", "True").await?;
+    let _running = voter_with_webhook(&cluster, ns).await?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    webhook_active(&pods).await?;
     let signers: Api<RemoteSigner> = Api::namespaced(client.clone(), ns);
-    let counted = |wanted: fn(&str) -> bool| {
-        let signers = signers.clone();
-        move || {
-            let signers = signers.clone();
-            async move {
-                let count = signers.get("voter").await?.status.and_then(|s| s.signers).unwrap_or_default();
-                Ok(wanted(&count).then_some(()))
-            }
-        }
-    };
+    let count = || async { anyhow::Ok(signers.get("voter").await?.status.and_then(|s| s.signers).unwrap_or_default()) };
     for round in ["first", "second"] {
         pods.create(&PostParams::default(), &pod("node", Some("voter"))).await?;
         let what = format!("the injected pod counted ({round} time)");
-        wait_for(&what, Duration::from_secs(20), counted(|c| c.ends_with("/1"))).await?;
+        wait_for(&what, Duration::from_secs(20), || async { Ok(count().await?.ends_with("/1").then_some(())) }).await?;
         pods.delete("node", &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await?;
         let what = format!("the deleted pod no longer counted ({round} time)");
-        wait_for(&what, Duration::from_secs(20), counted(|c| c == "0/0")).await?;
+        wait_for(&what, Duration::from_secs(20), || async { Ok((count().await? == "0/0").then_some(())) }).await?;
         wait_for("the pod gone", Duration::from_secs(20), || async {
             Ok(pods.get_opt("node").await?.is_none().then_some(()))
         })
@@ -63,15 +61,8 @@ async fn labelled_pods_get_the_signer_and_others_are_untouched() -> Result<()> {
     let cluster = cluster().await?;
     let namespace = cluster.namespace("inject").await?;
     let (client, ns) = (cluster.client.clone(), namespace.name.as_str());
-    let _cleanup = WebhookCleanup(cluster.kubeconfig.clone(), ns.to_string());
-    setup_key_and_account(&client, ns).await?;
-    create(&client, ns, "voter", atto_spec()).await?;
-    let args = webhook_args();
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let _operator = Operator::start(&cluster.kubeconfig, ns, &args)?;
-    wait_ready(&client, ns, "voter", "True").await?;
+    let _running = voter_with_webhook(&cluster, ns).await?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    webhook_active(&pods).await?;
 
     // A labelled pod: native sidecar, mounts, node env.
     let injected = pods.create(&PostParams::default(), &pod("node", Some("voter"))).await?;

@@ -399,15 +399,11 @@ spec:
     Ok(())
 }
 
-/// The sidecar's process killed through the container runtime (crictl, as on the node): the
-/// kubelet restarts it, and the level signed before still refuses another attestation.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_signer_killed_by_the_runtime_restarts_and_still_refuses_the_same_level() -> Result<()> {
-    let kind = Kind::get().await?;
-    let namespace = kind.cluster.namespace("restart").await?;
-    let ns = namespace.name.as_str();
+/// A Tezos RemoteSigner `baker` with the test key, and a Deployment `baker` whose pod holds a
+/// do-nothing container beside the injected signer.
+fn deploy_baker(kind: &Kind, ns: &str) -> Result<()> {
     apply(
-        &kind,
+        kind,
         ns,
         &format!(
             r#"apiVersion: v1
@@ -436,7 +432,17 @@ spec:
       containers: [{{name: node, image: "sigil-pause:dev", imagePullPolicy: Never}}]
 "#
         ),
-    )?;
+    )
+}
+
+/// The sidecar's process killed through the container runtime (crictl, as on the node): the
+/// kubelet restarts it, and the level signed before still refuses another attestation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signer_killed_by_the_runtime_restarts_and_still_refuses_the_same_level() -> Result<()> {
+    let kind = Kind::get().await?;
+    let namespace = kind.cluster.namespace("restart").await?;
+    let ns = namespace.name.as_str();
+    deploy_baker(&kind, ns)?;
     wait(&kind, ns, "remotesigner/baker", "condition=Ready")?;
     wait(&kind, ns, "deployment/baker", "condition=Available")?;
     let pod = kind.pods(ns, "app=baker").await?.first().context("the baker's pod")?.name_any();
@@ -580,37 +586,7 @@ async fn the_signer_is_reachable_from_its_own_pod_only() -> Result<()> {
     let kind = Kind::get().await?;
     let namespace = kind.cluster.namespace("isolation").await?;
     let ns = namespace.name.as_str();
-    apply(
-        &kind,
-        ns,
-        &format!(
-            r#"apiVersion: v1
-kind: ServiceAccount
-metadata: {{name: validator}}
----
-apiVersion: v1
-kind: Secret
-metadata: {{name: baker-key}}
-stringData: {{key: "{BAKER}"}}
----
-apiVersion: sigil.dev/v1alpha1
-kind: RemoteSigner
-metadata: {{name: baker}}
-spec: {{protocol: Tezos, key: {{secretRef: {{name: baker-key, key: key}}}}, serviceAccountName: validator}}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: baker}}
-spec:
-  selector: {{matchLabels: {{app: baker}}}}
-  template:
-    metadata: {{labels: {{app: baker, sigil.dev/signer: baker}}}}
-    spec:
-      serviceAccountName: validator
-      containers: [{{name: node, image: "sigil-pause:dev", imagePullPolicy: Never}}]
-"#
-        ),
-    )?;
+    deploy_baker(&kind, ns)?;
     wait(&kind, ns, "deployment/baker", "condition=Available")?;
     let pod = kind.pods(ns, "app=baker").await?.into_iter().next().context("the baker's pod")?;
     let ip = pod.status.and_then(|s| s.pod_ip).context("the pod's IP")?;
