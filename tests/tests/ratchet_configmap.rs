@@ -523,10 +523,14 @@ async fn a_lowered_or_replaced_store_stops_signing_for_good() -> Result<()> {
 
     // A signer started on the restored copy does not trust it.
     let fresh = start_replica(&cluster.kubeconfig, dir.path(), 2, &restored)?;
+    // Until it has read the store it answers "not read yet" (503 too); then it names the reason.
+    wait_for("the fresh signer to judge the store", DEADLINE, || async {
+        let (status, body) = readyz(&fresh).await?;
+        Ok((status == 503 && body.contains("is not set up as a marks store")).then_some(()))
+    })
+    .await?;
     let (status, body) = attest(fresh.api("tezos API")?, 21).await?;
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("is not set up as a marks store"), "{body}");
-    let (status, body) = readyz(&fresh).await?;
-    assert!(status == 503 && body.contains("is not set up as a marks store"), "{status} {body}");
     Ok(())
 }
