@@ -251,13 +251,51 @@ pub enum AttoCapability {
     Vote,
 }
 
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+/// The Tezos key's policy: the fields of the signer's `tezos.keys.<name>` (docs/tezos.md).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TezosSpec {
-    /// Operation kinds the baker may have signed, e.g. block, preattestation, attestation.
+    /// What the key may sign: block, preattestation, attestation, generic:<operation> (e.g.
+    /// generic:transaction, generic:ballot or generic:ballot:yay), michelson. Unset: block,
+    /// preattestation and attestation.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow: Vec<String>,
+    /// Chain ids (NetXdQprcVkpaWU) the key may sign consensus messages for. Unset: any chain.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chains: Vec<String>,
+    /// Client public keys (edpk…, sppk…, p2pk…, BLpk…); when set, every sign request must carry
+    /// an authentication signature by one of them (octez-client's `authentication=`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub authorized_keys: Vec<String>,
+    /// Client addresses or networks allowed to ask (the node is in the pod: 127.0.0.1).
+    /// Unset: any client that reaches the pod-local listener.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_ips: Vec<String>,
+    /// Answer GET /known_keys (octez-client list known remote keys).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub list_known_keys: bool,
+    /// Answer GET /bls_prove_possession for the tz4 keys, needed once to reveal a tz4 key or
+    /// register it as a consensus or companion key. Takes effect without a restart (when the
+    /// kubelet refreshes the mounted config, within about a minute).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_proof_of_possession: bool,
+    /// When set (RFC 3339), allowProofOfPossession ends then: the signer stops answering by its
+    /// own clock, and the operator reports ProofOfPossession=False.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<DateTime>")]
+    pub proof_of_possession_until: Option<String>,
+    /// A second tz4 key the same sidecar serves: the baker's companion key, which signs
+    /// attestations alongside a tz4 consensus key when DAL content exists. A software key
+    /// (BLsk…) in a Secret in this namespace, mounted into the signer only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub companion_key_secret_ref: Option<SecretKeyRef>,
 }
+
+/// An RFC 3339 time, validated by the API server (`format: date-time`).
+#[derive(JsonSchema)]
+#[schemars(extend("format" = "date-time"))]
+#[allow(dead_code)]
+struct DateTime(String);
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -13,6 +13,8 @@ pub const IDENTITY_FILE: &str = "key";
 /// the in-cluster client finds it).
 pub const API_ACCESS_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 pub const KEY_FILE: &str = "secretKey";
+/// The Tezos companion key (`spec.tezos.companionKeySecretRef`), in its own directory.
+pub const COMPANION_KEY_DIR: &str = "/var/run/sigil/companion-key";
 pub const PIN_FILE: &str = "pin";
 pub const TOKEN_DIR: &str = "/var/run/sigil/token";
 pub const CONFIG_DIR: &str = "/etc/sigil";

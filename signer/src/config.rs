@@ -180,9 +180,13 @@ pub enum ConfigError {
 
 impl SignerConfig {
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-        Self::from_yaml(&text)
+        let text = crate::files::read_bounded(path, crate::files::CONFIG_FILE_LIMIT)
+            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let mut config = Self::from_yaml(&text)?;
+        if let Some(tezos) = &mut config.tezos {
+            tezos.config_file = Some(path.to_path_buf());
+        }
+        Ok(config)
     }
 
     /// Parses and validates. Errors name the field (`atto.capabilities[1]: ...`).

@@ -144,12 +144,13 @@ enum KeyCommand {
     Generate {
         #[arg(long, short, value_enum, default_value_t = AlgorithmArg::Ed25519)]
         algorithm: AlgorithmArg,
-        /// Where to write the secret (64 hex characters, mode 600, never overwritten); `-` for stdout.
+        /// Where to write the secret (64 hex characters, or `BLsk…` for bls12-381; mode 600, never
+        /// overwritten); `-` for stdout.
         #[arg(long, short, value_name = "FILE")]
         out: PathBuf,
     },
-    /// Read a secret key from standard input (64 hex characters, or a Tezos edsk…/spsk…/p2sk…
-    /// key), check it, and write it to a file as hex.
+    /// Read a secret key from standard input (64 hex characters, or a Tezos edsk…/spsk…/p2sk…/BLsk…
+    /// key), check it, and write it to a file as hex (a BLS key as `BLsk…`).
     Import {
         #[arg(long, short, value_enum, default_value_t = AlgorithmArg::Ed25519)]
         algorithm: AlgorithmArg,
@@ -163,7 +164,7 @@ enum KeyCommand {
 
 #[derive(Args)]
 struct ShowArgs {
-    /// A secret key file (64 hex characters or a Tezos edsk…/spsk…/p2sk… key). Without --file or
+    /// A secret key file (64 hex characters or a Tezos edsk…/spsk…/p2sk…/BLsk… key). Without --file or
     /// --key, the secret is read from stdin.
     #[arg(long, short, value_name = "FILE", conflicts_with = "key")]
     file: Option<PathBuf>,
@@ -182,6 +183,9 @@ enum AlgorithmArg {
     Ed25519,
     Secp256k1,
     P256,
+    /// Tezos tz4 (BLS12-381 min-pk); written as a `BLsk…` key.
+    #[value(name = "bls12-381")]
+    Bls12_381,
 }
 
 impl From<AlgorithmArg> for Algorithm {
@@ -190,6 +194,7 @@ impl From<AlgorithmArg> for Algorithm {
             AlgorithmArg::Ed25519 => Algorithm::Ed25519,
             AlgorithmArg::Secp256k1 => Algorithm::Secp256k1,
             AlgorithmArg::P256 => Algorithm::P256,
+            AlgorithmArg::Bls12_381 => Algorithm::Bls12_381,
         }
     }
 }
@@ -335,7 +340,11 @@ fn parse_secret(algorithm: Algorithm, text: &str) -> Result<SecretKey> {
 }
 
 fn write_secret(out: &Path, key: &SecretKey) -> Result<()> {
-    let text = Zeroizing::new(format!("{}\n", hex::encode(*key.to_bytes())));
+    // A BLS scalar in hex would not say its byte order; its Tezos form does.
+    let text = match key.algorithm() {
+        Algorithm::Bls12_381 => Zeroizing::new(format!("{}\n", *tezos::secret_key_b58(key))),
+        _ => Zeroizing::new(format!("{}\n", hex::encode(*key.to_bytes()))),
+    };
     if out.as_os_str() == "-" {
         std::io::stdout().write_all(text.as_bytes())?;
         return Ok(());

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 use crate::backend::{BackendError, KeyBackend};
-use crate::keys::{PublicKey, Signature};
+use crate::keys::{BlsScheme, PublicKey, Signature};
 use crate::metrics::{BackendErrorLabels, BackendLabels, KeyLabels, Metrics, RatchetLabels, SignatureLabels};
 use crate::policy::{Policy, SignKind};
 use crate::ratchet::{check, Mark, Ratchet, RatchetError, State, StreamId, Verdict};
@@ -23,8 +23,10 @@ pub struct SignRequest<'a> {
     pub kind: SignKind,
     /// Consensus position for kinds that can double-sign; `None` for kinds that cannot.
     pub mark: Option<(Mark, &'static str)>,
-    /// The bytes handed to the backend (message for Ed25519, digest for ECDSA).
+    /// The bytes handed to the backend (message for Ed25519 and BLS, digest for ECDSA).
     pub payload: &'a [u8],
+    /// How a BLS key signs (Tezos's signature version); the default for every other key.
+    pub scheme: BlsScheme,
     /// What makes two requests at one mark the same request, when not the whole payload. CometBFT
     /// leaves a vote's timestamp out, so a re-sent vote gets the first signature back.
     pub identity: Option<&'a [u8]>,
@@ -46,7 +48,17 @@ impl<'a> SignRequest<'a> {
         mark: Option<(Mark, &'static str)>,
         payload: &'a [u8],
     ) -> Self {
-        SignRequest { key, chain, kind, mark, payload, identity: None, context: None, max_advance: None }
+        SignRequest {
+            key,
+            chain,
+            kind,
+            mark,
+            payload,
+            scheme: BlsScheme::default(),
+            identity: None,
+            context: None,
+            max_advance: None,
+        }
     }
 }
 
@@ -275,7 +287,7 @@ impl Signer {
         self.ratchet.key_cleared(&entry.name, key_id.as_deref())?;
         let context = request.context.map(<[u8]>::to_vec);
         let Some((mark, stream)) = request.mark else {
-            return Ok(Signed { signature: self.backend_sign(entry, request.payload).await?, context });
+            return Ok(Signed { signature: self.backend_sign(entry, request).await?, context });
         };
         // Check, sign and commit under the stream's lock; release the signature only once the
         // commit is durable (see ratchet/mod.rs).
@@ -298,7 +310,7 @@ impl Signer {
                 return Ok(Signed { signature: *signature, context: context.clone() });
             }
         }
-        let signature = self.backend_sign(entry, request.payload).await?;
+        let signature = self.backend_sign(entry, request).await?;
         let started = Instant::now();
         let committed = lock.commit(State { signature: Some(signature), ..next }).await;
         self.metrics
@@ -311,11 +323,17 @@ impl Signer {
         Ok(Signed { signature: stored.signature.unwrap_or(signature), context: stored.context })
     }
 
-    async fn backend_sign(&self, entry: &KeyEntry, payload: &[u8]) -> Result<Signature, SignError> {
+    async fn backend_sign(&self, entry: &KeyEntry, request: &SignRequest<'_>) -> Result<Signature, SignError> {
         let backend = entry.backend.kind();
         let labels = BackendLabels { backend, key: entry.name.clone() };
         let started = Instant::now();
-        let outcome = tokio::time::timeout(self.backend_timeout, entry.backend.sign(payload)).await;
+        let signing = async {
+            match request.scheme {
+                BlsScheme::Pop => entry.backend.sign(request.payload).await,
+                scheme => entry.backend.sign_bls(scheme, request.payload).await,
+            }
+        };
+        let outcome = tokio::time::timeout(self.backend_timeout, signing).await;
         self.metrics.backend_sign_duration.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
         self.record_answer(entry, matches!(outcome, Ok(Ok(_))));
         let (error, kind) = match outcome {

@@ -21,9 +21,11 @@ use sigil_signer::protocol::tezos::config::TezosConfig;
 use sigil_signer::protocol::tezos::policy::TezosKeyConfig;
 
 use super::token::TokenState;
-use crate::api::{AttoCapability, KeySource, KeySpec, Protocol, RatchetStore, RemoteSigner, WorkloadIdentitySpec};
+use crate::api::{
+    AttoCapability, KeySource, KeySpec, Protocol, RatchetStore, RemoteSigner, SecretKeyRef, WorkloadIdentitySpec,
+};
 use crate::sidecar::{
-    API_PORT, CONFIG_FILE, IDENTITY_DIR, IDENTITY_FILE, KEY_DIR, KEY_FILE, MANAGEMENT_PORT, PIN_FILE, TEZOS_PORT,
+    API_PORT, COMPANION_KEY_DIR, CONFIG_FILE, IDENTITY_DIR, IDENTITY_FILE, KEY_DIR, KEY_FILE, MANAGEMENT_PORT, PIN_FILE, TEZOS_PORT,
     TOKEN_DIR,
 };
 
@@ -104,6 +106,8 @@ pub fn token_state(secret: &Secret) -> Option<TokenState> {
 
 /// The name of the one key in a rendered config.
 pub const SIGNER_KEY: &str = "validator";
+/// The Tezos companion key's name in the sidecar's config.
+pub const COMPANION_KEY: &str = "companion";
 
 /// Where a key comes from, as far as the spec tells: two RemoteSigners with the same source hold
 /// the same key. (The same key under two sources is found from the public keys signers report.)
@@ -174,15 +178,33 @@ pub fn signer_config(rs: &RemoteSigner) -> Result<SignerConfig, (&'static str, S
             });
         }
         Protocol::Tezos => {
-            // A hex secret or an edsk/spsk/p2sk key: the key names its own curve.
+            // A hex secret or an edsk/spsk/p2sk/BLsk key: the key names its own curve.
             config.keys.insert(SIGNER_KEY.into(), key(None)?);
-            let allow = spec.tezos.as_ref().map(|t| t.allow.clone()).filter(|a| !a.is_empty());
+            let tezos = spec.tezos.clone().unwrap_or_default();
+            let allow = Some(tezos.allow.clone()).filter(|a| !a.is_empty());
             // Signatory's default: what a baker signs, nothing that moves funds.
             let allow = allow.unwrap_or_else(|| ["block", "preattestation", "attestation"].map(String::from).to_vec());
+            let policy = |allow| TezosKeyConfig {
+                allow,
+                chains: tezos.chains.clone(),
+                authorized_keys: tezos.authorized_keys.clone(),
+                allowed_ips: tezos.allowed_ips.clone(),
+                allow_proof_of_possession: tezos.allow_proof_of_possession,
+                proof_of_possession_until: tezos.proof_of_possession_until.clone(),
+            };
+            let mut keys = BTreeMap::from([(SIGNER_KEY.to_string(), policy(allow))]);
+            if tezos.companion_key_secret_ref.is_some() {
+                // The companion key signs the attestations its consensus key signs, nothing else.
+                let file = format!("{COMPANION_KEY_DIR}/{KEY_FILE}").into();
+                let local = LocalKeyConfig { secret_key_file: Some(file), ..Default::default() };
+                config.keys.insert(COMPANION_KEY.into(), KeyConfig::local(local));
+                keys.insert(COMPANION_KEY.into(), policy(vec!["attestation".into()]));
+            }
             config.tezos = Some(TezosConfig {
                 listen: ([127, 0, 0, 1], TEZOS_PORT).into(),
-                keys: BTreeMap::from([(SIGNER_KEY.to_string(), TezosKeyConfig { allow, ..Default::default() })]),
-                list_known_keys: false,
+                keys,
+                list_known_keys: tezos.list_known_keys,
+                config_file: None,
             });
         }
         Protocol::CometBft => {
@@ -249,18 +271,37 @@ fn key_config(spec: &KeySpec, local_algorithm: Option<Algorithm>) -> Result<KeyC
     Ok(key)
 }
 
+/// The Secret volumes the sidecar mounts, each with its directory: the key (or the HSM's PIN),
+/// the CometBFT identity key, the Tezos companion key. Each is mounted into the signer alone.
+pub fn secret_volumes(rs: &RemoteSigner) -> Vec<(Value, &'static str)> {
+    let companion = rs.spec.tezos.as_ref().and_then(|t| t.companion_key_secret_ref.as_ref());
+    [
+        key_volume(rs).map(|v| (v, KEY_DIR)),
+        identity_volume(rs).map(|v| (v, IDENTITY_DIR)),
+        companion.map(|secret| (secret_volume("sigil-companion-key", secret, KEY_FILE), COMPANION_KEY_DIR)),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// A volume of one key of a Secret, readable by the signer's non-root user (no other container
+/// mounts it).
+fn secret_volume(name: &str, secret: &SecretKeyRef, file: &str) -> Value {
+    json!({ "name": name, "secret": {
+        "secretName": secret.name, "defaultMode": 0o444, "items": [{ "key": secret.key, "path": file }],
+    } })
+}
+
 /// The Secret volume the sidecar's key directory comes from: the software key, or the HSM's PIN.
 /// Cloud KMS keys need none.
-pub fn key_volume(rs: &RemoteSigner) -> Option<Value> {
+fn key_volume(rs: &RemoteSigner) -> Option<Value> {
     let (secret, file) = match (&rs.spec.key.secret_ref, &rs.spec.key.pkcs11) {
         (Some(secret), _) => (secret, KEY_FILE),
         (None, Some(pkcs11)) => (&pkcs11.pin_secret_ref, PIN_FILE),
         (None, None) => return None,
     };
-    // Readable by the signer's non-root user; no other container mounts it.
-    Some(
-        json!({ "name": "sigil-key", "secret": { "secretName": secret.name, "defaultMode": 0o444, "items": [{ "key": secret.key, "path": file }] } }),
-    )
+    Some(secret_volume("sigil-key", secret, file))
 }
 
 pub fn config_map(rs: &RemoteSigner, config: &SignerConfig) -> Value {
@@ -273,11 +314,9 @@ pub fn config_map(rs: &RemoteSigner, config: &SignerConfig) -> Value {
 }
 
 /// The identity key Secret volume of a CometBFT signer, when the spec names one.
-pub fn identity_volume(rs: &RemoteSigner) -> Option<Value> {
+fn identity_volume(rs: &RemoteSigner) -> Option<Value> {
     let secret = rs.spec.cometbft.as_ref()?.identity_key_secret_ref.as_ref()?;
-    Some(json!({ "name": "sigil-identity", "secret": {
-        "secretName": secret.name, "defaultMode": 0o444, "items": [{ "key": secret.key, "path": IDENTITY_FILE }],
-    } }))
+    Some(secret_volume("sigil-identity", secret, IDENTITY_FILE))
 }
 
 /// On a marks ConfigMap the operator created: the RemoteSigner (UID) it was created for.

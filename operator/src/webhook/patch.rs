@@ -9,7 +9,7 @@ use kube::ResourceExt;
 use serde_json::{json, Value};
 
 use crate::api::{Protocol, RemoteSigner};
-use crate::controller::desired::{config_map_name, identity_volume, key_volume, service_account, token_secret_name};
+use crate::controller::desired::{config_map_name, secret_volumes, service_account, token_secret_name};
 use crate::sidecar::{
     API_ACCESS_DIR, API_PORT, CONFIG_DIR, CONFIG_FILE, CONTAINER, IDENTITY_DIR, KEY_DIR, MANAGEMENT_PORT, TOKEN_DIR,
 };
@@ -193,8 +193,7 @@ pub fn inject(pod: &Pod, rs: &RemoteSigner, image: &str, native_default: bool) -
         }
     }
 
-    let key_volume = key_volume(rs);
-    let identity_volume = identity_volume(rs);
+    let secret_volumes = secret_volumes(rs);
     let mut volumes = vec![
         json!({ "name": "sigil-token", "secret": { "secretName": token_secret_name(&name), "defaultMode": 0o444 } }),
         json!({ "name": "sigil-config", "configMap": { "name": config_map_name(&name) } }),
@@ -206,8 +205,7 @@ pub fn inject(pod: &Pod, rs: &RemoteSigner, image: &str, native_default: bool) -
             { "downwardAPI": { "items": [{ "path": "namespace", "fieldRef": { "apiVersion": "v1", "fieldPath": "metadata.namespace" } }] } },
         ] } }),
     ];
-    volumes.extend(key_volume.clone());
-    volumes.extend(identity_volume.clone());
+    volumes.extend(secret_volumes.iter().map(|(volume, _)| volume.clone()));
     append_all(&mut add, "/spec/volumes", spec.volumes.is_none(), &volumes);
 
     let native = match annotation(MODE_ANNOTATION) {
@@ -215,7 +213,11 @@ pub fn inject(pod: &Pod, rs: &RemoteSigner, image: &str, native_default: bool) -
         Some("native") => true,
         _ => native_default,
     };
-    let mounts = SignerMounts { key: key_volume.is_some(), identity: identity_volume.is_some(), cloud: cloud_mounts };
+    let mut mounts = secret_volumes
+        .iter()
+        .map(|(volume, dir)| json!({ "name": volume["name"], "mountPath": dir, "readOnly": true }))
+        .collect::<Vec<_>>();
+    mounts.extend(cloud_mounts);
     let container = signer_container(rs, image, native, &mounts, &cloud_env);
     if native {
         // First, so it is up before the other init containers and the node start.
@@ -314,15 +316,9 @@ fn atto_env(name: &str, container: &Container, warnings: &mut Vec<String>) -> Ve
         .collect()
 }
 
-/// What the signer container mounts besides its token and config.
-struct SignerMounts {
-    key: bool,
-    identity: bool,
-    /// Cloud web-identity token mounts moved from the node's containers.
-    cloud: Vec<Value>,
-}
-
-fn signer_container(rs: &RemoteSigner, image: &str, native: bool, mounts: &SignerMounts, env: &[Value]) -> Value {
+/// `mounts`: what the signer container mounts besides its token and config (its Secret volumes,
+/// and cloud web-identity token mounts moved from the node's containers).
+fn signer_container(rs: &RemoteSigner, image: &str, native: bool, mounts: &[Value], env: &[Value]) -> Value {
     let sidecar = rs.spec.sidecar.clone().unwrap_or_default();
     let resources = sidecar
         .resources
@@ -334,13 +330,7 @@ fn signer_container(rs: &RemoteSigner, image: &str, native: bool, mounts: &Signe
         json!({ "name": "sigil-config", "mountPath": CONFIG_DIR, "readOnly": true }),
         json!({ "name": "sigil-api-access", "mountPath": API_ACCESS_DIR, "readOnly": true }),
     ];
-    if mounts.key {
-        volume_mounts.push(json!({ "name": "sigil-key", "mountPath": KEY_DIR, "readOnly": true }));
-    }
-    if mounts.identity {
-        volume_mounts.push(json!({ "name": "sigil-identity", "mountPath": IDENTITY_DIR, "readOnly": true }));
-    }
-    volume_mounts.extend(mounts.cloud.iter().cloned());
+    volume_mounts.extend(mounts.iter().cloned());
     let mut container = json!({
         "name": CONTAINER,
         "image": image,

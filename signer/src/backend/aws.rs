@@ -176,6 +176,8 @@ mod client {
             let (message_type, signing) = match algorithm {
                 Algorithm::Ed25519 => (MessageType::Raw, SigningAlgorithmSpec::Ed25519Sha512),
                 Algorithm::Secp256k1 | Algorithm::P256 => (MessageType::Digest, SigningAlgorithmSpec::EcdsaSha256),
+                // Never: AWS KMS has no BLS12-381 keys.
+                Algorithm::Bls12_381 => return Err(BackendError::Permanent("AWS KMS does not sign BLS12-381".into())),
             };
             let answer = self
                 .client()

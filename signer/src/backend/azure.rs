@@ -189,7 +189,7 @@ mod client {
                 Algorithm::P256 => SignatureAlgorithm::Es256,
                 Algorithm::Secp256k1 => SignatureAlgorithm::Es256K,
                 // Never: fetch_public_key accepts P-256 and P-256K only.
-                Algorithm::Ed25519 => {
+                Algorithm::Ed25519 | Algorithm::Bls12_381 => {
                     return Err(BackendError::Permanent(format!("Azure Key Vault key {}: not an EC key", self.name())))
                 }
             };

@@ -11,7 +11,7 @@ use zeroize::Zeroizing;
 
 use super::{Backend, BackendConfig, BackendError, InvalidField, KeyBackend, OpenError};
 use crate::keys::tezos::{self, EncodingError};
-use crate::keys::{cometbft, Algorithm, KeyError, PublicKey, Redacted, SecretKey, Signature};
+use crate::keys::{cometbft, Algorithm, BlsScheme, KeyError, PublicKey, Redacted, SecretKey, Signature};
 
 /// `keys.<name>.local` in the config: exactly one source of the secret. `Debug` shows where the
 /// secret comes from, never an inline secret.
@@ -186,6 +186,10 @@ impl KeyBackend for LocalBackend {
 
     async fn sign(&self, payload: &[u8]) -> Result<Signature, BackendError> {
         self.key.sign(payload).map_err(|e| BackendError::Permanent(e.to_string()))
+    }
+
+    async fn sign_bls(&self, scheme: BlsScheme, message: &[u8]) -> Result<Signature, BackendError> {
+        self.key.sign_scheme(scheme, message).map_err(|e| BackendError::Permanent(e.to_string()))
     }
 }
 

@@ -20,7 +20,7 @@ pub use aws::AwsKmsKeyConfig;
 pub use azure::AzureKeyVaultKeyConfig;
 pub use gcp::GcpKmsKeyConfig;
 
-use crate::keys::{Algorithm, PublicKey, Signature};
+use crate::keys::{Algorithm, BlsScheme, PublicKey, Signature};
 
 /// The key backends: the one list the config's one-of rule, its messages and the operator's
 /// CRD derive from.
@@ -121,8 +121,14 @@ pub trait KeyBackend: Send + Sync {
 
     async fn public_key(&self) -> Result<PublicKey, BackendError>;
 
-    /// Signs `payload`: the message for Ed25519 keys, a 32-byte digest for ECDSA keys.
+    /// Signs `payload`: the message for Ed25519 and BLS keys, a 32-byte digest for ECDSA keys.
     async fn sign(&self, payload: &[u8]) -> Result<Signature, BackendError>;
+
+    /// Signs under another BLS scheme than the default. Only keys held in this process are BLS
+    /// keys: no HSM or cloud KMS signs BLS12-381.
+    async fn sign_bls(&self, scheme: BlsScheme, _message: &[u8]) -> Result<Signature, BackendError> {
+        Err(BackendError::Permanent(format!("{} keys do not sign BLS12-381 ({scheme:?})", self.kind())))
+    }
 
     /// Whether the key answers now (after a failure; the public key is cached by then). Remote
     /// backends ask the service again, and refuse a key that changed under us.
@@ -179,6 +185,9 @@ pub fn public_key_from_spki(algorithm: Algorithm, der: &[u8]) -> Result<PublicKe
         }
         Algorithm::Secp256k1 => k256::PublicKey::from_public_key_der(der).map_err(not_ours)?.to_sec1_bytes(),
         Algorithm::P256 => p256::PublicKey::from_public_key_der(der).map_err(not_ours)?.to_sec1_bytes(),
+        Algorithm::Bls12_381 => {
+            return Err(SpkiError::Der { algorithm, reason: "no key service hands out BLS12-381 keys".into() })
+        }
     };
     Ok(PublicKey::from_bytes(algorithm, &sec1)?)
 }
@@ -202,13 +211,14 @@ pub fn accept_signature(
 ) -> Result<Signature, &'static str> {
     let algorithm = public_key.algorithm();
     let raw: [u8; 64] = match (algorithm, encoding) {
-        (Algorithm::Ed25519, _) | (_, EcdsaEncoding::Raw) => bytes.try_into().map_err(|_| "not a 64-byte signature")?,
+        (Algorithm::Ed25519 | Algorithm::Secp256k1 | Algorithm::P256, EcdsaEncoding::Raw) | (Algorithm::Ed25519, _) => bytes.try_into().map_err(|_| "not a 64-byte signature")?,
         (Algorithm::Secp256k1, EcdsaEncoding::Der) => {
             k256::ecdsa::Signature::from_der(bytes).map_err(|_| "not a DER signature")?.to_bytes().into()
         }
         (Algorithm::P256, EcdsaEncoding::Der) => {
             p256::ecdsa::Signature::from_der(bytes).map_err(|_| "not a DER signature")?.to_bytes().into()
         }
+        (Algorithm::Bls12_381, _) => return Err("no key service signs BLS12-381"),
     };
     let signature = Signature::new(algorithm, raw).to_low_s().map_err(|_| "malformed signature")?;
     public_key.verify(payload, &signature).map_err(|_| "the signature does not verify against the key")?;
@@ -227,16 +237,16 @@ mod tests {
         let good = key.sign(&digest).unwrap();
         let public = key.public_key();
         // A high-S twin of a valid signature is accepted and comes back low-S.
-        let k1 = k256::ecdsa::Signature::from_slice(&good.to_bytes()).unwrap();
+        let k1 = k256::ecdsa::Signature::from_slice(good.as_bytes()).unwrap();
         let (r, s) = k1.split_scalars();
         let high = k256::ecdsa::Signature::from_scalars(r, -*s).unwrap();
         let accepted = accept_signature(&public, &digest, high.to_der().as_bytes(), EcdsaEncoding::Der).unwrap();
-        assert_eq!(accepted.to_bytes(), good.to_bytes());
+        assert_eq!(accepted, good);
         assert_eq!(accept_signature(&public, &digest, &[0u8; 64], EcdsaEncoding::Raw), Err("malformed signature"));
         assert_eq!(accept_signature(&public, &digest, &[1u8; 10], EcdsaEncoding::Der), Err("not a DER signature"));
         let other = SecretKey::generate(Algorithm::Secp256k1).sign(&digest).unwrap();
         assert_eq!(
-            accept_signature(&public, &digest, &other.to_bytes(), EcdsaEncoding::Raw),
+            accept_signature(&public, &digest, other.as_bytes(), EcdsaEncoding::Raw),
             Err("the signature does not verify against the key")
         );
     }

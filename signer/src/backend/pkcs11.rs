@@ -486,6 +486,10 @@ impl KeyBackend for Pkcs11Backend {
                 let mechanism = match opened.algorithm {
                     Algorithm::Ed25519 => Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure)),
                     Algorithm::Secp256k1 | Algorithm::P256 => Mechanism::Ecdsa,
+                    // Never: keys are found by their EC or Edwards type.
+                    Algorithm::Bls12_381 => {
+                        return Err(BackendError::Permanent("PKCS#11 tokens do not sign BLS12-381".into()))
+                    }
                 };
                 let signature = session.sign(&mechanism, key, &message).map_err(|e| failure("sign", e))?;
                 Ok((signature, opened.public_key.clone()))

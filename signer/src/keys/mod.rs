@@ -1,18 +1,22 @@
-//! Key types: the three curves sigil signs with, and the raw signature forms the chains use.
+//! Key types: the four curves sigil signs with, and the raw signature forms the chains use.
 //!
 //! Ed25519 signs the message itself (RFC 8032, no prehash). ECDSA keys (secp256k1, P-256) sign a
 //! 32-byte digest that the protocol front computed, because every chain picks its own hash
 //! (Tezos BLAKE2b-256, CometBFT SHA-256). ECDSA signatures are raw `r ‖ s` with low S.
+//! BLS12-381 (Tezos tz4, only from a local key: no HSM or cloud KMS signs it) signs the message
+//! itself under one of the schemes in [`bls`].
 //!
 //! The chains' text forms of keys live here too, so that a key store reads a key file without
 //! knowing any protocol: [`tezos`] (`edsk…`, `tz1…`) and [`cometbft`] (`priv_validator_key.json`).
 
+pub mod bls;
 pub mod cometbft;
 pub mod tezos;
 
 use std::fmt;
 use std::str::FromStr;
 
+pub use bls::BlsScheme;
 use ed25519_dalek::Signer as _;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
@@ -23,22 +27,33 @@ pub enum Algorithm {
     Ed25519,
     Secp256k1,
     P256,
+    #[serde(rename = "bls12-381")]
+    Bls12_381,
 }
 
 impl Algorithm {
-    pub const ALL: [Algorithm; 3] = [Algorithm::Ed25519, Algorithm::Secp256k1, Algorithm::P256];
+    pub const ALL: [Algorithm; 4] = [Algorithm::Ed25519, Algorithm::Secp256k1, Algorithm::P256, Algorithm::Bls12_381];
 
     pub fn name(self) -> &'static str {
         match self {
             Algorithm::Ed25519 => "ed25519",
             Algorithm::Secp256k1 => "secp256k1",
             Algorithm::P256 => "p256",
+            Algorithm::Bls12_381 => "bls12-381",
         }
     }
 
-    /// ECDSA keys sign a 32-byte digest; Ed25519 signs the message itself.
+    /// ECDSA keys sign a 32-byte digest; Ed25519 and BLS sign the message itself.
     pub fn signs_digest(self) -> bool {
-        !matches!(self, Algorithm::Ed25519)
+        matches!(self, Algorithm::Secp256k1 | Algorithm::P256)
+    }
+
+    /// The length of a raw signature: 64 bytes, 96 for BLS (a compressed G2 point).
+    pub fn signature_len(self) -> usize {
+        match self {
+            Algorithm::Bls12_381 => 96,
+            _ => 64,
+        }
     }
 }
 
@@ -55,6 +70,7 @@ impl FromStr for Algorithm {
             "ed25519" => Ok(Algorithm::Ed25519),
             "secp256k1" => Ok(Algorithm::Secp256k1),
             "p256" | "p-256" | "secp256r1" | "prime256v1" => Ok(Algorithm::P256),
+            "bls12-381" | "bls12_381" | "bls" => Ok(Algorithm::Bls12_381),
             _ => Err(KeyError::UnknownAlgorithm(s.to_string())),
         }
     }
@@ -62,7 +78,7 @@ impl FromStr for Algorithm {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum KeyError {
-    #[error("unknown algorithm {0:?}: expected ed25519, secp256k1 or p256")]
+    #[error("unknown algorithm {0:?}: expected ed25519, secp256k1, p256 or bls12-381")]
     UnknownAlgorithm(String),
     #[error("invalid {algorithm} secret key: {reason}")]
     InvalidSecretKey { algorithm: Algorithm, reason: String },
@@ -72,9 +88,12 @@ pub enum KeyError {
     PayloadNotDigest { algorithm: Algorithm, len: usize },
     #[error("signature does not verify")]
     BadSignature,
+    #[error("{algorithm} keys do not sign with {scheme:?}")]
+    UnsupportedScheme { algorithm: Algorithm, scheme: BlsScheme },
 }
 
-/// A public key in its canonical byte form: 32 bytes for Ed25519, 33-byte compressed SEC1 for ECDSA.
+/// A public key in its canonical byte form: 32 bytes for Ed25519, 33-byte compressed SEC1 for
+/// ECDSA, 48-byte compressed G1 for BLS.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct PublicKey {
     algorithm: Algorithm,
@@ -100,6 +119,7 @@ impl PublicKey {
                 .to_encoded_point(true)
                 .as_bytes()
                 .to_vec(),
+            Algorithm::Bls12_381 => bls::validate_public_key(bytes).map_err(invalid)?.to_vec(),
         };
         Ok(PublicKey { algorithm, bytes })
     }
@@ -117,8 +137,13 @@ impl PublicKey {
         format!("{}:{}", self.algorithm.name(), hex::encode(&self.bytes))
     }
 
-    /// Verifies a raw signature over `payload` (the message for Ed25519, the digest for ECDSA).
+    /// Verifies a raw signature over `payload` (the message for Ed25519 and BLS, the digest for
+    /// ECDSA); BLS under the default scheme.
     pub fn verify(&self, payload: &[u8], signature: &Signature) -> Result<(), KeyError> {
+        self.verify_scheme(BlsScheme::Pop, payload, signature)
+    }
+
+    pub fn verify_scheme(&self, scheme: BlsScheme, payload: &[u8], signature: &Signature) -> Result<(), KeyError> {
         use ecdsa_verify::verify_prehash;
         if signature.algorithm != self.algorithm {
             return Err(KeyError::BadSignature);
@@ -127,20 +152,24 @@ impl PublicKey {
             Algorithm::Ed25519 => {
                 let arr: [u8; 32] = self.bytes.as_slice().try_into().map_err(|_| KeyError::BadSignature)?;
                 let key = ed25519_dalek::VerifyingKey::from_bytes(&arr).map_err(|_| KeyError::BadSignature)?;
-                let sig = ed25519_dalek::Signature::from_bytes(&signature.bytes);
+                let sig = ed25519_dalek::Signature::from_slice(signature.as_bytes()).map_err(|_| KeyError::BadSignature)?;
                 key.verify_strict(payload, &sig).map_err(|_| KeyError::BadSignature)
             }
             Algorithm::Secp256k1 => {
                 let key =
                     k256::ecdsa::VerifyingKey::from_sec1_bytes(&self.bytes).map_err(|_| KeyError::BadSignature)?;
-                let sig = k256::ecdsa::Signature::from_slice(&signature.bytes).map_err(|_| KeyError::BadSignature)?;
+                let sig = k256::ecdsa::Signature::from_slice(signature.as_bytes()).map_err(|_| KeyError::BadSignature)?;
                 verify_prehash(&key, self.algorithm, payload, &sig)
             }
             Algorithm::P256 => {
                 let key =
                     p256::ecdsa::VerifyingKey::from_sec1_bytes(&self.bytes).map_err(|_| KeyError::BadSignature)?;
-                let sig = p256::ecdsa::Signature::from_slice(&signature.bytes).map_err(|_| KeyError::BadSignature)?;
+                let sig = p256::ecdsa::Signature::from_slice(signature.as_bytes()).map_err(|_| KeyError::BadSignature)?;
                 verify_prehash(&key, self.algorithm, payload, &sig)
+            }
+            Algorithm::Bls12_381 => {
+                let key: &[u8; 48] = self.bytes.as_slice().try_into().map_err(|_| KeyError::BadSignature)?;
+                bls::verify(key, scheme, payload, signature.as_bytes()).then_some(()).ok_or(KeyError::BadSignature)
             }
         }
     }
@@ -169,45 +198,59 @@ impl fmt::Debug for PublicKey {
     }
 }
 
-/// A raw 64-byte signature: Ed25519 `R ‖ S`, or ECDSA `r ‖ s` with S normalised low.
+/// A raw signature: Ed25519 `R ‖ S`, ECDSA `r ‖ s` with S normalised low (64 bytes each), or a
+/// compressed BLS G2 point (96 bytes). Fixed storage, so that it stays `Copy`.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Signature {
     algorithm: Algorithm,
-    bytes: [u8; 64],
+    bytes: [u8; 96],
 }
 
 impl Signature {
+    /// A 64-byte signature (every curve but BLS).
     pub fn new(algorithm: Algorithm, bytes: [u8; 64]) -> Self {
-        Signature { algorithm, bytes }
+        Self::from_slice(algorithm, &bytes).expect("64-byte algorithms")
     }
+
+    /// A signature of `algorithm`'s length.
+    pub fn from_slice(algorithm: Algorithm, bytes: &[u8]) -> Result<Self, KeyError> {
+        if bytes.len() != algorithm.signature_len() {
+            return Err(KeyError::BadSignature);
+        }
+        let mut stored = [0u8; 96];
+        stored[..bytes.len()].copy_from_slice(bytes);
+        Ok(Signature { algorithm, bytes: stored })
+    }
+
     pub fn algorithm(&self) -> Algorithm {
         self.algorithm
     }
-    pub fn to_bytes(&self) -> [u8; 64] {
-        self.bytes
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.algorithm.signature_len()]
     }
 
     /// The same ECDSA signature with S in the lower half of the order (Ed25519: unchanged).
     /// Keys this process holds always sign low S; HSMs and KMSs may not.
     pub fn to_low_s(self) -> Result<Signature, KeyError> {
         let bytes: [u8; 64] = match self.algorithm {
-            Algorithm::Ed25519 => return Ok(self),
+            Algorithm::Ed25519 | Algorithm::Bls12_381 => return Ok(self),
             Algorithm::Secp256k1 => {
-                let sig = k256::ecdsa::Signature::from_slice(&self.bytes).map_err(|_| KeyError::BadSignature)?;
+                let sig = k256::ecdsa::Signature::from_slice(self.as_bytes()).map_err(|_| KeyError::BadSignature)?;
                 sig.normalize_s().unwrap_or(sig).to_bytes().into()
             }
             Algorithm::P256 => {
-                let sig = p256::ecdsa::Signature::from_slice(&self.bytes).map_err(|_| KeyError::BadSignature)?;
+                let sig = p256::ecdsa::Signature::from_slice(self.as_bytes()).map_err(|_| KeyError::BadSignature)?;
                 sig.normalize_s().unwrap_or(sig).to_bytes().into()
             }
         };
-        Ok(Signature { algorithm: self.algorithm, bytes })
+        Ok(Signature::new(self.algorithm, bytes))
     }
 }
 
 impl fmt::Debug for Signature {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Signature({}:{})", self.algorithm, hex::encode(self.bytes))
+        write!(f, "Signature({}:{})", self.algorithm, hex::encode(self.as_bytes()))
     }
 }
 
@@ -227,6 +270,7 @@ pub enum SecretKey {
     Ed25519(ed25519_dalek::SigningKey),
     Secp256k1(k256::ecdsa::SigningKey),
     P256(p256::ecdsa::SigningKey),
+    Bls12_381(bls::BlsSecretKey),
 }
 
 impl SecretKey {
@@ -236,10 +280,12 @@ impl SecretKey {
             Algorithm::Ed25519 => SecretKey::Ed25519(ed25519_dalek::SigningKey::generate(&mut rng)),
             Algorithm::Secp256k1 => SecretKey::Secp256k1(k256::ecdsa::SigningKey::random(&mut rng)),
             Algorithm::P256 => SecretKey::P256(p256::ecdsa::SigningKey::random(&mut rng)),
+            Algorithm::Bls12_381 => SecretKey::Bls12_381(bls::BlsSecretKey::generate()),
         }
     }
 
-    /// From the 32-byte secret: the Ed25519 seed (RFC 8032), or the ECDSA scalar (big-endian).
+    /// From the 32-byte secret: the Ed25519 seed (RFC 8032), the ECDSA scalar (big-endian), or the
+    /// BLS scalar (little-endian, as Tezos's `BLsk…` holds it).
     pub fn from_bytes(algorithm: Algorithm, bytes: &[u8]) -> Result<Self, KeyError> {
         let invalid = |reason: &str| KeyError::InvalidSecretKey { algorithm, reason: reason.into() };
         let arr: &[u8; 32] =
@@ -252,6 +298,7 @@ impl SecretKey {
             Algorithm::P256 => {
                 SecretKey::P256(p256::ecdsa::SigningKey::from_slice(arr).map_err(|_| invalid("scalar out of range"))?)
             }
+            Algorithm::Bls12_381 => SecretKey::Bls12_381(bls::BlsSecretKey::from_le_bytes(arr).map_err(invalid)?),
         })
     }
 
@@ -269,6 +316,7 @@ impl SecretKey {
             SecretKey::Ed25519(_) => Algorithm::Ed25519,
             SecretKey::Secp256k1(_) => Algorithm::Secp256k1,
             SecretKey::P256(_) => Algorithm::P256,
+            SecretKey::Bls12_381(_) => Algorithm::Bls12_381,
         }
     }
 
@@ -277,6 +325,7 @@ impl SecretKey {
             SecretKey::Ed25519(k) => k.to_bytes(),
             SecretKey::Secp256k1(k) => k.to_bytes().into(),
             SecretKey::P256(k) => k.to_bytes().into(),
+            SecretKey::Bls12_381(k) => *k.to_le_bytes(),
         })
     }
 
@@ -287,14 +336,27 @@ impl SecretKey {
                 (Algorithm::Secp256k1, k.verifying_key().to_encoded_point(true).as_bytes().to_vec())
             }
             SecretKey::P256(k) => (Algorithm::P256, k.verifying_key().to_encoded_point(true).as_bytes().to_vec()),
+            SecretKey::Bls12_381(k) => (Algorithm::Bls12_381, k.public_key().to_vec()),
         };
         PublicKey { algorithm, bytes }
     }
 
-    /// Signs `payload`: the message for Ed25519, a 32-byte digest for ECDSA (RFC 6979 nonces, low S).
+    /// Signs `payload`: the message for Ed25519 and BLS (proof-of-possession scheme), a 32-byte
+    /// digest for ECDSA (RFC 6979 nonces, low S).
     pub fn sign(&self, payload: &[u8]) -> Result<Signature, KeyError> {
+        self.sign_scheme(BlsScheme::Pop, payload)
+    }
+
+    /// Signs under `scheme`, which only BLS keys have a choice of.
+    pub fn sign_scheme(&self, scheme: BlsScheme, payload: &[u8]) -> Result<Signature, KeyError> {
         use k256::ecdsa::signature::hazmat::PrehashSigner;
         let algorithm = self.algorithm();
+        if let SecretKey::Bls12_381(k) = self {
+            return Signature::from_slice(algorithm, &k.sign(scheme, payload));
+        }
+        if scheme != BlsScheme::Pop {
+            return Err(KeyError::UnsupportedScheme { algorithm, scheme });
+        }
         if algorithm.signs_digest() && payload.len() != 32 {
             return Err(KeyError::PayloadNotDigest { algorithm, len: payload.len() });
         }
@@ -312,8 +374,9 @@ impl SecretKey {
                     .map_err(|_| KeyError::PayloadNotDigest { algorithm, len: payload.len() })?;
                 sig.normalize_s().unwrap_or(sig).to_bytes().into()
             }
+            SecretKey::Bls12_381(_) => unreachable!("signed above"),
         };
-        Ok(Signature { algorithm, bytes })
+        Ok(Signature::new(algorithm, bytes))
     }
 }
 
@@ -338,7 +401,7 @@ mod tests {
         );
         let sig = key.sign(&[0u8; 32]).unwrap();
         assert_eq!(
-            hex::encode_upper(sig.to_bytes()),
+            hex::encode_upper(sig.as_bytes()),
             "3DA1EBDFA96EDD181DBE3659D1C051C431F056A5AD6A97A60D5CCA10460438783546461E31285FC59F91C7072642745061E2451D5FF33BCCD8C3C74DABCAF60A"
         );
         key.public_key().verify(&[0u8; 32], &sig).unwrap();
@@ -354,7 +417,7 @@ mod tests {
             for i in 0u8..64 {
                 let digest = [i; 32];
                 let sig = key.sign(&digest).unwrap();
-                assert!(sig.to_bytes()[32..] <= half[..], "{algorithm}: high S");
+                assert!(sig.as_bytes()[32..] <= half[..], "{algorithm}: high S");
                 key.public_key().verify(&digest, &sig).unwrap();
             }
             assert_eq!(key.sign(b"not a digest").unwrap_err(), KeyError::PayloadNotDigest { algorithm, len: 12 });
@@ -372,9 +435,13 @@ mod tests {
             assert!(SecretKey::from_hex(algorithm, "abcd").is_err());
             assert!(SecretKey::from_hex(algorithm, "zz").is_err());
         }
-        // Zero is not a valid ECDSA scalar.
+        // Zero is not a valid ECDSA or BLS scalar, nor is the BLS group order r (little-endian).
         assert!(SecretKey::from_bytes(Algorithm::Secp256k1, &ZERO_SEED).is_err());
         assert!(SecretKey::from_bytes(Algorithm::P256, &ZERO_SEED).is_err());
+        assert!(SecretKey::from_bytes(Algorithm::Bls12_381, &ZERO_SEED).is_err());
+        let mut order = hex::decode("73eda753299d7d483339d80809a1d80553bda402fffe5bfeffffffff00000001").unwrap();
+        order.reverse();
+        assert!(SecretKey::from_bytes(Algorithm::Bls12_381, &order).is_err());
     }
 
     #[test]

@@ -19,13 +19,16 @@ pub enum Prefix {
     Edpk,
     Sppk,
     P2pk,
+    Blpk,
     EdskSeed,
     EdskFull,
     Spsk,
     P2sk,
+    Blsk,
     Edsig,
     Spsig,
     P2sig,
+    Blsig,
     GenericSig,
     ChainId,
     BlockHash,
@@ -42,13 +45,16 @@ impl Prefix {
             Prefix::Edpk => ("edpk", &[0x0d, 0x0f, 0x25, 0xd9], 32),
             Prefix::Sppk => ("sppk", &[0x03, 0xfe, 0xe2, 0x56], 33),
             Prefix::P2pk => ("p2pk", &[0x03, 0xb2, 0x8b, 0x7f], 33),
+            Prefix::Blpk => ("BLpk", &[0x06, 0x95, 0x87, 0xcc], 48),
             Prefix::EdskSeed => ("edsk", &[0x0d, 0x0f, 0x3a, 0x07], 32),
             Prefix::EdskFull => ("edsk", &[0x2b, 0xf6, 0x4e, 0x07], 64),
             Prefix::Spsk => ("spsk", &[0x11, 0xa2, 0xe0, 0xc9], 32),
             Prefix::P2sk => ("p2sk", &[0x10, 0x51, 0xee, 0xbd], 32),
+            Prefix::Blsk => ("BLsk", &[0x03, 0x96, 0xc0, 0x28], 32),
             Prefix::Edsig => ("edsig", &[0x09, 0xf5, 0xcd, 0x86, 0x12], 64),
             Prefix::Spsig => ("spsig1", &[0x0d, 0x73, 0x65, 0x13, 0x3f], 64),
             Prefix::P2sig => ("p2sig", &[0x36, 0xf0, 0x2c, 0x34], 64),
+            Prefix::Blsig => ("BLsig", &[0x28, 0xab, 0x40, 0xcf], 96),
             Prefix::GenericSig => ("sig", &[0x04, 0x82, 0x2b], 64),
             Prefix::ChainId => ("Net", &[0x57, 0x52, 0x00], 4),
             Prefix::BlockHash => ("B", &[0x01, 0x34], 32),
@@ -64,6 +70,7 @@ impl Prefix {
             Algorithm::Ed25519 => Prefix::Tz1,
             Algorithm::Secp256k1 => Prefix::Tz2,
             Algorithm::P256 => Prefix::Tz3,
+            Algorithm::Bls12_381 => Prefix::Tz4,
         }
     }
 
@@ -72,6 +79,7 @@ impl Prefix {
             Algorithm::Ed25519 => Prefix::Edpk,
             Algorithm::Secp256k1 => Prefix::Sppk,
             Algorithm::P256 => Prefix::P2pk,
+            Algorithm::Bls12_381 => Prefix::Blpk,
         }
     }
 
@@ -80,6 +88,7 @@ impl Prefix {
             Algorithm::Ed25519 => Prefix::Edsig,
             Algorithm::Secp256k1 => Prefix::Spsig,
             Algorithm::P256 => Prefix::P2sig,
+            Algorithm::Bls12_381 => Prefix::Blsig,
         }
     }
 }
@@ -121,6 +130,20 @@ pub fn decode(text: &str, prefixes: &[Prefix]) -> Result<(Prefix, Zeroizing<Vec<
     Err(EncodingError::WrongPrefix { expected: names.join(" or ") })
 }
 
+/// What a key signs for Tezos bytes `data` (`src/lib_crypto/{ed25519,secp256k1,p256,bls}.ml`):
+/// their BLAKE2b-256 digest, except BLS, which signs the bytes themselves.
+pub fn signed_payload(algorithm: Algorithm, data: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    match algorithm {
+        Algorithm::Bls12_381 => std::borrow::Cow::Borrowed(data),
+        _ => std::borrow::Cow::Owned(blake2b_256(data).to_vec()),
+    }
+}
+
+/// Checks a Tezos signature over `data` (octez's `Signature.check`).
+pub fn verify(key: &PublicKey, data: &[u8], signature: &Signature) -> Result<(), KeyError> {
+    key.verify(&signed_payload(key.algorithm(), data), signature)
+}
+
 pub fn blake2b_256(data: &[u8]) -> [u8; 32] {
     Blake2b::<U32>::digest(data).into()
 }
@@ -135,6 +158,7 @@ fn curve_tag(algorithm: Algorithm) -> u8 {
         Algorithm::Ed25519 => 0,
         Algorithm::Secp256k1 => 1,
         Algorithm::P256 => 2,
+        Algorithm::Bls12_381 => 3,
     }
 }
 
@@ -146,7 +170,7 @@ pub fn pkh_bytes(public_key: &PublicKey) -> [u8; 21] {
     out
 }
 
-/// `tz1…`, `tz2…` or `tz3…`.
+/// `tz1…`, `tz2…`, `tz3…` or `tz4…`.
 pub fn pkh(public_key: &PublicKey) -> String {
     encode(Prefix::pkh(public_key.algorithm()), &pkh_bytes(public_key)[1..])
 }
@@ -163,47 +187,49 @@ pub fn contract_b58(contract: &[u8; 22]) -> String {
     }
 }
 
-/// `edpk…`, `sppk…` or `p2pk…`.
+/// `edpk…`, `sppk…`, `p2pk…` or `BLpk…`.
 pub fn public_key_b58(public_key: &PublicKey) -> String {
     encode(Prefix::public_key(public_key.algorithm()), public_key.as_bytes())
 }
 
 pub fn parse_public_key(text: &str) -> Result<PublicKey, EncodingError> {
-    let (prefix, bytes) = decode(text, &[Prefix::Edpk, Prefix::Sppk, Prefix::P2pk])?;
+    let (prefix, bytes) = decode(text, &[Prefix::Edpk, Prefix::Sppk, Prefix::P2pk, Prefix::Blpk])?;
     let algorithm = match prefix {
         Prefix::Edpk => Algorithm::Ed25519,
         Prefix::Sppk => Algorithm::Secp256k1,
+        Prefix::Blpk => Algorithm::Bls12_381,
         _ => Algorithm::P256,
     };
     Ok(PublicKey::from_bytes(algorithm, &bytes)?)
 }
 
-/// `edsig…`, `spsig1…` or `p2sig…`: the typed form octez-signer returns.
+/// `edsig…`, `spsig1…`, `p2sig…` or `BLsig…`: the typed form octez-signer returns.
 pub fn signature_b58(signature: &Signature) -> String {
-    encode(Prefix::signature(signature.algorithm()), &signature.to_bytes())
+    encode(Prefix::signature(signature.algorithm()), signature.as_bytes())
 }
 
-/// A typed signature of `algorithm`'s kind, or the generic `sig…` form.
+/// A typed signature of `algorithm`'s kind, or the generic `sig…` form (64-byte kinds only).
 pub fn parse_signature(text: &str, algorithm: Algorithm) -> Result<Signature, EncodingError> {
     let (_, bytes) = decode(text, &[Prefix::signature(algorithm), Prefix::GenericSig])?;
-    let bytes: [u8; 64] = bytes.as_slice().try_into().map_err(|_| EncodingError::Base58)?;
-    Ok(Signature::new(algorithm, bytes))
+    Signature::from_slice(algorithm, &bytes).map_err(|_| EncodingError::Base58)
 }
 
-/// `edsk…` (32-byte seed or 64-byte seed ‖ public key), `spsk…` or `p2sk…`, unencrypted.
+/// `edsk…` (32-byte seed or 64-byte seed ‖ public key), `spsk…`, `p2sk…` or `BLsk…`, unencrypted.
 pub fn parse_secret_key(text: &str) -> Result<SecretKey, EncodingError> {
     let text = text.trim();
     let text = text.strip_prefix("unencrypted:").unwrap_or(text);
-    if ["edesk", "spesk", "p2esk"].iter().any(|p| text.starts_with(p)) {
+    if ENCRYPTED.iter().any(|p| text.starts_with(p)) {
         return Err(EncodingError::WrongPrefix {
             expected: "an unencrypted key (this one is encrypted: decrypt it with octez-client first)".into(),
         });
     }
-    let (prefix, bytes) = decode(text, &[Prefix::EdskSeed, Prefix::EdskFull, Prefix::Spsk, Prefix::P2sk])?;
+    let (prefix, bytes) =
+        decode(text, &[Prefix::EdskSeed, Prefix::EdskFull, Prefix::Spsk, Prefix::P2sk, Prefix::Blsk])?;
     let (algorithm, secret) = match prefix {
         Prefix::EdskSeed => (Algorithm::Ed25519, &bytes[..]),
         Prefix::EdskFull => (Algorithm::Ed25519, &bytes[..32]),
         Prefix::Spsk => (Algorithm::Secp256k1, &bytes[..]),
+        Prefix::Blsk => (Algorithm::Bls12_381, &bytes[..]),
         _ => (Algorithm::P256, &bytes[..]),
     };
     let key = SecretKey::from_bytes(algorithm, secret)?;
@@ -215,12 +241,14 @@ pub fn parse_secret_key(text: &str) -> Result<SecretKey, EncodingError> {
     Ok(key)
 }
 
-/// The secret in the form octez-client imports (`edsk…` 54-character seed form, `spsk…`, `p2sk…`).
+/// The secret in the form octez-client imports (`edsk…` 54-character seed form, `spsk…`, `p2sk…`,
+/// `BLsk…`).
 pub fn secret_key_b58(key: &SecretKey) -> Zeroizing<String> {
     let prefix = match key.algorithm() {
         Algorithm::Ed25519 => Prefix::EdskSeed,
         Algorithm::Secp256k1 => Prefix::Spsk,
         Algorithm::P256 => Prefix::P2sk,
+        Algorithm::Bls12_381 => Prefix::Blsk,
     };
     Zeroizing::new(encode(prefix, &*key.to_bytes()))
 }
@@ -238,8 +266,11 @@ pub fn parse_chain_id(text: &str) -> Result<[u8; 4], EncodingError> {
 pub fn is_secret_key_text(text: &str) -> bool {
     let text = text.trim();
     let text = text.strip_prefix("unencrypted:").unwrap_or(text);
-    ["edsk", "spsk", "p2sk", "edesk", "spesk", "p2esk"].iter().any(|p| text.starts_with(p))
+    ["edsk", "spsk", "p2sk", "BLsk"].iter().chain(ENCRYPTED).any(|p| text.starts_with(p))
 }
+
+/// Encrypted secret keys, which octez-client decrypts and sigil does not.
+const ENCRYPTED: &[&str] = &["edesk", "spesk", "p2esk", "BLesk"];
 
 #[cfg(test)]
 mod tests {
@@ -249,7 +280,7 @@ mod tests {
     /// (<https://github.com/tezos/tezos-mirror/blob/master/src/lib_crypto/test/key_encoding_vectors.ml>),
     /// and Signatory's test key
     /// (<https://github.com/ecadlabs/signatory/blob/v1.4.0/pkg/signatory/signatory_test.go>).
-    const KEY_VECTORS: [(&str, &str, &str); 4] = [
+    const KEY_VECTORS: [(&str, &str, &str); 6] = [
         (
             "edsk3qAQSJaDBSYN2PCMdv7BuJoBKeRyDFq5uPAwDfFRAhQdwHxPMN",
             "edpkufnz668CdgnVC4X5KRvJoXCMgicr29Tjmr5vxGzvMdipwkTZmM",
@@ -266,9 +297,20 @@ mod tests {
             "tz3ZxowXGSjiVq227GQcwKdz87rKhq62rY4t",
         ),
         (
+            "BLsk1eGhiPQXKtvvkBeXzmtVVJs6KPhEF45drF7MLjoCDcSnTGuyjL",
+            "BLpk1ur5XXicWYMMzCVZZWyLZhybtyX8Zot2uCzDCZW8KcC5BdZiLVXRZvZzi4GuZYL9SarUvKpE",
+            "tz4TFJdv9Jd44FtBMAxi3KQT7AtazhVyaPa6",
+        ),
+        (
             "edsk4FTF78Qf1m2rykGpHqostAiq5gYW4YZEoGUSWBTJr2njsDHSnd",
             "edpkv45regue1bWtuHnCgLU8xWKLwa9qRqv4gimgJKro4LSc3C5VjV",
             "tz1LggX2HUdvJ1tF4Fvv8fjsrzLeW4Jr9t2Q",
+        ),
+        // The vector quoted in sigil's tz4 issue.
+        (
+            "BLsk1XMDG3iepYGj15mBWc7dYjrkpVVM4VH3y5DyBCN9iAGrELwRbY",
+            "BLpk1nRV5SBB2QCxsiem5Neoywcizr3mkdp167HL1iKFgFvzPhKo4RSy7J8JBh2BgGgVYjNsRGwU",
+            "tz4XXtsYav3fZz2FSDa7hcx4F8sh8SaDWNME",
         ),
     ];
 
@@ -328,6 +370,43 @@ mod tests {
         .unwrap();
         p2.public_key().verify(&digest, &published).unwrap();
         p2.public_key().verify(&digest, &p2.sign(&digest).unwrap()).unwrap();
+    }
+
+    /// tz4, message `031234`: the three BLS schemes, computed with py_ecc (an independent
+    /// implementation; BLS signatures are deterministic, so the bytes must match), and Tezex's
+    /// published tz4 signature, which is a version-1 (augmented) one.
+    #[test]
+    fn bls_vectors() {
+        use crate::keys::BlsScheme;
+        let message = hex::decode("031234").unwrap();
+        let key = parse_secret_key("BLsk1eGhiPQXKtvvkBeXzmtVVJs6KPhEF45drF7MLjoCDcSnTGuyjL").unwrap();
+        let cases = [
+            (BlsScheme::Pop, "BLsigBdeJ3hgK28m8qvWsgTZYLLVMUhkcreZrYoRsUEcAdwiQrxHJsbYZetoGeUS4F4YvMQyrta3TfTmUGXK87jD9ANSTi5uFpTvD63qPknQgUU1GMhHLjj7fkozFPFm5Ed5TF5BZdRxuc"),
+            (BlsScheme::Augmented, "BLsigARpJmwQCQvqQGovJrkm9HQS8qzAtwUAn1XyMxcfE18uoeZ1DXvWV6KMobNwU3LR85PYmhBmkd6M89BAXWuREASzs477R2JSDZNyBFX5TWstrLADkTiTpJ9oRDJKDvKkQMcaVHCtYd"),
+        ];
+        for (scheme, expected) in cases {
+            let signature = key.sign_scheme(scheme, &message).unwrap();
+            assert_eq!(signature_b58(&signature), expected, "{scheme:?}");
+            key.public_key().verify_scheme(scheme, &message, &signature).unwrap();
+        }
+        let proof = key.sign_scheme(BlsScheme::ProvePossession, key.public_key().as_bytes()).unwrap();
+        assert_eq!(
+            signature_b58(&proof),
+            "BLsigBGHyrcpAvoHAxhTji1ydHRDvPyaF9m7zpRrfYDxRmuacpRa4DPE2tdkbmjocAYJsqXsgo2A2WAoYiHufRUXCd9JTGGq8SC1C8WG653BbARCSA5Sb7oPfmxDmgP1AxNPyeZ4NR9muU"
+        );
+        // Tezex's "check_signature/4" tz4 row (<https://github.com/objkt-com/tezex/blob/main/test/crypto_test.exs>).
+        let published = parse_public_key("BLpk1nuQ6M54P2zN2gX2maUUzRa3QVX2eSnXZa184g2sfu2qB2XCGYJdZezkgb7ozbbfYUny1gcP").unwrap();
+        assert_eq!(pkh(&published), "tz4NWRt3aFyFU2Ydah917Eehxv6uf97j8tpZ");
+        let text = hex::decode("0554657a6f73205369676e6564204d6573736167653a2074657a6f732d746573742d642e61707020323032312d30382d31365430383a35343a34362e3638395a206c6f6c").unwrap();
+        let signature = parse_signature(
+            "BLsigBCNyUiH3Z5rtuWLyeRutnjeDSiZTcC1owGxXBEJUnfcAaCTciHLjH3asupDYbeu5NvmuUdKyV9r6DHhXQF2w1qiYo4tPVX11v9HnrracZ9DeZdeo8bKyHDDYDVVh4neP36Rs5iM26",
+            Algorithm::Bls12_381,
+        )
+        .unwrap();
+        published.verify_scheme(BlsScheme::Augmented, &text, &signature).unwrap();
+        assert!(published.verify_scheme(BlsScheme::Pop, &text, &signature).is_err());
+        // A tz4 signature has no generic `sig…` form (that one is 64 bytes).
+        assert!(parse_signature(&encode(Prefix::GenericSig, &[1; 64]), Algorithm::Bls12_381).is_err());
     }
 
     #[test]

@@ -76,7 +76,7 @@ impl Record {
             round: state.mark.round,
             step: state.mark.step,
             payload_sha256: hex::encode(state.payload_digest),
-            signature: state.signature.map(|s| (s.algorithm(), hex::encode(s.to_bytes()))),
+            signature: state.signature.map(|s| (s.algorithm(), hex::encode(s.as_bytes()))),
             context: state.context.as_ref().map(hex::encode),
         }
     }
@@ -84,7 +84,7 @@ impl Record {
     pub(crate) fn to_state(&self) -> Option<State> {
         let payload_digest = hex::decode(&self.payload_sha256).ok()?.try_into().ok()?;
         let signature = match &self.signature {
-            Some((algorithm, text)) => Some(Signature::new(*algorithm, hex::decode(text).ok()?.try_into().ok()?)),
+            Some((algorithm, text)) => Some(Signature::from_slice(*algorithm, &hex::decode(text).ok()?).ok()?),
             None => None,
         };
         let context = match &self.context {

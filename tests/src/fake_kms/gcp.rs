@@ -61,6 +61,7 @@ pub fn algorithm_name(algorithm: Algorithm) -> &'static str {
         Algorithm::Ed25519 => "EC_SIGN_ED25519",
         Algorithm::Secp256k1 => "EC_SIGN_SECP256K1_SHA256",
         Algorithm::P256 => "EC_SIGN_P256_SHA256",
+        Algorithm::Bls12_381 => unimplemented!("Cloud KMS has no BLS12-381 keys"),
     }
 }
 
@@ -208,10 +209,10 @@ fn asymmetric_sign(inner: &Inner, version: &str, body: &str, fault: Fault) -> Re
         }
         Some(_) => return invalid("The checksum in field dataCrc32c/digestCrc32c did not match the data."),
     };
-    let raw = secret.sign(&signed_by_fault(fault, secret.algorithm(), payload)).expect("the fake signs").to_bytes();
+    let raw: [u8; 64] = secret.sign(&signed_by_fault(fault, secret.algorithm(), payload)).expect("the fake signs").as_bytes().try_into().expect("64 bytes");
     let count = inner.signs.fetch_add(1, Ordering::SeqCst);
     let signature = match secret.algorithm() {
-        Algorithm::Ed25519 => raw.to_vec(),
+        Algorithm::Ed25519 | Algorithm::Bls12_381 => raw.to_vec(),
         // DER, and high S every other time, as a real service may.
         Algorithm::Secp256k1 => {
             k256::ecdsa::Signature::from_slice(&ecdsa_as_a_service(Algorithm::Secp256k1, raw, count))
@@ -241,6 +242,7 @@ fn spki_der(secret: &SecretKey) -> Vec<u8> {
     use p256::pkcs8::EncodePublicKey;
     let bytes = secret.to_bytes();
     match secret.algorithm() {
+        Algorithm::Bls12_381 => unimplemented!("Cloud KMS has no BLS12-381 keys"),
         Algorithm::Ed25519 => {
             let prefix = hex::decode("302a300506032b6570032100").unwrap();
             [&prefix[..], secret.public_key().as_bytes()].concat()

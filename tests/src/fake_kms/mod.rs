@@ -53,6 +53,6 @@ fn ecdsa_as_a_service(algorithm: Algorithm, raw: [u8; 64], count: u64) -> [u8; 6
             let (r, s) = p256::ecdsa::Signature::from_slice(&raw).unwrap().split_scalars();
             p256::ecdsa::Signature::from_scalars(r, -*s).unwrap().to_bytes().into()
         }
-        Algorithm::Ed25519 => raw,
+        Algorithm::Ed25519 | Algorithm::Bls12_381 => raw,
     }
 }

@@ -232,7 +232,7 @@ impl Api {
         })?;
         let request = SignRequest::new(&self.key, PROTOCOL, kind, None, payload);
         let signature = self.signer.sign(request).await?.signature;
-        Ok(Json(SignatureResponse { signature: hex::encode_upper(signature.to_bytes()) }))
+        Ok(Json(SignatureResponse { signature: hex::encode_upper(signature.as_bytes()) }))
     }
 }
 

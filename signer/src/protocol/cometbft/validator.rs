@@ -211,6 +211,9 @@ impl Validator {
             Algorithm::Ed25519 => (PublicKeySum::Ed25519(public_key.as_bytes().to_vec()), "ed25519"),
             Algorithm::Secp256k1 => (PublicKeySum::Secp256k1(public_key.as_bytes().to_vec()), "secp256k1"),
             Algorithm::P256 => return refuse(Refusal::BadRequest("CometBFT has no P-256 consensus keys".into())),
+            Algorithm::Bls12_381 => {
+                return refuse(Refusal::BadRequest("sigil serves BLS12-381 keys to Tezos only, not to CometBFT".into()))
+            }
         };
         let response = match self.version {
             Version::V0_38 => PubKeyResponse { pub_key: Some(PublicKey { sum: Some(sum) }), ..Default::default() },
@@ -265,7 +268,7 @@ impl Validator {
             let bytes = proto::vote_extension_sign_bytes(&vote, &self.chain_id);
             let to_sign = SignRequest::new(&self.key, &self.chain_id, VOTE_EXTENSION, None, &bytes);
             let signed = self.signer.sign(to_sign).await.map_err(|e| self.refusal(e))?;
-            extension_signature = signed.signature.to_bytes().to_vec();
+            extension_signature = signed.signature.as_bytes().to_vec();
         }
         let to_sign = SignRequest {
             identity: Some(&identity),
@@ -277,7 +280,7 @@ impl Validator {
         let timestamp = signed.context.as_deref().and_then(|c| Timestamp::decode(c).ok()).unwrap_or(timestamp);
         Ok(Vote {
             timestamp: Some(timestamp),
-            signature: signed.signature.to_bytes().to_vec(),
+            signature: signed.signature.as_bytes().to_vec(),
             extension_signature,
             ..Default::default()
         })
@@ -314,7 +317,7 @@ impl Validator {
             ..SignRequest::new(&self.key, &self.chain_id, PROPOSAL, Some((mark, STREAM)), &sign_bytes)
         };
         let signed = self.signer.sign(to_sign).await.map_err(|e| self.refusal(e))?;
-        Ok(proto::Proposal { signature: signed.signature.to_bytes().to_vec(), ..Default::default() })
+        Ok(proto::Proposal { signature: signed.signature.as_bytes().to_vec(), ..Default::default() })
     }
 }
 

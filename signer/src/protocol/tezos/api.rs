@@ -20,15 +20,20 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use tokio::sync::Semaphore;
 
+use super::config::LiveSwitches;
 use super::operation;
 use super::policy::{Refusal, TezosPolicy};
-use crate::keys::tezos::{self, blake2b_256};
+use crate::keys::tezos;
+use crate::keys::{Algorithm, BlsScheme};
 use crate::policy::SignKind;
 use crate::ratchet::{Mark, RatchetError};
 use crate::server::http::{bounded, Limits, Observed};
 use crate::sign::{SignError, SignRequest, Signer};
 
 const PROTOCOL: &str = "tezos";
+
+/// A BLS proof of possession (`GET /bls_prove_possession/<tz4…>`), as the sign path knows it.
+pub const PROVE_POSSESSION: SignKind = SignKind::new(PROTOCOL, "tezos_proof_of_possession");
 
 /// One key served over the Tezos API.
 pub struct TezosKey {
@@ -48,23 +53,20 @@ impl TezosKey {
 struct Api {
     signer: Arc<Signer>,
     keys: Arc<Vec<TezosKey>>,
-    list_known_keys: bool,
+    switches: Arc<LiveSwitches>,
     in_flight: Arc<Semaphore>,
 }
 
-pub fn router(signer: Arc<Signer>, keys: Vec<TezosKey>, list_known_keys: bool, limits: Limits) -> Router {
-    let api = Api {
-        signer,
-        keys: Arc::new(keys),
-        list_known_keys,
-        in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
-    };
+pub fn router(signer: Arc<Signer>, keys: Vec<TezosKey>, switches: Arc<LiveSwitches>, limits: Limits) -> Router {
+    let api =
+        Api { signer, keys: Arc::new(keys), switches, in_flight: Arc::new(Semaphore::new(limits.max_in_flight)) };
     let observed = Observed { metrics: api.signer.metrics().clone(), protocol: PROTOCOL, endpoint: endpoint_label };
     bounded(
         Router::new()
             .route("/keys/{pkh}", get(public_key).post(sign))
             .route("/authorized_keys", get(authorized_keys))
             .route("/known_keys", get(known_keys))
+            .route("/bls_prove_possession/{pkh}", get(prove_possession))
             .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") }),
         limits,
         StatusCode::SERVICE_UNAVAILABLE,
@@ -109,6 +111,7 @@ fn endpoint_label(path: &str) -> &'static str {
     match path {
         "/authorized_keys" => "authorized_keys",
         "/known_keys" => "known_keys",
+        p if p.starts_with("/bls_prove_possession/") => "bls_prove_possession",
         p if p.starts_with("/keys/") => "keys",
         _ => "other",
     }
@@ -127,6 +130,10 @@ impl Api {
             };
             (hash.0 == pkh).then_some((key, hash))
         })
+    }
+
+    fn algorithm(&self, key: &TezosKey) -> Option<Algorithm> {
+        self.signer.key(&key.name)?.public_key().map(|k| k.algorithm())
     }
 
     fn unknown(&self, pkh: &str) -> ApiError {
@@ -160,9 +167,27 @@ async fn public_key(State(api): State<Api>, Path(pkh): Path<String>) -> Result<R
 #[derive(Deserialize)]
 struct SignQuery {
     authentication: Option<String>,
-    /// The client's signature version; it changes only BLS (tz4) signing, which sigil does not serve.
-    #[allow(dead_code)]
+    /// The client's signature version (octez's `Signature.V0`…`V3`); only BLS (tz4) keys sign
+    /// differently by version.
     version: Option<String>,
+}
+
+/// How a key of `algorithm` signs for the client's `version`, as octez-signer's `Handler.sign`
+/// chooses (<https://github.com/tezos/tezos-mirror/blob/master/src/bin_signer/handler.ml>):
+/// version 1 signs BLS with message augmentation (`signature_v1.ml`), 2 and 3 (and no version,
+/// octez's latest) with the proof-of-possession scheme; version 0 predates BLS. Other curves
+/// sign alike in every version, so a version sigil does not know is refused only for BLS keys,
+/// rather than guessed.
+fn bls_scheme(algorithm: Algorithm, version: Option<&str>) -> Result<BlsScheme, String> {
+    if algorithm != Algorithm::Bls12_381 {
+        return Ok(BlsScheme::Pop);
+    }
+    match version.map(str::trim) {
+        None | Some("" | "2" | "3") => Ok(BlsScheme::Pop),
+        Some("1") => Ok(BlsScheme::Augmented),
+        Some("0") => Err("signature version 0 has no BLS keys: a tz4 key signs with version 1 or later".into()),
+        Some(other) => Err(format!("unknown signature version {other:?} for a tz4 key: sigil knows 1, 2 and 3")),
+    }
 }
 
 async fn sign(
@@ -179,6 +204,8 @@ async fn sign(
     key.policy.check_authentication(pkh_bytes, &data, query.authentication.as_deref()).map_err(|r| api.refuse(r))?;
     let request = operation::parse(&data).map_err(|e| api.bad_request(format!("cannot sign: {e}")))?;
     key.policy.check_request(&request).map_err(|r| api.refuse(r))?;
+    let algorithm = api.algorithm(key).ok_or_else(|| api.unknown(&pkh))?;
+    let scheme = bls_scheme(algorithm, query.version.as_deref()).map_err(|m| api.bad_request(m))?;
 
     let _slot = api.in_flight.try_acquire().map_err(|_| {
         api.signer.metrics().refuse(PROTOCOL, "overload");
@@ -191,8 +218,15 @@ async fn sign(
         }
         _ => None,
     };
-    let digest = blake2b_256(&data);
-    let request_to_sign = SignRequest::new(&key.name, &chain, request.kind.sign_kind(), mark, &digest);
+    let payload = tezos::signed_payload(algorithm, &data);
+    // An augmented signature is another signature of the same bytes: a repeat in the other
+    // scheme is refused like different data, never answered with the stored signature.
+    let augmented = [b"augmented:".as_slice(), &data].concat();
+    let request_to_sign = SignRequest {
+        scheme,
+        identity: (scheme == BlsScheme::Augmented).then_some(augmented.as_slice()),
+        ..SignRequest::new(&key.name, &chain, request.kind.sign_kind(), mark, &payload)
+    };
     let signature = api.signer.sign(request_to_sign).await?.signature;
     if let Some(mark) = mark {
         tracing::info!(key = %key.name, kind = %request.kind, %chain, level = mark.0.level, round = mark.0.round, "signed");
@@ -221,8 +255,52 @@ async fn authorized_keys(State(api): State<Api>) -> Json<serde_json::Value> {
     }
 }
 
+#[derive(Deserialize)]
+struct ProvePossessionQuery {
+    /// Prove possession over this public key instead of the signer's own (octez's `bls_pk`).
+    bls_pk: Option<String>,
+}
+
+/// `GET /bls_prove_possession/<tz4…>`: a proof of possession (`MinPk.Pop.pop_prove`) over the
+/// key's own public key, or over `bls_pk`, as octez-signer answers it. Off unless the key's
+/// `allowProofOfPossession` is on in the config file *now*, and within `proofOfPossessionUntil`.
+/// The octez client sends no `authentication` for this call (`http_gen.ml`), so none is asked
+/// for; `allowedIps` applies as to signing. The proof uses its own suite string, so it can never
+/// pass for a signature of an operation, and it moves no high-water mark.
+async fn prove_possession(
+    State(api): State<Api>,
+    Path(pkh): Path<String>,
+    Query(query): Query<ProvePossessionQuery>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+) -> Result<Response, ApiError> {
+    let (key, _) = api.find(&pkh).ok_or_else(|| api.unknown(&pkh))?;
+    key.policy.check_client(peer.ip()).map_err(|r| api.refuse(r))?;
+    let public_key = api.signer.key(&key.name).and_then(|e| e.public_key()).ok_or_else(|| api.unknown(&pkh))?;
+    if public_key.algorithm() != Algorithm::Bls12_381 {
+        return Err(api.bad_request(format!("{pkh} is not a BLS (tz4) key: only tz4 keys prove possession")));
+    }
+    api.switches.check_proof_of_possession(&key.name).map_err(|r| api.refuse(r))?;
+    let message = match query.bls_pk.as_deref() {
+        Some(text) => {
+            let other = tezos::parse_public_key(text).map_err(|e| api.bad_request(format!("bls_pk: {e}")))?;
+            if other.algorithm() != Algorithm::Bls12_381 {
+                return Err(api.bad_request("bls_pk: expected a BLpk… key".into()));
+            }
+            other.as_bytes().to_vec()
+        }
+        None => public_key.as_bytes().to_vec(),
+    };
+    let request = SignRequest {
+        scheme: BlsScheme::ProvePossession,
+        ..SignRequest::new(&key.name, "", PROVE_POSSESSION, None, &message)
+    };
+    let proof = api.signer.sign(request).await?.signature;
+    tracing::info!(key = %key.name, over = %query.bls_pk.as_deref().unwrap_or("its own key"), "proved possession");
+    Ok(Json(serde_json::json!({ "bls_prove_possession": tezos::signature_b58(&proof) })).into_response())
+}
+
 async fn known_keys(State(api): State<Api>) -> Result<Json<serde_json::Value>, ApiError> {
-    if !api.list_known_keys {
+    if !api.switches.list_known_keys() {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "listing keys is off (tezos.listKnownKeys)"));
     }
     let known: Vec<String> = api

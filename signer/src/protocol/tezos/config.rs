@@ -2,14 +2,15 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use super::api::{self, TezosKey};
-use super::policy::{TezosKeyConfig, TezosPolicy};
+use super::policy::{Refusal, TezosKeyConfig, TezosPolicy};
 use crate::app::StartupError;
-use crate::config::ConfigError;
+use crate::config::{ConfigError, SignerConfig};
 use crate::policy::Policy;
 use crate::protocol::{KeyDisplay, ProtocolConfig, Service};
 use crate::server::http::Limits;
@@ -26,6 +27,10 @@ pub struct TezosConfig {
     /// Answer `GET /known_keys` (octez-signer's `--allow-list-known-keys`). Off by default.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub list_known_keys: bool,
+    /// The file this config was read from: re-read for the settings that change without a
+    /// restart (`allowProofOfPossession`).
+    #[serde(skip)]
+    pub config_file: Option<PathBuf>,
 }
 
 impl TezosConfig {
@@ -67,7 +72,8 @@ impl ProtocolConfig for TezosConfig {
     }
 
     fn policy(&self, key: &str) -> Result<Policy, ConfigError> {
-        Ok(Policy::allowing(api::sign_kinds(&self.key_policy(key)?)))
+        // The API checks the proof-of-possession switch at each request (it changes live).
+        Ok(Policy::allowing(api::sign_kinds(&self.key_policy(key)?).chain([api::PROVE_POSSESSION])))
     }
 
     fn display_key(&self) -> KeyDisplay {
@@ -79,8 +85,37 @@ impl ProtocolConfig for TezosConfig {
         for name in self.keys.keys() {
             keys.push(TezosKey::new(name.clone(), self.key_policy(name)?));
         }
-        let router = api::router(signer.clone(), keys, self.list_known_keys, Limits::TEZOS);
+        let switches = Arc::new(LiveSwitches { config_file: self.config_file.clone(), started: self.clone() });
+        let router = api::router(signer.clone(), keys, switches, Limits::TEZOS);
         Ok(vec![Service::Listener { name: "tezos API", addr: self.listen, router }])
+    }
+}
+
+/// The settings read again at each use, from the config file as it is now (or as started, for a
+/// config that came from no file), so that an operator can switch them without a restart.
+pub struct LiveSwitches {
+    config_file: Option<PathBuf>,
+    started: TezosConfig,
+}
+
+impl LiveSwitches {
+    fn current(&self) -> Result<TezosConfig, Refusal> {
+        let Some(path) = &self.config_file else { return Ok(self.started.clone()) };
+        let config = SignerConfig::from_file(path).map_err(|e| Refusal::ConfigUnreadable(e.to_string()))?;
+        config.tezos.ok_or_else(|| Refusal::ConfigUnreadable(format!("{}: no tezos section", path.display())))
+    }
+
+    /// Whether key `name` may prove possession now.
+    pub fn check_proof_of_possession(&self, name: &str) -> Result<(), Refusal> {
+        let path = format!("tezos.keys.{name}");
+        let config = self.current()?;
+        let key = config.keys.get(name).ok_or_else(|| Refusal::ProofOfPossessionOff { path: path.clone() })?;
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        key.check_proof_of_possession(&path, i64::try_from(now).unwrap_or(i64::MAX))
+    }
+
+    pub fn list_known_keys(&self) -> bool {
+        self.started.list_known_keys
     }
 }
 

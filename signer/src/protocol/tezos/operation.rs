@@ -14,7 +14,7 @@ use std::fmt;
 use crate::policy::SignKind;
 
 /// The ratchet streams of a Tezos key on a chain: each kind that can double-sign has its own mark.
-pub const STREAMS: [&str; 4] = ["block", "preattestation", "attestation", "endorsement"];
+pub const STREAMS: [&str; 3] = ["block", "preattestation", "attestation"];
 
 /// The kinds a policy can allow, one per magic byte (generic operations are refined per operation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -26,10 +26,6 @@ pub enum RequestKind {
     Generic,
     /// 0x05: Michelson data packed for off-chain signing.
     Michelson,
-    /// 0x01: an Emmy block (pre-Tenderbake protocols).
-    LegacyBlock,
-    /// 0x02: an Emmy endorsement.
-    LegacyEndorsement,
 }
 
 impl RequestKind {
@@ -41,8 +37,6 @@ impl RequestKind {
             RequestKind::Attestation => "tezos_attestation",
             RequestKind::Generic => "tezos_generic",
             RequestKind::Michelson => "tezos_michelson",
-            RequestKind::LegacyBlock => "tezos_legacy_block",
-            RequestKind::LegacyEndorsement => "tezos_legacy_endorsement",
         };
         SignKind::new("tezos", name)
     }
@@ -55,19 +49,15 @@ impl RequestKind {
             RequestKind::Attestation => "attestation",
             RequestKind::Generic => "generic",
             RequestKind::Michelson => "michelson",
-            RequestKind::LegacyBlock => "legacy_block",
-            RequestKind::LegacyEndorsement => "legacy_endorsement",
         }
     }
 
-    /// The ratchet stream for kinds that can double-sign. Emmy blocks share the block mark, as in
-    /// octez-signer.
+    /// The ratchet stream for kinds that can double-sign.
     pub fn stream(self) -> Option<&'static str> {
         match self {
-            RequestKind::Block | RequestKind::LegacyBlock => Some(STREAMS[0]),
+            RequestKind::Block => Some(STREAMS[0]),
             RequestKind::Preattestation => Some(STREAMS[1]),
             RequestKind::Attestation => Some(STREAMS[2]),
-            RequestKind::LegacyEndorsement => Some(STREAMS[3]),
             RequestKind::Generic | RequestKind::Michelson => None,
         }
     }
@@ -100,8 +90,15 @@ pub struct Watermark {
 pub enum ParseError {
     #[error("empty request")]
     Empty,
-    #[error("unknown magic byte 0x{0:02x}: sigil signs 0x01, 0x02, 0x03, 0x05, 0x11, 0x12 and 0x13")]
+    #[error("unknown magic byte 0x{0:02x}: sigil signs 0x03, 0x05, 0x11, 0x12 and 0x13")]
     UnknownMagic(u8),
+    /// Emmy's watermarks, retired with Tenderbake in protocol Ithaca (2022): no baker of a
+    /// current protocol sends them, and their level sits where nothing checks it.
+    #[error(
+        "magic byte 0x{0:02x} is a pre-Tenderbake (Emmy) {1}, retired since protocol Ithaca (2022); sigil does not \
+         sign it"
+    )]
+    Retired(u8, &'static str),
     #[error("{kind} request too short: {len} bytes, needs at least {needed}")]
     TooShort { kind: RequestKind, len: usize, needed: usize },
     #[error("unknown consensus operation tag {tag} in a {kind} request")]
@@ -132,8 +129,6 @@ struct Magic {
 }
 
 const MAGIC: &[Magic] = &[
-    Magic { byte: 0x01, kind: RequestKind::LegacyBlock, parse: legacy_block },
-    Magic { byte: 0x02, kind: RequestKind::LegacyEndorsement, parse: legacy_endorsement },
     Magic { byte: 0x03, kind: RequestKind::Generic, parse: generic },
     Magic { byte: 0x05, kind: RequestKind::Michelson, parse: michelson },
     Magic { byte: 0x11, kind: RequestKind::Block, parse: block },
@@ -154,6 +149,11 @@ const CONSENSUS: &[(u8, u8, bool)] = &[
 /// Decodes the POSTed bytes (watermark included).
 pub fn parse(data: &[u8]) -> Result<Request, ParseError> {
     let first = *data.first().ok_or(ParseError::Empty)?;
+    match first {
+        0x01 => return Err(ParseError::Retired(first, "block")),
+        0x02 => return Err(ParseError::Retired(first, "endorsement")),
+        _ => {}
+    }
     let magic = MAGIC.iter().find(|m| m.byte == first).ok_or(ParseError::UnknownMagic(first))?;
     (magic.parse)(data)
 }
@@ -218,17 +218,6 @@ fn consensus(data: &[u8]) -> Result<Request, ParseError> {
     Ok(watermarked(magic, data, u32_at(data, level_at), u32_at(data, level_at + 4)))
 }
 
-fn legacy_block(data: &[u8]) -> Result<Request, ParseError> {
-    need(RequestKind::LegacyBlock, data, 9)?;
-    Ok(watermarked(RequestKind::LegacyBlock, data, u32_at(data, 5), 0))
-}
-
-/// Emmy endorsements carry the level in their last four bytes.
-fn legacy_endorsement(data: &[u8]) -> Result<Request, ParseError> {
-    need(RequestKind::LegacyEndorsement, data, 9)?;
-    Ok(watermarked(RequestKind::LegacyEndorsement, data, u32_at(data, data.len() - 4), 0))
-}
-
 fn michelson(_data: &[u8]) -> Result<Request, ParseError> {
     Ok(Request { kind: RequestKind::Michelson, watermark: None, operations: Vec::new() })
 }
@@ -256,6 +245,8 @@ enum Field {
     Optional(&'static [Field]),
     /// An entrypoint: a reserved tag, or 0xff then a one-byte-length-prefixed name.
     Entrypoint,
+    /// A ballot's vote: one byte, 0 yay, 1 nay, 2 pass.
+    Vote,
 }
 
 use Field::*;
@@ -283,7 +274,7 @@ const fn manager(tag: u8, name: &'static str, body: &'static [Field]) -> Operati
 /// Anonymous operations (nonce revelations, denunciations) are never signed and so are absent.
 const OPERATIONS: &[Operation] = &[
     op(5, "proposals", &[Pkh, Fixed(4), Dynamic]),
-    op(6, "ballot", &[Pkh, Fixed(4), Fixed(32), Fixed(1)]),
+    op(6, "ballot", &[Pkh, Fixed(4), Fixed(32), Vote]),
     op(9, "drain_delegate", &[Pkh, Pkh, Pkh]),
     op(17, "failing_noop", &[Dynamic]),
     manager(107, "reveal", &[PublicKey, Optional(&[Dynamic])]),
@@ -307,9 +298,13 @@ const OPERATIONS: &[Operation] = &[
 const PSEUDO_OPERATIONS: &[(u8, &str)] =
     &[(6, "stake"), (7, "unstake"), (8, "finalize_unstake"), (9, "set_delegate_parameters")];
 
+/// A ballot is named with its vote (`ballot:yay`), so that a policy can allow some votes only,
+/// as tacoinfra's `voting` setting and Signatory's `ballot:` kinds do; `generic:ballot` allows all.
+pub const BALLOTS: [&str; 3] = ["ballot:yay", "ballot:nay", "ballot:pass"];
+
 /// Every operation kind name a policy may use after `generic:`.
 pub fn operation_names() -> impl Iterator<Item = &'static str> {
-    OPERATIONS.iter().map(|o| o.name).chain(PSEUDO_OPERATIONS.iter().map(|(_, n)| *n))
+    OPERATIONS.iter().map(|o| o.name).chain(PSEUDO_OPERATIONS.iter().map(|(_, n)| *n)).chain(BALLOTS)
 }
 
 /// 0x03 ‖ branch(32) ‖ operation ‖ operation ‖ ...
@@ -338,7 +333,10 @@ fn generic(data: &[u8]) -> Result<Request, ParseError> {
                 }
                 operations.push(entrypoint);
             }
-            None => operations.push(operation.name),
+            None => match captured.vote {
+                Some(vote) => operations.push(BALLOTS[usize::from(vote)]),
+                None => operations.push(operation.name),
+            },
         }
     }
     if operations.is_empty() {
@@ -355,6 +353,8 @@ struct Captured {
     destination: Option<usize>,
     /// A reserved entrypoint's tag; a named entrypoint spelled like a reserved one counts as it.
     entrypoint: Option<u8>,
+    /// A ballot's vote (an index into [`BALLOTS`]).
+    vote: Option<u8>,
 }
 
 impl Captured {
@@ -453,6 +453,13 @@ impl Reader<'_> {
                         captured.entrypoint = Some(tag);
                     }
                 }
+                Vote => {
+                    let vote = self.byte(operation, "truncated ballot")?;
+                    if usize::from(vote) >= BALLOTS.len() {
+                        return Err(self.malformed(operation, "a vote is 0 (yay), 1 (nay) or 2 (pass)"));
+                    }
+                    captured.vote = Some(vote);
+                }
             }
         }
         Ok(())
@@ -523,6 +530,43 @@ mod tests {
         assert_eq!(request.kind, RequestKind::Generic);
         assert_eq!(request.operations, vec!["transaction"]);
         assert_eq!(request.watermark, None);
+    }
+
+    /// 0x03 ‖ branch ‖ ballot (tag 6): source tz1, period 7, a proposal hash, then the vote.
+    fn ballot(vote: u8) -> Vec<u8> {
+        let mut data = vec![0x03];
+        data.extend([0xa1; 32]);
+        data.push(6);
+        data.push(0);
+        data.extend(source()[1..].iter());
+        data.extend(7u32.to_be_bytes());
+        data.extend([0x5e; 32]);
+        data.push(vote);
+        data
+    }
+
+    #[test]
+    fn ballots_are_named_with_their_vote() {
+        for (vote, name) in [(0, "ballot:yay"), (1, "ballot:nay"), (2, "ballot:pass")] {
+            assert_eq!(parse(&ballot(vote)).unwrap().operations, vec![name]);
+        }
+        assert!(matches!(
+            parse(&ballot(3)),
+            Err(ParseError::Malformed { operation: "ballot", reason: "a vote is 0 (yay), 1 (nay) or 2 (pass)", .. })
+        ));
+        assert!(matches!(parse(&ballot(0)[..91]), Err(ParseError::Malformed { operation: "ballot", .. })));
+    }
+
+    #[test]
+    fn emmy_watermarks_are_refused_by_name() {
+        // An Emmy block and endorsement, long enough for the old parser's level offsets.
+        for (magic, what) in [(0x01, "block"), (0x02, "endorsement")] {
+            let mut data = vec![magic, 0x7a, 0x06, 0xa7, 0x70];
+            data.extend([0u8; 60]);
+            let error = parse(&data).unwrap_err();
+            assert_eq!(error, ParseError::Retired(magic, what));
+            assert!(error.to_string().contains("retired since protocol Ithaca"), "{error}");
+        }
     }
 
     /// The fixture's source (tz1Wk1Wdczh5BzyZ1uz2DW9xdFg9B5cFuGFm) and destination.
@@ -629,6 +673,6 @@ mod tests {
         tags.dedup();
         assert_eq!(tags.len(), OPERATIONS.len());
         let names: std::collections::BTreeSet<&str> = operation_names().collect();
-        assert_eq!(names.len(), OPERATIONS.len() + PSEUDO_OPERATIONS.len());
+        assert_eq!(names.len(), OPERATIONS.len() + PSEUDO_OPERATIONS.len() + BALLOTS.len());
     }
 }

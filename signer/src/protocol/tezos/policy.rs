@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use super::operation::{self, Request, RequestKind};
-use crate::keys::tezos::{self, blake2b_256, EncodingError};
+use crate::keys::tezos::{self, EncodingError};
 use crate::keys::PublicKey;
 
 /// `tezos.keys.<name>` in the config.
@@ -15,7 +15,8 @@ use crate::keys::PublicKey;
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TezosKeyConfig {
     /// What the key may sign: `block`, `preattestation`, `attestation`, `generic:<operation>`
-    /// (e.g. `generic:transaction`, `generic:stake`), `michelson`, `legacy_block`, `legacy_endorsement`.
+    /// (e.g. `generic:transaction`, `generic:stake`, `generic:ballot` or only some votes,
+    /// `generic:ballot:yay`), `michelson`.
     pub allow: Vec<String>,
     /// Chain ids (`NetXdQprcVkpaWU`) this key may sign consensus messages for. Empty: any chain.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -27,6 +28,15 @@ pub struct TezosKeyConfig {
     /// Client addresses or networks (`10.0.0.0/8`, `::1`) allowed to ask. Empty: any client.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_ips: Vec<String>,
+    /// Answer `GET /bls_prove_possession/<tz4…>` for this key (octez-signer's
+    /// `--allow-to-prove-possession`): needed once, to reveal a tz4 key or register it as a
+    /// consensus or companion key. Off by default. Read from the config file at every such
+    /// request, so it can be switched on and off without a restart.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_proof_of_possession: bool,
+    /// When set (RFC 3339, e.g. `2026-12-02T18:00:00Z`), `allowProofOfPossession` ends then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof_of_possession_until: Option<String>,
 }
 
 /// The compiled policy of one key.
@@ -54,6 +64,12 @@ pub enum Refusal {
     Kind { what: String, path: String },
     #[error("chain {chain} is not in {path}.chains")]
     Chain { chain: String, path: String },
+    #[error("proofs of possession are off for this key ({path}.allowProofOfPossession)")]
+    ProofOfPossessionOff { path: String },
+    #[error("proofs of possession ended at {until} ({path}.proofOfPossessionUntil)")]
+    ProofOfPossessionEnded { until: String, path: String },
+    #[error("cannot tell whether proofs of possession are allowed: {0}")]
+    ConfigUnreadable(String),
 }
 
 impl Refusal {
@@ -62,7 +78,11 @@ impl Refusal {
         match self {
             Refusal::ClientAddress { .. } => "client_address",
             Refusal::MissingAuthentication { .. } | Refusal::BadAuthentication { .. } => "unauthenticated",
-            Refusal::Kind { .. } | Refusal::Chain { .. } => "policy",
+            Refusal::Kind { .. }
+            | Refusal::Chain { .. }
+            | Refusal::ProofOfPossessionOff { .. }
+            | Refusal::ProofOfPossessionEnded { .. }
+            | Refusal::ConfigUnreadable(_) => "policy",
         }
     }
 }
@@ -82,8 +102,7 @@ pub enum PolicyProblem {
     #[error("unknown operation {operation:?}; known: {known}")]
     UnknownOperation { operation: String, known: String },
     #[error(
-        "unknown kind {0:?}; use block, preattestation, attestation, generic:<operation>, michelson, legacy_block or \
-         legacy_endorsement"
+        "unknown kind {0:?}; use block, preattestation, attestation, generic:<operation> or michelson"
     )]
     UnknownKind(String),
     #[error("{0:?}: {1}")]
@@ -94,6 +113,8 @@ pub enum PolicyProblem {
     NotAnAddress(String),
     #[error("{0:?}: bad prefix length")]
     PrefixLength(String),
+    #[error("{0:?} is not an RFC 3339 time such as 2026-12-02T18:00:00Z")]
+    NotATime(String),
 }
 
 impl TezosPolicy {
@@ -146,6 +167,10 @@ impl TezosPolicy {
             .enumerate()
             .map(|(i, n)| Network::parse(n).map_err(|problem| error(format!("{path}.allowedIps[{i}]"), problem)))
             .collect::<Result<_, _>>()?;
+        if let Some(until) = &config.proof_of_possession_until {
+            parse_time(until)
+                .map_err(|problem| error(format!("{path}.proofOfPossessionUntil"), problem))?;
+        }
         Ok(TezosPolicy { path, kinds, operations, chains, authorized_keys, allowed_ips })
     }
 
@@ -186,9 +211,8 @@ impl TezosPolicy {
         message.extend_from_slice(&[0x04, 0x01]);
         message.extend_from_slice(signer_pkh);
         message.extend_from_slice(data);
-        let digest = blake2b_256(&message);
         let verified = self.authorized_keys.iter().any(|key| {
-            tezos::parse_signature(authentication, key.algorithm()).is_ok_and(|s| key.verify(&digest, &s).is_ok())
+            tezos::parse_signature(authentication, key.algorithm()).is_ok_and(|s| tezos::verify(key, &message, &s).is_ok())
         });
         if verified {
             Ok(())
@@ -204,7 +228,11 @@ impl TezosPolicy {
             return refuse(format!("{} request", request.kind));
         }
         if request.kind == RequestKind::Generic {
-            if let Some(op) = request.operations.iter().find(|op| !self.operations.contains(*op)) {
+            // `generic:ballot` allows every vote; `generic:ballot:yay` that one.
+            let allowed = |op: &&str| {
+                self.operations.contains(op) || (op.starts_with("ballot:") && self.operations.contains("ballot"))
+            };
+            if let Some(op) = request.operations.iter().find(|op| !allowed(op)) {
                 return refuse(format!("generic:{op} operation"));
             }
         }
@@ -217,14 +245,33 @@ impl TezosPolicy {
     }
 }
 
-const ALL_KINDS: [RequestKind; 7] = [
+impl TezosKeyConfig {
+    /// Whether this key may prove possession at `now` (Unix seconds).
+    pub fn check_proof_of_possession(&self, path: &str, now: i64) -> Result<(), Refusal> {
+        if !self.allow_proof_of_possession {
+            return Err(Refusal::ProofOfPossessionOff { path: path.into() });
+        }
+        let Some(until) = &self.proof_of_possession_until else { return Ok(()) };
+        let ends = parse_time(until).map_err(|e| Refusal::ConfigUnreadable(format!("{path}: {e}")))?;
+        if now >= ends {
+            return Err(Refusal::ProofOfPossessionEnded { until: until.clone(), path: path.into() });
+        }
+        Ok(())
+    }
+}
+
+/// An RFC 3339 time as Unix seconds.
+fn parse_time(text: &str) -> Result<i64, PolicyProblem> {
+    let time = time::OffsetDateTime::parse(text.trim(), &time::format_description::well_known::Rfc3339);
+    time.map(|t| t.unix_timestamp()).map_err(|_| PolicyProblem::NotATime(text.into()))
+}
+
+const ALL_KINDS: [RequestKind; 5] = [
     RequestKind::Block,
     RequestKind::Preattestation,
     RequestKind::Attestation,
     RequestKind::Generic,
     RequestKind::Michelson,
-    RequestKind::LegacyBlock,
-    RequestKind::LegacyEndorsement,
 ];
 
 /// An address or CIDR network.
@@ -304,6 +351,43 @@ mod tests {
         let mut other_chain = request(RequestKind::Block, &[]);
         other_chain.watermark.as_mut().unwrap().chain_id = [1, 2, 3, 4];
         assert!(p.check_request(&other_chain).unwrap_err().to_string().contains("is not in tezos.keys.baker.chains"));
+    }
+
+    #[test]
+    fn ballots_can_be_allowed_by_vote() {
+        let any = policy("{allow: ['generic:ballot']}").unwrap();
+        let yay_only = policy("{allow: ['generic:ballot:yay', 'generic:ballot:pass']}").unwrap();
+        for vote in ["ballot:yay", "ballot:nay", "ballot:pass"] {
+            assert_eq!(any.check_request(&request(RequestKind::Generic, &[vote])), Ok(()));
+        }
+        assert_eq!(yay_only.check_request(&request(RequestKind::Generic, &["ballot:yay"])), Ok(()));
+        assert_eq!(yay_only.check_request(&request(RequestKind::Generic, &["ballot:pass"])), Ok(()));
+        assert_eq!(
+            yay_only.check_request(&request(RequestKind::Generic, &["ballot:nay"])).unwrap_err().to_string(),
+            "generic:ballot:nay operation is not allowed by tezos.keys.baker.allow"
+        );
+        assert!(policy("{allow: ['generic:ballot:maybe']}").is_err());
+    }
+
+    #[test]
+    fn proofs_of_possession_are_off_until_allowed_and_end_on_time() {
+        let config = |yaml: &str| -> TezosKeyConfig { yaml_serde::from_str(yaml).unwrap() };
+        let path = "tezos.keys.baker";
+        let off = config("{allow: [block]}");
+        assert_eq!(
+            off.check_proof_of_possession(path, 0).unwrap_err().to_string(),
+            "proofs of possession are off for this key (tezos.keys.baker.allowProofOfPossession)"
+        );
+        let on = config("{allow: [block], allowProofOfPossession: true}");
+        assert_eq!(on.check_proof_of_possession(path, i64::MAX), Ok(()));
+        let until = config("{allow: [block], allowProofOfPossession: true, proofOfPossessionUntil: '2026-12-02T18:00:00Z'}");
+        let ends = 1_796_234_400; // 2026-12-02T18:00:00Z
+        assert_eq!(until.check_proof_of_possession(path, ends - 1), Ok(()));
+        assert!(matches!(until.check_proof_of_possession(path, ends), Err(Refusal::ProofOfPossessionEnded { .. })));
+        assert!(policy("{allow: [block], proofOfPossessionUntil: tomorrow}")
+            .unwrap_err()
+            .to_string()
+            .contains("proofOfPossessionUntil: \"tomorrow\" is not an RFC 3339 time"));
     }
 
     #[test]
