@@ -77,3 +77,127 @@ management: {{listen: 127.0.0.1:0}}
     assert_eq!(signed["attestation_with_dal"], 3, "{summary}");
     assert_eq!(signed["transaction"], 3 * 5, "{summary}");
 }
+
+const CONSENSUS_TZ4: &str = "BLsk1eGhiPQXKtvvkBeXzmtVVJs6KPhEF45drF7MLjoCDcSnTGuyjL";
+const COMPANION_TZ4: &str = "BLsk1XMDG3iepYGj15mBWc7dYjrkpVVM4VH3y5DyBCN9iAGrELwRbY";
+
+fn tz4(secret: &str) -> String {
+    let key = sigil_signer::keys::tezos::parse_secret_key(secret).unwrap();
+    sigil_signer::keys::tezos::pkh(&key.public_key())
+}
+
+/// A BLS-mode attestation (tag 41: no slot) at `level`, round 0, with payload hash `payload`.
+fn tz4_attestation(level: u32, payload: u8) -> String {
+    let chain = sigil_signer::keys::tezos::parse_chain_id("NetXdQprcVkpaWU").unwrap();
+    let mut data = vec![0x13];
+    data.extend(chain);
+    data.extend([0xb1; 32]);
+    data.push(41);
+    data.extend(level.to_be_bytes());
+    data.extend(0u32.to_be_bytes());
+    data.extend([payload; 32]);
+    format!("\"{}\"", hex::encode(data))
+}
+
+fn tz4_config(dir: &std::path::Path) -> std::path::PathBuf {
+    let config = format!(
+        r#"
+keys:
+  consensus: {{local: {{secretKey: {CONSENSUS_TZ4}}}}}
+  companion: {{local: {{secretKey: {COMPANION_TZ4}}}}}
+ratchet: {{file: {{dir: {}}}}}
+tezos:
+  listen: 127.0.0.1:0
+  keys:
+    consensus: {{allow: [block, preattestation, attestation], allowProofOfPossession: false}}
+    companion: {{allow: [attestation], allowProofOfPossession: false}}
+management: {{listen: 127.0.0.1:0}}
+"#,
+        dir.join("ratchet").display()
+    );
+    let path = dir.join("signer.yaml");
+    std::fs::write(&path, config).unwrap();
+    path
+}
+
+/// tz4 as a baker with a tz4 consensus key and a companion key uses it, checked by py_ecc: every
+/// signature in every version, the companion signing the same attestations, watermarks per key,
+/// proofs of possession switched on without a restart.
+#[test]
+fn py_ecc_verifies_every_tz4_signature_and_proof() {
+    let python = pytezos();
+    let dir = tempfile::tempdir().unwrap();
+    let config = tz4_config(dir.path());
+    let signer = SignerProcess::spawn(&["--config", config.to_str().unwrap()], &[]);
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/tezos/interop_tz4.py");
+    let output = Command::new(&python)
+        .arg(&script)
+        .env("SIGNER_URL", format!("http://{}", signer.tezos()))
+        .env("CONSENSUS_KEY", tz4(CONSENSUS_TZ4))
+        .env("COMPANION_KEY", tz4(COMPANION_TZ4))
+        .env("OTHER_PUBLIC_KEY", "BLpk1nuQ6M54P2zN2gX2maUUzRa3QVX2eSnXZa184g2sfu2qB2XCGYJdZezkgb7ozbbfYUny1gcP")
+        .env("CONFIG_PATH", &config)
+        .env("CHAIN_ID", "NetXdQprcVkpaWU")
+        .output()
+        .expect("python runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "tz4 interop failed:\n{stdout}\n{stderr}");
+    let summary: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON summary line");
+    assert_eq!(summary["failures"], serde_json::json!([]));
+    // 8 levels × 2 rounds of each, in the four versions, plus the identical repeat twice.
+    let signed = &summary["signed"];
+    assert_eq!(signed["block"], 16, "{summary}");
+    assert_eq!(signed["preattestation"], 16, "{summary}");
+    assert_eq!(signed["attestation"], 18, "{summary}");
+    assert_eq!(signed["companion attestation"], 16, "{summary}");
+    assert_eq!(signed["proof of possession"], 2, "{summary}");
+    assert_eq!(signed["proof of possession over bls_pk"], 1, "{summary}");
+}
+
+/// kill -9 while a tz4 key signs attestation after attestation: after the restart, no level whose
+/// signature left the signer can be signed again with another payload.
+#[test]
+fn a_tz4_signer_killed_mid_stream_never_signs_a_released_level_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = tz4_config(dir.path());
+    let pkh = tz4(CONSENSUS_TZ4);
+    let signer = SignerProcess::spawn(&["--config", config.to_str().unwrap()], &[]);
+    let tezos = signer.tezos();
+    let path = format!("/keys/{pkh}?version=3");
+    let released = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let stream = {
+        let (path, released) = (path.clone(), released.clone());
+        std::thread::spawn(move || {
+            for level in 1.. {
+                let body = tz4_attestation(level, 1);
+                // The kill makes the request fail (the helper panics on a dropped connection).
+                let Ok(response) = std::panic::catch_unwind(|| http(tezos, "POST", &path, None, Some(&body))) else {
+                    break;
+                };
+                if response.status != 200 {
+                    break;
+                }
+                let signature = response.json()["signature"].as_str().unwrap().to_string();
+                released.lock().unwrap().push((level, signature));
+            }
+        })
+    };
+    wait_until("20 attestations signed", std::time::Duration::from_secs(60), || released.lock().unwrap().len() >= 20);
+    signer.kill();
+    stream.join().unwrap();
+    let released = released.lock().unwrap().clone();
+
+    let signer = SignerProcess::spawn(&["--config", config.to_str().unwrap()], &[]);
+    for (level, signature) in &released {
+        let other = http(signer.tezos(), "POST", &path, None, Some(&tz4_attestation(*level, 2)));
+        assert_eq!(other.status, 409, "level {level}: {}", other.body);
+        let same = http(signer.tezos(), "POST", &path, None, Some(&tz4_attestation(*level, 1)));
+        // Below the mark it is refused too; at the mark it is the signature already given.
+        if same.status == 200 {
+            assert_eq!(same.json()["signature"], signature.as_str(), "level {level}");
+        } else {
+            assert_eq!(same.status, 409, "level {level}: {}", same.body);
+        }
+    }
+}
