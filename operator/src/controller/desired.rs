@@ -567,6 +567,43 @@ mod tests {
     /// The CometBFT fields that keep a signer to its own node reach the signer: the pinned node
     /// id, the signer's identity key from a Secret (a volume of its own), and the height ceiling.
     #[test]
+    fn every_tezos_policy_field_and_the_companion_key_reach_the_signer() {
+        let mut spec = atto_spec();
+        (spec.protocol, spec.atto) = (Protocol::Tezos, None);
+        spec.tezos = Some(crate::api::TezosSpec {
+            allow: vec!["block".into(), "attestation".into(), "generic:ballot:yay".into()],
+            chains: vec!["NetXdQprcVkpaWU".into()],
+            authorized_keys: vec!["edpkufnz668CdgnVC4X5KRvJoXCMgicr29Tjmr5vxGzvMdipwkTZmM".into()],
+            allowed_ips: vec!["127.0.0.1".into()],
+            list_known_keys: true,
+            allow_proof_of_possession: true,
+            proof_of_possession_until: Some("2026-12-02T18:00:00Z".into()),
+            companion_key_secret_ref: Some(SecretKeyRef { name: "companion".into(), key: "secret".into() }),
+        });
+        let rs = remote_signer(spec);
+        let config = signer_config(&rs).unwrap();
+        let tezos = config.tezos.as_ref().unwrap();
+        assert!(tezos.list_known_keys);
+        let consensus = &tezos.keys[SIGNER_KEY];
+        assert_eq!(consensus.allow, ["block", "attestation", "generic:ballot:yay"]);
+        assert_eq!(consensus.chains, ["NetXdQprcVkpaWU"]);
+        assert_eq!(consensus.allowed_ips, ["127.0.0.1"]);
+        assert_eq!(consensus.authorized_keys.len(), 1);
+        assert!(consensus.allow_proof_of_possession);
+        assert_eq!(consensus.proof_of_possession_until.as_deref(), Some("2026-12-02T18:00:00Z"));
+        // The companion signs attestations only, under the same rules, from its own Secret.
+        let companion = &tezos.keys[COMPANION_KEY];
+        assert_eq!(companion.allow, ["attestation"]);
+        assert_eq!((&companion.chains, companion.allow_proof_of_possession), (&consensus.chains, true));
+        let file = config.keys[COMPANION_KEY].local.as_ref().unwrap().secret_key_file.clone().unwrap();
+        assert_eq!(file, std::path::Path::new(COMPANION_KEY_DIR).join(KEY_FILE));
+        let volumes = secret_volumes(&rs);
+        let (volume, dir) = volumes.iter().find(|(v, _)| v["name"] == "sigil-companion-key").unwrap();
+        assert_eq!((volume["secret"]["secretName"].as_str(), *dir), (Some("companion"), COMPANION_KEY_DIR));
+        assert_eq!(volume["secret"]["items"][0]["key"], "secret");
+    }
+
+    #[test]
     fn cometbft_node_pinning_identity_and_height_jump_are_rendered() {
         use crate::api::{CometBftSpec, SecretKeyRef};
         let node_id = "ab".repeat(20);

@@ -176,7 +176,9 @@ async fn reconcile_inner(rs: &RemoteSigner, ctx: &Context) -> Result<Action, Err
         (status::IDENTITY_READY, identity_outcome),
     ];
     let previous = rs.status.clone().unwrap_or_default();
-    let reported = [(status::SIGNERS_READY, signers_outcome)];
+    let mut reported = vec![(status::SIGNERS_READY, signers_outcome)];
+    let (possession, possession_ends) = proof_of_possession(rs, now);
+    reported.extend(possession.map(|outcome| (status::PROOF_OF_POSSESSION, outcome)));
     let conditions = status::conditions(&previous.conditions, now, rs.meta().generation, &parts, &reported);
     let new_status = RemoteSignerStatus {
         observed_generation: rs.meta().generation,
@@ -202,7 +204,27 @@ async fn reconcile_inner(rs: &RemoteSigner, ctx: &Context) -> Result<Action, Err
     }
     let ready = ready.status == "True";
     let wait = Duration::try_from(token_wait).unwrap_or(RETRY);
+    // Back when a proof-of-possession window ends, to report it.
+    let wait = possession_ends.map_or(wait, |ends| wait.min(ends));
     Ok(Action::requeue(if ready { wait } else { wait.min(RETRY) }))
+}
+
+/// The ProofOfPossession condition of a Tezos signer that allows proofs of possession (none
+/// otherwise), and how long until its window ends. The signer ends the window by its own clock;
+/// this only reports it.
+fn proof_of_possession(rs: &RemoteSigner, now: Timestamp) -> (Option<Outcome>, Option<Duration>) {
+    let Some(tezos) = rs.spec.tezos.as_ref().filter(|t| t.allow_proof_of_possession) else { return (None, None) };
+    let Some(until) = &tezos.proof_of_possession_until else {
+        return (Some(ok("Allowed", "the signer answers /bls_prove_possession, with no end set")), None);
+    };
+    match until.parse::<Timestamp>() {
+        Ok(ends) if ends > now => {
+            let left = Duration::try_from(ends.duration_since(now)).unwrap_or(Duration::ZERO);
+            (Some(ok("Allowed", format!("the signer answers /bls_prove_possession until {until}"))), Some(left))
+        }
+        Ok(_) => (Some(failed("Ended", format!("proofOfPossessionUntil {until} has passed: the signer refuses"))), None),
+        Err(_) => (Some(failed("InvalidTime", format!("proofOfPossessionUntil {until:?} is not an RFC 3339 time"))), None),
+    }
 }
 
 /// The pods this RemoteSigner's signer was injected into, and how many of those signers are Ready:
@@ -641,6 +663,22 @@ mod tests {
     /// The RemoteSigner as the store has it now (status, finalizers).
     fn current(api: &FakeApi, name: &str) -> RemoteSigner {
         serde_json::from_value(api.get("RemoteSigner", NS, name).expect("the RemoteSigner")).unwrap()
+    }
+
+    #[test]
+    fn the_proof_of_possession_condition_follows_the_window() {
+        let now: Timestamp = "2026-12-02T12:00:00Z".parse().unwrap();
+        let mut rs = RemoteSigner::new("baker", crate::api::RemoteSignerSpec::atto("key", "seed", Vec::new()));
+        assert_eq!(proof_of_possession(&rs, now), (None, None), "not asked for: no condition");
+        rs.spec.tezos = Some(crate::api::TezosSpec { allow_proof_of_possession: true, ..Default::default() });
+        assert!(matches!(proof_of_possession(&rs, now), (Some(Ok(_)), None)));
+        rs.spec.tezos.as_mut().unwrap().proof_of_possession_until = Some("2026-12-02T12:30:00Z".into());
+        let (outcome, ends) = proof_of_possession(&rs, now);
+        assert_eq!(outcome.unwrap().unwrap().0, "Allowed");
+        assert_eq!(ends, Some(Duration::from_secs(1800)), "back when the window ends");
+        let later: Timestamp = "2026-12-02T12:30:00Z".parse().unwrap();
+        let (outcome, ends) = proof_of_possession(&rs, later);
+        assert_eq!((outcome.unwrap().unwrap_err().0, ends), ("Ended".to_string(), None));
     }
 
     fn condition(rs: &RemoteSigner, type_: &str) -> (String, String) {

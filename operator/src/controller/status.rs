@@ -13,6 +13,8 @@ pub const MARKS_READY: &str = "MarksReady";
 pub const KEY_READY: &str = "KeyReady";
 /// Whether the injected signers run. Reported, but not part of Ready (see [`conditions`]).
 pub const SIGNERS_READY: &str = "SignersReady";
+/// Whether a Tezos signer answers proofs of possession now (only when spec.tezos allows them).
+pub const PROOF_OF_POSSESSION: &str = "ProofOfPossession";
 
 /// One part's outcome: `(reason, message)`, good or bad.
 pub type Outcome = Result<(String, String), (String, String)>;
