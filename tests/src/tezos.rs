@@ -19,6 +19,15 @@ pub fn consensus(magic: u8, chain: [u8; 4], level: u32, round: u32, payload: u8)
     data
 }
 
+/// A preattestation (tag 40) or attestation (tag 41) as a tz4 key signs it ("BLS mode"): no
+/// slot, so the level is at byte 38.
+pub fn bls_consensus(magic: u8, chain: [u8; 4], level: u32, round: u32, payload: u8) -> Vec<u8> {
+    let mut data = consensus(magic, chain, level, round, payload);
+    data[37] = if magic == 0x12 { 40 } else { 41 };
+    data.drain(38..40);
+    data
+}
+
 /// A Tenderbake block header (magic 0x11) at `level`, its fitness ending with `round`, and a
 /// payload hash made of `payload`.
 pub fn block(chain: [u8; 4], level: u32, round: u32, payload: u8) -> Vec<u8> {
@@ -79,5 +88,7 @@ mod tests {
         assert_eq!(request.watermark, Some(Watermark { chain_id: MAINNET, level: 7, round: 2 }));
         let request = parse(&consensus(0x12, MAINNET, 9, 1, 1)).unwrap();
         assert_eq!((request.kind, request.watermark.unwrap().level), (RequestKind::Preattestation, 9));
+        let request = parse(&bls_consensus(0x13, MAINNET, 11, 2, 1)).unwrap();
+        assert_eq!(request.watermark, Some(Watermark { chain_id: MAINNET, level: 11, round: 2 }));
     }
 }

@@ -1,7 +1,8 @@
 //! Load for a Tezos remote signer (sigil-signer or Signatory) over loopback, the way a baker signs:
 //! per level a preattestation, an attestation and a block, at rising levels. Each connection bakes
 //! on its own chain id, so connections never contend for one high-water mark and the same stream
-//! can be replayed against any signer. Bounded by time and count; prints one JSON line.
+//! can be replayed against any signer. Bounded by time and count; prints one JSON line. A tz4 key
+//! gets its (pre)attestations in BLS mode (tags 40/41), as octez sends them for tz4.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -11,7 +12,7 @@ use bytes::Bytes;
 use clap::Parser;
 use http_body_util::Full;
 use sigil_tests::load;
-use sigil_tests::tezos::{block, consensus};
+use sigil_tests::tezos::{block, bls_consensus, consensus};
 
 #[derive(Parser)]
 struct Args {
@@ -32,6 +33,9 @@ struct Args {
     /// A label for the report (`sigil`, `signatory`).
     #[arg(long, default_value = "signer")]
     label: String,
+    /// Only attestations (one per level), not the baker's mix of three kinds.
+    #[arg(long)]
+    attestations_only: bool,
 }
 
 fn main() -> Result<()> {
@@ -54,15 +58,18 @@ async fn run(args: &Args) -> Result<(Vec<u64>, Duration)> {
         let (addr, path) = (args.addr, format!("/keys/{}", args.pkh));
         // A chain id per run and worker: a rerun never starts below an old mark.
         let chain = chain_id(worker, started);
+        let consensus = if args.pkh.starts_with("tz4") { bls_consensus } else { consensus };
+        let attestations_only = args.attestations_only;
         workers.spawn(async move {
             let mut sender = load::connect(addr).await?;
             let mut latencies = Vec::with_capacity(per_worker.min(1 << 20));
             'levels: for level in 1u32.. {
-                for data in [
+                let mix = [
                     consensus(0x12, chain, level, 0, 0x77),
                     consensus(0x13, chain, level, 0, 0x77),
                     block(chain, level, 0, 0x77),
-                ] {
+                ];
+                for data in mix.into_iter().filter(|data| !attestations_only || data[0] == 0x13) {
                     if latencies.len() >= per_worker || Instant::now() >= deadline {
                         break 'levels;
                     }
