@@ -287,7 +287,9 @@ async fn reconcile_config(
     };
     let identity_secret = rs.spec.cometbft.as_ref().and_then(|c| c.identity_key_secret_ref.as_ref());
     let identity_secret = identity_secret.map(|s| (&s.name, "spec.cometbft.identityKeySecretRef"));
-    for (secret, field) in key_secret.into_iter().chain(identity_secret) {
+    let companion_secret = rs.spec.tezos.as_ref().and_then(|t| t.companion_key_secret_ref.as_ref());
+    let companion_secret = companion_secret.map(|s| (&s.name, "spec.tezos.companionKeySecretRef"));
+    for (secret, field) in key_secret.into_iter().chain(identity_secret).chain(companion_secret) {
         // Metadata only: the operator never reads key material.
         let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
         if secrets.get_metadata_opt(secret).await?.is_none() {

@@ -1,4 +1,5 @@
-//! Tezos sign requests: the magic-byte, block-header, consensus and generic-operation parser that
+//! Tezos sign requests: the magic-byte, block-header, consensus (tz1–tz3 layouts with a slot,
+//! tz4's BLS-mode tags 40/41 without) and generic-operation (ballot votes included) parser that
 //! runs on every POSTed body. It must never panic, and what it accepts must be self-consistent.
 #![no_main]
 
@@ -9,5 +10,7 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(request) = parse(data) {
         assert_eq!(request.watermark.is_some(), request.kind.stream().is_some());
         assert_eq!(request.kind == RequestKind::Generic, !request.operations.is_empty());
+        // Retired Emmy watermarks never parse.
+        assert!(data[0] != 0x01 && data[0] != 0x02);
     }
 });

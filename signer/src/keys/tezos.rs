@@ -410,6 +410,26 @@ mod tests {
     }
 
     #[test]
+    fn bls_public_keys_outside_the_subgroup_are_refused() {
+        // The compressed point at infinity, and the first small-x curve point (outside the
+        // subgroup: G1's cofactor is large), each in a well-formed BLpk.
+        let mut infinity = [0u8; 48];
+        infinity[0] = 0xc0;
+        let outside = (1u8..=255)
+            .map(|x| {
+                let mut bytes = [0u8; 48];
+                (bytes[0], bytes[47]) = (0x80, x);
+                bytes
+            })
+            .find(|b| blst::min_pk::PublicKey::uncompress(b).is_ok())
+            .unwrap();
+        for point in [infinity, outside] {
+            let text = encode(Prefix::Blpk, &point);
+            assert!(matches!(parse_public_key(&text), Err(EncodingError::Key(KeyError::InvalidPublicKey { .. }))));
+        }
+    }
+
+    #[test]
     fn verify_only_vectors() {
         let cases = [
             (

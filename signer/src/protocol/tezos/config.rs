@@ -122,3 +122,32 @@ impl LiveSwitches {
 fn default_tezos_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 6732))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = "
+keys: {baker: {local: {secretKey: BLsk1eGhiPQXKtvvkBeXzmtVVJs6KPhEF45drF7MLjoCDcSnTGuyjL}}}
+ratchet: {memory: {}}
+tezos: {keys: {baker: {allow: [attestation], allowProofOfPossession: SWITCH}}}
+";
+
+    #[test]
+    fn the_switch_is_read_from_the_file_at_each_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("signer.yaml");
+        std::fs::write(&path, CONFIG.replace("SWITCH", "false")).unwrap();
+        let started = SignerConfig::from_file(&path).unwrap().tezos.unwrap();
+        let switches = LiveSwitches { config_file: started.config_file.clone(), started };
+        assert!(matches!(switches.check_proof_of_possession("baker"), Err(Refusal::ProofOfPossessionOff { .. })));
+        std::fs::write(&path, CONFIG.replace("SWITCH", "true")).unwrap();
+        assert_eq!(switches.check_proof_of_possession("baker"), Ok(()), "on without a restart");
+        assert!(matches!(switches.check_proof_of_possession("other"), Err(Refusal::ProofOfPossessionOff { .. })));
+        // A file that no longer parses (or is gone) refuses rather than keeps the last answer.
+        std::fs::write(&path, "tezos: [").unwrap();
+        assert!(matches!(switches.check_proof_of_possession("baker"), Err(Refusal::ConfigUnreadable(_))));
+        std::fs::remove_file(&path).unwrap();
+        assert!(matches!(switches.check_proof_of_possession("baker"), Err(Refusal::ConfigUnreadable(_))));
+    }
+}
