@@ -80,13 +80,16 @@ fn statuses(lines: &[serde_json::Value]) -> BTreeMap<u64, usize> {
     counts
 }
 
-/// A Tezos signature in a client's line, checked against the key (BLAKE2b of the signed bytes).
+/// A Tezos signature in a client's line, checked against the key (the attestation pod-client
+/// sends: BLS mode for a tz4 key).
 fn verify_tezos(public_key: &PublicKey, line: &serde_json::Value) -> Result<()> {
+    use sigil_tests::tezos::{bls_consensus, consensus, MAINNET};
     let level = u32::try_from(line["level"].as_u64().context("level")?)?;
-    let data = sigil_tests::tezos::consensus(0x13, sigil_tests::tezos::MAINNET, level, 0, 1);
+    let build = if public_key.algorithm() == Algorithm::Bls12_381 { bls_consensus } else { consensus };
+    let data = build(0x13, MAINNET, level, 0, 1);
     let signature =
         encoding::parse_signature(line["signature"].as_str().context("signature")?, public_key.algorithm())?;
-    public_key.verify(&encoding::blake2b_256(&data), &signature).map_err(|e| anyhow::anyhow!("level {level}: {e}"))
+    encoding::verify(public_key, &data, &signature).map_err(|e| anyhow::anyhow!("level {level}: {e}"))
 }
 
 /// An Atto voter, a Tezos baker (a local key, and a key in SoftHSM loaded by the signer image's
@@ -679,5 +682,89 @@ async fn the_chart_runs_under_the_kubelet_and_uninstalls_to_the_crd() -> Result<
     eprintln!(
         "chart: 2 replicas Ready under its security context, PDB healthy 2; a confined release uninstalled to the CRD"
     );
+    Ok(())
+}
+
+/// A tz4 baker's sidecar on kind: the consensus key and the companion key from two Secrets sign
+/// BLS-mode attestations, and a proof of possession, refused while the RemoteSigner does not allow
+/// it, comes once `spec.tezos.allowProofOfPossession` is switched on, from the same signer process
+/// (the kubelet refreshes the mounted config; nothing restarts). The operator reports the window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tz4_baker_proves_possession_once_allowed_without_a_restart() -> Result<()> {
+    let kind = Kind::get().await?;
+    let namespace = kind.cluster.namespace("tz4").await?;
+    let ns = namespace.name.as_str();
+    let consensus = encoding::parse_secret_key("BLsk1eGhiPQXKtvvkBeXzmtVVJs6KPhEF45drF7MLjoCDcSnTGuyjL")?.public_key();
+    let companion = encoding::parse_secret_key("BLsk1XMDG3iepYGj15mBWc7dYjrkpVVM4VH3y5DyBCN9iAGrELwRbY")?.public_key();
+    let (consensus_pkh, companion_pkh) = (encoding::pkh(&consensus), encoding::pkh(&companion));
+    apply(
+        &kind,
+        ns,
+        r#"apiVersion: v1
+kind: ServiceAccount
+metadata: {name: validator}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: tz4-keys}
+stringData: {consensus: BLsk1eGhiPQXKtvvkBeXzmtVVJs6KPhEF45drF7MLjoCDcSnTGuyjL, companion: BLsk1XMDG3iepYGj15mBWc7dYjrkpVVM4VH3y5DyBCN9iAGrELwRbY}
+---
+apiVersion: sigil.dev/v1alpha1
+kind: RemoteSigner
+metadata: {name: tz4}
+spec:
+  protocol: Tezos
+  key: {secretRef: {name: tz4-keys, key: consensus}}
+  serviceAccountName: validator
+  tezos: {companionKeySecretRef: {name: tz4-keys, key: companion}}
+"#,
+    )?;
+    wait(&kind, ns, "remotesigner/tz4", "condition=Ready")?;
+
+    // The consensus key and the companion key attest in one pod each, one after the other.
+    for (job, pkh, key) in [("consensus", &consensus_pkh, &consensus), ("companion", &companion_pkh, &companion)] {
+        apply(&kind, ns, &client_job(job, "tz4", &["tezos", "--pkh", pkh, "--count", "5"]))?;
+        let lines = job_output(&kind, ns, job).await?;
+        ensure!(statuses(&lines) == BTreeMap::from([(200, 5)]), "{job}: {lines:?}");
+        for line in &lines {
+            verify_tezos(key, line)?;
+        }
+    }
+
+    // A prover that keeps asking: refused first, then answered once the RemoteSigner allows it.
+    apply(&kind, ns, &client_job("prove", "tz4", &["prove", "--pkh", &consensus_pkh, "--attempts", "600"]))?;
+    let pod = wait_for("the prover's pod", DEADLINE, || async {
+        Ok(kind.pods(ns, "job-name=prove").await?.first().map(|p| p.name_any()))
+    })
+    .await?;
+    wait_for("a refused proof of possession", DEADLINE, || async {
+        let lines = kind.logs(ns, &pod, "node").await.unwrap_or_default();
+        Ok(lines.iter().any(|l| l.contains("\"status\":403")).then_some(()))
+    })
+    .await?;
+    let until = k8s_openapi::jiff::Timestamp::from_second(k8s_openapi::jiff::Timestamp::now().as_second() + 3600)?;
+    let patch = format!(r#"{{"spec":{{"tezos":{{"allowProofOfPossession":true,"proofOfPossessionUntil":"{until}"}}}}}}"#);
+    run(kind.kubectl().args(["-n", ns, "patch", "remotesigner/tz4", "--type=merge", "-p", &patch]))?;
+    let switched = Instant::now();
+    let lines = job_output(&kind, ns, "prove").await?;
+    let last = lines.last().context("the prover printed nothing")?;
+    ensure!(last["status"] == 200, "no proof of possession after the switch: {lines:?}");
+    let proof = encoding::parse_signature(last["proof"].as_str().context("proof")?, Algorithm::Bls12_381)?;
+    consensus.verify_scheme(sigil_signer::keys::BlsScheme::ProvePossession, consensus.as_bytes(), &proof)?;
+    println!("proof of possession answered {:?} after the RemoteSigner was patched", switched.elapsed());
+    let pods: Api<Pod> = Api::namespaced(kind.cluster.client.clone(), ns);
+    let statuses = pods.get(&pod).await?.status.and_then(|s| s.init_container_statuses).unwrap_or_default();
+    let signer = statuses.iter().find(|s| s.name == "sigil-signer").context("the injected signer")?;
+    ensure!(signer.restart_count == 0, "the signer restarted: {signer:?}");
+
+    let condition = run(kind.kubectl().args([
+        "-n",
+        ns,
+        "get",
+        "remotesigner/tz4",
+        "-o",
+        "jsonpath={.status.conditions[?(@.type==\"ProofOfPossession\")].status}",
+    ]))?;
+    ensure!(condition.trim() == "True", "ProofOfPossession condition: {condition:?}");
     Ok(())
 }

@@ -4,7 +4,8 @@
 //! eviction included).
 //!
 //!   pod-client atto  --count 0 --interval-ms 100     # votes with ATTO_SIGNER_REMOTE_TOKEN, forever
-//!   pod-client tezos --pkh tz1… --count 30           # attestations at rising levels
+//!   pod-client tezos --pkh tz1… --count 30           # attestations at rising levels (tz4: BLS mode)
+//!   pod-client prove --pkh tz4… --attempts 300       # asks for a proof of possession until one comes
 //!   pod-client reach --addr 10.244.0.7:6732          # can this pod open that address? (for isolation)
 
 use std::net::SocketAddr;
@@ -15,7 +16,7 @@ use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use sigil_tests::tezos::{consensus, MAINNET};
+use sigil_tests::tezos::{bls_consensus, consensus, MAINNET};
 
 #[derive(Parser)]
 struct Args {
@@ -48,6 +49,18 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         interval_ms: u64,
     },
+    /// `GET /bls_prove_possession/<pkh>` every `interval_ms` until it answers 200, at most
+    /// `attempts` times.
+    Prove {
+        #[arg(long, default_value = "127.0.0.1:6732")]
+        addr: SocketAddr,
+        #[arg(long)]
+        pkh: String,
+        #[arg(long, default_value_t = 300)]
+        attempts: u64,
+        #[arg(long, default_value_t = 500)]
+        interval_ms: u64,
+    },
     /// Tries to open a TCP connection to `addr` and prints whether it could.
     Reach {
         #[arg(long)]
@@ -62,12 +75,26 @@ fn main() -> Result<()> {
         match args.command {
             Command::Atto { addr, count, interval_ms } => atto(addr, count, interval_ms).await,
             Command::Tezos { addr, pkh, count, start_level, interval_ms } => {
+                let consensus = if pkh.starts_with("tz4") { bls_consensus } else { consensus };
                 for i in 0..count {
                     let level = start_level + u32::try_from(i)?;
                     let body = format!("\"{}\"", hex::encode(consensus(0x13, MAINNET, level, 0, 1)));
                     let (status, answer) = request(addr, "POST", &format!("/keys/{pkh}"), None, body).await;
                     let signature = answer.as_ref().ok().and_then(|a| a["signature"].as_str().map(String::from));
                     println!("{}", serde_json::json!({ "level": level, "status": status, "signature": signature }));
+                    tokio::time::sleep(Duration::from_millis(interval_ms)).await;
+                }
+                Ok(())
+            }
+            Command::Prove { addr, pkh, attempts, interval_ms } => {
+                for attempt in 0..attempts {
+                    let path = format!("/bls_prove_possession/{pkh}");
+                    let (status, answer) = request(addr, "GET", &path, None, String::new()).await;
+                    let proof = answer.as_ref().ok().and_then(|a| a["bls_prove_possession"].as_str().map(String::from));
+                    println!("{}", serde_json::json!({ "attempt": attempt, "status": status, "proof": proof }));
+                    if status == 200 {
+                        break;
+                    }
                     tokio::time::sleep(Duration::from_millis(interval_ms)).await;
                 }
                 Ok(())

@@ -132,6 +132,14 @@ impl Api {
         })
     }
 
+    /// One of the bounded in-flight slots, or 503.
+    fn slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
+        self.in_flight.try_acquire().map_err(|_| {
+            self.signer.metrics().refuse(PROTOCOL, "overload");
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "signer busy; retry")
+        })
+    }
+
     fn algorithm(&self, key: &TezosKey) -> Option<Algorithm> {
         self.signer.key(&key.name)?.public_key().map(|k| k.algorithm())
     }
@@ -207,10 +215,7 @@ async fn sign(
     let algorithm = api.algorithm(key).ok_or_else(|| api.unknown(&pkh))?;
     let scheme = bls_scheme(algorithm, query.version.as_deref()).map_err(|m| api.bad_request(m))?;
 
-    let _slot = api.in_flight.try_acquire().map_err(|_| {
-        api.signer.metrics().refuse(PROTOCOL, "overload");
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "signer busy; retry")
-    })?;
+    let _slot = api.slot()?;
     let chain = request.watermark.map(|w| tezos::chain_id_b58(w.chain_id)).unwrap_or_default();
     let mark = match (request.watermark, request.kind.stream()) {
         (Some(w), Some(stream)) => {
@@ -279,6 +284,8 @@ async fn prove_possession(
     if public_key.algorithm() != Algorithm::Bls12_381 {
         return Err(api.bad_request(format!("{pkh} is not a BLS (tz4) key: only tz4 keys prove possession")));
     }
+    // Within the in-flight bound: the switch is a file read.
+    let _slot = api.slot()?;
     api.switches.check_proof_of_possession(&key.name).map_err(|r| api.refuse(r))?;
     let message = match query.bls_pk.as_deref() {
         Some(text) => {
