@@ -101,6 +101,15 @@ impl State {
                 _ => None,
             };
             return match (method, self.objects.get_mut(object)) {
+                // A JSON patch: all its operations, `test` included, or none.
+                (&Method::PATCH, Some(existing)) if content_type.starts_with("application/json-patch") => {
+                    let patch: json_patch::Patch = serde_json::from_value(body).expect("a JSON patch");
+                    match json_patch::patch(existing, &patch) {
+                        Ok(()) => (StatusCode::OK, existing.clone()),
+                        Err(error) => (StatusCode::UNPROCESSABLE_ENTITY, json!({ "kind": "Status", "apiVersion": "v1",
+                            "status": "Failure", "reason": "Invalid", "message": error.to_string(), "code": 422 })),
+                    }
+                }
                 (&Method::PATCH, Some(existing)) => {
                     if let Some(previous) = previous {
                         prune(&mut existing["status"], &previous["status"], &body["status"]);

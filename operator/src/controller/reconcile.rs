@@ -192,8 +192,17 @@ async fn reconcile_inner(rs: &RemoteSigner, ctx: &Context) -> Result<Action, Err
         marks,
     };
     let ready = new_status.condition(status::READY).expect("conditions() puts Ready first").clone();
-    let patch = json!({ "apiVersion": "sigil.dev/v1alpha1", "kind": "RemoteSigner", "status": new_status });
-    signers.patch_status(&name, &apply, &Patch::Apply(&patch)).await?;
+    // A write to this very object: a RemoteSigner deleted and applied again under the same name
+    // while this reconcile ran must not get the old one's status (it would say Ready before its
+    // own config exists). The status subresource ignores a uid in an apply patch, so a JSON
+    // patch tests it, and the API server refuses the patch when it differs.
+    let patch: json_patch::Patch = serde_json::from_value(json!([
+        { "op": "test", "path": "/metadata/uid", "value": rs.uid() },
+        { "op": "add", "path": "/status", "value": new_status },
+    ]))
+    .map_err(invalid)?;
+    let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+    signers.patch_status(&name, &params, &Patch::<()>::Json(patch)).await?;
     let was_ready = previous.condition(status::READY).map(|c| c.status.as_str());
     if was_ready != Some(ready.status.as_str()) {
         let (type_, note) = match ready.status.as_str() {

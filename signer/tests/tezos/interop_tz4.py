@@ -15,32 +15,20 @@ Prints one JSON summary line; exits non-zero on any failure.
 import json
 import os
 import sys
-import urllib.error
-import urllib.request
 
+from forge import BRANCH, PAYLOAD, block, chain_bytes
+from forge import call as http
 from py_ecc.bls import G2MessageAugmentation, G2ProofOfPossession
-from pytezos.block.forge import forge_block_header, forge_protocol_data
 from pytezos.crypto.encoding import base58_decode, base58_encode
 from pytezos.michelson.forge import forge_base58
 
-URL = os.environ["SIGNER_URL"].rstrip("/")
-CHAIN = os.environ["CHAIN_ID"]
-BRANCH = "BLockGenesisGenesisGenesisGenesisGenesisf79b5d1CoW2"
-PAYLOAD = base58_encode(bytes(range(32)), b"vh").decode()
 POP_DST = b"BLS_POP_BLS12381G2_XMD:SHA-256_SSWU_RO_POP_"
 failures = []
 signed = {}
 
 
 def call(path, body=None):
-    data = None if body is None else json.dumps(body).encode()
-    method = "GET" if body is None else "POST"
-    request = urllib.request.Request(URL + path, data=data, method=method, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=20) as response:
-            return response.status, json.loads(response.read() or b"null")
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read() or b"null")
+    return http("GET" if body is None else "POST", path, body)
 
 
 def public_key(pkh):
@@ -57,31 +45,9 @@ def raw_signature(blsig):
     return base58_decode(blsig.encode())
 
 
-def block(level, round_):
-    fitness = ["02", f"{level:08x}", "", f"{max(round_ - 1, 0):08x}", f"{round_:08x}"]
-    protocol_data = {
-        "payload_hash": PAYLOAD,
-        "payload_round": 0,
-        "proof_of_work_nonce": "00" * 8,
-        "liquidity_baking_toggle_vote": "pass",
-    }
-    header = {
-        "level": level,
-        "proto": 1,
-        "predecessor": BRANCH,
-        "timestamp": f"2026-01-01T00:{level // 60:02d}:{level % 60:02d}Z",
-        "validation_pass": 4,
-        "operations_hash": "LLoZqBDX1E2ADRXbmwYo8VtMNeHG6Ygzmm4Zqv97i91UPBQHy9Vq3",
-        "fitness": fitness,
-        "context": "CoVDyf9y9gHfAkPWofBJffo4X4bWjmehH2LeVonDcCKKzyQYwqdk",
-        "protocol_data": forge_protocol_data(protocol_data).hex(),
-    }
-    return b"\x11" + forge_base58(CHAIN) + forge_block_header(header)
-
-
 def bls_consensus(magic, tag, level, round_, payload=PAYLOAD):
     """octez's BLS-mode (pre)attestation: tag 40/41, then level, round, payload hash; no slot."""
-    return (magic + forge_base58(CHAIN) + forge_base58(BRANCH) + bytes([tag]) + level.to_bytes(4, "big")
+    return (magic + chain_bytes() + forge_base58(BRANCH) + bytes([tag]) + level.to_bytes(4, "big")
             + round_.to_bytes(4, "big") + forge_base58(payload))
 
 
