@@ -743,7 +743,8 @@ spec:
     })
     .await?;
     let until = k8s_openapi::jiff::Timestamp::from_second(k8s_openapi::jiff::Timestamp::now().as_second() + 3600)?;
-    let patch = format!(r#"{{"spec":{{"tezos":{{"allowProofOfPossession":true,"proofOfPossessionUntil":"{until}"}}}}}}"#);
+    let patch =
+        format!(r#"{{"spec":{{"tezos":{{"allowProofOfPossession":true,"proofOfPossessionUntil":"{until}"}}}}}}"#);
     run(kind.kubectl().args(["-n", ns, "patch", "remotesigner/tz4", "--type=merge", "-p", &patch]))?;
     let switched = Instant::now();
     let lines = job_output(&kind, ns, "prove").await?;

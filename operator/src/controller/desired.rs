@@ -25,8 +25,8 @@ use crate::api::{
     AttoCapability, KeySource, KeySpec, Protocol, RatchetStore, RemoteSigner, SecretKeyRef, WorkloadIdentitySpec,
 };
 use crate::sidecar::{
-    API_PORT, COMPANION_KEY_DIR, CONFIG_FILE, IDENTITY_DIR, IDENTITY_FILE, KEY_DIR, KEY_FILE, MANAGEMENT_PORT, PIN_FILE, TEZOS_PORT,
-    TOKEN_DIR,
+    API_PORT, COMPANION_KEY_DIR, CONFIG_FILE, IDENTITY_DIR, IDENTITY_FILE, KEY_DIR, KEY_FILE, MANAGEMENT_PORT,
+    PIN_FILE, TEZOS_PORT, TOKEN_DIR,
 };
 
 /// The one field manager for everything the operator applies.

@@ -106,8 +106,11 @@ impl State {
                     let patch: json_patch::Patch = serde_json::from_value(body).expect("a JSON patch");
                     match json_patch::patch(existing, &patch) {
                         Ok(()) => (StatusCode::OK, existing.clone()),
-                        Err(error) => (StatusCode::UNPROCESSABLE_ENTITY, json!({ "kind": "Status", "apiVersion": "v1",
-                            "status": "Failure", "reason": "Invalid", "message": error.to_string(), "code": 422 })),
+                        Err(error) => (
+                            StatusCode::UNPROCESSABLE_ENTITY,
+                            json!({ "kind": "Status", "apiVersion": "v1",
+                            "status": "Failure", "reason": "Invalid", "message": error.to_string(), "code": 422 }),
+                        ),
                     }
                 }
                 (&Method::PATCH, Some(existing)) => {

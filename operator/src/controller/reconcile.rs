@@ -231,8 +231,12 @@ fn proof_of_possession(rs: &RemoteSigner, now: Timestamp) -> (Option<Outcome>, O
             let left = Duration::try_from(ends.duration_since(now)).unwrap_or(Duration::ZERO);
             (Some(ok("Allowed", format!("the signer answers /bls_prove_possession until {until}"))), Some(left))
         }
-        Ok(_) => (Some(failed("Ended", format!("proofOfPossessionUntil {until} has passed: the signer refuses"))), None),
-        Err(_) => (Some(failed("InvalidTime", format!("proofOfPossessionUntil {until:?} is not an RFC 3339 time"))), None),
+        Ok(_) => {
+            (Some(failed("Ended", format!("proofOfPossessionUntil {until} has passed: the signer refuses"))), None)
+        }
+        Err(_) => {
+            (Some(failed("InvalidTime", format!("proofOfPossessionUntil {until:?} is not an RFC 3339 time"))), None)
+        }
     }
 }
 

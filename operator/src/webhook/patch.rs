@@ -10,9 +10,7 @@ use serde_json::{json, Value};
 
 use crate::api::{Protocol, RemoteSigner};
 use crate::controller::desired::{config_map_name, secret_volumes, service_account, token_secret_name};
-use crate::sidecar::{
-    API_ACCESS_DIR, API_PORT, CONFIG_DIR, CONFIG_FILE, CONTAINER, MANAGEMENT_PORT, TOKEN_DIR,
-};
+use crate::sidecar::{API_ACCESS_DIR, API_PORT, CONFIG_DIR, CONFIG_FILE, CONTAINER, MANAGEMENT_PORT, TOKEN_DIR};
 
 /// The pod label that opts in: `sigil.dev/signer: <RemoteSigner name>`.
 pub const SIGNER_LABEL: &str = "sigil.dev/signer";

@@ -211,7 +211,9 @@ pub fn accept_signature(
 ) -> Result<Signature, &'static str> {
     let algorithm = public_key.algorithm();
     let raw: [u8; 64] = match (algorithm, encoding) {
-        (Algorithm::Ed25519 | Algorithm::Secp256k1 | Algorithm::P256, EcdsaEncoding::Raw) | (Algorithm::Ed25519, _) => bytes.try_into().map_err(|_| "not a 64-byte signature")?,
+        (Algorithm::Ed25519 | Algorithm::Secp256k1 | Algorithm::P256, EcdsaEncoding::Raw) | (Algorithm::Ed25519, _) => {
+            bytes.try_into().map_err(|_| "not a 64-byte signature")?
+        }
         (Algorithm::Secp256k1, EcdsaEncoding::Der) => {
             k256::ecdsa::Signature::from_der(bytes).map_err(|_| "not a DER signature")?.to_bytes().into()
         }

@@ -44,12 +44,12 @@ impl BlsScheme {
 /// A public key from its 48-byte compressed form: on the curve, in the subgroup, not infinity.
 pub fn validate_public_key(bytes: &[u8]) -> Result<[u8; 48], &'static str> {
     let bytes: [u8; 48] = bytes.try_into().map_err(|_| "expected 48 bytes (a compressed G1 point)")?;
-    blst::min_pk::PublicKey::uncompress(&bytes).map_err(|_| "not a compressed G1 point")?.validate().map_err(
-        |e| match e {
+    blst::min_pk::PublicKey::uncompress(&bytes).map_err(|_| "not a compressed G1 point")?.validate().map_err(|e| {
+        match e {
             blst::BLST_ERROR::BLST_PK_IS_INFINITY => "the point at infinity is not a key",
             _ => "not in the prime-order subgroup",
-        },
-    )?;
+        }
+    })?;
     Ok(bytes)
 }
 

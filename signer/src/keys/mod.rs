@@ -152,19 +152,22 @@ impl PublicKey {
             Algorithm::Ed25519 => {
                 let arr: [u8; 32] = self.bytes.as_slice().try_into().map_err(|_| KeyError::BadSignature)?;
                 let key = ed25519_dalek::VerifyingKey::from_bytes(&arr).map_err(|_| KeyError::BadSignature)?;
-                let sig = ed25519_dalek::Signature::from_slice(signature.as_bytes()).map_err(|_| KeyError::BadSignature)?;
+                let sig =
+                    ed25519_dalek::Signature::from_slice(signature.as_bytes()).map_err(|_| KeyError::BadSignature)?;
                 key.verify_strict(payload, &sig).map_err(|_| KeyError::BadSignature)
             }
             Algorithm::Secp256k1 => {
                 let key =
                     k256::ecdsa::VerifyingKey::from_sec1_bytes(&self.bytes).map_err(|_| KeyError::BadSignature)?;
-                let sig = k256::ecdsa::Signature::from_slice(signature.as_bytes()).map_err(|_| KeyError::BadSignature)?;
+                let sig =
+                    k256::ecdsa::Signature::from_slice(signature.as_bytes()).map_err(|_| KeyError::BadSignature)?;
                 verify_prehash(&key, self.algorithm, payload, &sig)
             }
             Algorithm::P256 => {
                 let key =
                     p256::ecdsa::VerifyingKey::from_sec1_bytes(&self.bytes).map_err(|_| KeyError::BadSignature)?;
-                let sig = p256::ecdsa::Signature::from_slice(signature.as_bytes()).map_err(|_| KeyError::BadSignature)?;
+                let sig =
+                    p256::ecdsa::Signature::from_slice(signature.as_bytes()).map_err(|_| KeyError::BadSignature)?;
                 verify_prehash(&key, self.algorithm, payload, &sig)
             }
             Algorithm::Bls12_381 => {

@@ -395,7 +395,8 @@ mod tests {
             "BLsigBGHyrcpAvoHAxhTji1ydHRDvPyaF9m7zpRrfYDxRmuacpRa4DPE2tdkbmjocAYJsqXsgo2A2WAoYiHufRUXCd9JTGGq8SC1C8WG653BbARCSA5Sb7oPfmxDmgP1AxNPyeZ4NR9muU"
         );
         // Tezex's "check_signature/4" tz4 row (<https://github.com/objkt-com/tezex/blob/main/test/crypto_test.exs>).
-        let published = parse_public_key("BLpk1nuQ6M54P2zN2gX2maUUzRa3QVX2eSnXZa184g2sfu2qB2XCGYJdZezkgb7ozbbfYUny1gcP").unwrap();
+        let published =
+            parse_public_key("BLpk1nuQ6M54P2zN2gX2maUUzRa3QVX2eSnXZa184g2sfu2qB2XCGYJdZezkgb7ozbbfYUny1gcP").unwrap();
         assert_eq!(pkh(&published), "tz4NWRt3aFyFU2Ydah917Eehxv6uf97j8tpZ");
         let text = hex::decode("0554657a6f73205369676e6564204d6573736167653a2074657a6f732d746573742d642e61707020323032312d30382d31365430383a35343a34362e3638395a206c6f6c").unwrap();
         let signature = parse_signature(

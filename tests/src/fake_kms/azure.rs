@@ -249,7 +249,12 @@ fn sign(inner: &Inner, secret: &SecretKey, kid: &str, body: &[u8], fault: Fault)
     }
     let digest = request["value"].as_str().and_then(|v| B64URL.decode(v).ok()).filter(|d| d.len() == 32);
     let Some(digest) = digest else { return bad("The digest must be 32 bytes for ES256/ES256K.") };
-    let raw: [u8; 64] = secret.sign(&signed_by_fault(fault, secret.algorithm(), digest)).unwrap().as_bytes().try_into().expect("64 bytes");
+    let raw: [u8; 64] = secret
+        .sign(&signed_by_fault(fault, secret.algorithm(), digest))
+        .unwrap()
+        .as_bytes()
+        .try_into()
+        .expect("64 bytes");
     let count = inner.signs.fetch_add(1, Ordering::SeqCst);
     let raw = ecdsa_as_a_service(secret.algorithm(), raw, count);
     Json(json!({"kid": kid, "value": B64URL.encode(raw)})).into_response()

@@ -209,7 +209,12 @@ fn asymmetric_sign(inner: &Inner, version: &str, body: &str, fault: Fault) -> Re
         }
         Some(_) => return invalid("The checksum in field dataCrc32c/digestCrc32c did not match the data."),
     };
-    let raw: [u8; 64] = secret.sign(&signed_by_fault(fault, secret.algorithm(), payload)).expect("the fake signs").as_bytes().try_into().expect("64 bytes");
+    let raw: [u8; 64] = secret
+        .sign(&signed_by_fault(fault, secret.algorithm(), payload))
+        .expect("the fake signs")
+        .as_bytes()
+        .try_into()
+        .expect("64 bytes");
     let count = inner.signs.fetch_add(1, Ordering::SeqCst);
     let signature = match secret.algorithm() {
         Algorithm::Ed25519 | Algorithm::Bls12_381 => raw.to_vec(),

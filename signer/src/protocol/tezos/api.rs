@@ -58,8 +58,7 @@ struct Api {
 }
 
 pub fn router(signer: Arc<Signer>, keys: Vec<TezosKey>, switches: Arc<LiveSwitches>, limits: Limits) -> Router {
-    let api =
-        Api { signer, keys: Arc::new(keys), switches, in_flight: Arc::new(Semaphore::new(limits.max_in_flight)) };
+    let api = Api { signer, keys: Arc::new(keys), switches, in_flight: Arc::new(Semaphore::new(limits.max_in_flight)) };
     let observed = Observed { metrics: api.signer.metrics().clone(), protocol: PROTOCOL, endpoint: endpoint_label };
     bounded(
         Router::new()

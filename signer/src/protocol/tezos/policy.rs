@@ -101,9 +101,7 @@ pub enum PolicyProblem {
     NothingAllowed,
     #[error("unknown operation {operation:?}; known: {known}")]
     UnknownOperation { operation: String, known: String },
-    #[error(
-        "unknown kind {0:?}; use block, preattestation, attestation, generic:<operation> or michelson"
-    )]
+    #[error("unknown kind {0:?}; use block, preattestation, attestation, generic:<operation> or michelson")]
     UnknownKind(String),
     #[error("{0:?}: {1}")]
     Chain(String, EncodingError),
@@ -168,8 +166,7 @@ impl TezosPolicy {
             .map(|(i, n)| Network::parse(n).map_err(|problem| error(format!("{path}.allowedIps[{i}]"), problem)))
             .collect::<Result<_, _>>()?;
         if let Some(until) = &config.proof_of_possession_until {
-            parse_time(until)
-                .map_err(|problem| error(format!("{path}.proofOfPossessionUntil"), problem))?;
+            parse_time(until).map_err(|problem| error(format!("{path}.proofOfPossessionUntil"), problem))?;
         }
         Ok(TezosPolicy { path, kinds, operations, chains, authorized_keys, allowed_ips })
     }
@@ -212,7 +209,8 @@ impl TezosPolicy {
         message.extend_from_slice(signer_pkh);
         message.extend_from_slice(data);
         let verified = self.authorized_keys.iter().any(|key| {
-            tezos::parse_signature(authentication, key.algorithm()).is_ok_and(|s| tezos::verify(key, &message, &s).is_ok())
+            tezos::parse_signature(authentication, key.algorithm())
+                .is_ok_and(|s| tezos::verify(key, &message, &s).is_ok())
         });
         if verified {
             Ok(())
@@ -380,7 +378,8 @@ mod tests {
         );
         let on = config("{allow: [block], allowProofOfPossession: true}");
         assert_eq!(on.check_proof_of_possession(path, i64::MAX), Ok(()));
-        let until = config("{allow: [block], allowProofOfPossession: true, proofOfPossessionUntil: '2026-12-02T18:00:00Z'}");
+        let until =
+            config("{allow: [block], allowProofOfPossession: true, proofOfPossessionUntil: '2026-12-02T18:00:00Z'}");
         let ends = 1_796_234_400; // 2026-12-02T18:00:00Z
         assert_eq!(until.check_proof_of_possession(path, ends - 1), Ok(()));
         assert!(matches!(until.check_proof_of_possession(path, ends), Err(Refusal::ProofOfPossessionEnded { .. })));
