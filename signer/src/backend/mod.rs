@@ -211,16 +211,14 @@ pub fn accept_signature(
 ) -> Result<Signature, &'static str> {
     let algorithm = public_key.algorithm();
     let raw: [u8; 64] = match (algorithm, encoding) {
-        (Algorithm::Ed25519 | Algorithm::Secp256k1 | Algorithm::P256, EcdsaEncoding::Raw) | (Algorithm::Ed25519, _) => {
-            bytes.try_into().map_err(|_| "not a 64-byte signature")?
-        }
+        (Algorithm::Bls12_381, _) => return Err("no key service signs BLS12-381"),
+        (Algorithm::Ed25519, _) | (_, EcdsaEncoding::Raw) => bytes.try_into().map_err(|_| "not a 64-byte signature")?,
         (Algorithm::Secp256k1, EcdsaEncoding::Der) => {
             k256::ecdsa::Signature::from_der(bytes).map_err(|_| "not a DER signature")?.to_bytes().into()
         }
         (Algorithm::P256, EcdsaEncoding::Der) => {
             p256::ecdsa::Signature::from_der(bytes).map_err(|_| "not a DER signature")?.to_bytes().into()
         }
-        (Algorithm::Bls12_381, _) => return Err("no key service signs BLS12-381"),
     };
     let signature = Signature::new(algorithm, raw).to_low_s().map_err(|_| "malformed signature")?;
     public_key.verify(payload, &signature).map_err(|_| "the signature does not verify against the key")?;
