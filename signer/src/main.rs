@@ -183,7 +183,7 @@ enum AlgorithmArg {
     Ed25519,
     Secp256k1,
     P256,
-    /// Tezos tz4 (BLS12-381 min-pk); written as a `BLsk…` key.
+    // Tezos tz4 (BLS12-381 min-pk); written as a `BLsk…` key.
     #[value(name = "bls12-381")]
     Bls12_381,
 }
