@@ -114,6 +114,11 @@ fn tezos_keys_import_and_show() {
             "tz3ZxowXGSjiVq227GQcwKdz87rKhq62rY4t",
             "p2pk66Y3178eHvgWFA4CDsgGPhbkWtwrYCVUKJnsAi41eGP7MbHKv24",
         ),
+        (
+            "BLsk1eGhiPQXKtvvkBeXzmtVVJs6KPhEF45drF7MLjoCDcSnTGuyjL",
+            "tz4TFJdv9Jd44FtBMAxi3KQT7AtazhVyaPa6",
+            "BLpk1ur5XXicWYMMzCVZZWyLZhybtyX8Zot2uCzDCZW8KcC5BdZiLVXRZvZzi4GuZYL9SarUvKpE",
+        ),
     ];
     for (i, (secret, address, public)) in vectors.iter().enumerate() {
         let file = dir.path().join(format!("k{i}"));
@@ -128,6 +133,16 @@ fn tezos_keys_import_and_show() {
     let (code, _, err) = run_to_end(&["key", "show"], &[], Some("edesk1fakeencryptedkey"));
     assert_eq!(code, 1);
     assert!(err.contains("decrypt it with octez-client first"), "{err}");
+    // A new tz4 key is written in its Tezos form, which names its curve and byte order.
+    let file = dir.path().join("tz4");
+    let (code, _, err) =
+        run_to_end(&["key", "generate", "--algorithm", "bls12-381", "--out", file.to_str().unwrap()], &[], None);
+    assert_eq!(code, 0, "{err}");
+    let written = std::fs::read_to_string(&file).unwrap();
+    assert!(written.starts_with("BLsk"), "{written}");
+    let (code, shown, err) = run_to_end(&["key", "show", "--file", file.to_str().unwrap()], &[], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(shown.contains("algorithm:  bls12-381") && shown.contains("tezos:      tz4"), "{shown}");
 }
 
 /// A CometBFT migration starts from the old signer's mark (docs/cometbft.md, "Migrating from
