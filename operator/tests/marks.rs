@@ -23,6 +23,9 @@ use sigil_tests::tezos::{consensus, sign, signature, MAINNET};
 
 const BAKER: &str = "edsk3qAQSJaDBSYN2PCMdv7BuJoBKeRyDFq5uPAwDfFRAhQdwHxPMN";
 const BAKER_PKH: &str = "tz1SodoUsWVe1Yey9eMFbqRUtNpBWfir5NRr";
+/// A tz4 key for the companion (its own key: the companion key is never the consensus key).
+const COMPANION: &str = "BLsk1XMDG3iepYGj15mBWc7dYjrkpVVM4VH3y5DyBCN9iAGrELwRbY";
+const COMPANION_PKH: &str = "tz4XXtsYav3fZz2FSDa7hcx4F8sh8SaDWNME";
 
 fn tezos_spec(secret: &str) -> RemoteSignerSpec {
     RemoteSignerSpec {
@@ -57,11 +60,11 @@ async fn rendered_signer(cluster: &TestCluster, ns: &str, name: &str, dir: &Path
     let rendered = config_maps.get(&format!("{name}-config")).await?;
     let yaml = rendered.data.unwrap_or_default().remove("signer.yaml").context("signer.yaml")?;
     let mut config = SignerConfig::from_yaml(&yaml)?;
-    let key = dir.join(format!("{name}.key"));
-    std::fs::write(&key, BAKER)?;
-    for entry in config.keys.values_mut() {
+    for (key_name, entry) in config.keys.iter_mut() {
         if let Some(local) = entry.local.as_mut() {
-            local.secret_key_file = Some(key.clone());
+            let key = dir.join(format!("{name}-{key_name}.key"));
+            std::fs::write(&key, if key_name == "companion" { COMPANION } else { BAKER })?;
+            local.secret_key_file = Some(key);
         }
     }
     if let Some(tezos) = config.tezos.as_mut() {
@@ -77,6 +80,36 @@ async fn rendered_signer(cluster: &TestCluster, ns: &str, name: &str, dir: &Path
 
 async fn attest(addr: SocketAddr, level: u32, payload: u8) -> Result<(u16, String)> {
     tokio::task::spawn_blocking(move || sign(addr, BAKER_PKH, &consensus(0x13, MAINNET, level, 0, payload))).await?
+}
+
+/// A Tezos signer with a companion key: the operator clears both keys the signer reports, and
+/// the signer, ready only then, signs with each.
+#[tokio::test]
+async fn a_companion_key_is_cleared_with_the_consensus_key() -> Result<()> {
+    let cluster = cluster().await?;
+    let namespace = cluster.namespace("marks-companion").await?;
+    let (ns, client) = (namespace.name.as_str(), cluster.client.clone());
+    setup(&client, ns, &["baker-key", "companion-key"]).await?;
+    let _operator = Operator::start(&cluster.kubeconfig, ns, &[])?;
+    let mut spec = tezos_spec("baker-key");
+    spec.tezos = Some(sigil_operator::api::TezosSpec {
+        companion_key_secret_ref: Some(SecretKeyRef { name: "companion-key".into(), key: "key".into() }),
+        ..Default::default()
+    });
+    create(&client, ns, "baker", spec).await?;
+    wait_ready(&client, ns, "baker", "True").await?;
+    let dir = tempfile::tempdir()?;
+    let signer = rendered_signer(&cluster, ns, "baker", dir.path()).await?;
+    wait_signer_ready(&signer).await?;
+    let store = Api::<ConfigMap>::namespaced(client.clone(), ns).get("baker-ratchet").await?;
+    let cleared = store.annotations().get(CLEARED_KEYS_ANNOTATION).cloned().unwrap_or_default();
+    assert_eq!(cleared.split(',').count(), 2, "both keys cleared: {cleared}");
+    assert_eq!(attest(signer.tezos(), 3, 1).await?.0, 200);
+    let tezos = signer.tezos();
+    let bls = sigil_tests::tezos::bls_consensus(0x13, MAINNET, 3, 0, 1);
+    let (status, body) = tokio::task::spawn_blocking(move || sign(tezos, COMPANION_PKH, &bls)).await??;
+    assert_eq!(status, 200, "{body}");
+    Ok(())
 }
 
 /// `/readyz`: status and reason.

@@ -285,6 +285,11 @@ pub fn secret_volumes(rs: &RemoteSigner) -> Vec<(Value, &'static str)> {
     .collect()
 }
 
+/// Whether the signer serves a Tezos companion key besides its key.
+pub fn has_companion_key(rs: &RemoteSigner) -> bool {
+    rs.spec.protocol == Protocol::Tezos && rs.spec.tezos.as_ref().is_some_and(|t| t.companion_key_secret_ref.is_some())
+}
+
 /// A volume of one key of a Secret, readable by the signer's non-root user (no other container
 /// mounts it).
 fn secret_volume(name: &str, secret: &SecretKeyRef, file: &str) -> Value {

@@ -452,20 +452,32 @@ async fn reconcile_key(
     let signers: Api<RemoteSigner> = Api::namespaced(ctx.client.clone(), namespace);
     // Fresh reads, not the event that woke us: the decision must see every clearance so far.
     let store = config_maps.get(&store.name_any()).await?;
-    let ours = published_keys(&store).remove(desired::SIGNER_KEY);
+    let published = published_keys(&store);
+    let ours = published.get(desired::SIGNER_KEY).cloned();
     let others = signers.list(&ListParams::default()).await?.items;
     let stores = config_maps.list(&ListParams::default().labels(desired::OWNER_LABEL)).await?.items;
-    let conflict = key_conflict(rs, &store, ours.as_ref(), &others, &stores);
-    let cleared = cleared_keys(&store).first().map(|k| k.to_string());
-    let wanted = match (&conflict, &ours) {
-        (Some(_), _) | (None, None) => None,
-        (None, Some(key)) => Some(key.key.clone()),
+    let source = desired::key_source(&rs.spec.key);
+    let conflict = key_conflict(rs, &store, source, ours.as_ref(), &others, &stores);
+    // A Tezos companion key is checked the same way, by its public key (it has no other source).
+    let companion = published.get(desired::COMPANION_KEY).filter(|_| desired::has_companion_key(rs));
+    let conflict = conflict.or_else(|| {
+        let companion = companion?;
+        if ours.as_ref().is_some_and(|k| k.key == companion.key) {
+            return Some("the companion key is the consensus key; give it a key of its own".to_string());
+        }
+        key_conflict(rs, &store, None, Some(companion), &others, &stores)
+    });
+    let cleared: Vec<String> = cleared_keys(&store).iter().map(|k| k.to_string()).collect();
+    let wanted: Vec<String> = match &conflict {
+        Some(_) => Vec::new(),
+        None => ours.iter().chain(companion).map(|k| k.key.clone()).collect(),
     };
-    // Withdraw a clearance on a conflict; grant one when the signer has reported its key.
-    if wanted != cleared && (conflict.is_some() || wanted.is_some()) {
+    // Withdraw every clearance on a conflict; grant them when the signer has reported its keys.
+    if wanted != cleared && (conflict.is_some() || !wanted.is_empty()) {
+        let value = (!wanted.is_empty()).then(|| wanted.join(","));
         let patch = json!({ "metadata": {
             "resourceVersion": store.resource_version(),
-            "annotations": { CLEARED_KEYS_ANNOTATION: wanted },
+            "annotations": { CLEARED_KEYS_ANNOTATION: value },
         }});
         config_maps.patch(&store.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
         if let Some(conflict) = &conflict {
@@ -489,21 +501,26 @@ async fn reconcile_key(
     })
 }
 
-/// Why `rs` may not use its key, if another RemoteSigner (or a deleted one's store) holds it.
+/// Why `rs` may not use a key of its signer (`ours`, from `source` when it has one), if another
+/// RemoteSigner (or a deleted one's store) holds it under any name.
 fn key_conflict(
     rs: &RemoteSigner,
     store: &ConfigMap,
+    source: Option<String>,
     ours: Option<&PublishedKey>,
     signers: &[RemoteSigner],
     stores: &[ConfigMap],
 ) -> Option<String> {
     let name = rs.name_any();
-    let source = desired::key_source(&rs.spec.key);
     let older =
         |other: &RemoteSigner| (other.creation_timestamp(), other.name_any()) < (rs.creation_timestamp(), name.clone());
     for other in signers.iter().filter(|o| o.name_any() != name && o.meta().deletion_timestamp.is_none()) {
         let other_store = stores.iter().find(|s| s.name_any() == desired::ratchet_name(&other.name_any()));
-        let theirs = other_store.and_then(|s| published_keys(s).remove(desired::SIGNER_KEY));
+        let theirs = match (other_store, ours) {
+            (Some(s), Some(ours)) => published_keys(s).into_values().find(|k| k.key == ours.key),
+            (Some(s), None) => published_keys(s).remove(desired::SIGNER_KEY),
+            _ => None,
+        };
         let same_source = source.is_some() && source == desired::key_source(&other.spec.key);
         let same_key = ours.is_some() && theirs.as_ref().map(|k| &k.key) == ours.map(|k| &k.key);
         if !(same_source || same_key) {
@@ -532,7 +549,7 @@ fn key_conflict(
         }
         let alive = signers.iter().any(|s| s.name_any() == owner && s.meta().deletion_timestamp.is_none());
         let has_marks = other.data.as_ref().is_some_and(|d| !d.is_empty());
-        let same = published_keys(other).get(desired::SIGNER_KEY).is_some_and(|k| k.key == ours.key);
+        let same = published_keys(other).values().any(|k| k.key == ours.key);
         if same && !alive && has_marks {
             return Some(format!(
                 "the marks of key {} are in ConfigMap {}, left by RemoteSigner {owner}, which was deleted; starting \
