@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
@@ -16,6 +16,24 @@ fn pytezos() -> PathBuf {
     let output = Command::new(&script).output().expect("run e2e/lib/pytezos");
     assert!(output.status.success(), "installing pytezos failed: {}", String::from_utf8_lossy(&output.stderr));
     PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
+}
+
+/// Runs `tests/tezos/<script>` against `signer` on chain NetXdQprcVkpaWU with `env`: its one
+/// JSON summary line, once it has succeeded with no failures.
+fn run_script(python: &Path, script: &str, signer: &SignerProcess, env: &[(&str, &str)]) -> serde_json::Value {
+    let output = Command::new(python)
+        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/tezos").join(script))
+        .env("SIGNER_URL", format!("http://{}", signer.tezos()))
+        .env("CHAIN_ID", "NetXdQprcVkpaWU")
+        .envs(env.iter().copied())
+        .output()
+        .expect("python runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{script} failed:\n{stdout}\n{stderr}");
+    let summary: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON summary line");
+    assert_eq!(summary["failures"], serde_json::json!([]));
+    summary
 }
 
 const KEYS: [&str; 3] = [
@@ -55,20 +73,8 @@ management: {{listen: 127.0.0.1:0}}
     std::fs::write(&path, config).unwrap();
     let signer = SignerProcess::spawn(&["--config", path.to_str().unwrap()], &[]);
 
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/tezos/interop.py");
-    let output = Command::new(&python)
-        .arg(&script)
-        .env("SIGNER_URL", format!("http://{}", signer.tezos()))
-        .env("KEYS", serde_json::to_string(&KEYS).unwrap())
-        .env("CLIENT_SECRET", CLIENT_SECRET)
-        .env("CHAIN_ID", "NetXdQprcVkpaWU")
-        .output()
-        .expect("python runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "interop failed:\n{stdout}\n{stderr}");
-    let summary: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON summary line");
-    assert_eq!(summary["failures"], serde_json::json!([]));
+    let keys = serde_json::to_string(&KEYS).unwrap();
+    let summary = run_script(&python, "interop.py", &signer, &[("KEYS", &keys), ("CLIENT_SECRET", CLIENT_SECRET)]);
     // Per key: 20 blocks + 2 repeats, 20 preattestations, 20 attestations, 1 with DAL, 5 batches.
     let signed = &summary["signed"];
     assert_eq!(signed["block"], 3 * 22, "{summary}");
@@ -99,7 +105,7 @@ fn tz4_attestation(level: u32, payload: u8) -> String {
     format!("\"{}\"", hex::encode(data))
 }
 
-fn tz4_config(dir: &std::path::Path) -> std::path::PathBuf {
+fn tz4_config(dir: &Path) -> PathBuf {
     let config = format!(
         r#"
 keys:
@@ -129,22 +135,14 @@ fn py_ecc_verifies_every_tz4_signature_and_proof() {
     let dir = tempfile::tempdir().unwrap();
     let config = tz4_config(dir.path());
     let signer = SignerProcess::spawn(&["--config", config.to_str().unwrap()], &[]);
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/tezos/interop_tz4.py");
-    let output = Command::new(&python)
-        .arg(&script)
-        .env("SIGNER_URL", format!("http://{}", signer.tezos()))
-        .env("CONSENSUS_KEY", tz4(CONSENSUS_TZ4))
-        .env("COMPANION_KEY", tz4(COMPANION_TZ4))
-        .env("OTHER_PUBLIC_KEY", "BLpk1nuQ6M54P2zN2gX2maUUzRa3QVX2eSnXZa184g2sfu2qB2XCGYJdZezkgb7ozbbfYUny1gcP")
-        .env("CONFIG_PATH", &config)
-        .env("CHAIN_ID", "NetXdQprcVkpaWU")
-        .output()
-        .expect("python runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "tz4 interop failed:\n{stdout}\n{stderr}");
-    let summary: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON summary line");
-    assert_eq!(summary["failures"], serde_json::json!([]));
+    let (consensus, companion) = (tz4(CONSENSUS_TZ4), tz4(COMPANION_TZ4));
+    let env = [
+        ("CONSENSUS_KEY", consensus.as_str()),
+        ("COMPANION_KEY", companion.as_str()),
+        ("OTHER_PUBLIC_KEY", "BLpk1nuQ6M54P2zN2gX2maUUzRa3QVX2eSnXZa184g2sfu2qB2XCGYJdZezkgb7ozbbfYUny1gcP"),
+        ("CONFIG_PATH", config.to_str().unwrap()),
+    ];
+    let summary = run_script(&python, "interop_tz4.py", &signer, &env);
     // 8 levels × 2 rounds of each, in the four versions, plus the identical repeat twice.
     let signed = &summary["signed"];
     assert_eq!(signed["block"], 16, "{summary}");

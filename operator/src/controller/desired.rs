@@ -274,20 +274,20 @@ fn key_config(spec: &KeySpec, local_algorithm: Option<Algorithm>) -> Result<KeyC
 /// The Secret volumes the sidecar mounts, each with its directory: the key (or the HSM's PIN),
 /// the CometBFT identity key, the Tezos companion key. Each is mounted into the signer alone.
 pub fn secret_volumes(rs: &RemoteSigner) -> Vec<(Value, &'static str)> {
-    let companion = rs.spec.tezos.as_ref().and_then(|t| t.companion_key_secret_ref.as_ref());
     [
         key_volume(rs).map(|v| (v, KEY_DIR)),
         identity_volume(rs).map(|v| (v, IDENTITY_DIR)),
-        companion.map(|secret| (secret_volume("sigil-companion-key", secret, KEY_FILE), COMPANION_KEY_DIR)),
+        companion_key_secret(rs).map(|s| (secret_volume("sigil-companion-key", s, KEY_FILE), COMPANION_KEY_DIR)),
     ]
     .into_iter()
     .flatten()
     .collect()
 }
 
-/// Whether the signer serves a Tezos companion key besides its key.
-pub fn has_companion_key(rs: &RemoteSigner) -> bool {
-    rs.spec.protocol == Protocol::Tezos && rs.spec.tezos.as_ref().is_some_and(|t| t.companion_key_secret_ref.is_some())
+/// The Secret of the Tezos companion key the signer serves besides its key, if any.
+pub fn companion_key_secret(rs: &RemoteSigner) -> Option<&SecretKeyRef> {
+    let tezos = rs.spec.tezos.as_ref().filter(|_| rs.spec.protocol == Protocol::Tezos)?;
+    tezos.companion_key_secret_ref.as_ref()
 }
 
 /// A volume of one key of a Secret, readable by the signer's non-root user (no other container

@@ -300,8 +300,7 @@ async fn reconcile_config(
     };
     let identity_secret = rs.spec.cometbft.as_ref().and_then(|c| c.identity_key_secret_ref.as_ref());
     let identity_secret = identity_secret.map(|s| (&s.name, "spec.cometbft.identityKeySecretRef"));
-    let companion_secret = rs.spec.tezos.as_ref().and_then(|t| t.companion_key_secret_ref.as_ref());
-    let companion_secret = companion_secret.map(|s| (&s.name, "spec.tezos.companionKeySecretRef"));
+    let companion_secret = desired::companion_key_secret(rs).map(|s| (&s.name, "spec.tezos.companionKeySecretRef"));
     for (secret, field) in key_secret.into_iter().chain(identity_secret).chain(companion_secret) {
         // Metadata only: the operator never reads key material.
         let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
@@ -459,7 +458,7 @@ async fn reconcile_key(
     let source = desired::key_source(&rs.spec.key);
     let conflict = key_conflict(rs, &store, source, ours.as_ref(), &others, &stores);
     // A Tezos companion key is checked the same way, by its public key (it has no other source).
-    let companion = published.get(desired::COMPANION_KEY).filter(|_| desired::has_companion_key(rs));
+    let companion = published.get(desired::COMPANION_KEY).filter(|_| desired::companion_key_secret(rs).is_some());
     let conflict = conflict.or_else(|| {
         let companion = companion?;
         if ours.as_ref().is_some_and(|k| k.key == companion.key) {

@@ -225,10 +225,10 @@ async fn sign(
     let payload = tezos::signed_payload(algorithm, &data);
     // An augmented signature is another signature of the same bytes: a repeat in the other
     // scheme is refused like different data, never answered with the stored signature.
-    let augmented = [b"augmented:".as_slice(), &data].concat();
+    let augmented = (scheme == BlsScheme::Augmented).then(|| [b"augmented:".as_slice(), &data].concat());
     let request_to_sign = SignRequest {
         scheme,
-        identity: (scheme == BlsScheme::Augmented).then_some(augmented.as_slice()),
+        identity: augmented.as_deref(),
         ..SignRequest::new(&key.name, &chain, request.kind.sign_kind(), mark, &payload)
     };
     let signature = api.signer.sign(request_to_sign).await?.signature;

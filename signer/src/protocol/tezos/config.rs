@@ -85,7 +85,7 @@ impl ProtocolConfig for TezosConfig {
         for name in self.keys.keys() {
             keys.push(TezosKey::new(name.clone(), self.key_policy(name)?));
         }
-        let switches = Arc::new(LiveSwitches { config_file: self.config_file.clone(), started: self.clone() });
+        let switches = Arc::new(LiveSwitches { started: self.clone() });
         let router = api::router(signer.clone(), keys, switches, Limits::TEZOS);
         Ok(vec![Service::Listener { name: "tezos API", addr: self.listen, router }])
     }
@@ -94,13 +94,12 @@ impl ProtocolConfig for TezosConfig {
 /// The settings read again at each use, from the config file as it is now (or as started, for a
 /// config that came from no file), so that an operator can switch them without a restart.
 pub struct LiveSwitches {
-    config_file: Option<PathBuf>,
     started: TezosConfig,
 }
 
 impl LiveSwitches {
     fn current(&self) -> Result<TezosConfig, Refusal> {
-        let Some(path) = &self.config_file else { return Ok(self.started.clone()) };
+        let Some(path) = &self.started.config_file else { return Ok(self.started.clone()) };
         let config = SignerConfig::from_file(path).map_err(|e| Refusal::ConfigUnreadable(e.to_string()))?;
         config.tezos.ok_or_else(|| Refusal::ConfigUnreadable(format!("{}: no tezos section", path.display())))
     }
@@ -139,7 +138,7 @@ tezos: {keys: {baker: {allow: [attestation], allowProofOfPossession: SWITCH}}}
         let path = dir.path().join("signer.yaml");
         std::fs::write(&path, CONFIG.replace("SWITCH", "false")).unwrap();
         let started = SignerConfig::from_file(&path).unwrap().tezos.unwrap();
-        let switches = LiveSwitches { config_file: started.config_file.clone(), started };
+        let switches = LiveSwitches { started };
         assert!(matches!(switches.check_proof_of_possession("baker"), Err(Refusal::ProofOfPossessionOff { .. })));
         std::fs::write(&path, CONFIG.replace("SWITCH", "true")).unwrap();
         assert_eq!(switches.check_proof_of_possession("baker"), Ok(()), "on without a restart");
