@@ -321,6 +321,41 @@ pub struct CometBftSpec {
     /// a signature far ahead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_height_jump: Option<i64>,
+    /// The node's CometBFT version (v0.34, v0.37, v0.38, v1). Unset: the signer answers any of
+    /// them (the public key in both privval layouts); set it to have the signer refuse what that
+    /// version cannot send, such as vote extensions to v0.34 and v0.37.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<CometBftVersion>,
+    /// CometBFT v1's SignBytesRequest (raw bytes): refused unless set, and then signed only for
+    /// values that start with `prefix` (with the chain id in place of `{chainId}`), that could
+    /// not be a vote, proposal or vote extension, at most `maxPerMinute` a minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sign_bytes: Option<SignBytesSpec>,
+}
+
+/// A CometBFT release line, as its privval protocol differs.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum CometBftVersion {
+    #[serde(rename = "v0.34")]
+    V0_34,
+    #[serde(rename = "v0.37")]
+    V0_37,
+    /// v0.38, and v0.39/v0.40, which keep its privval protocol.
+    #[serde(rename = "v0.38")]
+    V0_38,
+    #[serde(rename = "v1")]
+    V1,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SignBytesSpec {
+    /// What every value must start with: the application's domain, `{chainId}`, and at least one
+    /// more character, e.g. `myapp/p2p/{chainId}/`.
+    pub prefix: String,
+    /// At most this many raw-bytes signatures a minute (default 60).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_per_minute: Option<i32>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
@@ -479,6 +514,11 @@ pub fn crd() -> CustomResourceDefinition {
     let cometbft = &mut spec["properties"]["cometbft"]["properties"];
     cometbft["maxHeightJump"]["minimum"] = 1.into();
     cometbft["nodeId"]["pattern"] = "^[0-9a-fA-F]{40}$".into();
+    cometbft["signBytes"]["properties"]["maxPerMinute"]["minimum"] = 1.into();
+    spec["properties"]["cometbft"]["x-kubernetes-validations"] = serde_json::json!([rule(
+        "!has(self.signBytes) || !has(self.version) || self.version == 'v1'",
+        "spec.cometbft.signBytes: only CometBFT v1 nodes send SignBytesRequest; set version v1 or leave version out"
+    )]);
     let duration = |field: &str| {
         serde_json::json!([rule(
             "self.matches('^([0-9]+(s|m|h))+$') && duration(self) >= duration('1m')",

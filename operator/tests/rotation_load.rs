@@ -110,6 +110,7 @@ async fn two_rotations_under_load_without_a_single_401() -> Result<()> {
             token_env: None,
         }),
         management: Some(ManagementConfig { listen: "127.0.0.1:0".parse()? }),
+        audit: None,
     };
     let app = sigil_signer::app::App::start(&config).await?;
     let addr = app.local_addr("atto API").expect("bound");

@@ -9,6 +9,7 @@ use std::time::Duration;
 use axum::Router;
 use tokio::net::TcpListener;
 
+use crate::audit::Audit;
 use crate::backend::{KeyBackend, OpenError};
 use crate::config::{ConfigError, KeyConfig, RatchetStore, SignerConfig};
 use crate::keys::{Algorithm, PublicKey};
@@ -38,6 +39,8 @@ pub enum StartupError {
     Ratchet(#[from] RatchetError),
     #[error("atto token: {0}")]
     Token(#[from] TokenError),
+    #[error("audit.file {path}: {source}")]
+    Audit { path: std::path::PathBuf, source: std::io::Error },
     #[error("cannot listen on {addr} ({what}): {source}")]
     Bind { addr: SocketAddr, what: &'static str, source: std::io::Error },
 }
@@ -60,6 +63,7 @@ impl App {
         for (name, key) in &config.keys {
             let backend = open_backend(name, key)?;
             let served_by = protocols.iter().find(|p| p.keys().iter().any(|(_, key)| key == name));
+            let mut display = None;
             let policy = match served_by {
                 Some(protocol) => {
                     let ed25519 =
@@ -71,11 +75,16 @@ impl App {
                         ))));
                     }
                     published.push((name.clone(), protocol.display_key()));
+                    display = Some(protocol.display_key());
                     protocol.policy(name)?
                 }
                 None => Policy::default(),
             };
-            entries.push(KeyEntry::new(name.clone(), backend, policy));
+            let entry = KeyEntry::new(name.clone(), backend, policy);
+            entries.push(match display {
+                Some(display) => entry.with_display(display),
+                None => entry,
+            });
         }
         let ratchet: Arc<dyn Ratchet> = match config.ratchet.as_ref().map(|r| r.store()).transpose()? {
             None | Some(RatchetStore::Memory) => {
@@ -104,7 +113,14 @@ impl App {
                 )))
             }
         };
-        let signer = Arc::new(Signer::new(entries, ratchet, metrics, BACKEND_TIMEOUT));
+        let audit = match &config.audit {
+            Some(audit) => {
+                let opened = Audit::open(audit);
+                opened.map_err(|source| StartupError::Audit { path: audit.file.clone(), source })?
+            }
+            None => Audit::default(),
+        };
+        let signer = Arc::new(Signer::new(entries, ratchet, metrics, BACKEND_TIMEOUT).with_audit(audit));
         spawn_key_probe(signer.clone(), published).await;
 
         let mut listeners = Vec::new();
@@ -202,7 +218,7 @@ async fn spawn_key_probe(signer: Arc<Signer>, served: Vec<(String, KeyDisplay)>)
                 match signer.ratchet().publish_keys(&known).await {
                     Ok(()) => {
                         for key in &known {
-                            tracing::info!(key = %key.name, public_key = %key.display, "key published");
+                            tracing::info!(key = %key.name, address = %key.display, "key ready and published");
                         }
                         published = known;
                     }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::audit::AuditConfig;
 use crate::backend::local::LocalKeyConfig;
 use crate::backend::pkcs11::Pkcs11KeyConfig;
 use crate::backend::{one_of, AwsKmsKeyConfig, AzureKeyVaultKeyConfig, Backend, BackendConfig, GcpKmsKeyConfig};
@@ -35,6 +36,9 @@ pub struct SignerConfig {
     /// Health, readiness and metrics.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub management: Option<ManagementConfig>,
+    /// The audit trail's file, besides the log (one JSON line per signature and refusal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<AuditConfig>,
 }
 
 /// One key: set exactly one backend.

@@ -59,6 +59,13 @@ pub struct ChainLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SignBytesLabels {
+    pub chain: String,
+    /// `signed`, or the reason it was refused.
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KeyLabels {
     pub key: String,
 }
@@ -79,6 +86,8 @@ pub struct Metrics {
     pub key_ready: Family<KeyLabels, Gauge>,
     pub ratchet_commit_duration: Family<RatchetLabels, Histogram>,
     pub cometbft_connected: Family<ChainLabels, Gauge>,
+    pub cometbft_sign_bytes: Family<SignBytesLabels, Counter>,
+    pub audit_write_errors: Counter,
 }
 
 impl Default for Metrics {
@@ -122,6 +131,18 @@ impl Default for Metrics {
             "1 while connected to the CometBFT node of this chain",
             cometbft_connected.clone(),
         );
+        let cometbft_sign_bytes = Family::default();
+        registry.register(
+            "cometbft_sign_bytes",
+            "CometBFT v1 SignBytesRequests, by chain and outcome (signed or the refusal's reason)",
+            cometbft_sign_bytes.clone(),
+        );
+        let audit_write_errors = Counter::default();
+        registry.register(
+            "audit_write_errors",
+            "Audit records that could not be written to audit.file (the log still has them)",
+            audit_write_errors.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -133,6 +154,8 @@ impl Default for Metrics {
             key_ready,
             ratchet_commit_duration,
             cometbft_connected,
+            cometbft_sign_bytes,
+            audit_write_errors,
         }
     }
 }

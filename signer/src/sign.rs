@@ -7,10 +7,12 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
+use crate::audit::{Audit, Outcome, Record};
 use crate::backend::{BackendError, KeyBackend};
 use crate::keys::{BlsScheme, PublicKey, Signature};
 use crate::metrics::{BackendErrorLabels, BackendLabels, KeyLabels, Metrics, RatchetLabels, SignatureLabels};
 use crate::policy::{Policy, SignKind};
+use crate::protocol::KeyDisplay;
 use crate::ratchet::{check, Mark, Ratchet, RatchetError, State, StreamId, Verdict};
 
 /// What a protocol front asks for, already decoded from the wire.
@@ -37,6 +39,11 @@ pub struct SignRequest<'a> {
     /// reach of every honest request. Checked under the stream's lock against the durable mark;
     /// a stream with no mark yet has nothing to compare with and accepts. `None`: no limit.
     pub max_advance: Option<u64>,
+    /// Where a request that moves no mark sits in its chain (a vote extension's height), for the
+    /// audit trail.
+    pub position: Option<Mark>,
+    /// Who asked (an HTTP client's address, a CometBFT node's), for the audit trail.
+    pub client: Option<&'a str>,
 }
 
 impl<'a> SignRequest<'a> {
@@ -58,6 +65,8 @@ impl<'a> SignRequest<'a> {
             identity: None,
             context: None,
             max_advance: None,
+            position: None,
+            client: None,
         }
     }
 }
@@ -67,6 +76,8 @@ impl<'a> SignRequest<'a> {
 pub struct Signed {
     pub signature: Signature,
     pub context: Option<Vec<u8>>,
+    /// The stored answer to the same request at this mark, not a new signature.
+    pub repeated: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +134,9 @@ pub struct KeyEntry {
     pub backend: Arc<dyn KeyBackend>,
     pub policy: Policy,
     public_key: OnceLock<PublicKey>,
+    /// How the key's protocol names it, for the audit trail.
+    display: Option<KeyDisplay>,
+    key_hash: OnceLock<String>,
     /// Set when the backend's last answer was an error; cleared by the next success.
     unreachable: AtomicBool,
 }
@@ -134,8 +148,21 @@ impl KeyEntry {
             backend,
             policy,
             public_key: OnceLock::new(),
+            display: None,
+            key_hash: OnceLock::new(),
             unreachable: AtomicBool::new(false),
         }
+    }
+
+    /// Names the key in audit records as `display` does (a `tz1…`, a validator address).
+    pub fn with_display(self, display: KeyDisplay) -> Self {
+        KeyEntry { display: Some(display), ..self }
+    }
+
+    /// The key as its chain names it, once the backend has answered.
+    pub fn key_hash(&self) -> Option<&str> {
+        let (public_key, display) = (self.public_key()?, self.display?);
+        Some(self.key_hash.get_or_init(|| display(public_key)))
     }
 
     /// The public key, once the backend has answered (see [`Signer::probe_keys`]).
@@ -154,6 +181,7 @@ pub struct Signer {
     ratchet: Arc<dyn Ratchet>,
     metrics: Arc<Metrics>,
     backend_timeout: Duration,
+    audit: Audit,
     /// Wakes the background probe when a key becomes unreachable.
     trouble: tokio::sync::Notify,
 }
@@ -166,7 +194,17 @@ impl Signer {
         backend_timeout: Duration,
     ) -> Self {
         let keys = keys.into_iter().map(|k| (k.name.clone(), k)).collect();
-        Signer { keys, ratchet, metrics, backend_timeout, trouble: tokio::sync::Notify::new() }
+        Signer { keys, ratchet, metrics, backend_timeout, audit: Audit::default(), trouble: tokio::sync::Notify::new() }
+    }
+
+    /// Also writes audit records to `audit`'s file.
+    pub fn with_audit(self, audit: Audit) -> Self {
+        Signer { audit, ..self }
+    }
+
+    /// Records a refusal of a protocol front (one the sign path never saw) in the audit trail.
+    pub fn audit_refusal(&self, record: &Record<'_>) {
+        self.audit.record(record, &self.metrics);
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -257,20 +295,45 @@ impl Signer {
         failures
     }
 
+    /// Signs, or refuses; either way one audit record.
     pub async fn sign(&self, request: SignRequest<'_>) -> Result<Signed, SignError> {
+        let started = Instant::now();
         let result = self.sign_inner(&request).await;
+        let entry = self.keys.get(request.key);
+        let position = request.mark.map(|(mark, _)| mark).or(request.position);
+        let mut record = Record {
+            outcome: Outcome::Signed,
+            protocol: request.kind.protocol(),
+            key: Some(request.key),
+            key_hash: entry.and_then(KeyEntry::key_hash),
+            chain: Some(request.chain).filter(|c| !c.is_empty()),
+            kind: Some(request.kind.name()),
+            level: position.map(|p| p.level),
+            round: position.map(|p| p.round),
+            latency: started.elapsed(),
+            backend: entry.map(|e| e.backend.kind()),
+            client: request.client,
+            reason: None,
+            error: None,
+            signature: None,
+        };
         match &result {
-            Ok(_) => {
+            Ok(signed) => {
                 self.metrics
                     .signatures
                     .get_or_create(&SignatureLabels { key: request.key.to_string(), kind: request.kind.name() })
                     .inc();
+                record.outcome = if signed.repeated { Outcome::Repeated } else { Outcome::Signed };
+                record.signature = Some(signed.signature);
             }
             Err(error) => {
                 self.metrics.refuse(request.kind.protocol(), error.reason());
-                tracing::warn!(key = request.key, kind = %request.kind, %error, "sign request refused");
+                record.outcome = Outcome::Refused;
+                record.reason = Some(error.reason());
+                record.error = Some(error.to_string());
             }
         }
+        self.audit.record(&record, &self.metrics);
         result
     }
 
@@ -287,7 +350,7 @@ impl Signer {
         self.ratchet.key_cleared(&entry.name, key_id.as_deref())?;
         let context = request.context.map(<[u8]>::to_vec);
         let Some((mark, stream)) = request.mark else {
-            return Ok(Signed { signature: self.backend_sign(entry, request).await?, context });
+            return Ok(Signed { signature: self.backend_sign(entry, request).await?, context, repeated: false });
         };
         // Check, sign and commit under the stream's lock; release the signature only once the
         // commit is durable (see ratchet/mod.rs).
@@ -307,7 +370,7 @@ impl Signer {
         }
         if check(&stream, lock.current(), &next)? == Verdict::Repeat {
             if let Some(State { signature: Some(signature), context, .. }) = lock.current() {
-                return Ok(Signed { signature: *signature, context: context.clone() });
+                return Ok(Signed { signature: *signature, context: context.clone(), repeated: true });
             }
         }
         let signature = self.backend_sign(entry, request).await?;
@@ -320,7 +383,8 @@ impl Signer {
         // What the store holds: ours, or the first signature of this very request when another
         // replica answered it while we signed.
         let stored = committed?;
-        Ok(Signed { signature: stored.signature.unwrap_or(signature), context: stored.context })
+        let repeated = stored.signature.is_some_and(|stored| stored != signature);
+        Ok(Signed { signature: stored.signature.unwrap_or(signature), context: stored.context, repeated })
     }
 
     async fn backend_sign(&self, entry: &KeyEntry, request: &SignRequest<'_>) -> Result<Signature, SignError> {

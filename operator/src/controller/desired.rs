@@ -16,13 +16,15 @@ use sigil_signer::config::{ConfigMapRatchetConfig, KeyConfig, ManagementConfig, 
 use sigil_signer::keys::Algorithm;
 use sigil_signer::protocol::atto::api::Capability;
 use sigil_signer::protocol::atto::config::AttoConfig;
-use sigil_signer::protocol::cometbft::config::CometBftConfig;
+use sigil_signer::protocol::cometbft::config::{CometBftConfig, SignBytesConfig};
+use sigil_signer::protocol::cometbft::validator::Version;
 use sigil_signer::protocol::tezos::config::TezosConfig;
 use sigil_signer::protocol::tezos::policy::TezosKeyConfig;
 
 use super::token::TokenState;
 use crate::api::{
-    AttoCapability, KeySource, KeySpec, Protocol, RatchetStore, RemoteSigner, SecretKeyRef, WorkloadIdentitySpec,
+    AttoCapability, CometBftVersion, KeySource, KeySpec, Protocol, RatchetStore, RemoteSigner, SecretKeyRef,
+    WorkloadIdentitySpec,
 };
 use crate::sidecar::{
     API_PORT, COMPANION_KEY_DIR, CONFIG_FILE, IDENTITY_DIR, IDENTITY_FILE, KEY_DIR, KEY_FILE, MANAGEMENT_PORT,
@@ -157,6 +159,7 @@ pub fn signer_config(rs: &RemoteSigner) -> Result<SignerConfig, (&'static str, S
         cometbft: Vec::new(),
         // The kubelet probes /readyz from outside the pod; the APIs stay on loopback.
         management: Some(ManagementConfig { listen: ([0, 0, 0, 0], MANAGEMENT_PORT).into() }),
+        audit: None,
     };
     match spec.protocol {
         Protocol::Atto => {
@@ -212,17 +215,35 @@ pub fn signer_config(rs: &RemoteSigner) -> Result<SignerConfig, (&'static str, S
                 return Err(("InvalidSpec", "protocol CometBFT needs spec.cometbft.chainId".into()));
             };
             config.keys.insert(SIGNER_KEY.into(), key(None)?);
+            let version = cometbft.version.map(|version| match version {
+                CometBftVersion::V0_34 => Version::V0_34,
+                CometBftVersion::V0_37 => Version::V0_37,
+                CometBftVersion::V0_38 => Version::V0_38,
+                CometBftVersion::V1 => Version::V1,
+            });
+            if cometbft.sign_bytes.is_some() && version.is_some_and(|v| v != Version::V1) {
+                return Err((
+                    "InvalidSpec",
+                    "spec.cometbft.signBytes: only CometBFT v1 nodes send SignBytesRequest; set \
+                     spec.cometbft.version to v1 or leave it out"
+                        .into(),
+                ));
+            }
             config.cometbft.push(CometBftConfig {
                 connect: cometbft.node_address.clone().unwrap_or_else(|| "tcp://127.0.0.1:26659".into()),
                 chain_id: cometbft.chain_id.clone(),
                 key: SIGNER_KEY.into(),
-                version: None,
+                version,
                 identity_key_file: cometbft
                     .identity_key_secret_ref
                     .as_ref()
                     .map(|_| format!("{IDENTITY_DIR}/{IDENTITY_FILE}").into()),
                 node_id: cometbft.node_id.clone(),
                 max_height_jump: cometbft.max_height_jump.and_then(|jump| u64::try_from(jump).ok()),
+                sign_bytes: cometbft.sign_bytes.as_ref().map(|sign_bytes| SignBytesConfig {
+                    prefix: sign_bytes.prefix.clone(),
+                    max_per_minute: sign_bytes.max_per_minute.and_then(|n| u32::try_from(n).ok()),
+                }),
             });
         }
     }
@@ -641,6 +662,51 @@ mod tests {
         let rendered = signer_config(&rs).unwrap().cometbft[0].clone();
         assert_eq!((rendered.node_id, rendered.identity_key_file, rendered.max_height_jump), (None, None, None));
         assert_eq!(identity_volume(&rs), None);
+    }
+
+    /// `version: v1` and `nodeId` render exactly that; every version maps to the signer's; raw
+    /// bytes for a version that cannot send them are an InvalidSpec, not a silent drop.
+    #[test]
+    fn cometbft_version_node_id_and_sign_bytes_are_rendered() {
+        use crate::api::{CometBftSpec, SignBytesSpec};
+        let cometbft = |version, sign_bytes| {
+            let mut spec = atto_spec();
+            (spec.protocol, spec.atto) = (Protocol::CometBft, None);
+            spec.cometbft = Some(CometBftSpec {
+                chain_id: "celestia".into(),
+                node_id: Some("ab".repeat(20)),
+                version,
+                sign_bytes,
+                ..Default::default()
+            });
+            signer_config(&remote_signer(spec))
+        };
+        let sign_bytes = SignBytesSpec { prefix: "myapp/p2p/{chainId}/".into(), max_per_minute: Some(10) };
+        let rendered = cometbft(Some(CometBftVersion::V1), Some(sign_bytes.clone())).unwrap();
+        let yaml = yaml_serde::to_string(&rendered.cometbft).unwrap();
+        let expected = format!(
+            "- connect: tcp://127.0.0.1:26659\n  chainId: celestia\n  key: {SIGNER_KEY}\n  version: v1\n  nodeId: {}\n  \
+             signBytes:\n    prefix: myapp/p2p/{{chainId}}/\n    maxPerMinute: 10\n",
+            "ab".repeat(20)
+        );
+        assert_eq!(yaml, expected);
+        for (version, expected) in [
+            (CometBftVersion::V0_34, Version::V0_34),
+            (CometBftVersion::V0_37, Version::V0_37),
+            (CometBftVersion::V0_38, Version::V0_38),
+            (CometBftVersion::V1, Version::V1),
+        ] {
+            assert_eq!(cometbft(Some(version), None).unwrap().cometbft[0].version, Some(expected));
+        }
+        // Unset: the signer answers every version.
+        assert_eq!(cometbft(None, Some(sign_bytes.clone())).unwrap().cometbft[0].version, None);
+        let (reason, message) = cometbft(Some(CometBftVersion::V0_38), Some(sign_bytes)).unwrap_err();
+        assert_eq!(reason, "InvalidSpec");
+        assert!(message.contains("spec.cometbft.signBytes") && message.contains("v1"), "{message}");
+        let bad = SignBytesSpec { prefix: "{chainId}".into(), max_per_minute: None };
+        let (reason, message) = cometbft(None, Some(bad)).unwrap_err();
+        assert_eq!(reason, "InvalidConfig");
+        assert!(message.contains("signBytes.prefix"), "{message}");
     }
 
     #[test]

@@ -5,11 +5,12 @@
 //! `HttpSignerRemote`,
 //! <https://github.com/attocash/commons/blob/v7.0.2/commons-signer-remote/src/commonMain/kotlin/cash/atto/commons/node/HttpSignerRemote.kt>).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -20,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
 use super::model::{Block, ChallengeRequest, TargetRequest, Vote};
+use crate::audit::Record;
 use crate::keys::Algorithm;
 use crate::policy::SignKind;
 use crate::ratchet::RatchetError;
@@ -168,7 +170,9 @@ async fn authenticate(State(api): State<Api>, request: Request, next: Next) -> R
     if api.auth.check(request.headers().get(header::AUTHORIZATION)) {
         next.run(request).await
     } else {
-        api.signer.metrics().refuse(PROTOCOL, "unauthorized");
+        let client = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.to_string());
+        let message = "missing or wrong bearer token".to_string();
+        api.refused(client.as_deref().unwrap_or_default(), "unauthorized", StatusCode::UNAUTHORIZED, message);
         ApiError { status: StatusCode::UNAUTHORIZED, message: None }.into_response()
     }
 }
@@ -202,35 +206,46 @@ impl Api {
         }
     }
 
-    fn decode<T: DeserializeOwned>(&self, body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+    fn decode<T: DeserializeOwned>(&self, body: Result<Bytes, BytesRejection>, client: &str) -> Result<T, ApiError> {
         let body = body.map_err(|rejection| ApiError::new(rejection.status(), rejection.body_text()))?;
         serde_json::from_slice(&body).map_err(|error| {
-            self.signer.metrics().refuse(PROTOCOL, "bad_request");
-            ApiError::new(StatusCode::BAD_REQUEST, format!("invalid request body: {error}"))
+            let message = format!("invalid request body: {error}");
+            self.refused(client, "bad_request", StatusCode::BAD_REQUEST, message)
         })
     }
 
-    fn check_public_key(&self, requested: &[u8; 32], ours: &[u8; 32]) -> Result<(), ApiError> {
+    fn check_public_key(&self, requested: &[u8; 32], ours: &[u8; 32], client: &str) -> Result<(), ApiError> {
         if requested == ours {
             return Ok(());
         }
-        self.signer.metrics().refuse(PROTOCOL, "foreign_key");
-        Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "Different public key {}: this signer holds {}",
-                hex::encode_upper(requested),
-                hex::encode_upper(ours)
-            ),
-        ))
+        let message = format!(
+            "Different public key {}: this signer holds {}",
+            hex::encode_upper(requested),
+            hex::encode_upper(ours)
+        );
+        Err(self.refused(client, "foreign_key", StatusCode::BAD_REQUEST, message))
     }
 
-    async fn sign(&self, kind: SignKind, payload: &[u8]) -> Result<Json<SignatureResponse>, ApiError> {
+    /// A refusal of this front: counted, in the audit trail, and the client's answer.
+    fn refused(&self, client: &str, reason: &'static str, status: StatusCode, message: String) -> ApiError {
+        self.signer.metrics().refuse(PROTOCOL, reason);
+        let key_hash = self.signer.key(&self.key).and_then(|k| k.key_hash());
+        let record = Record {
+            key: Some(&self.key),
+            key_hash,
+            client: Some(client),
+            ..Record::refused(PROTOCOL, reason, message)
+        };
+        self.signer.audit_refusal(&record);
+        ApiError::new(status, record.error.unwrap_or_default())
+    }
+
+    async fn sign(&self, kind: SignKind, payload: &[u8], client: &str) -> Result<Json<SignatureResponse>, ApiError> {
         let _slot = self.in_flight.try_acquire().map_err(|_| {
-            self.signer.metrics().refuse(PROTOCOL, "overload");
-            ApiError::new(StatusCode::TOO_MANY_REQUESTS, "signer busy; retry")
+            self.refused(client, "overload", StatusCode::TOO_MANY_REQUESTS, "signer busy; retry".into())
         })?;
-        let request = SignRequest::new(&self.key, PROTOCOL, kind, None, payload);
+        let request =
+            SignRequest { client: Some(client), ..SignRequest::new(&self.key, PROTOCOL, kind, None, payload) };
         let signature = self.signer.sign(request).await?.signature;
         Ok(Json(SignatureResponse { signature: hex::encode_upper(signature.as_bytes()) }))
     }
@@ -242,31 +257,34 @@ async fn public_keys(State(api): State<Api>) -> Result<Json<PublicKeyResponse>, 
 
 async fn blocks(
     State(api): State<Api>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<SignatureResponse>, ApiError> {
-    let ours = api.public_key()?;
-    let block = api.decode::<TargetRequest<Block>>(body)?.target;
-    api.check_public_key(block.public_key(), &ours)?;
-    api.sign(BLOCK, &block.hash()).await
+    let (ours, client) = (api.public_key()?, peer.to_string());
+    let block = api.decode::<TargetRequest<Block>>(body, &client)?.target;
+    api.check_public_key(block.public_key(), &ours, &client)?;
+    api.sign(BLOCK, &block.hash(), &client).await
 }
 
 async fn votes(
     State(api): State<Api>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<SignatureResponse>, ApiError> {
-    let ours = api.public_key()?;
-    let vote = api.decode::<TargetRequest<Vote>>(body)?.target;
-    api.check_public_key(&vote.public_key.0, &ours)?;
-    api.sign(VOTE, &vote.hash()).await
+    let (ours, client) = (api.public_key()?, peer.to_string());
+    let vote = api.decode::<TargetRequest<Vote>>(body, &client)?.target;
+    api.check_public_key(&vote.public_key.0, &ours, &client)?;
+    api.sign(VOTE, &vote.hash(), &client).await
 }
 
 async fn challenges(
     State(api): State<Api>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<SignatureResponse>, ApiError> {
-    let ours = api.public_key()?;
-    let request = api.decode::<ChallengeRequest>(body)?;
-    api.sign(CHALLENGE, &request.target.digest(&ours, request.timestamp)).await
+    let (ours, client) = (api.public_key()?, peer.to_string());
+    let request = api.decode::<ChallengeRequest>(body, &client)?;
+    api.sign(CHALLENGE, &request.target.digest(&ours, request.timestamp), &client).await
 }
 
 #[cfg(test)]

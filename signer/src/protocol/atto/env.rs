@@ -77,6 +77,7 @@ impl SignerConfig {
                 token_env: Some("ATTO_SIGNER_TOKEN".into()),
             }),
             management: Some(ManagementConfig { listen: any(port("ATTO_SIGNER_MANAGEMENT_PORT", 9091)?) }),
+            audit: None,
         };
         config.validate().map_err(|e| ConfigError::Env(format!("environment: {e}")))?;
         Ok(config)

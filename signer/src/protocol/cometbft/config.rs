@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::connection::{self, parse_node_id, Client, Endpoint};
-use super::validator::{self, Validator, Version};
+use super::validator::{self, SignBytesPolicy, Validator, Version, CHAIN_ID_PLACEHOLDER};
 use crate::app::StartupError;
 use crate::config::ConfigError;
 use crate::policy::Policy;
@@ -23,7 +23,8 @@ pub struct CometBftConfig {
     pub chain_id: String,
     /// The key to sign with: a name under `keys`, an Ed25519 key.
     pub key: String,
-    /// The node's privval layout: `v0.38` (v0.34 to v0.40; the default) or `v1.0`.
+    /// The node's CometBFT version: `v0.34`, `v0.37`, `v0.38` (also v0.39 and v0.40) or `v1`.
+    /// Unset: sigil answers any of them (the public key in both layouts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<Version>,
     /// sigil's SecretConnection identity (hex, base64 seed or priv_validator_key.json), created
@@ -38,6 +39,48 @@ pub struct CometBftConfig {
     /// is refused, so that an impostor node cannot move the mark out of reach. Default 1000000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_height_jump: Option<u64>,
+    /// CometBFT v1's `SignBytesRequest` (raw bytes), refused when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sign_bytes: Option<SignBytesConfig>,
+}
+
+/// Which raw bytes a v1 node may have signed: only values in one application's domain, naming
+/// this chain, that cannot be a vote, proposal or vote extension, at a bounded rate (the model is
+/// Celestia's CIP-040 use, signing its own p2p messages with the validator key).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SignBytesConfig {
+    /// What every value must start with: the application's domain with `{chainId}` where the
+    /// chain id goes, followed by at least one more character, e.g. `myapp/p2p/{chainId}/`.
+    pub prefix: String,
+    /// At most this many raw-bytes signatures a minute (a bucket of this size). Default 60.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_per_minute: Option<u32>,
+}
+
+impl SignBytesConfig {
+    fn validate(&self, path: &str, version: Option<Version>) -> Result<(), ConfigError> {
+        let invalid = |message: String| Err(ConfigError::Invalid(format!("{path}.signBytes{message}")));
+        if version.is_some_and(|v| v != Version::V1) {
+            return invalid(": only CometBFT v1 nodes send SignBytesRequest; set version v1 or leave it out".into());
+        }
+        let parts: Vec<&str> = self.prefix.split(CHAIN_ID_PLACEHOLDER).collect();
+        match parts.as_slice() {
+            [before, after] if before.len() >= 4 && !after.is_empty() => {}
+            _ => {
+                return invalid(format!(
+                    ".prefix: {:?} must hold {CHAIN_ID_PLACEHOLDER} once, after a domain of at least 4 characters \
+                     and before at least one more (e.g. \"myapp/p2p/{CHAIN_ID_PLACEHOLDER}/\"), so that every \
+                     value names one application and this chain",
+                    self.prefix
+                ))
+            }
+        }
+        if self.max_per_minute == Some(0) {
+            return invalid(".maxPerMinute: 0 would refuse every request; leave signBytes out instead".into());
+        }
+        Ok(())
+    }
 }
 
 impl CometBftConfig {
@@ -79,6 +122,9 @@ impl ProtocolConfig for Vec<CometBftConfig> {
             if let Some(node_id) = &node.node_id {
                 parse_node_id(node_id).map_err(|e| ConfigError::Invalid(format!("{path}.nodeId: {e}")))?;
             }
+            if let Some(sign_bytes) = &node.sign_bytes {
+                sign_bytes.validate(&path, node.version)?;
+            }
             if node.max_height_jump == Some(0) {
                 return invalid(format!(
                     "{path}.maxHeightJump: 0 would refuse every new height; set at least 1, or leave it out \
@@ -97,8 +143,10 @@ impl ProtocolConfig for Vec<CometBftConfig> {
         Ok(())
     }
 
-    fn policy(&self, _key: &str) -> Result<Policy, ConfigError> {
-        Ok(Policy::allowing(validator::SIGN_KINDS))
+    fn policy(&self, key: &str) -> Result<Policy, ConfigError> {
+        let sign_bytes = self.iter().any(|node| node.key == key && node.sign_bytes.is_some());
+        let raw = sign_bytes.then_some(validator::SIGN_BYTES);
+        Ok(Policy::allowing(validator::SIGN_KINDS.into_iter().chain(raw)))
     }
 
     fn display_key(&self) -> KeyDisplay {
@@ -117,8 +165,13 @@ impl ProtocolConfig for Vec<CometBftConfig> {
                 validator: Validator {
                     chain_id: node.chain_id.clone(),
                     key: node.key.clone(),
-                    version: node.version.unwrap_or_default(),
+                    version: node.version,
                     max_height_jump: node.max_height_jump(),
+                    sign_bytes: node.sign_bytes.as_ref().map(|config| {
+                        let per_minute = config.max_per_minute.unwrap_or(validator::DEFAULT_SIGN_BYTES_PER_MINUTE);
+                        SignBytesPolicy::new(&config.prefix, &node.chain_id, per_minute)
+                    }),
+                    node: node.connect.clone(),
                     signer: signer.clone(),
                 },
                 endpoint: Endpoint::parse(&node.connect).map_err(|e| invalid(&e))?,

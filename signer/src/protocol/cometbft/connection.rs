@@ -205,14 +205,15 @@ impl Client {
         }
     }
 
-    async fn connect(&self) -> Result<Connection, SessionError> {
+    /// The connection, and the node's SecretConnection id (none over a Unix socket).
+    async fn connect(&self) -> Result<(Connection, Option<String>), SessionError> {
         match &self.endpoint {
             Endpoint::Unix(path) => {
                 let stream = tokio::time::timeout(CONNECT_TIMEOUT, UnixStream::connect(path))
                     .await
                     .map_err(|_| SessionError::ConnectTimeout)?
                     .map_err(SessionError::Connect)?;
-                Ok(Connection::Plain(stream))
+                Ok((Connection::Plain(stream), None))
             }
             Endpoint::Tcp(address) => {
                 let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address))
@@ -235,14 +236,23 @@ impl Client {
                     }
                 }
                 let (reader, writer) = connection.split();
-                Ok(Connection::Secret(reader, writer))
+                Ok((Connection::Secret(reader, writer), Some(hex::encode(actual.as_bytes()))))
             }
         }
     }
 
     async fn session(&self, served: &mut bool) -> Result<(), SessionError> {
-        let mut connection = self.connect().await?;
-        tracing::info!(endpoint = %self.endpoint, chain = %self.validator.chain_id, "connected to the node");
+        let (mut connection, node_id) = self.connect().await?;
+        let (endpoint, chain) = (&self.endpoint, &self.validator.chain_id);
+        match (&node_id, self.node_id) {
+            (Some(node_id), None) => tracing::warn!(
+                %endpoint, %chain, %node_id,
+                "connected to a node that is not pinned (cometbft[].nodeId): whatever listens on this address is \
+                 served, within maxHeightJump. Pin the node's id if it keeps its privval identity"
+            ),
+            (Some(node_id), Some(_)) => tracing::info!(%endpoint, %chain, %node_id, "connected to the pinned node"),
+            (None, _) => tracing::info!(%endpoint, %chain, "connected to the node over its Unix socket"),
+        }
         self.validator.signer.metrics().cometbft_connected.get_or_create(&self.labels()).set(1);
         *served = true;
         loop {

@@ -338,9 +338,37 @@ pub fn vote_extension_sign_bytes(vote: &Vote, chain_id: &str) -> Vec<u8> {
     .encode_length_delimited_to_vec()
 }
 
+/// Whether `value` has the shape of the bytes a vote, proposal or vote extension signature covers
+/// (a uvarint length that is exactly the rest, which decodes as the canonical message), for any
+/// chain. Raw bytes that pass this can never be taken for a consensus signature.
+pub fn could_be_consensus_sign_bytes(value: &[u8]) -> bool {
+    let mut rest = value;
+    match prost::encoding::decode_varint(&mut rest) {
+        Ok(length) if usize::try_from(length).is_ok_and(|length| length == rest.len()) => {
+            CanonicalVote::decode(rest).is_ok()
+                || CanonicalProposal::decode(rest).is_ok()
+                || CanonicalVoteExtension::decode(rest).is_ok()
+        }
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn consensus_sign_bytes_are_recognised_and_domain_prefixed_bytes_are_not() {
+        let vote = Vote { r#type: PRECOMMIT, height: 5, ..Default::default() };
+        let proposal = Proposal { r#type: PROPOSAL, height: 5, ..Default::default() };
+        for bytes in
+            [vote_sign_bytes(&vote, "c"), proposal_sign_bytes(&proposal, "c"), vote_extension_sign_bytes(&vote, "c")]
+        {
+            assert!(could_be_consensus_sign_bytes(&bytes), "{}", hex::encode(&bytes));
+        }
+        assert!(!could_be_consensus_sign_bytes(b"myapp/p2p/c/hello"));
+        assert!(!could_be_consensus_sign_bytes(b""));
+    }
 
     /// Go's zero `time.Time`, what a vote without a timestamp canonicalises to.
     const GO_ZERO_TIME: Timestamp = Timestamp { seconds: -62_135_596_800, nanos: 0 };

@@ -20,14 +20,16 @@
 //! A vote or proposal more than `maxHeightJump` above the last signed height is refused, so a
 //! node that is not ours (or is broken) cannot push the mark beyond every honest height.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use prost::Message as _;
 use serde::{Deserialize, Serialize};
 
 use super::proto::{self, BlockId, PubKeyResponse, PublicKey, PublicKeySum, RemoteSignerError, Sum, Timestamp, Vote};
+use crate::audit::Record;
 use crate::keys::Algorithm;
+use crate::metrics::SignBytesLabels;
 use crate::policy::SignKind;
 use crate::ratchet::{Mark, RatchetError};
 use crate::sign::{SignError, SignRequest, Signer};
@@ -42,21 +44,95 @@ pub const PREVOTE: SignKind = SignKind::new(PROTOCOL, "cometbft_prevote");
 pub const PRECOMMIT: SignKind = SignKind::new(PROTOCOL, "cometbft_precommit");
 pub const VOTE_EXTENSION: SignKind = SignKind::new(PROTOCOL, "cometbft_vote_extension");
 pub const SIGN_KINDS: [SignKind; 4] = [PROPOSAL, PREVOTE, PRECOMMIT, VOTE_EXTENSION];
+/// v1's `SignBytesRequest`, allowed only by `cometbft[].signBytes`.
+pub const SIGN_BYTES: SignKind = SignKind::new(PROTOCOL, "cometbft_sign_bytes");
 /// `cometbft[].maxHeightJump` when the config leaves it out: far more than any honest jump between
 /// two signatures (weeks of blocks), far less than what would make the key useless.
 pub const DEFAULT_MAX_HEIGHT_JUMP: u64 = 1_000_000;
 
-/// Which privval layout the node speaks.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Which privval protocol the node speaks. Unset in the config, sigil answers every version: the
+/// public key in both layouts (each version skips the other's fields), extensions signed unless the
+/// node says to skip them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Version {
-    /// CometBFT v0.34 to v0.38 (and v0.39/v0.40, which keep the layout).
-    #[default]
+    /// CometBFT v0.34: no vote extensions.
+    #[serde(rename = "v0.34")]
+    V0_34,
+    /// CometBFT v0.37: no vote extensions.
+    #[serde(rename = "v0.37")]
+    V0_37,
+    /// CometBFT v0.38 (and v0.39/v0.40, which keep its privval layout): vote extensions.
     #[serde(rename = "v0.38")]
     V0_38,
-    /// CometBFT v1.0: public keys as bytes and type, `skip_extension_signing`.
-    #[serde(rename = "v1.0")]
-    V1_0,
+    /// CometBFT v1: public keys as bytes and type, `skip_extension_signing`, `SignBytesRequest`.
+    #[serde(rename = "v1", alias = "v1.0")]
+    V1,
 }
+
+impl Version {
+    pub fn has_vote_extensions(self) -> bool {
+        matches!(self, Version::V0_38 | Version::V1)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Version::V0_34 => "v0.34",
+            Version::V0_37 => "v0.37",
+            Version::V0_38 => "v0.38",
+            Version::V1 => "v1",
+        }
+    }
+}
+
+/// v1's `SignBytesRequest` as `cometbft[].signBytes` allows it: only values in the configured
+/// domain and naming this chain, that cannot be consensus sign bytes, at a bounded rate.
+pub struct SignBytesPolicy {
+    /// The prefix with the chain id in place: every value must start with it.
+    prefix: Vec<u8>,
+    per_minute: u32,
+    /// Tokens left and when they were counted: a bucket of `per_minute`, refilled continuously.
+    bucket: Mutex<(f64, Instant)>,
+}
+
+impl SignBytesPolicy {
+    pub fn new(prefix_template: &str, chain_id: &str, per_minute: u32) -> Self {
+        let prefix = prefix_template.replace(CHAIN_ID_PLACEHOLDER, chain_id).into_bytes();
+        SignBytesPolicy { prefix, per_minute, bucket: Mutex::new((f64::from(per_minute), Instant::now())) }
+    }
+
+    fn check(&self, value: &[u8]) -> Result<(), Refusal> {
+        if !value.starts_with(&self.prefix) {
+            let prefix = String::from_utf8_lossy(&self.prefix);
+            return Err(Refusal::SignBytes {
+                description: format!("raw bytes outside this signer's domain: they must start with {prefix:?}"),
+                reason: "sign_bytes_domain",
+            });
+        }
+        if proto::could_be_consensus_sign_bytes(value) {
+            return Err(Refusal::SignBytes {
+                description: "raw bytes that could be a vote, proposal or vote extension are never signed".into(),
+                reason: "sign_bytes_consensus",
+            });
+        }
+        let mut bucket = self.bucket.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let now = Instant::now();
+        let refill = now.duration_since(bucket.1).as_secs_f64() * f64::from(self.per_minute) / 60.0;
+        *bucket = ((bucket.0 + refill).min(f64::from(self.per_minute)), now);
+        if bucket.0 < 1.0 {
+            return Err(Refusal::SignBytes {
+                description: format!("more than {} raw-bytes signatures a minute; try later", self.per_minute),
+                reason: "sign_bytes_rate",
+            });
+        }
+        bucket.0 -= 1.0;
+        Ok(())
+    }
+}
+
+/// Where `cometbft[].signBytes.prefix` puts the chain id.
+pub const CHAIN_ID_PLACEHOLDER: &str = "{chainId}";
+/// `cometbft[].signBytes.maxPerMinute` when unset.
+pub const DEFAULT_SIGN_BYTES_PER_MINUTE: u32 = 60;
 
 /// `RemoteSignerError` codes sigil answers with.
 pub mod code {
@@ -89,9 +165,12 @@ pub enum Refusal {
     /// The key has not answered since startup.
     #[error("{0}")]
     KeyNotReady(String),
-    /// sigil does not do this (raw bytes).
+    /// sigil does not do this (raw bytes, unless `signBytes` allows them).
     #[error("{0}")]
     NotSupported(String),
+    /// Raw bytes refused by `signBytes`: outside the domain, shaped like consensus, too many.
+    #[error("{description}")]
+    SignBytes { description: String, reason: &'static str },
     /// Another refusal of the sign path, with its reason.
     #[error("{description}")]
     Refused { description: String, reason: &'static str },
@@ -102,6 +181,8 @@ impl Refusal {
     pub fn code(&self) -> i32 {
         match self {
             Refusal::BadRequest(_) | Refusal::HeightJump(_) | Refusal::Refused { .. } => code::INVALID,
+            Refusal::SignBytes { reason, .. } if *reason == "sign_bytes_rate" => code::UNAVAILABLE,
+            Refusal::SignBytes { .. } => code::INVALID,
             Refusal::DoubleSign(_) => code::DOUBLE_SIGN,
             Refusal::Unavailable(_) | Refusal::KeyNotReady(_) => code::UNAVAILABLE,
             Refusal::NotSupported(_) => code::NOT_SUPPORTED,
@@ -117,7 +198,7 @@ impl Refusal {
             Refusal::Unavailable(_) => "unavailable",
             Refusal::KeyNotReady(_) => "key_not_ready",
             Refusal::NotSupported(_) => "not_supported",
-            Refusal::Refused { reason, .. } => reason,
+            Refusal::Refused { reason, .. } | Refusal::SignBytes { reason, .. } => reason,
         }
     }
 
@@ -127,13 +208,17 @@ impl Refusal {
             Refusal::DoubleSign(_) | Refusal::HeightJump(_) => 409,
             Refusal::Unavailable(_) | Refusal::KeyNotReady(_) => 503,
             Refusal::NotSupported(_) => 501,
-            Refusal::BadRequest(_) | Refusal::Refused { .. } => 400,
+            Refusal::SignBytes { reason, .. } if *reason == "sign_bytes_rate" => 429,
+            Refusal::BadRequest(_) | Refusal::Refused { .. } | Refusal::SignBytes { .. } => 400,
         }
     }
 
     /// Counted here rather than by the sign path, which never saw the request.
     fn is_the_fronts_own(&self) -> bool {
-        matches!(self, Refusal::BadRequest(_) | Refusal::NotSupported(_) | Refusal::KeyNotReady(_))
+        matches!(
+            self,
+            Refusal::BadRequest(_) | Refusal::NotSupported(_) | Refusal::KeyNotReady(_) | Refusal::SignBytes { .. }
+        )
     }
 
     fn error(&self) -> Option<RemoteSignerError> {
@@ -150,9 +235,14 @@ pub struct Answer {
 pub struct Validator {
     pub chain_id: String,
     pub key: String,
-    pub version: Version,
+    /// The node's privval version; `None`: answer every version.
+    pub version: Option<Version>,
     /// `cometbft[].maxHeightJump`: how far above the mark a height may be.
     pub max_height_jump: u64,
+    /// `cometbft[].signBytes`; `None`: raw bytes are refused.
+    pub sign_bytes: Option<SignBytesPolicy>,
+    /// The node's address, as audit records name the client.
+    pub node: String,
     pub signer: Arc<Signer>,
 }
 
@@ -166,11 +256,7 @@ impl Validator {
             Sum::PubKeyRequest(request) => self.public_key(&request.chain_id),
             Sum::SignVoteRequest(request) => self.sign_vote(request).await,
             Sum::SignProposalRequest(request) => self.sign_proposal(request).await,
-            Sum::SignBytesRequest(_) => {
-                let refusal = Refusal::NotSupported("sigil signs votes and proposals only, never raw bytes".into());
-                let response = proto::SignBytesResponse { signature: Vec::new(), error: refusal.error() };
-                (Sum::SignBytesResponse(response), Some(refusal))
-            }
+            Sum::SignBytesRequest(request) => self.sign_bytes(&request.value).await,
             other => {
                 // A response where a request belongs: answer with an error, keep the connection.
                 let refusal = Refusal::BadRequest(format!("unexpected message {} from the node", other.name()));
@@ -182,8 +268,45 @@ impl Validator {
         self.signer.metrics().observe_request(PROTOCOL, name, status, started.elapsed());
         if let Some(refusal) = refusal.as_ref().filter(|r| r.is_the_fronts_own()) {
             self.signer.metrics().refuse(PROTOCOL, refusal.reason());
+            let record = Record {
+                key: Some(&self.key),
+                key_hash: self.signer.key(&self.key).and_then(|k| k.key_hash()),
+                chain: Some(&self.chain_id),
+                latency: started.elapsed(),
+                client: Some(&self.node),
+                ..Record::refused(PROTOCOL, refusal.reason(), refusal.to_string())
+            };
+            self.signer.audit_refusal(&record);
         }
         Answer { response, refusal }
+    }
+
+    /// v1's raw bytes: refused unless `signBytes` allows them, then only within its rules.
+    async fn sign_bytes(&self, value: &[u8]) -> (Sum, Option<Refusal>) {
+        let result = match &self.sign_bytes {
+            None => Err(Refusal::NotSupported(
+                "sigil signs raw bytes (SignBytesRequest) only when cometbft[].signBytes allows them".into(),
+            )),
+            Some(policy) => match policy.check(value) {
+                Ok(()) => {
+                    let request = SignRequest {
+                        client: Some(&self.node),
+                        ..SignRequest::new(&self.key, &self.chain_id, SIGN_BYTES, None, value)
+                    };
+                    self.signer.sign(request).await.map_err(|e| self.refusal(e))
+                }
+                Err(refusal) => Err(refusal),
+            },
+        };
+        let outcome = result.as_ref().err().map_or("signed", Refusal::reason);
+        let labels = SignBytesLabels { chain: self.chain_id.clone(), outcome };
+        self.signer.metrics().cometbft_sign_bytes.get_or_create(&labels).inc();
+        let (signature, refusal) = match result {
+            Ok(signed) => (signed.signature.as_bytes().to_vec(), None),
+            Err(refusal) => (Vec::new(), Some(refusal)),
+        };
+        let error = refusal.as_ref().and_then(Refusal::error);
+        (Sum::SignBytesResponse(proto::SignBytesResponse { signature, error }), refusal)
     }
 
     fn check_chain(&self, chain_id: &str) -> Result<(), Refusal> {
@@ -195,7 +318,6 @@ impl Validator {
 
     fn public_key(&self, chain_id: &str) -> (Sum, Option<Refusal>) {
         let refuse = |refusal: Refusal| {
-            tracing::warn!(chain = %self.chain_id, description = %refusal, "public key request refused");
             let response = PubKeyResponse { error: refusal.error(), ..Default::default() };
             (Sum::PubKeyResponse(response), Some(refusal))
         };
@@ -215,13 +337,17 @@ impl Validator {
                 return refuse(Refusal::BadRequest("sigil serves BLS12-381 keys to Tezos only, not to CometBFT".into()))
             }
         };
-        let response = match self.version {
-            Version::V0_38 => PubKeyResponse { pub_key: Some(PublicKey { sum: Some(sum) }), ..Default::default() },
-            Version::V1_0 => PubKeyResponse {
-                pub_key_bytes: public_key.as_bytes().to_vec(),
-                pub_key_type: kind.into(),
-                ..Default::default()
-            },
+        // v0.34–v0.38 read field 1, v1 reads fields 3 and 4; each skips the other's.
+        let (old, new) = match self.version {
+            None => (true, true),
+            Some(Version::V1) => (false, true),
+            Some(_) => (true, false),
+        };
+        let response = PubKeyResponse {
+            pub_key: old.then_some(PublicKey { sum: Some(sum) }),
+            pub_key_bytes: if new { public_key.as_bytes().to_vec() } else { Vec::new() },
+            pub_key_type: if new { kind.into() } else { String::new() },
+            ..Default::default()
         };
         (Sum::PubKeyResponse(response), None)
     }
@@ -230,7 +356,6 @@ impl Validator {
         match self.vote(request).await {
             Ok(vote) => (Sum::SignedVoteResponse(proto::SignedVoteResponse { vote: Some(vote), error: None }), None),
             Err(refusal) => {
-                tracing::warn!(chain = %self.chain_id, description = %refusal, "vote refused");
                 let response = proto::SignedVoteResponse { vote: Some(Vote::default()), error: refusal.error() };
                 (Sum::SignedVoteResponse(response), Some(refusal))
             }
@@ -251,7 +376,12 @@ impl Validator {
         };
         let mark = position(vote.height, vote.round, step)?;
         let nil = BlockId::is_nil(vote.block_id.as_ref());
-        let extends = vote.r#type == proto::PRECOMMIT && !nil;
+        let extensions = self.version.is_none_or(Version::has_vote_extensions);
+        let extends = extensions && vote.r#type == proto::PRECOMMIT && !nil;
+        if !extensions && !vote.extension.is_empty() {
+            let version = self.version.map_or("", Version::name);
+            return Err(invalid(format!("unexpected vote extension: CometBFT {version} has no vote extensions")));
+        }
         if !extends && !vote.extension.is_empty() {
             return Err(invalid("unexpected vote extension: extensions belong to non-nil precommits only".into()));
         }
@@ -266,7 +396,11 @@ impl Validator {
         let mut extension_signature = Vec::new();
         if extends && !skip_extension {
             let bytes = proto::vote_extension_sign_bytes(&vote, &self.chain_id);
-            let to_sign = SignRequest::new(&self.key, &self.chain_id, VOTE_EXTENSION, None, &bytes);
+            let to_sign = SignRequest {
+                position: Some(mark),
+                client: Some(&self.node),
+                ..SignRequest::new(&self.key, &self.chain_id, VOTE_EXTENSION, None, &bytes)
+            };
             let signed = self.signer.sign(to_sign).await.map_err(|e| self.refusal(e))?;
             extension_signature = signed.signature.as_bytes().to_vec();
         }
@@ -274,6 +408,7 @@ impl Validator {
             identity: Some(&identity),
             context: Some(&context),
             max_advance: Some(self.max_height_jump),
+            client: Some(&self.node),
             ..SignRequest::new(&self.key, &self.chain_id, kind, Some((mark, STREAM)), &sign_bytes)
         };
         let signed = self.signer.sign(to_sign).await.map_err(|e| self.refusal(e))?;
@@ -293,7 +428,6 @@ impl Validator {
                 (Sum::SignedProposalResponse(response), None)
             }
             Err(refusal) => {
-                tracing::warn!(chain = %self.chain_id, description = %refusal, "proposal refused");
                 let response = proto::SignedProposalResponse {
                     proposal: Some(proto::Proposal::default()),
                     error: refusal.error(),
@@ -314,6 +448,7 @@ impl Validator {
         let sign_bytes = proto::proposal_sign_bytes(&proposal, &self.chain_id);
         let to_sign = SignRequest {
             max_advance: Some(self.max_height_jump),
+            client: Some(&self.node),
             ..SignRequest::new(&self.key, &self.chain_id, PROPOSAL, Some((mark, STREAM)), &sign_bytes)
         };
         let signed = self.signer.sign(to_sign).await.map_err(|e| self.refusal(e))?;
@@ -358,14 +493,14 @@ mod tests {
     use crate::ratchet::memory::MemoryRatchet;
     use crate::sign::KeyEntry;
 
-    async fn validator(version: Version) -> (Validator, PublicKey) {
+    async fn validator(version: Option<Version>) -> (Validator, PublicKey) {
         validator_with(version, DEFAULT_MAX_HEIGHT_JUMP, None).await
     }
 
     /// A validator whose key signs messages of at most `max_message` bytes when set, like AWS KMS
     /// (RAW messages up to 4096 bytes).
     async fn validator_with(
-        version: Version,
+        version: Option<Version>,
         max_height_jump: u64,
         max_message: Option<usize>,
     ) -> (Validator, PublicKey) {
@@ -376,11 +511,19 @@ mod tests {
             Some(max) => Arc::new(SizeLimited { inner: local, max }),
             None => Arc::new(local),
         };
-        let entry = KeyEntry::new("v", backend, Policy::allowing(SIGN_KINDS));
+        let entry = KeyEntry::new("v", backend, Policy::allowing(SIGN_KINDS.into_iter().chain([SIGN_BYTES])));
         let signer =
             Arc::new(Signer::new([entry], Arc::new(MemoryRatchet::default()), Arc::default(), Duration::from_secs(1)));
         assert!(signer.probe_keys().await.is_empty());
-        let validator = Validator { chain_id: "test-chain".into(), key: "v".into(), version, max_height_jump, signer };
+        let validator = Validator {
+            chain_id: "test-chain".into(),
+            key: "v".into(),
+            version,
+            max_height_jump,
+            sign_bytes: None,
+            node: "tcp://127.0.0.1:26659".into(),
+            signer,
+        };
         (validator, public_key)
     }
 
@@ -438,20 +581,17 @@ mod tests {
 
     #[tokio::test]
     async fn public_key_in_each_layout_and_chain_checked() {
-        for version in [Version::V0_38, Version::V1_0] {
+        let versions = [Version::V0_34, Version::V0_37, Version::V0_38, Version::V1];
+        for version in versions.into_iter().map(Some).chain([None]) {
             let (v, public_key) = validator(version).await;
             let request = Sum::PubKeyRequest(proto::PubKeyRequest { chain_id: "test-chain".into() });
             let Sum::PubKeyResponse(response) = v.handle(request).await.response else { panic!() };
-            match version {
-                Version::V0_38 => assert_eq!(
-                    response.pub_key.unwrap().sum,
-                    Some(PublicKeySum::Ed25519(public_key.as_bytes().to_vec()))
-                ),
-                Version::V1_0 => {
-                    assert_eq!(response.pub_key_bytes, public_key.as_bytes());
-                    assert_eq!(response.pub_key_type, "ed25519");
-                }
-            }
+            // Unset: both layouts, each version reads its own.
+            let (old, new) = (version != Some(Version::V1), version.is_none_or(|v| v == Version::V1));
+            let ed25519 = Some(PublicKeySum::Ed25519(public_key.as_bytes().to_vec()));
+            assert_eq!(response.pub_key.map(|k| k.sum), old.then_some(ed25519), "{version:?}");
+            assert_eq!(response.pub_key_bytes, if new { public_key.as_bytes() } else { &[] }, "{version:?}");
+            assert_eq!(response.pub_key_type, if new { "ed25519" } else { "" }, "{version:?}");
             let wrong = Sum::PubKeyRequest(proto::PubKeyRequest { chain_id: "other".into() });
             let Sum::PubKeyResponse(refused) = v.handle(wrong).await.response else { panic!() };
             assert!(refused.error.unwrap().description.contains("not this signer's chain"));
@@ -460,7 +600,7 @@ mod tests {
 
     #[tokio::test]
     async fn votes_follow_filepv() {
-        let (v, key) = validator(Version::V0_38).await;
+        let (v, key) = validator(Some(Version::V0_38)).await;
         let prevote = vote(proto::PREVOTE, 10, 0, block(1), 100);
         let first = sign_vote(&v, prevote.clone(), false).await.vote.unwrap();
         key.verify(&proto::vote_sign_bytes(&prevote, "test-chain"), &signature(&first.signature)).unwrap();
@@ -499,7 +639,7 @@ mod tests {
 
     #[tokio::test]
     async fn proposals_differing_in_timestamp_are_refused() {
-        let (v, key) = validator(Version::V1_0).await;
+        let (v, key) = validator(Some(Version::V1)).await;
         let proposal = proto::Proposal {
             r#type: proto::PROPOSAL,
             height: 5,
@@ -553,7 +693,7 @@ mod tests {
 
     #[tokio::test]
     async fn heights_too_far_above_the_mark_are_refused() {
-        let (v, _) = validator_with(Version::V0_38, 100, None).await;
+        let (v, _) = validator_with(Some(Version::V0_38), 100, None).await;
         // No mark yet: any height.
         assert!(sign_vote(&v, vote(proto::PREVOTE, 1_000, 0, block(1), 1), false).await.error.is_none());
         let far = sign_vote(&v, vote(proto::PREVOTE, 1_101, 0, block(1), 1), false).await;
@@ -585,7 +725,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_extension_that_cannot_be_signed_leaves_the_mark_alone() {
-        let (v, key) = validator_with(Version::V1_0, DEFAULT_MAX_HEIGHT_JUMP, Some(512)).await;
+        let (v, key) = validator_with(Some(Version::V1), DEFAULT_MAX_HEIGHT_JUMP, Some(512)).await;
         let precommit = vote(proto::PRECOMMIT, 20, 0, block(1), 100);
         let long = Vote { extension: vec![7; 1_000], ..precommit.clone() };
         let refused = sign_vote(&v, long, false).await;
@@ -602,5 +742,69 @@ mod tests {
         // And now the mark holds: the first block at that height is a double sign.
         let double = Vote { extension: b"short".to_vec(), ..precommit };
         assert_eq!(sign_vote(&v, double, false).await.error.unwrap().code, code::DOUBLE_SIGN);
+    }
+
+    /// v0.34 and v0.37 have no vote extensions: none is signed, one sent is refused.
+    #[tokio::test]
+    async fn versions_without_extensions_sign_none() {
+        for version in [Version::V0_34, Version::V0_37] {
+            let (v, key) = validator(Some(version)).await;
+            let precommit = vote(proto::PRECOMMIT, 3, 0, block(1), 10);
+            let signed = sign_vote(&v, precommit.clone(), false).await.vote.unwrap();
+            key.verify(&proto::vote_sign_bytes(&precommit, "test-chain"), &signature(&signed.signature)).unwrap();
+            assert!(signed.extension_signature.is_empty(), "{version:?}");
+            let extended = Vote { extension: b"x".to_vec(), ..vote(proto::PRECOMMIT, 4, 0, block(1), 10) };
+            let error = sign_vote(&v, extended, false).await.error.unwrap();
+            assert!(error.description.contains(&format!("CometBFT {} has no vote extensions", version.name())));
+        }
+    }
+
+    async fn ask(v: &Validator, value: &[u8]) -> (proto::SignBytesResponse, Option<&'static str>) {
+        let answer = v.handle(Sum::SignBytesRequest(proto::SignBytesRequest { value: value.to_vec() })).await;
+        let Sum::SignBytesResponse(response) = answer.response else { panic!() };
+        (response, answer.refusal.map(|r| r.reason()))
+    }
+
+    /// Raw bytes: only in the domain, naming this chain, never shaped like consensus, within the rate.
+    #[tokio::test]
+    async fn raw_bytes_only_within_the_sign_bytes_policy() {
+        let (mut v, key) = validator(Some(Version::V1)).await;
+        // Off by default.
+        assert_eq!(ask(&v, b"myapp/p2p/test-chain/hello").await.1, Some("not_supported"));
+
+        v.sign_bytes = Some(SignBytesPolicy::new("myapp/p2p/{chainId}/", "test-chain", 3));
+        let (signed, refusal) = ask(&v, b"myapp/p2p/test-chain/hello").await;
+        assert_eq!(refusal, None);
+        key.verify(b"myapp/p2p/test-chain/hello", &signature(&signed.signature)).unwrap();
+        for (value, reason) in [
+            (b"myapp/p2p/other-chain/hello".to_vec(), "sign_bytes_domain"),
+            (b"otherapp/test-chain/hello".to_vec(), "sign_bytes_domain"),
+            (proto::vote_sign_bytes(&vote(proto::PRECOMMIT, 9, 0, block(1), 1), "test-chain"), "sign_bytes_domain"),
+        ] {
+            let (refused, got) = ask(&v, &value).await;
+            assert_eq!(got, Some(reason), "{}", String::from_utf8_lossy(&value));
+            assert!(refused.signature.is_empty() && refused.error.unwrap().code == code::INVALID);
+        }
+        // A prefix that a canonical vote could start with is still no way to a vote signature.
+        v.sign_bytes = Some(SignBytesPolicy::new("", "test-chain", 3));
+        let precommit = proto::vote_sign_bytes(&vote(proto::PRECOMMIT, 9, 0, block(1), 1), "test-chain");
+        assert_eq!(ask(&v, &precommit).await.1, Some("sign_bytes_consensus"));
+
+        // The bucket: 3 a minute, the first already spent above on another policy's bucket.
+        v.sign_bytes = Some(SignBytesPolicy::new("myapp/p2p/{chainId}/", "test-chain", 3));
+        for _ in 0..3 {
+            assert_eq!(ask(&v, b"myapp/p2p/test-chain/x").await.1, None);
+        }
+        let (limited, reason) = ask(&v, b"myapp/p2p/test-chain/x").await;
+        assert_eq!(reason, Some("sign_bytes_rate"));
+        assert_eq!(limited.error.unwrap().code, code::UNAVAILABLE);
+        let metrics = v.signer.metrics().encode();
+        for series in [
+            r#"sigil_signer_cometbft_sign_bytes_total{chain="test-chain",outcome="signed"} 4"#,
+            r#"sigil_signer_cometbft_sign_bytes_total{chain="test-chain",outcome="sign_bytes_rate"} 1"#,
+            r#"sigil_signer_cometbft_sign_bytes_total{chain="test-chain",outcome="sign_bytes_domain"} 3"#,
+        ] {
+            assert!(metrics.contains(series), "{series} in {metrics}");
+        }
     }
 }

@@ -23,6 +23,7 @@ use tokio::sync::Semaphore;
 use super::config::LiveSwitches;
 use super::operation;
 use super::policy::{Refusal, TezosPolicy};
+use crate::audit::Record;
 use crate::keys::tezos;
 use crate::keys::{Algorithm, BlsScheme};
 use crate::policy::SignKind;
@@ -132,42 +133,70 @@ impl Api {
     }
 
     /// One of the bounded in-flight slots, or 503.
-    fn slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
-        self.in_flight.try_acquire().map_err(|_| {
-            self.signer.metrics().refuse(PROTOCOL, "overload");
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "signer busy; retry")
-        })
+    fn slot(&self, who: &Who<'_>) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
+        self.in_flight
+            .try_acquire()
+            .map_err(|_| self.refused(who, "overload", StatusCode::SERVICE_UNAVAILABLE, "signer busy; retry".into()))
     }
 
     fn algorithm(&self, key: &TezosKey) -> Option<Algorithm> {
         self.signer.key(&key.name)?.public_key().map(|k| k.algorithm())
     }
 
-    fn unknown(&self, pkh: &str) -> ApiError {
-        self.signer.metrics().refuse(PROTOCOL, "unknown_key");
-        ApiError::new(StatusCode::NOT_FOUND, format!("no key {pkh} here"))
+    fn unknown(&self, pkh: &str, who: &Who<'_>) -> ApiError {
+        self.refused(who, "unknown_key", StatusCode::NOT_FOUND, format!("no key {pkh} here"))
     }
 
-    fn refuse(&self, refusal: Refusal) -> ApiError {
-        self.signer.metrics().refuse(PROTOCOL, refusal.reason());
+    fn refuse(&self, refusal: Refusal, who: &Who<'_>) -> ApiError {
         let status = match refusal {
             Refusal::MissingAuthentication { .. } | Refusal::BadAuthentication { .. } => StatusCode::UNAUTHORIZED,
             _ => StatusCode::FORBIDDEN,
         };
-        tracing::warn!(%refusal, "tezos request refused");
-        ApiError::new(status, refusal.to_string())
+        self.refused(who, refusal.reason(), status, refusal.to_string())
     }
 
-    fn bad_request(&self, message: String) -> ApiError {
-        self.signer.metrics().refuse(PROTOCOL, "bad_request");
-        tracing::warn!(%message, "tezos request refused");
-        ApiError::new(StatusCode::BAD_REQUEST, message)
+    fn bad_request(&self, message: String, who: &Who<'_>) -> ApiError {
+        self.refused(who, "bad_request", StatusCode::BAD_REQUEST, message)
+    }
+
+    /// A refusal of this front: counted, in the audit trail, and the client's answer.
+    fn refused(&self, who: &Who<'_>, reason: &'static str, status: StatusCode, message: String) -> ApiError {
+        self.signer.metrics().refuse(PROTOCOL, reason);
+        let record = Record {
+            key: who.key,
+            key_hash: who.pkh,
+            client: Some(&who.client),
+            ..Record::refused(PROTOCOL, reason, message)
+        };
+        self.signer.audit_refusal(&record);
+        ApiError::new(status, record.error.unwrap_or_default())
+    }
+}
+
+/// Who asked, for the audit trail: the client's address and, once known, the key.
+struct Who<'a> {
+    client: String,
+    key: Option<&'a str>,
+    pkh: Option<&'a str>,
+}
+
+impl<'a> Who<'a> {
+    fn new(peer: SocketAddr) -> Self {
+        Who { client: peer.to_string(), key: None, pkh: None }
+    }
+
+    fn asking_for(self, key: &'a TezosKey, pkh: &'a str) -> Self {
+        Who { key: Some(&key.name), pkh: Some(pkh), ..self }
     }
 }
 
 async fn public_key(State(api): State<Api>, Path(pkh): Path<String>) -> Result<Response, ApiError> {
-    let (key, _) = api.find(&pkh).ok_or_else(|| api.unknown(&pkh))?;
-    let public_key = api.signer.key(&key.name).and_then(|e| e.public_key()).ok_or_else(|| api.unknown(&pkh))?;
+    let unknown = || {
+        api.signer.metrics().refuse(PROTOCOL, "unknown_key");
+        ApiError::new(StatusCode::NOT_FOUND, format!("no key {pkh} here"))
+    };
+    let (key, _) = api.find(&pkh).ok_or_else(unknown)?;
+    let public_key = api.signer.key(&key.name).and_then(|e| e.public_key()).ok_or_else(unknown)?;
     Ok(Json(serde_json::json!({ "public_key": tezos::public_key_b58(public_key) })).into_response())
 }
 
@@ -204,17 +233,20 @@ async fn sign(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let (key, (_, pkh_bytes)) = api.find(&pkh).ok_or_else(|| api.unknown(&pkh))?;
-    key.policy.check_client(peer.ip()).map_err(|r| api.refuse(r))?;
+    let who = Who::new(peer);
+    let (key, (_, pkh_bytes)) = api.find(&pkh).ok_or_else(|| api.unknown(&pkh, &who))?;
+    let who = who.asking_for(key, &pkh);
+    key.policy.check_client(peer.ip()).map_err(|r| api.refuse(r, &who))?;
     let body = body.map_err(|rejection| ApiError::new(rejection.status(), rejection.body_text()))?;
-    let data = decode_body(&body).map_err(|m| api.bad_request(m))?;
-    key.policy.check_authentication(pkh_bytes, &data, query.authentication.as_deref()).map_err(|r| api.refuse(r))?;
-    let request = operation::parse(&data).map_err(|e| api.bad_request(format!("cannot sign: {e}")))?;
-    key.policy.check_request(&request).map_err(|r| api.refuse(r))?;
-    let algorithm = api.algorithm(key).ok_or_else(|| api.unknown(&pkh))?;
-    let scheme = bls_scheme(algorithm, query.version.as_deref()).map_err(|m| api.bad_request(m))?;
+    let data = decode_body(&body).map_err(|m| api.bad_request(m, &who))?;
+    let authentication = query.authentication.as_deref();
+    key.policy.check_authentication(pkh_bytes, &data, authentication).map_err(|r| api.refuse(r, &who))?;
+    let request = operation::parse(&data).map_err(|e| api.bad_request(format!("cannot sign: {e}"), &who))?;
+    key.policy.check_request(&request).map_err(|r| api.refuse(r, &who))?;
+    let algorithm = api.algorithm(key).ok_or_else(|| api.unknown(&pkh, &who))?;
+    let scheme = bls_scheme(algorithm, query.version.as_deref()).map_err(|m| api.bad_request(m, &who))?;
 
-    let _slot = api.slot()?;
+    let _slot = api.slot(&who)?;
     let chain = request.watermark.map(|w| tezos::chain_id_b58(w.chain_id)).unwrap_or_default();
     let mark = match (request.watermark, request.kind.stream()) {
         (Some(w), Some(stream)) => {
@@ -229,13 +261,12 @@ async fn sign(
     let request_to_sign = SignRequest {
         scheme,
         identity: augmented.as_deref(),
+        client: Some(&who.client),
         ..SignRequest::new(&key.name, &chain, request.kind.sign_kind(), mark, &payload)
     };
     let signature = api.signer.sign(request_to_sign).await?.signature;
-    if let Some(mark) = mark {
-        tracing::info!(key = %key.name, kind = %request.kind, %chain, level = mark.0.level, round = mark.0.round, "signed");
-    } else {
-        tracing::info!(key = %key.name, kind = %request.kind, operations = ?request.operations, "signed");
+    if mark.is_none() {
+        tracing::info!(key = %key.name, kind = %request.kind, operations = ?request.operations, "signed operations");
     }
     Ok(Json(serde_json::json!({ "signature": tezos::signature_b58(&signature) })).into_response())
 }
@@ -277,20 +308,23 @@ async fn prove_possession(
     Query(query): Query<ProvePossessionQuery>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
 ) -> Result<Response, ApiError> {
-    let (key, _) = api.find(&pkh).ok_or_else(|| api.unknown(&pkh))?;
-    key.policy.check_client(peer.ip()).map_err(|r| api.refuse(r))?;
-    let public_key = api.signer.key(&key.name).and_then(|e| e.public_key()).ok_or_else(|| api.unknown(&pkh))?;
+    let who = Who::new(peer);
+    let (key, _) = api.find(&pkh).ok_or_else(|| api.unknown(&pkh, &who))?;
+    let who = who.asking_for(key, &pkh);
+    key.policy.check_client(peer.ip()).map_err(|r| api.refuse(r, &who))?;
+    let public_key = api.signer.key(&key.name).and_then(|e| e.public_key()).ok_or_else(|| api.unknown(&pkh, &who))?;
     if public_key.algorithm() != Algorithm::Bls12_381 {
-        return Err(api.bad_request(format!("{pkh} is not a BLS (tz4) key: only tz4 keys prove possession")));
+        let message = format!("{pkh} is not a BLS (tz4) key: only tz4 keys prove possession");
+        return Err(api.bad_request(message, &who));
     }
     // Within the in-flight bound: the switch is a file read.
-    let _slot = api.slot()?;
-    api.switches.check_proof_of_possession(&key.name).map_err(|r| api.refuse(r))?;
+    let _slot = api.slot(&who)?;
+    api.switches.check_proof_of_possession(&key.name).map_err(|r| api.refuse(r, &who))?;
     let message = match query.bls_pk.as_deref() {
         Some(text) => {
-            let other = tezos::parse_public_key(text).map_err(|e| api.bad_request(format!("bls_pk: {e}")))?;
+            let other = tezos::parse_public_key(text).map_err(|e| api.bad_request(format!("bls_pk: {e}"), &who))?;
             if other.algorithm() != Algorithm::Bls12_381 {
-                return Err(api.bad_request("bls_pk: expected a BLpk… key".into()));
+                return Err(api.bad_request("bls_pk: expected a BLpk… key".into(), &who));
             }
             other.as_bytes().to_vec()
         }
@@ -298,6 +332,7 @@ async fn prove_possession(
     };
     let request = SignRequest {
         scheme: BlsScheme::ProvePossession,
+        client: Some(&who.client),
         ..SignRequest::new(&key.name, "", PROVE_POSSESSION, None, &message)
     };
     let proof = api.signer.sign(request).await?.signature;
