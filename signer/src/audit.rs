@@ -57,9 +57,10 @@ pub struct Record<'a> {
     pub chain: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kind: Option<&'static str>,
-    /// Height or level.
+    /// The height (CometBFT) or level (Tezos). Named `height` in both, as `level` is the log
+    /// record's severity.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub level: Option<u64>,
+    pub height: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub round: Option<u64>,
     /// From the request reaching the sign path to its answer.
@@ -91,7 +92,7 @@ impl<'a> Record<'a> {
             key_hash: None,
             chain: None,
             kind: None,
-            level: None,
+            height: None,
             round: None,
             latency: Duration::ZERO,
             backend: None,
@@ -159,7 +160,7 @@ impl Audit {
                     key_hash = record.key_hash,
                     chain = record.chain,
                     kind = record.kind,
-                    level = record.level,
+                    height = record.height,
                     round = record.round,
                     latency_us = u64::try_from(record.latency.as_micros()).unwrap_or(u64::MAX),
                     backend = record.backend,
@@ -258,7 +259,7 @@ mod tests {
             outcome: Outcome::Signed,
             key: Some("validator"),
             kind: Some("cometbft_precommit"),
-            level: Some(level),
+            height: Some(level),
             round: Some(0),
             latency: Duration::from_micros(250),
             reason: None,
@@ -283,7 +284,7 @@ mod tests {
         let lines = lines(&path);
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[0]["outcome"], "signed");
-        assert_eq!(lines[0]["level"], 7);
+        assert_eq!(lines[0]["height"], 7);
         assert_eq!(lines[0]["latencyMicros"], 250);
         assert_eq!(lines[0]["signature"], hex::encode([7; 64]));
         assert!(lines[0]["time"].as_str().unwrap().ends_with('Z'), "{}", lines[0]);
@@ -314,7 +315,7 @@ mod tests {
         assert!(!dir.path().join("audit.jsonl.3").exists());
         assert!(std::fs::metadata(&path).unwrap().len() <= 1000);
         // Newest last, nothing lost across the files kept.
-        let levels: Vec<u64> = [second, first, current].concat().iter().map(|l| l["level"].as_u64().unwrap()).collect();
+        let levels: Vec<u64> = [second, first, current].concat().iter().map(|l| l["height"].as_u64().unwrap()).collect();
         assert_eq!(*levels.last().unwrap(), 40);
         assert!(levels.windows(2).all(|w| w[1] == w[0] + 1), "{levels:?}");
         assert_eq!(metrics.audit_write_errors.get(), 0);

@@ -308,7 +308,7 @@ impl Signer {
             key_hash: entry.and_then(KeyEntry::key_hash),
             chain: Some(request.chain).filter(|c| !c.is_empty()),
             kind: Some(request.kind.name()),
-            level: position.map(|p| p.level),
+            height: position.map(|p| p.level),
             round: position.map(|p| p.round),
             latency: started.elapsed(),
             backend: entry.map(|e| e.backend.kind()),

@@ -5,67 +5,23 @@
 
 mod common;
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
-
-use aws_sdk_kms::types::{KeySpec, KeyUsageType};
+use aws_sdk_kms::types::KeySpec;
 use common::*;
 use sigil_signer::backend::aws::AwsKmsBackend;
 use sigil_signer::backend::{AwsKmsKeyConfig, KeyBackend};
 use sigil_signer::keys::tezos as encoding;
+use sigil_tests::ministack::{Ministack, ENV};
 use sigil_tests::tezos::{consensus, MAINNET};
-
-struct Emulator {
-    child: Child,
-    endpoint: String,
-}
-
-impl Drop for Emulator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_ministack() -> Emulator {
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let child = Command::new(script("ministack"))
-        .env("GATEWAY_PORT", port.to_string())
-        .env("BIND_HOST", "127.0.0.1")
-        .env("SERVICES", "kms")
-        .env("IOT_MTLS_ENABLED", "0")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start ministack");
-    wait_until("MiniStack listening", Duration::from_secs(30), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-    Emulator { child, endpoint: format!("http://127.0.0.1:{port}") }
-}
-
-const ENV: [(&str, &str); 2] = [("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test")];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kms_keys_sign_for_tezos_and_pytezos_agrees() {
     let python = script("pytezos");
-    let emulator = start_ministack();
-    for (name, value) in ENV {
-        std::env::set_var(name, value);
-    }
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .endpoint_url(&emulator.endpoint)
-        .load()
-        .await;
-    let kms = aws_sdk_kms::Client::new(&config);
+    let emulator = Ministack::start();
     let mut keys = Vec::new();
     for (label, spec) in
         [("ed", KeySpec::EccNistEdwards25519), ("k1", KeySpec::EccSecgP256K1), ("p256", KeySpec::EccNistP256)]
     {
-        let created = kms.create_key().key_spec(spec).key_usage(KeyUsageType::SignVerify).send().await.unwrap();
-        let key_id = created.key_metadata().unwrap().key_id().to_string();
+        let key_id = emulator.create_key(spec).await;
         let backend = AwsKmsBackend::new(AwsKmsKeyConfig {
             key_id: key_id.clone(),
             region: Some("us-east-1".into()),
@@ -75,7 +31,7 @@ async fn kms_keys_sign_for_tezos_and_pytezos_agrees() {
     }
 
     let dir = tempfile::tempdir().unwrap();
-    let key = |id: &str| format!("{{awsKms: {{keyId: {id}, region: us-east-1, endpoint: '{}'}}}}", emulator.endpoint);
+    let key = |id: &str| emulator.key_config(id);
     let allow = "{allow: [attestation]}";
     let config = dir.path().join("signer.yaml");
     std::fs::write(

@@ -54,9 +54,11 @@ async fn refusals_keep_the_connection_and_follow_filepv() {
     let seed = [7u8; 32];
     let config = format!(
         "keys: {{v: {{local: {{secretKey: {}}}}}}}\nratchet: {{file: {{dir: {}}}}}\n\
-         cometbft: [{{connect: 'tcp://127.0.0.1:{port}', chainId: {CHAIN}, key: v}}]\nmanagement: {{listen: 127.0.0.1:0}}\n",
+         cometbft: [{{connect: 'tcp://127.0.0.1:{port}', chainId: {CHAIN}, key: v}}]\nmanagement: {{listen: 127.0.0.1:0}}\n\
+         audit: {{file: {}}}\n",
         hex::encode(seed),
-        dir.path().join("ratchet").display()
+        dir.path().join("ratchet").display(),
+        dir.path().join("audit.jsonl").display()
     );
     std::fs::write(dir.path().join("sigil.yaml"), config).unwrap();
     let path = dir.path().join("sigil.yaml");
@@ -111,6 +113,51 @@ async fn refusals_keep_the_connection_and_follow_filepv() {
     let metrics = http(signer.management, "GET", "/metrics", None, None).body;
     assert!(metrics.contains(r#"sigil_signer_cometbft_connected{chain="harness-chain"} 1"#), "{metrics}");
     assert!(metrics.contains(r#"sigil_signer_refusals_total{protocol="cometbft",reason="ratchet"} 2"#), "{metrics}");
+
+    // The audit trail holds every signature this node received and no other, and every refusal
+    // with its rule; the log carries the same records.
+    let received = [&first.signature, &signed.signature, &signed.extension_signature].map(hex::encode);
+    let file = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
+    let records: Vec<serde_json::Value> = file.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let address = hex::encode_upper(sigil_signer::keys::cometbft::address(&key).unwrap());
+    let summary: Vec<(String, String, Option<u64>, String)> = records
+        .iter()
+        .map(|r| {
+            assert_eq!((r["protocol"].as_str(), r["key"].as_str()), (Some("cometbft"), Some("v")), "{r}");
+            assert_eq!(r["keyHash"], address.as_str(), "{r}");
+            assert_eq!(r["client"], format!("tcp://127.0.0.1:{port}"), "{r}");
+            let what = if r["outcome"] == "refused" { &r["reason"] } else { &r["kind"] };
+            let what = what.as_str().unwrap_or_default().to_string();
+            let signature = r["signature"].as_str().unwrap_or_default().to_string();
+            (r["outcome"].as_str().unwrap().to_string(), what, r["height"].as_u64(), signature)
+        })
+        .collect();
+    let [first_hex, precommit_hex, extension_hex] = received.clone();
+    let expected: Vec<(String, String, Option<u64>, String)> = [
+        ("signed", "cometbft_prevote", Some(5), first_hex.as_str()),
+        ("refused", "ratchet", Some(5), ""),
+        ("repeated", "cometbft_prevote", Some(5), first_hex.as_str()),
+        ("refused", "ratchet", Some(4), ""),
+        ("refused", "bad_request", None, ""),
+        ("refused", "not_supported", None, ""),
+        ("signed", "cometbft_vote_extension", Some(5), extension_hex.as_str()),
+        ("signed", "cometbft_precommit", Some(5), precommit_hex.as_str()),
+    ]
+    .map(|(outcome, what, level, signature)| (outcome.into(), what.into(), level, signature.into()))
+    .to_vec();
+    assert_eq!(summary, expected);
+    let logged: Vec<serde_json::Value> = signer
+        .drain_logs()
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l["target"] == "sigil_signer::audit")
+        .collect();
+    assert_eq!(logged.len(), records.len(), "{logged:?}");
+    for (log, record) in logged.iter().zip(&records) {
+        assert_eq!(log["outcome"], record["outcome"]);
+        assert_eq!(log["signature"], record["signature"]);
+        assert_eq!(log["level"], if record["outcome"] == "refused" { "WARN" } else { "INFO" });
+    }
 }
 
 /// `nodeId` pins the node: a listener on the node's address that holds another SecretConnection

@@ -1,7 +1,10 @@
-//! A real CometBFT validator signs through sigil: a single-validator localnet (v0.38 over TCP with
-//! SecretConnection, v1.0 over a Unix socket), built from the Go module proxy by e2e/lib/cometbft.
-//! With one validator every block needs sigil's proposal, prevote and precommit, so blocks only
-//! advance if every signature is right. Vote extensions are on from height 1.
+//! A real CometBFT validator signs through sigil: single-validator localnets of v0.38 (over TCP
+//! with SecretConnection) and v1.0 (over a Unix socket), built from the Go module proxy by
+//! e2e/lib/cometbft, with the validator key in a local file, in SoftHSM (PKCS#11) and in the AWS
+//! KMS emulator. With one validator every block needs sigil's proposal, prevote and precommit, so
+//! blocks only advance if every signature is right. Vote extensions are on from height 1. Each
+//! run kills the signer with SIGKILL mid-run and restarts it on the same marks, and reads the
+//! audit file back: every precommit in the chain is there, and no height was signed twice.
 
 mod common;
 
@@ -10,7 +13,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use aws_sdk_kms::types::KeySpec;
+use base64::Engine as _;
 use common::*;
+use sigil_signer::keys::{Algorithm, PublicKey};
+use sigil_tests::ministack::{self, Ministack};
+use sigil_tests::softhsm;
 
 fn cometbft(version: &str) -> PathBuf {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../e2e/lib/cometbft");
@@ -99,19 +107,104 @@ fn start_node(binary: &Path, home: &Path, laddr: &str) -> Node {
     Node { child, rpc, log }
 }
 
-fn start_signer(dir: &Path, laddr: &str, chain: &str, version: &str) -> SignerProcess {
+/// Where the validator key lives, and what the signer needs to reach it.
+struct ValidatorKey {
+    /// The `keys.validator` entry of the signer config.
+    config: String,
+    env: Vec<(String, String)>,
+    public_key: PublicKey,
+    /// Keeps an emulator running as long as the key is used.
+    _service: Option<Ministack>,
+}
+
+enum Backend {
+    /// The key file `cometbft init` wrote.
+    Local,
+    SoftHsm,
+    AwsKms,
+}
+
+impl Backend {
+    fn key(&self, dir: &Path, home: &Path) -> ValidatorKey {
+        match self {
+            Backend::Local => {
+                let file = home.join("config/priv_validator_key.json");
+                let key: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+                let public = base64::engine::general_purpose::STANDARD.decode(key["pub_key"]["value"].as_str().unwrap());
+                ValidatorKey {
+                    config: format!("{{local: {{secretKeyFile: {}}}}}", file.display()),
+                    env: Vec::new(),
+                    public_key: PublicKey::from_bytes(Algorithm::Ed25519, &public.unwrap()).unwrap(),
+                    _service: None,
+                }
+            }
+            Backend::SoftHsm => {
+                let module = script("softhsm");
+                let conf = softhsm::token(dir);
+                let (_, public_key) = softhsm::generate(&module, &conf).into_iter().find(|(l, _)| *l == "ed").unwrap();
+                let pin = dir.join("pin");
+                std::fs::write(&pin, "1234\n").unwrap();
+                ValidatorKey {
+                    config: format!(
+                        "{{pkcs11: {{module: {module}, tokenLabel: sigil, keyLabel: ed, pinFile: {}}}}}",
+                        pin.display()
+                    ),
+                    env: vec![("SOFTHSM2_CONF".into(), conf.display().to_string())],
+                    public_key,
+                    _service: None,
+                }
+            }
+            Backend::AwsKms => {
+                let emulator = Ministack::start();
+                let runtime = tokio::runtime::Runtime::new().unwrap();
+                let key_id = runtime.block_on(emulator.create_key(KeySpec::EccNistEdwards25519));
+                let kms = runtime.block_on(emulator.client());
+                let der = runtime.block_on(kms.get_public_key().key_id(&key_id).send()).unwrap();
+                // SubjectPublicKeyInfo of Ed25519: the key is the last 32 bytes.
+                let der = der.public_key().unwrap().as_ref().to_vec();
+                ValidatorKey {
+                    config: emulator.key_config(&key_id),
+                    env: ministack::ENV.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                    public_key: PublicKey::from_bytes(Algorithm::Ed25519, &der[der.len() - 32..]).unwrap(),
+                    _service: Some(emulator),
+                }
+            }
+        }
+    }
+}
+
+/// Makes `key` the genesis's one validator.
+fn make_validator(home: &Path, key: &PublicKey) {
+    let path = home.join("config/genesis.json");
+    let mut genesis: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let address = hex::encode_upper(sigil_signer::keys::cometbft::address(key).unwrap());
+    let value = base64::engine::general_purpose::STANDARD.encode(key.as_bytes());
+    genesis["validators"] = serde_json::json!([{
+        "address": address,
+        "pub_key": {"type": "tendermint/PubKeyEd25519", "value": value},
+        "power": "10",
+        "name": "sigil"
+    }]);
+    std::fs::write(&path, genesis.to_string()).unwrap();
+}
+
+fn start_signer(dir: &Path, laddr: &str, chain: &str, version: Option<&str>, key: &ValidatorKey) -> SignerProcess {
+    let version = version.map(|v| format!(", version: \"{v}\"")).unwrap_or_default();
     let config = format!(
-        "keys: {{validator: {{local: {{secretKeyFile: {}}}}}}}\n\
+        "keys: {{validator: {}}}\n\
          ratchet: {{file: {{dir: {}}}}}\n\
-         cometbft: [{{connect: \"{laddr}\", chainId: \"{chain}\", key: validator, version: \"{version}\", identityKeyFile: {}}}]\n\
-         management: {{listen: 127.0.0.1:0}}\n",
-        dir.join("node/config/priv_validator_key.json").display(),
+         cometbft: [{{connect: \"{laddr}\", chainId: \"{chain}\", key: validator{version}, identityKeyFile: {}}}]\n\
+         management: {{listen: 127.0.0.1:0}}\n\
+         audit: {{file: {}}}\n",
+        key.config,
         dir.join("ratchet").display(),
         dir.join("identity.key").display(),
+        dir.join("audit.jsonl").display(),
     );
     let path = dir.join("sigil.yaml");
     std::fs::write(&path, config).unwrap();
-    SignerProcess::spawn(&["--config", path.to_str().unwrap()], &[])
+    let env: Vec<(&str, &str)> = key.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    SignerProcess::spawn(&["--config", path.to_str().unwrap()], &env)
 }
 
 /// The validator's address, from the key file the node was made with.
@@ -126,35 +219,46 @@ fn metric(signer: &SignerProcess, series: &str) -> u64 {
     metrics.lines().find_map(|l| l.strip_prefix(series)).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
 }
 
-fn run_chain(version: &str, laddr_for: impl Fn(&Path) -> String, v1: bool) {
+/// Runs a localnet whose validator key is in `backend`, through a signer told `layout` (or
+/// nothing: it then answers every version), kills the signer mid-run, and checks the chain and
+/// the audit trail. Returns the chain's height at the end.
+fn run_chain(version: &str, laddr_for: impl Fn(&Path) -> String, backend: Backend, layout: Option<&str>) -> u64 {
+    let v1 = version.starts_with("v1");
     let binary = cometbft(version);
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("node");
     let chain = init(&binary, &home, v1);
+    let key = backend.key(dir.path(), &home);
+    make_validator(&home, &key.public_key);
     let laddr = laddr_for(dir.path());
-    let layout = if v1 { "v1.0" } else { "v0.38" };
     // The signer first, as in production: it redials until the node listens.
-    let signer = start_signer(dir.path(), &laddr, &chain, layout);
+    let signer = start_signer(dir.path(), &laddr, &chain, layout, &key);
     let node = start_node(&binary, &home, &laddr);
     node.wait_for_height(20, Duration::from_secs(90));
 
-    // Every commit 2..=20 carries a precommit by this validator's key, whose address
-    // `sigil-signer key show` prints from the same file.
-    let validator = address(&home);
-    let key_file = home.join("config/priv_validator_key.json");
-    let (code, shown, _) = run_to_end(&["key", "show", "--file", key_file.to_str().unwrap()], &[], None);
-    assert_eq!(code, 0);
-    assert!(shown.contains(&format!("cometbft:   {validator}")), "{shown}");
-    for height in 2..=20 {
-        let commit = node.get(&format!("/commit?height={height}"));
-        let signatures = &commit["result"]["signed_header"]["commit"]["signatures"];
-        let ours = signatures
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|s| s["validator_address"] == validator.as_str() && s["signature"].is_string());
-        assert!(ours, "height {height}: no precommit by {validator}: {commit}");
+    // Every commit 2..=20 carries a precommit by this validator's key.
+    let validator = hex::encode_upper(sigil_signer::keys::cometbft::address(&key.public_key).unwrap());
+    if matches!(backend, Backend::Local) {
+        assert_eq!(address(&home), validator);
+        // `sigil-signer key show` prints the same address from the same file.
+        let key_file = home.join("config/priv_validator_key.json");
+        let (code, shown, _) = run_to_end(&["key", "show", "--file", key_file.to_str().unwrap()], &[], None);
+        assert_eq!(code, 0);
+        assert!(shown.contains(&format!("cometbft:   {validator}")), "{shown}");
     }
+    let precommits = |to: u64| -> Vec<(u64, String)> {
+        (2..=to)
+            .map(|height| {
+                let commit = node.get(&format!("/commit?height={height}"));
+                let signatures = &commit["result"]["signed_header"]["commit"]["signatures"];
+                let ours = signatures.as_array().unwrap().iter().find(|s| s["validator_address"] == validator.as_str());
+                let signature = ours.and_then(|s| s["signature"].as_str());
+                let signature = signature.unwrap_or_else(|| panic!("height {height}: no precommit by {validator}"));
+                (height, hex::encode(base64::engine::general_purpose::STANDARD.decode(signature).unwrap()))
+            })
+            .collect()
+    };
+    precommits(20);
     let extensions =
         metric(&signer, r#"sigil_signer_signatures_total{key="validator",kind="cometbft_vote_extension"}"#);
     assert!(extensions >= 19, "vote extensions signed: {extensions}");
@@ -162,21 +266,81 @@ fn run_chain(version: &str, laddr_for: impl Fn(&Path) -> String, v1: bool) {
     // kill -9 mid-run: the chain stops, then resumes on the same marks; nothing is signed twice.
     let before = node.height();
     signer.kill();
-    let signer = start_signer(dir.path(), &laddr, &chain, layout);
+    let signer = start_signer(dir.path(), &laddr, &chain, layout, &key);
     node.wait_for_height(before + 10, Duration::from_secs(90));
     let log = node.log();
     for bad in ["CONSENSUS FAILURE", "conflicting", "double sign", "panic"] {
         assert!(!log.contains(bad), "node log mentions {bad:?}:\n{log}");
     }
     assert_eq!(metric(&signer, r#"sigil_signer_refusals_total{protocol="cometbft",reason="ratchet"}"#), 0);
+
+    // The audit file, across both signer processes: every precommit the chain holds was signed at
+    // its height with that very signature; no height/round/step has two signatures.
+    let height = node.height();
+    let audit = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
+    let records: Vec<serde_json::Value> = audit.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let mut signed = std::collections::BTreeMap::<(String, u64, u64), std::collections::BTreeSet<String>>::new();
+    for record in records.iter().filter(|r| r["outcome"] != "refused") {
+        assert_eq!(record["keyHash"], validator.as_str(), "{record}");
+        let kind = record["kind"].as_str().unwrap().to_string();
+        let at = (kind, record["height"].as_u64().unwrap(), record["round"].as_u64().unwrap());
+        signed.entry(at).or_default().insert(record["signature"].as_str().unwrap().to_string());
+    }
+    for (at, signature) in precommits(height) {
+        // In whichever round: the signer's restart may have cost a round.
+        let mut precommits = signed.iter().filter(|((kind, h, _), _)| kind == "cometbft_precommit" && *h == at);
+        let found = precommits.any(|(_, signatures)| signatures.contains(&signature));
+        assert!(found, "the precommit at height {at} is not in the audit file");
+    }
+    let double_signs = signed.iter().filter(|((kind, ..), s)| !kind.ends_with("extension") && s.len() > 1).count();
+    assert_eq!(double_signs, 0, "{signed:?}");
+    println!(
+        "CometBFT {version}, {} key, layout {}: height {height}, {} signatures in the audit file, 0 double signs",
+        match backend {
+            Backend::Local => "local",
+            Backend::SoftHsm => "SoftHSM",
+            Backend::AwsKms => "AWS KMS emulator",
+        },
+        layout.unwrap_or("unset (every version)"),
+        records.iter().filter(|r| r["outcome"] == "signed").count()
+    );
+    height
+}
+
+fn tcp(_: &Path) -> String {
+    format!("tcp://127.0.0.1:{}", free_port())
+}
+
+fn unix(dir: &Path) -> String {
+    format!("unix://{}", dir.join("pv.sock").display())
 }
 
 #[test]
 fn cometbft_v0_38_over_tcp_with_secret_connection() {
-    run_chain("v0.38.25", |_| format!("tcp://127.0.0.1:{}", free_port()), false);
+    run_chain("v0.38.25", tcp, Backend::Local, Some("v0.38"));
 }
 
 #[test]
 fn cometbft_v1_0_over_a_unix_socket() {
-    run_chain("v1.0.1", |dir| format!("unix://{}", dir.join("pv.sock").display()), true);
+    run_chain("v1.0.1", unix, Backend::Local, Some("v1"));
+}
+
+#[test]
+fn cometbft_v0_38_with_a_softhsm_key() {
+    run_chain("v0.38.25", tcp, Backend::SoftHsm, None);
+}
+
+#[test]
+fn cometbft_v1_0_with_a_softhsm_key() {
+    run_chain("v1.0.1", unix, Backend::SoftHsm, None);
+}
+
+#[test]
+fn cometbft_v0_38_with_an_aws_kms_key() {
+    run_chain("v0.38.25", tcp, Backend::AwsKms, None);
+}
+
+#[test]
+fn cometbft_v1_0_with_an_aws_kms_key() {
+    run_chain("v1.0.1", unix, Backend::AwsKms, None);
 }

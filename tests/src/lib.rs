@@ -5,6 +5,7 @@ pub mod docs;
 pub mod fake_kms;
 pub mod kind;
 pub mod load;
+pub mod ministack;
 pub mod process;
 pub mod softhsm;
 pub mod tezos;
