@@ -93,7 +93,7 @@ fn verify_tezos(public_key: &PublicKey, line: &serde_json::Value) -> Result<()> 
 }
 
 /// An Atto voter, a Tezos baker (a local key, and a key in SoftHSM loaded by the signer image's
-/// glibc with dlopen) and a CometBFT v0.38 validator, each in a pod of its own with the signer the
+/// glibc with dlopen) and a CometBFT v1.0 validator, each in a pod of its own with the signer the
 /// webhook injected: every client signs through its pod's loopback, and the CometBFT node makes
 /// blocks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -155,7 +155,7 @@ spec:
 apiVersion: sigil.dev/v1alpha1
 kind: RemoteSigner
 metadata: {{name: cometbft}}
-spec: {{protocol: CometBFT, key: {{secretRef: {{name: keys, key: cometbft}}}}, cometbft: {{chainId: sigil-kind}}, serviceAccountName: validator}}
+spec: {{protocol: CometBFT, key: {{secretRef: {{name: keys, key: cometbft}}}}, cometbft: {{chainId: sigil-kind, version: v1}}, serviceAccountName: validator}}
 "#
         ),
     )?;
@@ -261,6 +261,15 @@ spec:
         .and_then(|v| v.parse::<f64>().ok())
         .unwrap_or(0.0);
     ensure!(precommits >= 4.0, "the node is at height {height} with {precommits} precommits signed by sigil");
+    // The sidecar's log: the audit trail of those precommits, and the warning that the node is
+    // not pinned (stock CometBFT makes a new privval identity at each start).
+    let logs = run(kind.cluster.tool("kubectl").args(["-n", ns, "logs", &pod, "-c", "sigil-signer"]))?;
+    let audited = logs
+        .lines()
+        .filter(|l| l.contains("sigil_signer::audit") && l.contains("cometbft_precommit") && l.contains("signed"))
+        .count();
+    ensure!(audited >= 4, "{audited} audit lines of precommits in the sidecar's log:\n{logs}");
+    ensure!(logs.contains("not pinned"), "no warning about the unpinned node:\n{logs}");
     // The operator counts the running signer (it watches the labelled pods): SIGNERS 1/1.
     wait(&kind, ns, "remotesigner/cometbft", "condition=SignersReady")?;
     let signers = run(kind
@@ -271,7 +280,7 @@ spec:
     ensure!(signers.trim() == "1/1", "status.signers of remotesigner/cometbft: {signers:?}");
     eprintln!(
         "real pods: 20 Atto votes, 10 Tezos attestations (local key) and 10 (SoftHSM P-256) verified, 3 repeats \
-         refused; CometBFT at height {height}, {precommits} precommits signed through the sidecar"
+         refused; CometBFT v1 at height {height}, {precommits} precommits signed through the sidecar, {audited} in its audit log"
     );
     Ok(())
 }
