@@ -315,7 +315,8 @@ mod tests {
         assert!(!dir.path().join("audit.jsonl.3").exists());
         assert!(std::fs::metadata(&path).unwrap().len() <= 1000);
         // Newest last, nothing lost across the files kept.
-        let levels: Vec<u64> = [second, first, current].concat().iter().map(|l| l["height"].as_u64().unwrap()).collect();
+        let levels: Vec<u64> =
+            [second, first, current].concat().iter().map(|l| l["height"].as_u64().unwrap()).collect();
         assert_eq!(*levels.last().unwrap(), 40);
         assert!(levels.windows(2).all(|w| w[1] == w[0] + 1), "{levels:?}");
         assert_eq!(metrics.audit_write_errors.get(), 0);

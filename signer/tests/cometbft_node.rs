@@ -130,7 +130,8 @@ impl Backend {
             Backend::Local => {
                 let file = home.join("config/priv_validator_key.json");
                 let key: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
-                let public = base64::engine::general_purpose::STANDARD.decode(key["pub_key"]["value"].as_str().unwrap());
+                let public =
+                    base64::engine::general_purpose::STANDARD.decode(key["pub_key"]["value"].as_str().unwrap());
                 ValidatorKey {
                     config: format!("{{local: {{secretKeyFile: {}}}}}", file.display()),
                     env: Vec::new(),

@@ -183,3 +183,40 @@ impl ProtocolConfig for Vec<CometBftConfig> {
         Ok(services)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::SignerConfig;
+
+    use super::*;
+
+    fn load(node: &str) -> Result<SignerConfig, ConfigError> {
+        SignerConfig::from_yaml(&format!(
+            "keys: {{v: {{local: {{secretKey: {}}}}}}}\nratchet: {{memory: {{}}}}\n\
+             cometbft: [{{connect: 'tcp://127.0.0.1:26659', chainId: c, key: v, {node}}}]\n",
+            "11".repeat(32)
+        ))
+    }
+
+    #[test]
+    fn versions_and_sign_bytes_are_checked() {
+        for (text, version) in [("v0.34", Version::V0_34), ("v0.37", Version::V0_37), ("v1", Version::V1)] {
+            assert_eq!(load(&format!("version: {text}")).unwrap().cometbft[0].version, Some(version));
+        }
+        // The name earlier releases wrote.
+        assert_eq!(load("version: v1.0").unwrap().cometbft[0].version, Some(Version::V1));
+        assert!(load("version: v2").is_err());
+
+        let sign_bytes = "signBytes: {prefix: 'myapp/{chainId}/'}";
+        assert!(load(sign_bytes).is_ok());
+        assert!(load(&format!("version: v1, {sign_bytes}")).is_ok());
+        let message = load(&format!("version: v0.38, {sign_bytes}")).unwrap_err().to_string();
+        assert!(message.contains("cometbft[0].signBytes: only CometBFT v1"), "{message}");
+        for prefix in ["'{chainId}/'", "'ap/{chainId}/'", "'myapp/{chainId}'", "'myapp/{chainId}/{chainId}/'"] {
+            let message = load(&format!("signBytes: {{prefix: {prefix}}}")).unwrap_err().to_string();
+            assert!(message.contains("signBytes.prefix"), "{prefix}: {message}");
+        }
+        let message = load("signBytes: {prefix: 'myapp/{chainId}/', maxPerMinute: 0}").unwrap_err().to_string();
+        assert!(message.contains("maxPerMinute"), "{message}");
+    }
+}
