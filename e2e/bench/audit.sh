@@ -43,7 +43,7 @@ wait_until 10 "the audited signer" curl -fsS "http://127.0.0.1:$audited_manageme
 
 echo "# $(date -u +%F) $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 results=()
-for round in $(seq "$rounds"); do
+for _ in $(seq "$rounds"); do
   for name in quiet audited; do
     port_var=${name}_port
     result=$("$bin/tezos-load" --addr "127.0.0.1:${!port_var}" --pkh "$pkh" --seconds "$seconds" --label "$name")
