@@ -66,12 +66,13 @@ impl App {
             let mut display = None;
             let policy = match served_by {
                 Some(protocol) => {
-                    let ed25519 =
-                        || async { backend_algorithm(&*backend).await.is_none_or(|a| a == Algorithm::Ed25519) };
-                    if protocol.needs_ed25519() && !ed25519().await {
+                    let algorithms = protocol.algorithms();
+                    if backend_algorithm(&*backend).await.is_some_and(|a| !algorithms.contains(&a)) {
+                        let names: Vec<&str> = algorithms.iter().map(|a| a.name()).collect();
                         return Err(StartupError::Config(ConfigError::Invalid(format!(
-                            "keys.{name}: {} keys must be ed25519",
-                            protocol.name()
+                            "keys.{name}: {} keys must be {}",
+                            protocol.name(),
+                            names.join(" or ")
                         ))));
                     }
                     published.push((name.clone(), protocol.display_key()));

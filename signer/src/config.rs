@@ -11,6 +11,7 @@ use crate::audit::AuditConfig;
 use crate::backend::local::LocalKeyConfig;
 use crate::backend::pkcs11::Pkcs11KeyConfig;
 use crate::backend::{one_of, AwsKmsKeyConfig, AzureKeyVaultKeyConfig, Backend, BackendConfig, GcpKmsKeyConfig};
+use crate::keys::Algorithm;
 use crate::protocol::atto::config::AttoConfig;
 use crate::protocol::cometbft::config::CometBftConfig;
 use crate::protocol::tezos::config::TezosConfig;
@@ -244,10 +245,22 @@ impl SignerConfig {
                     }
                 }
             }
-            if protocol.needs_ed25519() {
+            let algorithms = protocol.algorithms();
+            if algorithms.contains(&Algorithm::Ed25519) && algorithms.len() < Algorithm::ALL.len() {
                 for (path, key) in protocol.keys() {
+                    // Only a local key can be BLS; one configured so is not ruled out by that.
+                    let local_bls =
+                        self.keys[key].local.as_ref().and_then(|l| l.algorithm) == Some(Algorithm::Bls12_381);
+                    if local_bls && algorithms.contains(&Algorithm::Bls12_381) {
+                        continue;
+                    }
                     if let Some(why) = self.keys[key].not_ed25519(key)? {
-                        return invalid(format!("{path}: key {key:?} must be ed25519 for {}{why}", protocol.name()));
+                        let names: Vec<&str> = algorithms.iter().map(|a| a.name()).collect();
+                        return invalid(format!(
+                            "{path}: key {key:?} must be {} for {}{why}",
+                            names.join(" or "),
+                            protocol.name()
+                        ));
                     }
                 }
             }

@@ -70,14 +70,20 @@ impl Node {
     }
 }
 
-/// `cometbft init`, vote extensions on from height 1, 200 ms between blocks. Returns the chain id.
-fn init(binary: &Path, home: &Path, v1: bool) -> String {
-    let status = Command::new(binary).args(["init", "--home"]).arg(home).stdout(Stdio::null()).status().unwrap();
+/// `cometbft init` (with a BLS12-381 validator key when `bls`), vote extensions on from height 1,
+/// 200 ms between blocks. Returns the chain id.
+fn init(binary: &Path, home: &Path, v1: bool, bls: bool) -> String {
+    let key_type: &[&str] = if bls { &["--key-type", "bls12_381"] } else { &[] };
+    let status =
+        Command::new(binary).args(["init", "--home"]).arg(home).args(key_type).stdout(Stdio::null()).status().unwrap();
     assert!(status.success());
     let genesis_path = home.join("config/genesis.json");
     let mut genesis: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&genesis_path).unwrap()).unwrap();
     let params = &mut genesis["consensus_params"];
+    if bls {
+        params["validator"]["pub_key_types"] = serde_json::json!(["bls12_381"]);
+    }
     if v1 {
         params["feature"]["vote_extensions_enable_height"] = "1".into();
     } else {
@@ -129,13 +135,11 @@ impl Backend {
         match self {
             Backend::Local => {
                 let file = home.join("config/priv_validator_key.json");
-                let key: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
-                let public =
-                    base64::engine::general_purpose::STANDARD.decode(key["pub_key"]["value"].as_str().unwrap());
+                let text = std::fs::read_to_string(&file).unwrap();
                 ValidatorKey {
                     config: format!("{{local: {{secretKeyFile: {}}}}}", file.display()),
                     env: Vec::new(),
-                    public_key: PublicKey::from_bytes(Algorithm::Ed25519, &public.unwrap()).unwrap(),
+                    public_key: sigil_signer::keys::cometbft::parse_secret_key(&text).unwrap().public_key(),
                     _service: None,
                 }
             }
@@ -224,13 +228,15 @@ fn metric(signer: &SignerProcess, series: &str) -> u64 {
 /// nothing: it then answers every version), kills the signer mid-run, and checks the chain and
 /// the audit trail. Returns the chain's height at the end.
 fn run_chain(version: &str, laddr_for: impl Fn(&Path) -> String, backend: Backend, layout: Option<&str>) -> u64 {
-    let v1 = version.starts_with("v1");
+    let (v1, bls) = (version.starts_with("v1"), version.ends_with("-bls12381"));
     let binary = cometbft(version);
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("node");
-    let chain = init(&binary, &home, v1);
+    let chain = init(&binary, &home, v1, bls);
     let key = backend.key(dir.path(), &home);
-    make_validator(&home, &key.public_key);
+    if !matches!(backend, Backend::Local) {
+        make_validator(&home, &key.public_key);
+    }
     let laddr = laddr_for(dir.path());
     // The signer first, as in production: it redials until the node listens.
     let signer = start_signer(dir.path(), &laddr, &chain, layout, &key);
@@ -324,6 +330,14 @@ fn cometbft_v0_38_over_tcp_with_secret_connection() {
 #[test]
 fn cometbft_v1_0_over_a_unix_socket() {
     run_chain("v1.0.1", unix, Backend::Local, Some("v1"));
+}
+
+/// A BLS12-381 validator key, as `cometbft init --key-type bls12_381` writes it, on a node built
+/// with the `bls12381` tag: blocks only advance if sigil's public key, address and basic-scheme
+/// signatures are CometBFT's.
+#[test]
+fn cometbft_v1_0_with_a_bls12_381_key() {
+    run_chain("v1.0.1-bls12381", unix, Backend::Local, None);
 }
 
 #[test]

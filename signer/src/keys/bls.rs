@@ -5,7 +5,9 @@
 //! The three ciphersuites octez uses (`src/lib_crypto/bls.ml`, on
 //! `dannywillems/ocaml-bls12-381-signature`), all hashing to G2 with the IETF suite strings:
 //! proof-of-possession signing (the default from signature version 2), message augmentation
-//! (version 1: the public key is prepended to the message) and the proof of possession itself.
+//! (version 1: the public key is prepended to the message) and the proof of possession itself;
+//! and CometBFT v1's, the basic scheme (`NUL` suite string) over the message as it is
+//! (<https://github.com/cometbft/cometbft/blob/v1.0.1/crypto/bls12381/key_bls12381.go>).
 
 use zeroize::Zeroizing;
 
@@ -21,6 +23,8 @@ pub enum BlsScheme {
     /// `MinPk.Pop.pop_prove`: a proof of possession, over the key's own public key or another
     /// 48-byte message; a separate suite string, so it can never pass for a signature.
     ProvePossession,
+    /// The basic scheme, CometBFT v1's BLS12-381 validator keys.
+    Basic,
 }
 
 impl BlsScheme {
@@ -29,6 +33,7 @@ impl BlsScheme {
             BlsScheme::Pop => b"BLS_SIG_BLS12381G2_XMD:SHA-256_SSWU_RO_POP_",
             BlsScheme::Augmented => b"BLS_SIG_BLS12381G2_XMD:SHA-256_SSWU_RO_AUG_",
             BlsScheme::ProvePossession => b"BLS_POP_BLS12381G2_XMD:SHA-256_SSWU_RO_POP_",
+            BlsScheme::Basic => b"BLS_SIG_BLS12381G2_XMD:SHA-256_SSWU_RO_NUL_",
         }
     }
 
@@ -51,6 +56,11 @@ pub fn validate_public_key(bytes: &[u8]) -> Result<[u8; 48], &'static str> {
         }
     })?;
     Ok(bytes)
+}
+
+/// The 96-byte uncompressed form of a valid compressed key (CometBFT's `PubKey.Bytes()`).
+pub fn uncompressed(public_key: &[u8; 48]) -> Option<[u8; 96]> {
+    blst::min_pk::PublicKey::uncompress(public_key).ok().map(|key| key.serialize())
 }
 
 /// A secret scalar.
@@ -105,7 +115,7 @@ mod tests {
     fn signatures_verify_only_under_their_own_scheme() {
         let key = BlsSecretKey::generate();
         let public = key.public_key();
-        let schemes = [BlsScheme::Pop, BlsScheme::Augmented, BlsScheme::ProvePossession];
+        let schemes = [BlsScheme::Pop, BlsScheme::Augmented, BlsScheme::ProvePossession, BlsScheme::Basic];
         for scheme in schemes {
             let signature = key.sign(scheme, b"\x13message");
             for other in schemes {

@@ -37,12 +37,12 @@ pub enum KeyFileError {
     NotBase64,
     #[error("not a priv_validator_key.json: {0}")]
     NotKeyFile(serde_json::Error),
-    #[error("key type {0:?} is not supported; sigil signs with Ed25519 keys")]
+    #[error("key type {0:?} is not supported; sigil signs with Ed25519 and BLS12-381 validator keys")]
     Unsupported(String),
     #[error("{0} is not base64")]
     FieldNotBase64(&'static str),
-    #[error("priv_key.value has {0} bytes, expected 64 (seed and public key)")]
-    Length(usize),
+    #[error("priv_key.value has {0} bytes, expected {1}")]
+    Length(usize, &'static str),
     #[error("the public key in the file does not match its private key")]
     Mismatch,
     #[error(transparent)]
@@ -57,27 +57,60 @@ pub fn parse_secret_key(text: &str) -> Result<SecretKey, KeyFileError> {
         return Ok(SecretKey::from_bytes(Algorithm::Ed25519, &seed)?);
     }
     let file: KeyFile = serde_json::from_str(text).map_err(KeyFileError::NotKeyFile)?;
-    if file.priv_key.kind != "tendermint/PrivKeyEd25519" {
-        return Err(KeyFileError::Unsupported(file.priv_key.kind));
-    }
     let bytes = Zeroizing::new(
         BASE64.decode(&file.priv_key.value).map_err(|_| KeyFileError::FieldNotBase64("priv_key.value"))?,
     );
-    if bytes.len() != 64 {
-        return Err(KeyFileError::Length(bytes.len()));
-    }
-    let key = SecretKey::from_bytes(Algorithm::Ed25519, &bytes[..32])?;
     let public = BASE64.decode(&file.pub_key.value).map_err(|_| KeyFileError::FieldNotBase64("pub_key.value"))?;
-    if key.public_key().as_bytes() != &bytes[32..] || key.public_key().as_bytes() != public.as_slice() {
+    let key = match file.priv_key.kind.as_str() {
+        // The seed, then the public key.
+        "tendermint/PrivKeyEd25519" => {
+            if bytes.len() != 64 {
+                return Err(KeyFileError::Length(bytes.len(), "64 (seed and public key)"));
+            }
+            let key = SecretKey::from_bytes(Algorithm::Ed25519, &bytes[..32])?;
+            if key.public_key().as_bytes() != &bytes[32..] {
+                return Err(KeyFileError::Mismatch);
+            }
+            key
+        }
+        // blst's serialization: the scalar, big-endian (sigil's BLS keys are little-endian, as
+        // Tezos writes them).
+        "cometbft/PrivKeyBls12_381" => {
+            let mut scalar: Zeroizing<[u8; 32]> = Zeroizing::new(
+                bytes.as_slice().try_into().map_err(|_| KeyFileError::Length(bytes.len(), "32 (a scalar)"))?,
+            );
+            scalar.reverse();
+            SecretKey::from_bytes(Algorithm::Bls12_381, &*scalar)?
+        }
+        other => return Err(KeyFileError::Unsupported(other.to_string())),
+    };
+    if public_key_bytes(&key.public_key()) != public {
         return Err(KeyFileError::Mismatch);
     }
     Ok(key)
 }
 
-/// The validator address: the first 20 bytes of SHA-256 of an Ed25519 public key.
+/// A public key as CometBFT encodes it (`PubKey.Bytes()`): Ed25519's 32 bytes, BLS12-381's
+/// uncompressed 96; empty for the curves CometBFT has no validator keys of here.
+pub fn public_key_bytes(public_key: &PublicKey) -> Vec<u8> {
+    match public_key.algorithm() {
+        Algorithm::Ed25519 => public_key.as_bytes().to_vec(),
+        Algorithm::Bls12_381 => public_key
+            .as_bytes()
+            .try_into()
+            .ok()
+            .and_then(crate::keys::bls::uncompressed)
+            .map_or_else(Vec::new, |bytes| bytes.to_vec()),
+        Algorithm::Secp256k1 | Algorithm::P256 => Vec::new(),
+    }
+}
+
+/// The validator address: the first 20 bytes of SHA-256 of the key's CometBFT bytes (Ed25519,
+/// BLS12-381).
 pub fn address(public_key: &PublicKey) -> Option<[u8; 20]> {
-    (public_key.algorithm() == Algorithm::Ed25519).then(|| {
-        let digest = Sha256::digest(public_key.as_bytes());
+    let bytes = public_key_bytes(public_key);
+    (!bytes.is_empty()).then(|| {
+        let digest = Sha256::digest(&bytes);
         let mut address = [0u8; 20];
         address.copy_from_slice(&digest[..20]);
         address
@@ -97,6 +130,9 @@ pub enum Bech32Error {
 
 /// `<prefix>valcons1…` and `<prefix>valconspub1…` (Amino-prefixed key), as Cosmos SDK prints them.
 pub fn bech32_forms(public_key: &PublicKey, prefix: &str) -> Result<(String, String), Bech32Error> {
+    if public_key.algorithm() != Algorithm::Ed25519 {
+        return Err(Bech32Error::NotEd25519);
+    }
     let address = address(public_key).ok_or(Bech32Error::NotEd25519)?;
     let hrp =
         |suffix: &str| bech32::Hrp::parse(&format!("{prefix}{suffix}")).map_err(|e| Bech32Error::Prefix(e.to_string()));
@@ -117,6 +153,33 @@ mod tests {
   "pub_key": {"type": "tendermint/PubKeyEd25519", "value": "iojj3XQJ8ZX9UtstPLpdcspnCb8dlBIb83SIAbQPb1w="},
   "priv_key": {"type": "tendermint/PrivKeyEd25519", "value": "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQGKiOPddAnxlf1S2y08ul1yymcJvx2UEhvzdIgBtA9vXA=="}
 }"#;
+
+    /// What `cometbft init --key-type bls12_381` wrote (v1.0.1 built with the bls12381 tag).
+    const BLS_PRIV_VALIDATOR_KEY: &str = r#"{
+  "address": "DBDC39937D33ED0D90D83E5F77E822608B7388E8",
+  "pub_key": {
+    "type": "cometbft/PubKeyBls12_381",
+    "value": "BJO2kjRAYMAvzE7oN6JLD0hUy8c5Dp1uJr4lAkQEj/mk46a0p+hRgDBrKwr0NpJaCH3BhgpZEjQK0SU3HTDG/NPjrNyh3fnko6lrcWR454iiAs42/GhMWmWNLHQr2kne"
+  },
+  "priv_key": {"type": "cometbft/PrivKeyBls12_381", "value": "SN3J8yImJ2vwktXkX0e6ORvsMG1HKJDVLyh9ucXVq20="}
+}"#;
+
+    #[test]
+    fn reads_cometbft_bls_key_files() {
+        let key = parse_secret_key(BLS_PRIV_VALIDATOR_KEY).unwrap();
+        assert_eq!(key.algorithm(), Algorithm::Bls12_381);
+        let public = key.public_key();
+        assert_eq!(hex::encode_upper(address(&public).unwrap()), "DBDC39937D33ED0D90D83E5F77E822608B7388E8");
+        assert_eq!(public_key_bytes(&public).len(), 96);
+        assert!(bech32_forms(&public, "cosmos").is_err(), "no amino form for BLS here");
+        let other_public = BLS_PRIV_VALIDATOR_KEY.replace("BJO2", "BJO3");
+        assert!(matches!(
+            parse_secret_key(&other_public),
+            Err(KeyFileError::Mismatch | KeyFileError::FieldNotBase64(_))
+        ));
+        let short = BLS_PRIV_VALIDATOR_KEY.replace("SN3J8yImJ2vwktXkX0e6ORvsMG1HKJDVLyh9ucXVq20=", "SN3J");
+        assert!(matches!(parse_secret_key(&short), Err(KeyFileError::Length(3, _))));
+    }
 
     #[test]
     fn reads_cometbft_and_tmkms_files() {

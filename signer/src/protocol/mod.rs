@@ -20,7 +20,7 @@ use tokio::sync::watch;
 
 use crate::app::StartupError;
 use crate::config::ConfigError;
-use crate::keys::PublicKey;
+use crate::keys::{Algorithm, PublicKey};
 use crate::policy::Policy;
 use crate::sign::Signer;
 
@@ -32,8 +32,8 @@ pub trait ProtocolConfig: Send + Sync {
     /// The keys it signs with, each with the config path that names it (`atto.key`).
     fn keys(&self) -> Vec<(String, &str)>;
 
-    /// Whether its keys must be Ed25519.
-    fn needs_ed25519(&self) -> bool;
+    /// The curves its keys may be on.
+    fn algorithms(&self) -> &'static [Algorithm];
 
     /// Whether it signs messages with levels or heights, which need a durable high-water mark.
     fn needs_marks(&self) -> bool;

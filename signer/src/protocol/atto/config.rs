@@ -10,6 +10,7 @@ use super::api::{self, Capability};
 use super::model;
 use crate::app::StartupError;
 use crate::config::ConfigError;
+use crate::keys::Algorithm;
 use crate::policy::Policy;
 use crate::protocol::{KeyDisplay, ProtocolConfig, Service};
 use crate::server::auth::{TokenAuth, TokenSource};
@@ -57,8 +58,8 @@ impl ProtocolConfig for AttoConfig {
         vec![("atto.key".into(), &self.key)]
     }
 
-    fn needs_ed25519(&self) -> bool {
-        true
+    fn algorithms(&self) -> &'static [Algorithm] {
+        &[Algorithm::Ed25519]
     }
 
     fn needs_marks(&self) -> bool {

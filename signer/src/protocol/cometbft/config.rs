@@ -10,6 +10,7 @@ use super::connection::{self, parse_node_id, Client, Endpoint};
 use super::validator::{self, SignBytesPolicy, Validator, Version, CHAIN_ID_PLACEHOLDER};
 use crate::app::StartupError;
 use crate::config::ConfigError;
+use crate::keys::Algorithm;
 use crate::policy::Policy;
 use crate::protocol::{KeyDisplay, ProtocolConfig, Service};
 use crate::sign::Signer;
@@ -99,8 +100,9 @@ impl ProtocolConfig for Vec<CometBftConfig> {
         self.iter().enumerate().map(|(i, node)| (format!("cometbft[{i}].key"), node.key.as_str())).collect()
     }
 
-    fn needs_ed25519(&self) -> bool {
-        true
+    /// BLS12-381 for CometBFT v1 built with the `bls12381` tag.
+    fn algorithms(&self) -> &'static [Algorithm] {
+        &[Algorithm::Ed25519, Algorithm::Bls12_381]
     }
 
     fn needs_marks(&self) -> bool {
@@ -196,6 +198,23 @@ mod tests {
              cometbft: [{{connect: 'tcp://127.0.0.1:26659', chainId: c, key: v, {node}}}]\n",
             "11".repeat(32)
         ))
+    }
+
+    /// CometBFT keys are Ed25519 or (local) BLS12-381; any other curve is refused before startup.
+    #[test]
+    fn keys_must_be_ed25519_or_bls() {
+        let config = |key: &str| {
+            SignerConfig::from_yaml(&format!(
+                "keys: {{v: {key}}}\nratchet: {{memory: {{}}}}\n\
+                 cometbft: [{{connect: 'tcp://127.0.0.1:26659', chainId: c, key: v}}]\n"
+            ))
+        };
+        assert!(config("{local: {secretKeyFile: /k, algorithm: bls12-381}}").is_ok());
+        assert!(config("{local: {secretKeyFile: /k}}").is_ok());
+        let error = config("{local: {secretKeyFile: /k, algorithm: p256}}").unwrap_err().to_string();
+        assert!(error.contains("must be ed25519 or bls12-381 for CometBFT"), "{error}");
+        let azure = "{azureKeyVault: {vaultUrl: 'https://v.vault.azure.net', keyName: k}}";
+        assert!(config(azure).unwrap_err().to_string().contains("must be ed25519 or bls12-381"));
     }
 
     #[test]

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use super::proto::{self, BlockId, PubKeyResponse, PublicKey, PublicKeySum, RemoteSignerError, Sum, Timestamp, Vote};
 use crate::audit::Record;
-use crate::keys::Algorithm;
+use crate::keys::{cometbft, Algorithm, BlsScheme};
 use crate::metrics::SignBytesLabels;
 use crate::policy::SignKind;
 use crate::ratchet::{Mark, RatchetError};
@@ -291,6 +291,7 @@ impl Validator {
                 Ok(()) => {
                     let request = SignRequest {
                         client: Some(&self.node),
+                        scheme: self.scheme(),
                         ..SignRequest::new(&self.key, &self.chain_id, SIGN_BYTES, None, value)
                     };
                     self.signer.sign(request).await.map_err(|e| self.refusal(e))
@@ -329,13 +330,21 @@ impl Validator {
             let response = PubKeyResponse { error: refusal.error(), ..Default::default() };
             return (Sum::PubKeyResponse(response), Some(refusal));
         };
-        let (sum, kind) = match public_key.algorithm() {
-            Algorithm::Ed25519 => (PublicKeySum::Ed25519(public_key.as_bytes().to_vec()), "ed25519"),
-            Algorithm::Secp256k1 => (PublicKeySum::Secp256k1(public_key.as_bytes().to_vec()), "secp256k1"),
+        let bytes = public_key.as_bytes().to_vec();
+        let (sum, kind, bytes) = match public_key.algorithm() {
+            Algorithm::Ed25519 => (Some(PublicKeySum::Ed25519(bytes.clone())), "ed25519", bytes),
+            Algorithm::Secp256k1 => (Some(PublicKeySum::Secp256k1(bytes.clone())), "secp256k1", bytes),
             Algorithm::P256 => return refuse(Refusal::BadRequest("CometBFT has no P-256 consensus keys".into())),
-            Algorithm::Bls12_381 => {
-                return refuse(Refusal::BadRequest("sigil serves BLS12-381 keys to Tezos only, not to CometBFT".into()))
-            }
+            // v1 only (built with the bls12381 tag): the old layout has no field for it.
+            Algorithm::Bls12_381 => match self.version {
+                Some(version) if version != Version::V1 => {
+                    return refuse(Refusal::BadRequest(format!(
+                        "BLS12-381 validator keys need CometBFT v1 built with the bls12381 tag; this node is {}",
+                        version.name()
+                    )))
+                }
+                _ => (None, "bls12_381", cometbft::public_key_bytes(public_key)),
+            },
         };
         // v0.34–v0.38 read field 1, v1 reads fields 3 and 4; each skips the other's.
         let (old, new) = match self.version {
@@ -344,8 +353,8 @@ impl Validator {
             Some(_) => (true, false),
         };
         let response = PubKeyResponse {
-            pub_key: old.then_some(PublicKey { sum: Some(sum) }),
-            pub_key_bytes: if new { public_key.as_bytes().to_vec() } else { Vec::new() },
+            pub_key: sum.filter(|_| old).map(|sum| PublicKey { sum: Some(sum) }),
+            pub_key_bytes: if new { bytes } else { Vec::new() },
             pub_key_type: if new { kind.into() } else { String::new() },
             ..Default::default()
         };
@@ -399,6 +408,7 @@ impl Validator {
             let to_sign = SignRequest {
                 position: Some(mark),
                 client: Some(&self.node),
+                scheme: self.scheme(),
                 ..SignRequest::new(&self.key, &self.chain_id, VOTE_EXTENSION, None, &bytes)
             };
             let signed = self.signer.sign(to_sign).await.map_err(|e| self.refusal(e))?;
@@ -409,6 +419,7 @@ impl Validator {
             context: Some(&context),
             max_advance: Some(self.max_height_jump),
             client: Some(&self.node),
+            scheme: self.scheme(),
             ..SignRequest::new(&self.key, &self.chain_id, kind, Some((mark, STREAM)), &sign_bytes)
         };
         let signed = self.signer.sign(to_sign).await.map_err(|e| self.refusal(e))?;
@@ -449,6 +460,7 @@ impl Validator {
         let to_sign = SignRequest {
             max_advance: Some(self.max_height_jump),
             client: Some(&self.node),
+            scheme: self.scheme(),
             ..SignRequest::new(&self.key, &self.chain_id, PROPOSAL, Some((mark, STREAM)), &sign_bytes)
         };
         let signed = self.signer.sign(to_sign).await.map_err(|e| self.refusal(e))?;
@@ -465,6 +477,14 @@ fn position(height: i64, round: i32, step: u8) -> Result<Mark, Refusal> {
 }
 
 impl Validator {
+    /// How the key signs: CometBFT's BLS keys with the basic scheme, other keys in their one way.
+    fn scheme(&self) -> BlsScheme {
+        match self.signer.key(&self.key).and_then(|k| k.public_key()).map(|k| k.algorithm()) {
+            Some(Algorithm::Bls12_381) => BlsScheme::Basic,
+            _ => BlsScheme::default(),
+        }
+    }
+
     /// A sign-path refusal as the node reads it.
     fn refusal(&self, error: SignError) -> Refusal {
         match &error {
@@ -742,6 +762,40 @@ mod tests {
         // And now the mark holds: the first block at that height is a double sign.
         let double = Vote { extension: b"short".to_vec(), ..precommit };
         assert_eq!(sign_vote(&v, double, false).await.error.unwrap().code, code::DOUBLE_SIGN);
+    }
+
+    /// A BLS12-381 key: only in v1's layout (the older one has no field for it), refused to a node
+    /// said to be older; votes signed with CometBFT v1's basic scheme.
+    #[tokio::test]
+    async fn bls_keys_are_served_to_v1_nodes_only() {
+        let key = SecretKey::from_bytes(Algorithm::Bls12_381, &[5; 32]).unwrap();
+        let public_key = key.public_key();
+        for version in [None, Some(Version::V1), Some(Version::V0_38)] {
+            let (mut v, _) = validator(version).await;
+            let entry = KeyEntry::new(
+                "v",
+                Arc::new(LocalBackend::new(SecretKey::from_bytes(Algorithm::Bls12_381, &[5; 32]).unwrap())),
+                Policy::allowing(SIGN_KINDS),
+            );
+            let signer =
+                Signer::new([entry], Arc::new(MemoryRatchet::default()), Arc::default(), Duration::from_secs(1));
+            assert!(signer.probe_keys().await.is_empty());
+            v.signer = Arc::new(signer);
+            let request = Sum::PubKeyRequest(proto::PubKeyRequest { chain_id: "test-chain".into() });
+            let Sum::PubKeyResponse(response) = v.handle(request).await.response else { panic!() };
+            if version == Some(Version::V0_38) {
+                assert!(response.error.unwrap().description.contains("need CometBFT v1"), "{version:?}");
+                continue;
+            }
+            assert_eq!((response.pub_key, response.pub_key_type.as_str()), (None, "bls12_381"));
+            assert_eq!(response.pub_key_bytes, cometbft::public_key_bytes(&public_key));
+            let precommit = vote(proto::PRECOMMIT, 3, 0, block(1), 10);
+            let signed = sign_vote(&v, precommit.clone(), false).await.vote.unwrap();
+            let bytes: [u8; 48] = public_key.as_bytes().try_into().unwrap();
+            let sign_bytes = proto::vote_sign_bytes(&precommit, "test-chain");
+            assert!(crate::keys::bls::verify(&bytes, BlsScheme::Basic, &sign_bytes, &signed.signature));
+            assert!(!crate::keys::bls::verify(&bytes, BlsScheme::Pop, &sign_bytes, &signed.signature));
+        }
     }
 
     /// v0.34 and v0.37 have no vote extensions: none is signed, one sent is refused.

@@ -11,6 +11,7 @@ use super::api::{self, TezosKey};
 use super::policy::{Refusal, TezosKeyConfig, TezosPolicy};
 use crate::app::StartupError;
 use crate::config::{ConfigError, SignerConfig};
+use crate::keys::Algorithm;
 use crate::policy::Policy;
 use crate::protocol::{KeyDisplay, ProtocolConfig, Service};
 use crate::server::http::Limits;
@@ -49,8 +50,8 @@ impl ProtocolConfig for TezosConfig {
         self.keys.keys().map(|name| (format!("tezos.keys.{name}"), name.as_str())).collect()
     }
 
-    fn needs_ed25519(&self) -> bool {
-        false
+    fn algorithms(&self) -> &'static [Algorithm] {
+        &Algorithm::ALL
     }
 
     fn needs_marks(&self) -> bool {
