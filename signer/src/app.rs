@@ -116,7 +116,7 @@ impl App {
         };
         let audit = match &config.audit {
             Some(audit) => {
-                let opened = Audit::open(audit);
+                let opened = Audit::open(audit, &metrics);
                 opened.map_err(|source| StartupError::Audit { path: audit.file.clone(), source })?
             }
             None => Audit::default(),

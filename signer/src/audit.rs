@@ -12,8 +12,9 @@ use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use prometheus_client::metrics::counter::Counter;
 use serde::{Deserialize, Serialize};
 
 use crate::keys::Signature;
@@ -133,21 +134,46 @@ pub struct AuditConfig {
 pub const DEFAULT_MAX_BYTES: u64 = 100 * 1024 * 1024;
 pub const DEFAULT_KEEP: u32 = 10;
 
+/// At most this many refusal records a second (in bursts of [`REFUSAL_BURST`]): a client that
+/// sends nothing but bad requests cannot flood the log or rotate the signatures out of the file.
+/// Signatures are never dropped.
+pub const REFUSALS_PER_SECOND: f64 = 10.0;
+pub const REFUSAL_BURST: f64 = 100.0;
+/// Text a client chose (a chain id in an error) is cut to this many bytes.
+const MAX_TEXT: usize = 256;
+/// Records waiting for the file writer; past it a record is dropped and counted.
+const FILE_QUEUE: usize = 16 * 1024;
+/// The most rotated files `keep` may ask for.
+pub const MAX_KEEP: u32 = 1000;
+
 /// Where records go: the log always, and the file when configured.
-#[derive(Default)]
 pub struct Audit {
-    file: Option<AuditFile>,
+    file: Option<FileWriter>,
+    /// Refusal tokens left and when they were counted.
+    refusals: Mutex<(f64, Instant)>,
+}
+
+impl Default for Audit {
+    fn default() -> Self {
+        Audit { file: None, refusals: Mutex::new((REFUSAL_BURST, Instant::now())) }
+    }
 }
 
 impl Audit {
     /// The log and `config.file`, opened now so that a path the signer cannot write fails startup.
-    pub fn open(config: &AuditConfig) -> std::io::Result<Audit> {
+    pub fn open(config: &AuditConfig, metrics: &Metrics) -> std::io::Result<Audit> {
         let max_bytes = config.max_bytes.unwrap_or(DEFAULT_MAX_BYTES).max(1);
-        let keep = config.keep.unwrap_or(DEFAULT_KEEP);
-        Ok(Audit { file: Some(AuditFile::open(&config.file, max_bytes, keep)?) })
+        let keep = config.keep.unwrap_or(DEFAULT_KEEP).min(MAX_KEEP);
+        let file = AuditFile::open(&config.file, max_bytes, keep)?;
+        Ok(Audit { file: Some(FileWriter::start(file, metrics.audit_write_errors.clone())?), ..Audit::default() })
     }
 
     pub fn record(&self, record: &Record<'_>, metrics: &Metrics) {
+        if record.outcome == Outcome::Refused && !self.take_refusal_token() {
+            metrics.audit_records_dropped.inc();
+            return;
+        }
+        let error = record.error.as_deref().map(truncated);
         let signature = record.signature.map(|s| hex::encode(s.as_bytes()));
         macro_rules! event {
             ($level:expr) => {
@@ -166,7 +192,7 @@ impl Audit {
                     backend = record.backend,
                     client = record.client,
                     reason = record.reason,
-                    error = record.error.as_deref(),
+                    error = error,
                     signature = signature.as_deref(),
                     "{}",
                     record.outcome.as_str()
@@ -178,10 +204,69 @@ impl Audit {
             Outcome::Signed | Outcome::Repeated => event!(tracing::Level::INFO),
         }
         if let Some(file) = &self.file {
-            if let Err(error) = file.append(record) {
-                metrics.audit_write_errors.inc();
-                tracing::warn!(path = %file.path.display(), %error, "could not write the audit file");
+            let time = time::OffsetDateTime::now_utc()
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default();
+            let record = Record { error: error.map(str::to_string), ..record.clone() };
+            let Ok(mut line) = serde_json::to_vec(&FileLine { time, record: &record }) else { return };
+            line.push(b'\n');
+            // The sign path never waits for the disk: a full queue drops the record, counted.
+            if file.lines.as_ref().is_none_or(|lines| lines.try_send(line).is_err()) {
+                metrics.audit_records_dropped.inc();
             }
+        }
+    }
+
+    fn take_refusal_token(&self) -> bool {
+        let mut bucket = self.refusals.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let now = Instant::now();
+        let refill = now.duration_since(bucket.1).as_secs_f64() * REFUSALS_PER_SECOND;
+        *bucket = ((bucket.0 + refill).min(REFUSAL_BURST), now);
+        let allowed = bucket.0 >= 1.0;
+        if allowed {
+            bucket.0 -= 1.0;
+        }
+        allowed
+    }
+}
+
+/// At most [`MAX_TEXT`] bytes, cut on a character boundary.
+fn truncated(text: &str) -> &str {
+    let mut end = text.len().min(MAX_TEXT);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// The file's own thread: records are written in the order they were made, off the sign path.
+struct FileWriter {
+    /// `None` once dropped, which ends the thread.
+    lines: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FileWriter {
+    fn start(mut file: AuditFile, errors: Counter) -> std::io::Result<FileWriter> {
+        let (lines, queue) = std::sync::mpsc::sync_channel::<Vec<u8>>(FILE_QUEUE);
+        let thread = std::thread::Builder::new().name("audit-file".into()).spawn(move || {
+            for line in queue {
+                if let Err(error) = file.append(&line) {
+                    errors.inc();
+                    tracing::warn!(path = %file.path.display(), %error, "could not write the audit file");
+                }
+            }
+        })?;
+        Ok(FileWriter { lines: Some(lines), thread: Some(thread) })
+    }
+}
+
+impl Drop for FileWriter {
+    /// Writes what is queued before the process goes.
+    fn drop(&mut self) {
+        self.lines.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
         }
     }
 }
@@ -191,8 +276,9 @@ struct AuditFile {
     path: PathBuf,
     max_bytes: u64,
     keep: u32,
-    /// The open file and its size.
-    current: Mutex<(File, u64)>,
+    file: File,
+    /// Bytes written since the file was opened or last rotated.
+    size: u64,
 }
 
 #[derive(Serialize)]
@@ -206,23 +292,22 @@ impl AuditFile {
     fn open(path: &Path, max_bytes: u64, keep: u32) -> std::io::Result<AuditFile> {
         let file = open_append(path)?;
         let size = file.metadata()?.len();
-        Ok(AuditFile { path: path.to_path_buf(), max_bytes, keep, current: Mutex::new((file, size)) })
+        Ok(AuditFile { path: path.to_path_buf(), max_bytes, keep, file, size })
     }
 
-    fn append(&self, record: &Record<'_>) -> std::io::Result<()> {
-        let time =
-            time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
-        let mut line = serde_json::to_vec(&FileLine { time, record }).map_err(std::io::Error::other)?;
-        line.push(b'\n');
-        let mut current = self.current.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if current.1 > 0 && current.1 + line.len() as u64 > self.max_bytes {
-            self.rotate()?;
-            *current = (open_append(&self.path)?, 0);
+    /// Writes the line, rotating first when it would take the file past `max_bytes`. A rotation
+    /// that fails (a full or read-only directory) is reported, and the line still written to the
+    /// current file; the next try is another `max_bytes` later.
+    fn append(&mut self, line: &[u8]) -> std::io::Result<()> {
+        let mut rotated = Ok(());
+        if self.size > 0 && self.size + line.len() as u64 > self.max_bytes {
+            self.size = 0;
+            rotated = self.rotate().and_then(|()| open_append(&self.path)).map(|file| self.file = file);
         }
-        // One write per record, so a reader never sees half a line from another writer.
-        current.0.write_all(&line)?;
-        current.1 += line.len() as u64;
-        Ok(())
+        // One write per record, so a reader never sees half a line.
+        self.file.write_all(line)?;
+        self.size += line.len() as u64;
+        rotated
     }
 
     /// `FILE.keep` is dropped, `FILE.n` becomes `FILE.n+1`, `FILE` becomes `FILE.1`.
@@ -277,10 +362,11 @@ mod tests {
     fn records_are_json_lines_without_empty_fields() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
-        let audit = Audit::open(&AuditConfig { file: path.clone(), max_bytes: None, keep: None }).unwrap();
         let metrics = Metrics::default();
+        let audit = Audit::open(&AuditConfig { file: path.clone(), max_bytes: None, keep: None }, &metrics).unwrap();
         audit.record(&signed(7), &metrics);
         audit.record(&Record::refused("tezos", "bad_request", "cannot sign: empty".into()), &metrics);
+        drop(audit);
         let lines = lines(&path);
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[0]["outcome"], "signed");
@@ -304,11 +390,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
         let config = AuditConfig { file: path.clone(), max_bytes: Some(1000), keep: Some(2) };
-        let audit = Audit::open(&config).unwrap();
         let metrics = Metrics::default();
+        let audit = Audit::open(&config, &metrics).unwrap();
         for level in 1..=40 {
             audit.record(&signed(level), &metrics);
         }
+        drop(audit);
         let current = lines(&path);
         let first = lines(&dir.path().join("audit.jsonl.1"));
         let second = lines(&dir.path().join("audit.jsonl.2"));
@@ -320,5 +407,29 @@ mod tests {
         assert_eq!(*levels.last().unwrap(), 40);
         assert!(levels.windows(2).all(|w| w[1] == w[0] + 1), "{levels:?}");
         assert_eq!(metrics.audit_write_errors.get(), 0);
+    }
+
+    /// A client sending nothing but bad requests gets a bounded number of records, its text cut
+    /// short; signatures are never dropped.
+    #[test]
+    fn refusals_are_bounded_and_signatures_are_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let metrics = Metrics::default();
+        let audit = Audit::open(&AuditConfig { file: path.clone(), max_bytes: None, keep: None }, &metrics).unwrap();
+        let chain = "c".repeat(1 << 20);
+        for _ in 0..1000 {
+            audit.record(&Record::refused("cometbft", "bad_request", format!("chain {chain} is not ours")), &metrics);
+            audit.record(&signed(1), &metrics);
+        }
+        drop(audit);
+        let lines = lines(&path);
+        let refused = lines.iter().filter(|l| l["outcome"] == "refused").count();
+        assert_eq!(lines.len() - refused, 1000, "every signature");
+        // The burst, and what refilled while the loop ran (well under a second).
+        assert!((100..120).contains(&refused), "{refused} refusals recorded");
+        assert_eq!(metrics.audit_records_dropped.get(), 1000 - refused as u64);
+        assert!(lines.iter().all(|l| l["error"].as_str().is_none_or(|e| e.len() <= MAX_TEXT)));
+        assert!(std::fs::metadata(&path).unwrap().len() < 1000 * 1024);
     }
 }

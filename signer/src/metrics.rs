@@ -88,6 +88,7 @@ pub struct Metrics {
     pub cometbft_connected: Family<ChainLabels, Gauge>,
     pub cometbft_sign_bytes: Family<SignBytesLabels, Counter>,
     pub audit_write_errors: Counter,
+    pub audit_records_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -143,6 +144,12 @@ impl Default for Metrics {
             "Audit records that could not be written to audit.file (the log still has them)",
             audit_write_errors.clone(),
         );
+        let audit_records_dropped = Counter::default();
+        registry.register(
+            "audit_records_dropped",
+            "Audit records not written: refusals past 10 a second, or the file's queue full",
+            audit_records_dropped.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -156,6 +163,7 @@ impl Default for Metrics {
             cometbft_connected,
             cometbft_sign_bytes,
             audit_write_errors,
+            audit_records_dropped,
         }
     }
 }

@@ -117,7 +117,11 @@ async fn refusals_keep_the_connection_and_follow_filepv() {
     // The audit trail holds every signature this node received and no other, and every refusal
     // with its rule; the log carries the same records.
     let received = [&first.signature, &signed.signature, &signed.extension_signature].map(hex::encode);
-    let file = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
+    // The file is written by its own thread, just after each answer.
+    let audit = dir.path().join("audit.jsonl");
+    let lines = || std::fs::read_to_string(&audit).unwrap_or_default().lines().count();
+    tokio::task::block_in_place(|| wait_until("8 audit records", Duration::from_secs(10), || lines() >= 8));
+    let file = std::fs::read_to_string(&audit).unwrap();
     let records: Vec<serde_json::Value> = file.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let address = hex::encode_upper(sigil_signer::keys::cometbft::address(&key).unwrap());
     let summary: Vec<(String, String, Option<u64>, String)> = records

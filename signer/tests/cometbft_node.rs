@@ -284,8 +284,16 @@ fn run_chain(version: &str, laddr_for: impl Fn(&Path) -> String, backend: Backen
     // The audit file, across both signer processes: every precommit the chain holds was signed at
     // its height with that very signature; no height/round/step has two signatures.
     let height = node.height();
-    let audit = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
-    let records: Vec<serde_json::Value> = audit.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    // The file is written by its own thread, just after each answer: read until the last height's
+    // records are in, within a deadline.
+    let read_audit = || -> Vec<serde_json::Value> {
+        let audit = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
+        audit.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    };
+    wait_until("the audit file to reach the chain's height", Duration::from_secs(10), || {
+        read_audit().iter().any(|r| r["kind"] == "cometbft_precommit" && r["height"].as_u64() >= Some(height))
+    });
+    let records = read_audit();
     let mut signed = std::collections::BTreeMap::<(String, u64, u64), std::collections::BTreeSet<String>>::new();
     for record in records.iter().filter(|r| r["outcome"] != "refused") {
         assert_eq!(record["keyHash"], validator.as_str(), "{record}");

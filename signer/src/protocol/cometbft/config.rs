@@ -60,19 +60,22 @@ pub struct SignBytesConfig {
 }
 
 impl SignBytesConfig {
-    fn validate(&self, path: &str, version: Option<Version>) -> Result<(), ConfigError> {
+    fn validate(&self, path: &str, version: Option<Version>, chain_id: &str) -> Result<(), ConfigError> {
         let invalid = |message: String| Err(ConfigError::Invalid(format!("{path}.signBytes{message}")));
         if version.is_some_and(|v| v != Version::V1) {
             return invalid(": only CometBFT v1 nodes send SignBytesRequest; set version v1 or leave it out".into());
         }
+        // What follows the chain id must not occur in it: then a value names exactly one chain id
+        // (with `app/{chainId}-` the signer of chain `foo` would also sign for `foo-1`).
         let parts: Vec<&str> = self.prefix.split(CHAIN_ID_PLACEHOLDER).collect();
         match parts.as_slice() {
-            [before, after] if before.len() >= 4 && !after.is_empty() => {}
+            [before, after]
+                if before.chars().count() >= 4 && after.chars().next().is_some_and(|c| !chain_id.contains(c)) => {}
             _ => {
                 return invalid(format!(
                     ".prefix: {:?} must hold {CHAIN_ID_PLACEHOLDER} once, after a domain of at least 4 characters \
-                     and before at least one more (e.g. \"myapp/p2p/{CHAIN_ID_PLACEHOLDER}/\"), so that every \
-                     value names one application and this chain",
+                     and before a character that is not in the chain id (e.g. \"myapp/p2p/{CHAIN_ID_PLACEHOLDER}/\"), \
+                     so that every value names one application and exactly this chain",
                     self.prefix
                 ))
             }
@@ -125,7 +128,7 @@ impl ProtocolConfig for Vec<CometBftConfig> {
                 parse_node_id(node_id).map_err(|e| ConfigError::Invalid(format!("{path}.nodeId: {e}")))?;
             }
             if let Some(sign_bytes) = &node.sign_bytes {
-                sign_bytes.validate(&path, node.version)?;
+                sign_bytes.validate(&path, node.version, &node.chain_id)?;
             }
             if node.max_height_jump == Some(0) {
                 return invalid(format!(
@@ -231,7 +234,15 @@ mod tests {
         assert!(load(&format!("version: v1, {sign_bytes}")).is_ok());
         let message = load(&format!("version: v0.38, {sign_bytes}")).unwrap_err().to_string();
         assert!(message.contains("cometbft[0].signBytes: only CometBFT v1"), "{message}");
-        for prefix in ["'{chainId}/'", "'ap/{chainId}/'", "'myapp/{chainId}'", "'myapp/{chainId}/{chainId}/'"] {
+        // The chain id is `c`: a `c` after the placeholder could be part of another chain's id.
+        let prefixes = [
+            "'{chainId}/'",
+            "'ap/{chainId}/'",
+            "'myapp/{chainId}'",
+            "'myapp/{chainId}/{chainId}/'",
+            "'myapp/{chainId}c'",
+        ];
+        for prefix in prefixes {
             let message = load(&format!("signBytes: {{prefix: {prefix}}}")).unwrap_err().to_string();
             assert!(message.contains("signBytes.prefix"), "{prefix}: {message}");
         }

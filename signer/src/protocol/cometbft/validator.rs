@@ -287,11 +287,11 @@ impl Validator {
             None => Err(Refusal::NotSupported(
                 "sigil signs raw bytes (SignBytesRequest) only when cometbft[].signBytes allows them".into(),
             )),
-            Some(policy) => match policy.check(value) {
-                Ok(()) => {
+            Some(policy) => match policy.check(value).and_then(|()| self.scheme()) {
+                Ok(scheme) => {
                     let request = SignRequest {
                         client: Some(&self.node),
-                        scheme: self.scheme(),
+                        scheme,
                         ..SignRequest::new(&self.key, &self.chain_id, SIGN_BYTES, None, value)
                     };
                     self.signer.sign(request).await.map_err(|e| self.refusal(e))
@@ -314,7 +314,9 @@ impl Validator {
         if chain_id == self.chain_id {
             return Ok(());
         }
-        Err(Refusal::BadRequest(format!("chain {chain_id:?} is not this signer's chain {:?}", self.chain_id)))
+        // The node chose that text: only its start goes into the answer and the audit trail.
+        let shown: String = chain_id.chars().take(64).collect();
+        Err(Refusal::BadRequest(format!("chain {shown:?} is not this signer's chain {:?}", self.chain_id)))
     }
 
     fn public_key(&self, chain_id: &str) -> (Sum, Option<Refusal>) {
@@ -408,7 +410,7 @@ impl Validator {
             let to_sign = SignRequest {
                 position: Some(mark),
                 client: Some(&self.node),
-                scheme: self.scheme(),
+                scheme: self.scheme()?,
                 ..SignRequest::new(&self.key, &self.chain_id, VOTE_EXTENSION, None, &bytes)
             };
             let signed = self.signer.sign(to_sign).await.map_err(|e| self.refusal(e))?;
@@ -419,7 +421,7 @@ impl Validator {
             context: Some(&context),
             max_advance: Some(self.max_height_jump),
             client: Some(&self.node),
-            scheme: self.scheme(),
+            scheme: self.scheme()?,
             ..SignRequest::new(&self.key, &self.chain_id, kind, Some((mark, STREAM)), &sign_bytes)
         };
         let signed = self.signer.sign(to_sign).await.map_err(|e| self.refusal(e))?;
@@ -460,7 +462,7 @@ impl Validator {
         let to_sign = SignRequest {
             max_advance: Some(self.max_height_jump),
             client: Some(&self.node),
-            scheme: self.scheme(),
+            scheme: self.scheme()?,
             ..SignRequest::new(&self.key, &self.chain_id, PROPOSAL, Some((mark, STREAM)), &sign_bytes)
         };
         let signed = self.signer.sign(to_sign).await.map_err(|e| self.refusal(e))?;
@@ -478,10 +480,12 @@ fn position(height: i64, round: i32, step: u8) -> Result<Mark, Refusal> {
 
 impl Validator {
     /// How the key signs: CometBFT's BLS keys with the basic scheme, other keys in their one way.
-    fn scheme(&self) -> BlsScheme {
+    /// Not known before the key has answered: nothing is signed until it is.
+    fn scheme(&self) -> Result<BlsScheme, Refusal> {
         match self.signer.key(&self.key).and_then(|k| k.public_key()).map(|k| k.algorithm()) {
-            Some(Algorithm::Bls12_381) => BlsScheme::Basic,
-            _ => BlsScheme::default(),
+            Some(Algorithm::Bls12_381) => Ok(BlsScheme::Basic),
+            Some(_) => Ok(BlsScheme::default()),
+            None => Err(Refusal::KeyNotReady(format!("key {} is not ready", self.key))),
         }
     }
 
