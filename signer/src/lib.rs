@@ -6,6 +6,7 @@ pub mod audit;
 pub mod backend;
 pub mod config;
 pub mod files;
+pub mod interchange;
 pub mod keys;
 pub mod metrics;
 pub mod policy;
