@@ -7,6 +7,7 @@ use sigil_signer::admin;
 use sigil_signer::app::App;
 use sigil_signer::backend::local::LocalKeyConfig;
 use sigil_signer::config::SignerConfig;
+use sigil_signer::interchange;
 use sigil_signer::keys::cometbft;
 use sigil_signer::keys::tezos;
 use sigil_signer::keys::{Algorithm, PublicKey, SecretKey};
@@ -91,19 +92,26 @@ enum RatchetCommand {
     /// let them sign again what they signed before. A validator that signed before must then
     /// import its marks (`ratchet import`, which also initialises).
     Init,
-    /// Start marks where the previous signer left off, never lowering one: CometBFT's
-    /// priv_validator_state.json, a tmkms state file, a Signatory watermark file, or another sigil
-    /// ratchet directory.
+    /// Start marks where the previous signer left off, never lowering one: a marks interchange
+    /// document (`ratchet export`), CometBFT's priv_validator_state.json, a tmkms state file, a
+    /// Signatory watermark file, or another sigil ratchet directory.
     Import {
-        /// The key, as named in the config.
-        #[arg(long)]
-        key: String,
-        /// The chain id: one of the key's cometbft[].chainId, or a Tezos chain id (Net…) the key may sign on
-        #[arg(long)]
-        chain: String,
+        /// The key, as named in the config (not with --interchange, which names its keys).
+        #[arg(long, required_unless_present = "interchange", conflicts_with = "interchange")]
+        key: Option<String>,
+        /// The chain id: one of the key's cometbft[].chainId, or a Tezos chain id (Net…) the key
+        /// may sign on (not with --interchange).
+        #[arg(long, required_unless_present = "interchange", conflicts_with = "interchange")]
+        chain: Option<String>,
         #[command(flatten)]
         from: ImportSource,
+        /// Print what would change, write nothing.
+        #[arg(long, requires = "interchange")]
+        dry_run: bool,
     },
+    /// Print every mark of the store as a marks interchange document (JSON), its keys named as
+    /// their chains name them (tz1…, a validator address).
+    Export,
 }
 
 #[derive(Args)]
@@ -120,6 +128,10 @@ struct StreamArgs {
 #[derive(Args)]
 #[group(required = true, multiple = false)]
 struct ImportSource {
+    /// A marks interchange document (docs/ratchet.md), e.g. from `ratchet export` or a converter:
+    /// every key and chain in it, checked whole against the config before anything is written.
+    #[arg(long, value_name = "FILE")]
+    interchange: Option<PathBuf>,
     /// CometBFT's data/priv_validator_state.json.
     #[arg(long, value_name = "FILE")]
     from_cometbft: Option<PathBuf>,
@@ -247,13 +259,25 @@ fn ratchet_command(config: Option<&Path>, command: RatchetCommand) -> Result<()>
         bail!("ratchet commands work on the --config file's ratchet; pass --config FILE")
     };
     let config = SignerConfig::from_file(config_path)?;
-    if let RatchetCommand::Import { key, chain, .. } = &command {
+    if let RatchetCommand::Import { key: Some(key), chain: Some(chain), .. } = &command {
         // Before the store is opened: marks under a chain nobody signs for protect nothing.
         admin::check_chain(&config, key, chain)
             .with_context(|| format!("ratchet import: nothing written (config {})", config_path.display()))?;
     }
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
+        // An interchange document is checked whole, against the config, before the store opens.
+        let wanted = match &command {
+            RatchetCommand::Import { from: ImportSource { interchange: Some(path), .. }, .. } => {
+                let text = admin::read(path)?;
+                let document: interchange::Document = serde_json::from_str(&text).with_context(|| {
+                    format!("{} is not a marks interchange document; nothing written", path.display())
+                })?;
+                let wanted = interchange::wanted(&document, &known_keys(&config).await?);
+                Some(wanted.with_context(|| format!("{}: nothing written", path.display()))?)
+            }
+            _ => None,
+        };
         let ratchet = admin::open(&config).await?;
         match command {
             RatchetCommand::Show => {
@@ -273,7 +297,28 @@ fn ratchet_command(config: Option<&Path>, command: RatchetCommand) -> Result<()>
                 }
                 println!("{outcome}");
             }
-            RatchetCommand::Import { key, chain, from } => {
+            RatchetCommand::Export => {
+                let keys = known_keys(&config).await?;
+                let hashes = keys.into_iter().map(|k| (k.name, k.key_hash)).collect();
+                let now = time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339)?;
+                let exporter = concat!("sigil-signer ", env!("CARGO_PKG_VERSION"));
+                let document = interchange::export(&admin::show(&*ratchet).await?, &hashes, exporter, &now);
+                println!("{}", serde_json::to_string_pretty(&document)?);
+            }
+            RatchetCommand::Import { from: ImportSource { interchange: Some(_), .. }, dry_run, .. } => {
+                let changes = interchange::plan(&*ratchet, wanted.unwrap_or_default()).await?;
+                for change in &changes {
+                    println!("{}{change}", if dry_run { "would be: " } else { "" });
+                }
+                if dry_run {
+                    return Ok(());
+                }
+                interchange::apply(&*ratchet, &changes).await?;
+                if let Some(sealed) = ratchet.seal().await? {
+                    println!("{sealed}");
+                }
+            }
+            RatchetCommand::Import { key: Some(key), chain: Some(chain), from, .. } => {
                 let text;
                 let pkh;
                 let source = match from {
@@ -306,6 +351,7 @@ fn ratchet_command(config: Option<&Path>, command: RatchetCommand) -> Result<()>
                     println!("{sealed}");
                 }
             }
+            RatchetCommand::Import { .. } => bail!("ratchet import needs --key and --chain, or --interchange FILE"),
             RatchetCommand::Init => match ratchet.seal().await {
                 Ok(Some(sealed)) => println!("{sealed}"),
                 Ok(None) => println!("nothing to do: the store is already set up (or, for files, needs no setup)"),
@@ -314,6 +360,39 @@ fn ratchet_command(config: Option<&Path>, command: RatchetCommand) -> Result<()>
         }
         Ok(())
     })
+}
+
+/// Every configured key that keeps marks, as an interchange document names it: its hash on its
+/// chain (asked of its backend), its curve, protocol and chains.
+async fn known_keys(config: &SignerConfig) -> Result<Vec<interchange::KnownKey>> {
+    let mut known = Vec::new();
+    for name in config.keys.keys() {
+        let cometbft: Vec<String> =
+            config.cometbft.iter().filter(|v| &v.key == name).map(|v| v.chain_id.clone()).collect();
+        let tezos = config.tezos.as_ref().and_then(|t| t.keys.get(name));
+        let (protocol, chains) = match (tezos, cometbft.is_empty()) {
+            (Some(policy), _) => {
+                (interchange::Protocol::Tezos, (!policy.chains.is_empty()).then(|| policy.chains.clone()))
+            }
+            (None, false) => (interchange::Protocol::Cometbft, Some(cometbft)),
+            (None, true) => continue,
+        };
+        let public_key = configured_public_key(config, name).await.with_context(|| format!("key {name}"))?;
+        let key_hash = match protocol {
+            interchange::Protocol::Tezos => tezos::pkh(&public_key),
+            interchange::Protocol::Cometbft => {
+                cometbft::address(&public_key).map(hex::encode_upper).unwrap_or_else(|| public_key.id())
+            }
+        };
+        known.push(interchange::KnownKey {
+            name: name.clone(),
+            key_hash,
+            algorithm: public_key.algorithm(),
+            protocol,
+            chains,
+        });
+    }
+    Ok(known)
 }
 
 /// The public key of a configured key, asked of its backend.

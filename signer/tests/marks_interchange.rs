@@ -1,0 +1,97 @@
+//! Marks that travel: `ratchet export` from one signer's store, `ratchet import --interchange` into
+//! another's, and the second signer refuses everything the first signed and signs the next level.
+
+mod common;
+
+use common::*;
+use sigil_tests::tezos::{consensus, MAINNET};
+
+const BAKER: &str = "edsk3qAQSJaDBSYN2PCMdv7BuJoBKeRyDFq5uPAwDfFRAhQdwHxPMN";
+const PKH: &str = "tz1SodoUsWVe1Yey9eMFbqRUtNpBWfir5NRr";
+
+fn config(dir: &std::path::Path, name: &str) -> String {
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(
+        &path,
+        format!(
+            "keys: {{baker: {{local: {{secretKey: {BAKER}}}}}}}\nratchet: {{file: {{dir: {}}}}}\n\
+             tezos: {{listen: 127.0.0.1:0, keys: {{baker: {{allow: [block, preattestation, attestation]}}}}}}\n\
+             management: {{listen: 127.0.0.1:0}}\n",
+            dir.join(format!("{name}-marks")).display()
+        ),
+    )
+    .unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+fn attest(signer: &SignerProcess, level: u32, payload: u8) -> Response {
+    let body = format!("\"{}\"", hex::encode(consensus(0x13, MAINNET, level, 0, payload)));
+    http(signer.tezos(), "POST", &format!("/keys/{PKH}"), None, Some(&body))
+}
+
+fn ratchet(config: &str, args: &[&str]) -> (i32, String, String) {
+    let args = [&["--config", config, "ratchet"], args].concat();
+    run_to_end(&args, &[], None)
+}
+
+#[test]
+fn exported_marks_hold_in_another_store_and_never_go_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let (old, new) = (config(dir.path(), "old"), config(dir.path(), "new"));
+
+    // The old signer attests levels 1..=5.
+    let signer = SignerProcess::spawn(&["--config", &old], &[]);
+    let mut signatures = Vec::new();
+    for level in 1..=5 {
+        let answer = attest(&signer, level, 1);
+        assert_eq!(answer.status, 200, "{answer:?}");
+        signatures.push(answer.json()["signature"].as_str().unwrap().to_string());
+    }
+    drop(signer);
+
+    let (code, exported, err) = ratchet(&old, &["export"]);
+    assert_eq!(code, 0, "{err}");
+    let document: serde_json::Value = serde_json::from_str(&exported).unwrap();
+    assert_eq!(document["interchangeFormatVersion"], 1);
+    let chain = &document["chains"][0];
+    assert_eq!((chain["protocol"].as_str(), chain["chainId"].as_str()), (Some("tezos"), Some("NetXdQprcVkpaWU")));
+    assert_eq!(chain["keys"][0]["keyHash"], PKH);
+    assert_eq!(chain["keys"][0]["marks"][0]["level"], 5);
+    let file = dir.path().join("marks.json");
+    std::fs::write(&file, &exported).unwrap();
+    let file = file.to_str().unwrap();
+
+    // A dry run says what would change and writes nothing.
+    let (code, out, err) = ratchet(&new, &["import", "--interchange", file, "--dry-run"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("would be: key baker chain NetXdQprcVkpaWU attestation: set to level 5"), "{out}");
+    assert_eq!(ratchet(&new, &["show"]).1, "");
+    let (code, out, err) = ratchet(&new, &["import", "--interchange", file]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("attestation: set to level 5 round 0 step 0 (was empty)"), "{out}");
+
+    // The new signer: the same attestation again gets the same signature, another one at an
+    // exported level is refused, the next level is signed.
+    let signer = SignerProcess::spawn(&["--config", &new], &[]);
+    let again = attest(&signer, 5, 1);
+    assert_eq!((again.status, again.json()["signature"].as_str()), (200, Some(signatures[4].as_str())));
+    for level in 1..=5 {
+        assert_eq!(attest(&signer, level, 2).status, 409, "level {level} with other content");
+    }
+    assert_eq!(attest(&signer, 6, 1).status, 200);
+    drop(signer);
+
+    // The older document again: nothing changes; a document naming a key this config lacks is
+    // refused whole.
+    let (code, out, err) = ratchet(&new, &["import", "--interchange", file]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("attestation: unchanged at level 6"), "{out}");
+    let foreign = dir.path().join("foreign.json");
+    std::fs::write(&foreign, exported.replace(PKH, "tz1KqTpEZ7Yob7QbPE4Hy4Wo8fHG8LhKxZSx")).unwrap();
+    let (code, _, err) = ratchet(&new, &["import", "--interchange", foreign.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("no configured key is tz1KqTpEZ7Yob7QbPE4Hy4Wo8fHG8LhKxZSx") && err.contains("nothing written"),
+        "{err}"
+    );
+}
