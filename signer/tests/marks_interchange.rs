@@ -34,6 +34,18 @@ fn ratchet(config: &str, args: &[&str]) -> (i32, String, String) {
     run_to_end(&args, &[], None)
 }
 
+/// What Python's jsonschema says about `document` against the repository's schema ("" if valid).
+fn schema_errors(document: &str) -> String {
+    let schema = concat!(env!("CARGO_MANIFEST_DIR"), "/../schemas/marks-interchange.v1.json");
+    let check = "import json, sys, jsonschema\n\
+        schema, document = (json.load(open(p)) for p in sys.argv[1:])\n\
+        jsonschema.Draft202012Validator.check_schema(schema)\n\
+        for e in jsonschema.Draft202012Validator(schema).iter_errors(document):\n    print(list(e.path), e.message)\n";
+    let output = std::process::Command::new(script("pytezos")).args(["-c", check, schema, document]).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap()
+}
+
 #[test]
 fn exported_marks_hold_in_another_store_and_never_go_down() {
     let dir = tempfile::tempdir().unwrap();
@@ -60,6 +72,12 @@ fn exported_marks_hold_in_another_store_and_never_go_down() {
     let file = dir.path().join("marks.json");
     std::fs::write(&file, &exported).unwrap();
     let file = file.to_str().unwrap();
+    // The document is what schemas/marks-interchange.v1.json describes, by an independent
+    // validator (Python's jsonschema), which also refuses a wrong version.
+    assert_eq!(schema_errors(file), "");
+    let wrong = dir.path().join("wrong.json");
+    std::fs::write(&wrong, exported.replace("\"interchangeFormatVersion\": 1", "\"interchangeFormatVersion\": 2")).unwrap();
+    assert!(schema_errors(wrong.to_str().unwrap()).contains("interchangeFormatVersion"));
 
     // A dry run says what would change and writes nothing.
     let (code, out, err) = ratchet(&new, &["import", "--interchange", file, "--dry-run"]);
