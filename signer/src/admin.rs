@@ -45,6 +45,7 @@ pub async fn open(config: &SignerConfig) -> Result<Arc<dyn Ratchet>, AdminError>
 
 /// Another marks ConfigMap `name` in the namespace of the configured ConfigMap store, to import
 /// from.
+#[cfg_attr(not(feature = "kubernetes"), allow(unused_variables))]
 pub async fn open_config_map(config: &SignerConfig, name: &str) -> Result<Arc<dyn Ratchet>, AdminError> {
     let store = config.ratchet.as_ref().map(|r| r.store()).transpose().map_err(|e| invalid(e.to_string()))?;
     match store {

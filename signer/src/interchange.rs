@@ -8,6 +8,8 @@
 //! Keys are named by what the chain calls them (a `tz…` hash, a CometBFT validator address), not
 //! by the config's names, so a document moves between signers with different configs.
 
+pub mod convert;
+
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -461,7 +463,8 @@ mod tests {
             }],
         };
         assert_eq!(wanted(&good(), &[baker()]).unwrap().len(), 1);
-        let cases: Vec<(Box<dyn Fn(&mut Document)>, &str)> = vec![
+        type Edit = Box<dyn Fn(&mut Document)>;
+        let cases: Vec<(Edit, &str)> = vec![
             (Box::new(|d| d.interchange_format_version = 2), "interchangeFormatVersion 2"),
             (Box::new(|d| d.chains[0].keys[0].key_hash = "tz1other".into()), "no configured key is tz1other"),
             (Box::new(|d| d.chains[0].chain_id = "cosmoshub-4".into()), "not a Tezos chain id"),

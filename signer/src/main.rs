@@ -112,6 +112,20 @@ enum RatchetCommand {
     /// Print every mark of the store as a marks interchange document (JSON), its keys named as
     /// their chains name them (tz1…, a validator address).
     Export,
+    /// Print another signer's marks as a marks interchange document, for `ratchet import
+    /// --interchange` (needs no --config).
+    Convert {
+        #[command(flatten)]
+        from: ConvertSource,
+        /// The chain id, for sources that do not name it (Tezio, tmkms, CometBFT, Horcrux) or to
+        /// override a Signatory file's name.
+        #[arg(long)]
+        chain: Option<String>,
+        /// The key, for sources that do not name it: its tz… hash (Tezio) or validator address
+        /// (tmkms, CometBFT, Horcrux; `sigil-signer key show` prints it).
+        #[arg(long)]
+        key_hash: Option<String>,
+    },
 }
 
 #[derive(Args)]
@@ -123,6 +137,39 @@ struct StreamArgs {
     /// block, preattestation, attestation (Tezos), consensus (CometBFT).
     #[arg(long)]
     stream: String,
+}
+
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+struct ConvertSource {
+    /// octez-signer's base directory: its *_high_watermarks files.
+    #[arg(long, value_name = "DIR")]
+    from_octez: Option<PathBuf>,
+    /// Signatory's <base_dir>/watermark_v2/<chain>.json.
+    #[arg(long, value_name = "FILE")]
+    from_signatory: Option<PathBuf>,
+    /// Signatory's DynamoDB watermark table, as `aws dynamodb scan --table-name watermark` prints it.
+    #[arg(long, value_name = "FILE")]
+    from_signatory_dynamodb: Option<PathBuf>,
+    /// Signatory's Firestore watermarks: a JSON array of {path, lvl, round}.
+    #[arg(long, value_name = "FILE")]
+    from_signatory_firestore: Option<PathBuf>,
+    /// tacoinfra remote-signer's DynamoDB ratchet table, as `aws dynamodb scan` prints it.
+    #[arg(long, value_name = "FILE")]
+    from_tacoinfra: Option<PathBuf>,
+    /// The Tezio signer's config.yaml (high_water_marks); needs --chain and --key-hash.
+    #[arg(long, value_name = "FILE")]
+    from_tezio: Option<PathBuf>,
+    /// A tmkms consensus state file; needs --chain and --key-hash.
+    #[arg(long, value_name = "FILE")]
+    from_tmkms: Option<PathBuf>,
+    /// CometBFT's data/priv_validator_state.json; needs --chain and --key-hash.
+    #[arg(long, value_name = "FILE")]
+    from_cometbft: Option<PathBuf>,
+    /// Horcrux's <chain-id>_priv_validator_state.json; needs --key-hash (--chain unless the file is
+    /// named after it).
+    #[arg(long, value_name = "FILE")]
+    from_horcrux: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -255,6 +302,11 @@ fn run(config: Option<&Path>) -> Result<()> {
 }
 
 fn ratchet_command(config: Option<&Path>, command: RatchetCommand) -> Result<()> {
+    if let RatchetCommand::Convert { from, chain, key_hash } = command {
+        let document = convert(from, chain, key_hash)?;
+        println!("{}", serde_json::to_string_pretty(&document)?);
+        return Ok(());
+    }
     let Some(config_path) = config else {
         bail!("ratchet commands work on the --config file's ratchet; pass --config FILE")
     };
@@ -352,6 +404,7 @@ fn ratchet_command(config: Option<&Path>, command: RatchetCommand) -> Result<()>
                 }
             }
             RatchetCommand::Import { .. } => bail!("ratchet import needs --key and --chain, or --interchange FILE"),
+            RatchetCommand::Convert { .. } => unreachable!("converted above"),
             RatchetCommand::Init => match ratchet.seal().await {
                 Ok(Some(sealed)) => println!("{sealed}"),
                 Ok(None) => println!("nothing to do: the store is already set up (or, for files, needs no setup)"),
@@ -360,6 +413,77 @@ fn ratchet_command(config: Option<&Path>, command: RatchetCommand) -> Result<()>
         }
         Ok(())
     })
+}
+
+/// Another signer's marks as an interchange document.
+fn convert(from: ConvertSource, chain: Option<String>, key_hash: Option<String>) -> Result<interchange::Document> {
+    use interchange::convert;
+    let mut marks = convert::Marks::default();
+    let read = |path: &Path| admin::read(path);
+    // A file named after its chain (Signatory's <chain>.json, Horcrux's <chain>_priv_validator_state.json).
+    let chain_of = |path: &Path, suffix: &str| -> Result<String> {
+        let named = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(suffix)).map(str::to_string);
+        chain.clone().or(named).with_context(|| format!("{}: pass --chain", path.display()))
+    };
+    let needs = |what: &str| -> Result<(String, String)> {
+        let chain = chain.clone().with_context(|| format!("{what} does not name its chain: pass --chain"))?;
+        let key = key_hash.clone().with_context(|| format!("{what} does not name its key: pass --key-hash"))?;
+        Ok((chain, key))
+    };
+    let source = match &from {
+        ConvertSource { from_octez: Some(dir), .. } => {
+            let mut files = Vec::new();
+            for entry in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
+                let path = entry?.path();
+                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+                if name.ends_with("_high_watermarks") {
+                    files.push((name, read(&path)?));
+                }
+            }
+            files.sort();
+            convert::octez(&files, &mut marks)?;
+            "octez-signer"
+        }
+        ConvertSource { from_signatory: Some(path), .. } => {
+            convert::signatory_file(&chain_of(path, ".json")?, &read(path)?, &mut marks)?;
+            "Signatory (file)"
+        }
+        ConvertSource { from_signatory_dynamodb: Some(path), .. } => {
+            convert::signatory_dynamodb(&read(path)?, &mut marks)?;
+            "Signatory (DynamoDB)"
+        }
+        ConvertSource { from_signatory_firestore: Some(path), .. } => {
+            convert::signatory_firestore(&read(path)?, &mut marks)?;
+            "Signatory (Firestore)"
+        }
+        ConvertSource { from_tacoinfra: Some(path), .. } => {
+            convert::tacoinfra(&read(path)?, &mut marks)?;
+            "tacoinfra remote-signer (DynamoDB)"
+        }
+        ConvertSource { from_tezio: Some(path), .. } => {
+            let (chain, key) = needs("a Tezio config")?;
+            convert::tezio(&read(path)?, &chain, &key, &mut marks)?;
+            "Tezio signer"
+        }
+        ConvertSource { from_tmkms: Some(path), .. } => {
+            let (chain, key) = needs("a tmkms state file")?;
+            convert::cometbft_state(&read(path)?, StateFormat::Tmkms, &chain, &key, &mut marks)?;
+            "tmkms"
+        }
+        ConvertSource { from_cometbft: Some(path), .. } => {
+            let (chain, key) = needs("priv_validator_state.json")?;
+            convert::cometbft_state(&read(path)?, StateFormat::CometBft, &chain, &key, &mut marks)?;
+            "CometBFT"
+        }
+        ConvertSource { from_horcrux: Some(path), .. } => {
+            let chain = chain_of(path, "_priv_validator_state.json")?;
+            let key = key_hash.clone().context("a Horcrux state file does not name its key: pass --key-hash")?;
+            convert::cometbft_state(&read(path)?, StateFormat::CometBft, &chain, &key, &mut marks)?;
+            "Horcrux"
+        }
+        _ => bail!("name one source to convert"),
+    };
+    Ok(marks.document(&format!("sigil-signer {} ratchet convert from {source}", env!("CARGO_PKG_VERSION")))?)
 }
 
 /// Every configured key that keeps marks, as an interchange document names it: its hash on its

@@ -76,7 +76,8 @@ fn exported_marks_hold_in_another_store_and_never_go_down() {
     // validator (Python's jsonschema), which also refuses a wrong version.
     assert_eq!(schema_errors(file), "");
     let wrong = dir.path().join("wrong.json");
-    std::fs::write(&wrong, exported.replace("\"interchangeFormatVersion\": 1", "\"interchangeFormatVersion\": 2")).unwrap();
+    std::fs::write(&wrong, exported.replace("\"interchangeFormatVersion\": 1", "\"interchangeFormatVersion\": 2"))
+        .unwrap();
     assert!(schema_errors(wrong.to_str().unwrap()).contains("interchangeFormatVersion"));
 
     // A dry run says what would change and writes nothing.
@@ -112,4 +113,79 @@ fn exported_marks_hold_in_another_store_and_never_go_down() {
         err.contains("no configured key is tz1KqTpEZ7Yob7QbPE4Hy4Wo8fHG8LhKxZSx") && err.contains("nothing written"),
         "{err}"
     );
+}
+
+/// Every converter, on a fixture laid out as its signer stores marks (signer/tests/marks): converted
+/// to a document, imported, and the store holds exactly the old signer's positions.
+#[test]
+fn every_old_signers_marks_convert_and_import() {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/marks");
+    let fixture = |name: &str| fixtures.join(name).to_str().unwrap().to_string();
+    let validator =
+        sigil_signer::keys::SecretKey::from_bytes(sigil_signer::keys::Algorithm::Ed25519, &[1; 32]).unwrap();
+    let address = hex::encode_upper(sigil_signer::keys::cometbft::address(&validator.public_key()).unwrap());
+    let tezos = "block: level 9123456 round 1 step 0";
+    let attested = "attestation: level 9123457 round 0 step 0";
+    let preattested = "preattestation: level 9123457 round 0 step 0";
+    let consensus = "consensus: level 21500123 round 0 step 3";
+    let octez_dir = tempfile::tempdir().unwrap();
+    for name in ["block_high_watermarks", "attestation_high_watermarks"] {
+        std::fs::copy(fixtures.join(name), octez_dir.path().join(name)).unwrap();
+    }
+    let octez = octez_dir.path().to_str().unwrap().to_string();
+    let horcrux_dir = tempfile::tempdir().unwrap();
+    let horcrux = horcrux_dir.path().join("cosmoshub-4_priv_validator_state.json");
+    std::fs::copy(fixtures.join("horcrux_priv_validator_state.json"), &horcrux).unwrap();
+    let horcrux = horcrux.to_str().unwrap().to_string();
+    let chain = ["--chain", "NetXdQprcVkpaWU", "--key-hash", PKH];
+    let cosmos = ["--chain", "cosmoshub-4", "--key-hash", &address];
+    let signatory_file = fixture("signatory-watermark-NetXdQprcVkpaWU.json");
+    // The flag, the fixture, and what else the source needs.
+    let with = |flag: &str, file: String, more: &[&str]| -> Vec<String> {
+        [flag, file.as_str()].iter().chain(more).map(|a| a.to_string()).collect()
+    };
+    let cases: Vec<(Vec<String>, Vec<&str>)> = vec![
+        (with("--from-octez", octez.clone(), &[]), vec![tezos, attested]),
+        (
+            with("--from-signatory", signatory_file.clone(), &["--chain", "NetXdQprcVkpaWU"]),
+            vec![tezos, "attestation: level 9123458 round 0 step 0"],
+        ),
+        (with("--from-signatory-dynamodb", fixture("signatory-dynamodb.json"), &[]), vec![tezos, preattested]),
+        (with("--from-signatory-firestore", fixture("signatory-firestore.json"), &[]), vec![tezos, attested]),
+        (with("--from-tacoinfra", fixture("tacoinfra-dynamodb.json"), &[]), vec![tezos, attested, preattested]),
+        (with("--from-tezio", fixture("tezio-config.yaml"), &chain), vec![tezos, attested, preattested]),
+        (with("--from-tmkms", fixture("tmkms-state.json"), &cosmos), vec![consensus]),
+        (with("--from-cometbft", fixture("priv_validator_state.json"), &cosmos), vec![consensus]),
+        (with("--from-horcrux", horcrux.clone(), &["--key-hash", &address]), vec![consensus]),
+    ];
+    for (args, expected) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("signer.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "keys: {{baker: {{local: {{secretKey: {BAKER}}}}}, validator: {{local: {{secretKey: '{}'}}}}}}\n\
+                 ratchet: {{file: {{dir: {}}}}}\n\
+                 tezos: {{keys: {{baker: {{allow: [block, preattestation, attestation]}}}}}}\n\
+                 cometbft: [{{connect: 'tcp://127.0.0.1:26659', chainId: cosmoshub-4, key: validator}}]\n",
+                "01".repeat(32),
+                dir.path().join("marks").display()
+            ),
+        )
+        .unwrap();
+        let config = config.to_str().unwrap();
+        let (code, document, err) = run_to_end(&[&["ratchet", "convert"][..], &args].concat(), &[], None);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        let file = dir.path().join("converted.json");
+        std::fs::write(&file, &document).unwrap();
+        assert_eq!(schema_errors(file.to_str().unwrap()), "", "{args:?}");
+        let (code, _, err) = ratchet(config, &["import", "--interchange", file.to_str().unwrap()]);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        let (_, shown, _) = ratchet(config, &["show"]);
+        for line in &expected {
+            assert!(shown.contains(line), "{args:?}: {line:?} in {shown}");
+        }
+        assert_eq!(shown.lines().count(), expected.len(), "{args:?}: {shown}");
+    }
 }
