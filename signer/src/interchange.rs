@@ -108,6 +108,45 @@ pub struct StreamMark {
     pub timestamp: Option<String>,
 }
 
+impl StreamMark {
+    /// A position with nothing else known: Tezos calls it a level, CometBFT a height.
+    fn at(protocol: Protocol, stream: &str, mark: Mark) -> Self {
+        let tezos = protocol == Protocol::Tezos;
+        StreamMark {
+            stream: stream.to_string(),
+            level: tezos.then_some(mark.level),
+            height: (!tezos).then_some(mark.level),
+            round: mark.round,
+            step: mark.step,
+            payload_digest: None,
+            sign_bytes_digest: None,
+            signature: None,
+            timestamp: None,
+        }
+    }
+}
+
+/// Marks grouped by protocol and chain, then by key hash.
+pub(crate) type Grouped = BTreeMap<(Protocol, String), BTreeMap<String, Vec<StreamMark>>>;
+
+impl Document {
+    pub(crate) fn new(grouped: Grouped, exporter: &str, exported_at: Option<&str>) -> Self {
+        Document {
+            interchange_format_version: FORMAT_VERSION,
+            exporter: Some(exporter.to_string()),
+            exported_at: exported_at.map(str::to_string),
+            chains: grouped
+                .into_iter()
+                .map(|((protocol, chain_id), keys)| ChainMarks {
+                    protocol,
+                    chain_id,
+                    keys: keys.into_iter().map(|(key_hash, marks)| KeyMarks { key_hash, fence: None, marks }).collect(),
+                })
+                .collect(),
+        }
+    }
+}
+
 /// Why a document cannot be imported. Nothing has been written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -128,7 +167,7 @@ pub struct KnownKey {
 /// Every mark of `entries` as a document; `key_hashes` names the config's keys as the chain does
 /// (a key the map lacks is exported under its config name, which an import will not match).
 pub fn export(entries: &[Entry], key_hashes: &BTreeMap<String, String>, exporter: &str, now: &str) -> Document {
-    let mut chains: BTreeMap<(Protocol, String), BTreeMap<String, Vec<StreamMark>>> = BTreeMap::new();
+    let mut grouped = Grouped::new();
     for entry in entries {
         let Some(protocol) = Protocol::of_stream(&entry.stream) else { continue };
         let hash = key_hashes.get(&entry.key).cloned().unwrap_or_else(|| entry.key.clone());
@@ -136,31 +175,15 @@ pub fn export(entries: &[Entry], key_hashes: &BTreeMap<String, String>, exporter
         let digest = (state.payload_digest != [0; 32]).then(|| hex::encode(state.payload_digest));
         let tezos = protocol == Protocol::Tezos;
         let mark = StreamMark {
-            stream: entry.stream.clone(),
-            level: tezos.then_some(state.mark.level),
-            height: (!tezos).then_some(state.mark.level),
-            round: state.mark.round,
-            step: state.mark.step,
             payload_digest: digest.clone().filter(|_| tezos),
             sign_bytes_digest: digest.filter(|_| !tezos),
             signature: state.signature.map(|s| hex::encode(s.as_bytes())),
             timestamp: state.context.as_ref().map(hex::encode),
+            ..StreamMark::at(protocol, &entry.stream, state.mark)
         };
-        chains.entry((protocol, entry.chain.clone())).or_default().entry(hash).or_default().push(mark);
+        grouped.entry((protocol, entry.chain.clone())).or_default().entry(hash).or_default().push(mark);
     }
-    Document {
-        interchange_format_version: FORMAT_VERSION,
-        exporter: Some(exporter.to_string()),
-        exported_at: Some(now.to_string()),
-        chains: chains
-            .into_iter()
-            .map(|((protocol, chain_id), keys)| ChainMarks {
-                protocol,
-                chain_id,
-                keys: keys.into_iter().map(|(key_hash, marks)| KeyMarks { key_hash, fence: None, marks }).collect(),
-            })
-            .collect(),
-    }
+    Document::new(grouped, exporter, Some(now))
 }
 
 /// What an import does to one stream.

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use super::{ChainMarks, Document, KeyMarks, Protocol, StreamMark, FORMAT_VERSION};
+use super::{Document, Grouped, Protocol, StreamMark};
 use crate::protocol::cometbft::state_file::{self, StateFormat};
 use crate::ratchet::Mark;
 
@@ -36,35 +36,12 @@ impl Marks {
         if self.0.is_empty() {
             return fail("the source holds no marks");
         }
-        let mut chains: BTreeMap<(Protocol, String), BTreeMap<String, Vec<StreamMark>>> = BTreeMap::new();
+        let mut grouped = Grouped::new();
         for ((protocol, chain, key_hash, stream), mark) in self.0 {
-            let tezos = protocol == Protocol::Tezos;
-            let mark = StreamMark {
-                stream: stream.to_string(),
-                level: tezos.then_some(mark.level),
-                height: (!tezos).then_some(mark.level),
-                round: mark.round,
-                step: mark.step,
-                payload_digest: None,
-                sign_bytes_digest: None,
-                signature: None,
-                timestamp: None,
-            };
-            chains.entry((protocol, chain)).or_default().entry(key_hash).or_default().push(mark);
+            let mark = StreamMark::at(protocol, stream, mark);
+            grouped.entry((protocol, chain)).or_default().entry(key_hash).or_default().push(mark);
         }
-        Ok(Document {
-            interchange_format_version: FORMAT_VERSION,
-            exporter: Some(exporter.to_string()),
-            exported_at: None,
-            chains: chains
-                .into_iter()
-                .map(|((protocol, chain_id), keys)| ChainMarks {
-                    protocol,
-                    chain_id,
-                    keys: keys.into_iter().map(|(key_hash, marks)| KeyMarks { key_hash, fence: None, marks }).collect(),
-                })
-                .collect(),
-        })
+        Ok(Document::new(grouped, exporter, None))
     }
 }
 
