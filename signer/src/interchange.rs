@@ -164,6 +164,11 @@ pub struct KnownKey {
     pub chains: Option<Vec<String>>,
 }
 
+/// A document from its JSON text.
+pub fn parse(text: &str) -> Result<Document, ImportError> {
+    serde_json::from_str(text).map_err(|e| ImportError(format!("not a marks interchange document: {e}")))
+}
+
 /// Every mark of `entries` as a document; `key_hashes` names the config's keys as the chain does
 /// (a key the map lacks is exported under its config name, which an import will not match).
 pub fn export(entries: &[Entry], key_hashes: &BTreeMap<String, String>, exporter: &str, now: &str) -> Document {

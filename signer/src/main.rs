@@ -322,9 +322,8 @@ fn ratchet_command(config: Option<&Path>, command: RatchetCommand) -> Result<()>
         let wanted = match &command {
             RatchetCommand::Import { from: ImportSource { interchange: Some(path), .. }, .. } => {
                 let text = admin::read(path)?;
-                let document: interchange::Document = serde_json::from_str(&text).with_context(|| {
-                    format!("{} is not a marks interchange document; nothing written", path.display())
-                })?;
+                let document =
+                    interchange::parse(&text).with_context(|| format!("{}: nothing written", path.display()))?;
                 let wanted = interchange::wanted(&document, &known_keys(&config).await?);
                 Some(wanted.with_context(|| format!("{}: nothing written", path.display()))?)
             }
