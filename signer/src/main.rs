@@ -418,7 +418,6 @@ fn ratchet_command(config: Option<&Path>, command: RatchetCommand) -> Result<()>
 fn convert(from: ConvertSource, chain: Option<String>, key_hash: Option<String>) -> Result<interchange::Document> {
     use interchange::convert;
     let mut marks = convert::Marks::default();
-    let read = |path: &Path| admin::read(path);
     // A file named after its chain (Signatory's <chain>.json, Horcrux's <chain>_priv_validator_state.json).
     let chain_of = |path: &Path, suffix: &str| -> Result<String> {
         let named = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(suffix)).map(str::to_string);
@@ -436,7 +435,7 @@ fn convert(from: ConvertSource, chain: Option<String>, key_hash: Option<String>)
                 let path = entry?.path();
                 let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
                 if name.ends_with("_high_watermarks") {
-                    files.push((name, read(&path)?));
+                    files.push((name, admin::read(&path)?));
                 }
             }
             files.sort();
@@ -444,40 +443,40 @@ fn convert(from: ConvertSource, chain: Option<String>, key_hash: Option<String>)
             "octez-signer"
         }
         ConvertSource { from_signatory: Some(path), .. } => {
-            convert::signatory_file(&chain_of(path, ".json")?, &read(path)?, &mut marks)?;
+            convert::signatory_file(&chain_of(path, ".json")?, &admin::read(path)?, &mut marks)?;
             "Signatory (file)"
         }
         ConvertSource { from_signatory_dynamodb: Some(path), .. } => {
-            convert::signatory_dynamodb(&read(path)?, &mut marks)?;
+            convert::signatory_dynamodb(&admin::read(path)?, &mut marks)?;
             "Signatory (DynamoDB)"
         }
         ConvertSource { from_signatory_firestore: Some(path), .. } => {
-            convert::signatory_firestore(&read(path)?, &mut marks)?;
+            convert::signatory_firestore(&admin::read(path)?, &mut marks)?;
             "Signatory (Firestore)"
         }
         ConvertSource { from_tacoinfra: Some(path), .. } => {
-            convert::tacoinfra(&read(path)?, &mut marks)?;
+            convert::tacoinfra(&admin::read(path)?, &mut marks)?;
             "tacoinfra remote-signer (DynamoDB)"
         }
         ConvertSource { from_tezio: Some(path), .. } => {
             let (chain, key) = needs("a Tezio config")?;
-            convert::tezio(&read(path)?, &chain, &key, &mut marks)?;
+            convert::tezio(&admin::read(path)?, &chain, &key, &mut marks)?;
             "Tezio signer"
         }
         ConvertSource { from_tmkms: Some(path), .. } => {
             let (chain, key) = needs("a tmkms state file")?;
-            convert::cometbft_state(&read(path)?, StateFormat::Tmkms, &chain, &key, &mut marks)?;
+            convert::cometbft_state(&admin::read(path)?, StateFormat::Tmkms, &chain, &key, &mut marks)?;
             "tmkms"
         }
         ConvertSource { from_cometbft: Some(path), .. } => {
             let (chain, key) = needs("priv_validator_state.json")?;
-            convert::cometbft_state(&read(path)?, StateFormat::CometBft, &chain, &key, &mut marks)?;
+            convert::cometbft_state(&admin::read(path)?, StateFormat::CometBft, &chain, &key, &mut marks)?;
             "CometBFT"
         }
         ConvertSource { from_horcrux: Some(path), .. } => {
             let chain = chain_of(path, "_priv_validator_state.json")?;
             let key = key_hash.clone().context("a Horcrux state file does not name its key: pass --key-hash")?;
-            convert::cometbft_state(&read(path)?, StateFormat::CometBft, &chain, &key, &mut marks)?;
+            convert::cometbft_state(&admin::read(path)?, StateFormat::CometBft, &chain, &key, &mut marks)?;
             "Horcrux"
         }
         _ => bail!("name one source to convert"),

@@ -119,10 +119,8 @@ impl SignBytesPolicy {
         let refill = now.duration_since(bucket.1).as_secs_f64() * f64::from(self.per_minute) / 60.0;
         *bucket = ((bucket.0 + refill).min(f64::from(self.per_minute)), now);
         if bucket.0 < 1.0 {
-            return Err(Refusal::SignBytes {
-                description: format!("more than {} raw-bytes signatures a minute; try later", self.per_minute),
-                reason: "sign_bytes_rate",
-            });
+            let limit = format!("more than {} raw-bytes signatures a minute; try later", self.per_minute);
+            return Err(Refusal::SignBytesRate(limit));
         }
         bucket.0 -= 1.0;
         Ok(())
@@ -168,9 +166,12 @@ pub enum Refusal {
     /// sigil does not do this (raw bytes, unless `signBytes` allows them).
     #[error("{0}")]
     NotSupported(String),
-    /// Raw bytes refused by `signBytes`: outside the domain, shaped like consensus, too many.
+    /// Raw bytes refused by `signBytes`: outside the domain, or shaped like consensus.
     #[error("{description}")]
     SignBytes { description: String, reason: &'static str },
+    /// More raw bytes than `signBytes.maxPerMinute`; the node may try later.
+    #[error("{0}")]
+    SignBytesRate(String),
     /// Another refusal of the sign path, with its reason.
     #[error("{description}")]
     Refused { description: String, reason: &'static str },
@@ -181,8 +182,8 @@ impl Refusal {
     pub fn code(&self) -> i32 {
         match self {
             Refusal::BadRequest(_) | Refusal::HeightJump(_) | Refusal::Refused { .. } => code::INVALID,
-            Refusal::SignBytes { reason, .. } if *reason == "sign_bytes_rate" => code::UNAVAILABLE,
             Refusal::SignBytes { .. } => code::INVALID,
+            Refusal::SignBytesRate(_) => code::UNAVAILABLE,
             Refusal::DoubleSign(_) => code::DOUBLE_SIGN,
             Refusal::Unavailable(_) | Refusal::KeyNotReady(_) => code::UNAVAILABLE,
             Refusal::NotSupported(_) => code::NOT_SUPPORTED,
@@ -199,6 +200,7 @@ impl Refusal {
             Refusal::KeyNotReady(_) => "key_not_ready",
             Refusal::NotSupported(_) => "not_supported",
             Refusal::Refused { reason, .. } | Refusal::SignBytes { reason, .. } => reason,
+            Refusal::SignBytesRate(_) => "sign_bytes_rate",
         }
     }
 
@@ -208,7 +210,7 @@ impl Refusal {
             Refusal::DoubleSign(_) | Refusal::HeightJump(_) => 409,
             Refusal::Unavailable(_) | Refusal::KeyNotReady(_) => 503,
             Refusal::NotSupported(_) => 501,
-            Refusal::SignBytes { reason, .. } if *reason == "sign_bytes_rate" => 429,
+            Refusal::SignBytesRate(_) => 429,
             Refusal::BadRequest(_) | Refusal::Refused { .. } | Refusal::SignBytes { .. } => 400,
         }
     }
@@ -217,7 +219,11 @@ impl Refusal {
     fn is_the_fronts_own(&self) -> bool {
         matches!(
             self,
-            Refusal::BadRequest(_) | Refusal::NotSupported(_) | Refusal::KeyNotReady(_) | Refusal::SignBytes { .. }
+            Refusal::BadRequest(_)
+                | Refusal::NotSupported(_)
+                | Refusal::KeyNotReady(_)
+                | Refusal::SignBytes { .. }
+                | Refusal::SignBytesRate(_)
         )
     }
 
