@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::keys::{Algorithm, Signature};
-use crate::ratchet::{Entry, Mark, Ratchet, State, StreamId};
+use crate::ratchet::{Entry, Mark, PublishedKey, Ratchet, State, StreamId};
 
 /// The version this code writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
@@ -164,6 +164,21 @@ pub struct KnownKey {
     pub chains: Option<Vec<String>>,
 }
 
+impl KnownKey {
+    /// A key as a signer published it to its store (`<algorithm>:<hex>`, and its name on the
+    /// chain, which is its key hash); `None` when the algorithm is not one this signer knows.
+    pub fn published(key: &PublishedKey, protocol: Protocol, chains: Option<Vec<String>>) -> Option<KnownKey> {
+        let (algorithm, _) = key.key.split_once(':')?;
+        Some(KnownKey {
+            name: key.name.clone(),
+            key_hash: key.display.clone(),
+            algorithm: algorithm.parse().ok()?,
+            protocol,
+            chains,
+        })
+    }
+}
+
 /// A document from its JSON text.
 pub fn parse(text: &str) -> Result<Document, ImportError> {
     serde_json::from_str(text).map_err(|e| ImportError(format!("not a marks interchange document: {e}")))
@@ -216,12 +231,7 @@ impl std::fmt::Display for Change {
 /// document, or an error naming the first thing wrong.
 pub fn wanted(document: &Document, keys: &[KnownKey]) -> Result<BTreeMap<StreamId, State>, ImportError> {
     let fail = |message: String| Err(ImportError(message));
-    if document.interchange_format_version != FORMAT_VERSION {
-        return fail(format!(
-            "interchangeFormatVersion {} is not one this signer reads ({FORMAT_VERSION})",
-            document.interchange_format_version
-        ));
-    }
+    check_version(document)?;
     let mut wanted: BTreeMap<StreamId, State> = BTreeMap::new();
     for chain in &document.chains {
         for key_marks in &chain.keys {
@@ -234,24 +244,8 @@ pub fn wanted(document: &Document, keys: &[KnownKey]) -> Result<BTreeMap<StreamI
                     known.join(", ")
                 ));
             };
-            if key.protocol != chain.protocol {
-                return fail(format!(
-                    "{at}: key {} signs {}, not {}",
-                    key.name,
-                    protocol_name(key.protocol),
-                    protocol_name(chain.protocol)
-                ));
-            }
-            if chain.protocol == Protocol::Tezos && crate::keys::tezos::parse_chain_id(&chain.chain_id).is_err() {
-                return fail(format!("{at}: {:?} is not a Tezos chain id (like NetXdQprcVkpaWU)", chain.chain_id));
-            }
-            if let Some(chains) = key.chains.as_ref().filter(|c| !c.contains(&chain.chain_id)) {
-                return fail(format!(
-                    "{at}: key {} signs on {}, not on {}",
-                    key.name,
-                    chains.join(", "),
-                    chain.chain_id
-                ));
+            if let Some(refusal) = chain_refusal(chain, key.protocol, key.chains.as_deref()) {
+                return fail(format!("{at}: key {} {refusal}", key.name));
             }
             let mut merge = |stream: &'static str, state: State| {
                 let id = StreamId { key: key.name.clone(), chain: chain.chain_id.clone(), stream };
@@ -275,6 +269,101 @@ pub fn wanted(document: &Document, keys: &[KnownKey]) -> Result<BTreeMap<StreamI
         }
     }
     Ok(wanted)
+}
+
+/// Why a key of `protocol` that signs on `chains` (`None`: any) cannot take this chain's marks.
+fn chain_refusal(chain: &ChainMarks, protocol: Protocol, chains: Option<&[String]>) -> Option<String> {
+    if chain.protocol != protocol {
+        return Some(format!("signs {}, not {}", protocol_name(protocol), protocol_name(chain.protocol)));
+    }
+    if chain.protocol == Protocol::Tezos && crate::keys::tezos::parse_chain_id(&chain.chain_id).is_err() {
+        return Some(format!("cannot sign on {:?}: not a Tezos chain id (like NetXdQprcVkpaWU)", chain.chain_id));
+    }
+    let chains = chains.filter(|c| !c.contains(&chain.chain_id))?;
+    Some(format!("signs on {}, not on {}", chains.join(", "), chain.chain_id))
+}
+
+/// What can be checked before the keys are known (the Kubernetes operator learns them only when a
+/// signer reports them): the version, and that every chain is one a key of `protocol` on
+/// `chains` (`None`: any) signs on, for at most `max_keys` keys. [`wanted`] checks the rest.
+pub fn check_scope(
+    document: &Document,
+    protocol: Protocol,
+    chains: Option<&[String]>,
+    max_keys: usize,
+) -> Result<(), ImportError> {
+    check_version(document)?;
+    let mut key_hashes = std::collections::BTreeSet::new();
+    for chain in &document.chains {
+        if let Some(refusal) = chain_refusal(chain, protocol, chains) {
+            return Err(ImportError(format!(
+                "{} chain {}: the key {refusal}",
+                protocol_name(chain.protocol),
+                chain.chain_id
+            )));
+        }
+        key_hashes.extend(chain.keys.iter().map(|k| k.key_hash.as_str()));
+    }
+    if key_hashes.len() > max_keys {
+        let named: Vec<&str> = key_hashes.into_iter().collect();
+        return Err(ImportError(format!(
+            "the document names {} keys ({}); this signer has {max_keys}",
+            named.len(),
+            named.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+fn check_version(document: &Document) -> Result<(), ImportError> {
+    if document.interchange_format_version == FORMAT_VERSION {
+        return Ok(());
+    }
+    Err(ImportError(format!(
+        "interchangeFormatVersion {} is not one this signer reads ({FORMAT_VERSION})",
+        document.interchange_format_version
+    )))
+}
+
+/// A document holding only a fence: none of `key_hashes` signs anything below `level` on
+/// `chain_id`.
+pub fn fence(protocol: Protocol, chain_id: &str, key_hashes: &[String], level: u64, exporter: &str) -> Document {
+    let keys = key_hashes.iter().map(|k| KeyMarks { key_hash: k.clone(), fence: Some(level), marks: Vec::new() });
+    Document {
+        interchange_format_version: FORMAT_VERSION,
+        exporter: Some(exporter.to_string()),
+        exported_at: None,
+        chains: vec![ChainMarks { protocol, chain_id: chain_id.to_string(), keys: keys.collect() }],
+    }
+}
+
+/// The streams on which `now` is above `exported`: what the old signer signed after the export.
+/// A cutover goes ahead only when this is empty.
+pub fn moved_since(exported: &Document, now: &Document) -> Vec<String> {
+    let highest = |document: &Document| {
+        let mut highest: BTreeMap<(Protocol, String, String, String), (u64, u64, u8)> = BTreeMap::new();
+        for chain in &document.chains {
+            for key in &chain.keys {
+                for mark in &key.marks {
+                    let level = mark.level.or(mark.height).unwrap_or(0);
+                    let id = (chain.protocol, chain.chain_id.clone(), key.key_hash.clone(), mark.stream.clone());
+                    let slot = highest.entry(id).or_default();
+                    *slot = (*slot).max((level, mark.round, mark.step));
+                }
+            }
+        }
+        highest
+    };
+    let before = highest(exported);
+    highest(now)
+        .into_iter()
+        .filter(|(id, mark)| before.get(id).is_none_or(|b| mark > b))
+        .map(|((protocol, chain, key, stream), (level, round, step))| {
+            let was = before.get(&(protocol, chain.clone(), key.clone(), stream.clone()));
+            let was = was.map_or("nothing".to_string(), |(l, r, s)| format!("{l}/{r}/{s}"));
+            format!("{} {chain} {key} {stream}: now {level}/{round}/{step}, exported {was}", protocol_name(protocol))
+        })
+        .collect()
 }
 
 fn protocol_name(protocol: Protocol) -> &'static str {
@@ -463,10 +552,9 @@ mod tests {
         assert!(crate::ratchet::check(&id, Some(&fence), &at(100, 0)).is_ok());
     }
 
-    /// Anything wrong anywhere in a document refuses it whole, naming what.
-    #[test]
-    fn a_document_with_anything_wrong_is_refused_whole() {
-        let good = || Document {
+    /// One block mark of the baker at level 5 on mainnet.
+    fn one_block_mark() -> Document {
+        Document {
             interchange_format_version: 1,
             exporter: None,
             exported_at: None,
@@ -489,7 +577,13 @@ mod tests {
                     }],
                 }],
             }],
-        };
+        }
+    }
+
+    /// Anything wrong anywhere in a document refuses it whole, naming what.
+    #[test]
+    fn a_document_with_anything_wrong_is_refused_whole() {
+        let good = one_block_mark;
         assert_eq!(wanted(&good(), &[baker()]).unwrap().len(), 1);
         type Edit = Box<dyn Fn(&mut Document)>;
         let cases: Vec<(Edit, &str)> = vec![
@@ -511,5 +605,63 @@ mod tests {
         let mut only_mainnet = baker();
         only_mainnet.chains = Some(vec!["NetXnHfVqm9iesp".into()]);
         assert!(wanted(&good(), &[only_mainnet]).unwrap_err().to_string().contains("signs on NetXnHfVqm9iesp"));
+    }
+
+    /// Before the keys are known: the version, the protocol, the chains and how many keys.
+    #[test]
+    fn the_scope_is_checked_before_the_keys_are_known() {
+        let mainnet = [CHAIN.to_string()];
+        assert!(check_scope(&one_block_mark(), Protocol::Tezos, None, 1).is_ok());
+        assert!(check_scope(&one_block_mark(), Protocol::Tezos, Some(&mainnet), 1).is_ok());
+        let ghostnet = ["NetXnHfVqm9iesp".to_string()];
+        let error = check_scope(&one_block_mark(), Protocol::Tezos, Some(&ghostnet), 1).unwrap_err();
+        assert!(error.0.contains("signs on NetXnHfVqm9iesp, not on NetXdQprcVkpaWU"), "{error}");
+        let error = check_scope(&one_block_mark(), Protocol::Cometbft, None, 1).unwrap_err();
+        assert!(error.0.contains("signs cometbft, not tezos"), "{error}");
+        let mut two = one_block_mark();
+        let mut other = two.chains[0].keys[0].clone();
+        other.key_hash = "tz1other".into();
+        two.chains[0].keys.push(other);
+        assert!(check_scope(&two, Protocol::Tezos, None, 1).unwrap_err().0.contains("names 2 keys"));
+        assert!(check_scope(&two, Protocol::Tezos, None, 2).is_ok());
+        let mut newer = one_block_mark();
+        newer.interchange_format_version = 2;
+        assert!(check_scope(&newer, Protocol::Tezos, None, 1).unwrap_err().0.contains("interchangeFormatVersion 2"));
+    }
+
+    /// A key as a signer publishes it can take a fence: every stream just below it.
+    #[test]
+    fn a_published_key_takes_a_fence() {
+        let published = PublishedKey {
+            name: "signer".into(),
+            key: format!("ed25519:{}", "00".repeat(32)),
+            display: baker().key_hash,
+        };
+        let key = KnownKey::published(&published, Protocol::Tezos, None).unwrap();
+        assert_eq!((key.name.as_str(), key.algorithm), ("signer", Algorithm::Ed25519));
+        let document = fence(Protocol::Tezos, CHAIN, &[baker().key_hash], 100, "test");
+        let wanted = wanted(&document, &[key]).unwrap();
+        assert_eq!(wanted.len(), Protocol::Tezos.streams().len());
+        assert!(wanted.values().all(|s| s.mark == Mark { level: 99, round: u64::MAX, step: u8::MAX }));
+        let unknown = PublishedKey { key: "rsa:00".into(), ..published };
+        assert!(KnownKey::published(&unknown, Protocol::Tezos, None).is_none());
+    }
+
+    /// A cutover's check: the streams the old signer moved after its export, and only those.
+    #[test]
+    fn moved_since_names_what_was_signed_after_the_export() {
+        let exported = one_block_mark();
+        assert!(moved_since(&exported, &exported).is_empty());
+        let mut older = one_block_mark();
+        older.chains[0].keys[0].marks[0].level = Some(4);
+        assert!(moved_since(&exported, &older).is_empty());
+        let mut later = one_block_mark();
+        later.chains[0].keys[0].marks[0].round = 1;
+        let attestation = StreamMark { stream: "attestation".into(), ..later.chains[0].keys[0].marks[0].clone() };
+        later.chains[0].keys[0].marks.push(attestation);
+        let moved = moved_since(&exported, &later);
+        assert_eq!(moved.len(), 2, "{moved:?}");
+        assert!(moved[0].contains("attestation: now 5/1/0, exported nothing"), "{moved:?}");
+        assert!(moved[1].contains("block: now 5/1/0, exported 5/0/0"), "{moved:?}");
     }
 }

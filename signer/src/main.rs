@@ -125,6 +125,10 @@ enum RatchetCommand {
         /// (tmkms, CometBFT, Horcrux; `sigil-signer key show` prints it).
         #[arg(long)]
         key_hash: Option<String>,
+        /// The cutover check: instead of printing, compare with the document exported before
+        /// (FILE) and fail, naming each stream, if the old signer signed anything after it.
+        #[arg(long, value_name = "FILE")]
+        unchanged_since: Option<PathBuf>,
     },
 }
 
@@ -302,9 +306,24 @@ fn run(config: Option<&Path>) -> Result<()> {
 }
 
 fn ratchet_command(config: Option<&Path>, command: RatchetCommand) -> Result<()> {
-    if let RatchetCommand::Convert { from, chain, key_hash } = command {
+    if let RatchetCommand::Convert { from, chain, key_hash, unchanged_since } = command {
         let document = convert(from, chain, key_hash)?;
-        println!("{}", serde_json::to_string_pretty(&document)?);
+        let Some(exported) = unchanged_since else {
+            println!("{}", serde_json::to_string_pretty(&document)?);
+            return Ok(());
+        };
+        let text = admin::read(&exported)?;
+        let exported_document = interchange::parse(&text).with_context(|| exported.display().to_string())?;
+        let moved = interchange::moved_since(&exported_document, &document);
+        if !moved.is_empty() {
+            bail!(
+                "the old signer signed after {} was exported; it is still running, or was started again. Stop it \
+                 for good, then export again:\n{}",
+                exported.display(),
+                moved.join("\n")
+            );
+        }
+        println!("unchanged since {}: the old signer signed nothing after it", exported.display());
         return Ok(());
     }
     let Some(config_path) = config else {

@@ -189,3 +189,37 @@ fn every_old_signers_marks_convert_and_import() {
         assert_eq!(shown.lines().count(), expected.len(), "{args:?}: {shown}");
     }
 }
+
+/// The cutover check: converting the stopped old signer's marks again and comparing them with the
+/// export passes while nothing moved, and fails, naming the stream, once the old signer signed
+/// after the export (it was still running).
+#[test]
+fn a_cutover_refuses_when_the_old_signer_signed_after_the_export() {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/marks");
+    let octez = tempfile::tempdir().unwrap();
+    for name in ["block_high_watermarks", "attestation_high_watermarks"] {
+        std::fs::copy(fixtures.join(name), octez.path().join(name)).unwrap();
+    }
+    let octez_dir = octez.path().to_str().unwrap();
+    let (code, exported, err) = run_to_end(&["ratchet", "convert", "--from-octez", octez_dir], &[], None);
+    assert_eq!(code, 0, "{err}");
+    let file = octez.path().join("exported.json");
+    std::fs::write(&file, &exported).unwrap();
+    let check = ["ratchet", "convert", "--from-octez", octez_dir, "--unchanged-since", file.to_str().unwrap()];
+    let (code, out, err) = run_to_end(&check, &[], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("unchanged since"), "{out}");
+
+    // The old signer bakes one more level after the export.
+    let block = octez.path().join("block_high_watermarks");
+    let text = std::fs::read_to_string(&block).unwrap().replace("9123456", "9123460");
+    std::fs::write(&block, text).unwrap();
+    let (code, out, err) = run_to_end(&check, &[], None);
+    assert_ne!(code, 0, "{out}");
+    assert!(err.contains("the old signer signed after"), "{err}");
+    assert!(
+        err.contains(&format!("tezos NetXdQprcVkpaWU {PKH} block: now 9123460/1/0, exported 9123456/1/0")),
+        "{err}"
+    );
+    assert!(!err.contains("attestation"), "only the stream that moved: {err}");
+}
