@@ -361,8 +361,58 @@ pub struct SignBytesSpec {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RatchetSpec {
-    /// The store: ConfigMap (several replicas, one mark) or File (a volume of the pod's own).
-    pub store: RatchetStore,
+    /// The store: ConfigMap (several replicas, one mark; the default) or File (a volume of the
+    /// pod's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<RatchetStore>,
+    /// Marks to start from, for a key that signed before (under another signer): the operator
+    /// imports them into the store, never lowering a mark, before the key is cleared to sign.
+    /// Until the document is there and fits this RemoteSigner, it is not Ready, and labelled
+    /// pods are refused. Set exactly one of configMapKeyRef, secretKeyRef or fence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_marks: Option<InitialMarksSpec>,
+}
+
+impl RatchetSpec {
+    pub fn store(&self) -> RatchetStore {
+        self.store.unwrap_or(RatchetStore::ConfigMap)
+    }
+}
+
+/// Where the marks a migrated key starts from come from.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InitialMarksSpec {
+    /// A marks interchange document (docs/ratchet.md) in a ConfigMap of this namespace, e.g. the
+    /// output of `sigil-signer ratchet convert` or `ratchet export`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map_key_ref: Option<ConfigMapKeyRef>,
+    /// A marks interchange document in a Secret of this namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_key_ref: Option<SecretKeyRef>,
+    /// Nothing below this level (height) is ever signed, on any stream of the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fence: Option<FenceSpec>,
+}
+
+/// A key inside a ConfigMap.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigMapKeyRef {
+    /// The ConfigMap's name (same namespace).
+    pub name: String,
+    /// The key within the ConfigMap's data.
+    pub key: String,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FenceSpec {
+    /// The first level (CometBFT: height) the key may sign at.
+    pub level: i64,
+    /// The chain it holds on. Unset: spec.cometbft.chainId, or the one chain of spec.tezos.chains.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain_id: Option<String>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
@@ -503,7 +553,21 @@ pub fn crd() -> CustomResourceDefinition {
             "!has(self.ratchet) || self.protocol != 'Atto'",
             "spec.ratchet is for Tezos and CometBFT; Atto keeps no marks"
         ),
+        rule(
+            "!has(self.ratchet) || !has(self.ratchet.initialMarks) || !has(self.ratchet.initialMarks.fence) || has(self.ratchet.initialMarks.fence.chainId) || self.protocol == 'CometBFT' || (has(self.tezos) && has(self.tezos.chains) && size(self.tezos.chains) == 1)",
+            "spec.ratchet.initialMarks.fence: set chainId (the key signs on more than one chain)"
+        ),
     ]);
+    spec["properties"]["ratchet"]["x-kubernetes-validations"] = serde_json::json!([rule(
+        "!has(self.initialMarks) || !has(self.store) || self.store == 'ConfigMap'",
+        "spec.ratchet.initialMarks needs store ConfigMap: the operator imports them into the ConfigMap store"
+    )]);
+    let initial_marks = &mut spec["properties"]["ratchet"]["properties"]["initialMarks"];
+    initial_marks["x-kubernetes-validations"] = serde_json::json!([rule(
+        "[has(self.configMapKeyRef), has(self.secretKeyRef), has(self.fence)].filter(x, x).size() == 1",
+        "spec.ratchet.initialMarks: set exactly one of configMapKeyRef, secretKeyRef, fence"
+    )]);
+    initial_marks["properties"]["fence"]["properties"]["level"]["minimum"] = 1.into();
     let backends: Vec<&str> = Backend::ALL.iter().map(|b| KeySpec::field(*b)).collect();
     let has: Vec<String> = backends.iter().map(|field| format!("has(self.{field})")).collect();
     spec["properties"]["key"]["x-kubernetes-validations"] = serde_json::json!([rule(

@@ -263,7 +263,22 @@ async fn invalid_specs_are_refused_at_admission() -> Result<()> {
     short_grace.token = Some(TokenSpec { rotation_interval: None, grace_period: Some("10s".into()) });
     let mut long_grace = atto_spec();
     long_grace.token = Some(TokenSpec { rotation_interval: Some("1h".into()), grace_period: Some("2h".into()) });
+    let tezos = |ratchet: serde_json::Value| -> Result<RemoteSignerSpec> {
+        let mut spec = atto_spec();
+        (spec.protocol, spec.atto) = (Protocol::Tezos, None);
+        spec.ratchet = Some(serde_json::from_value(ratchet)?);
+        Ok(spec)
+    };
+    let fence = json!({ "fence": { "level": 5 } });
+    let both = json!({ "fence": { "level": 5, "chainId": "NetXdQprcVkpaWU" }, "configMapKeyRef": { "name": "m", "key": "k" } });
+    let file_store =
+        json!({ "store": "File", "initialMarks": { "fence": { "level": 5, "chainId": "NetXdQprcVkpaWU" } } });
+    let zero = json!({ "initialMarks": { "fence": { "level": 0, "chainId": "NetXdQprcVkpaWU" } } });
     for (spec, expected) in [
+        (tezos(json!({ "initialMarks": fence }))?, "spec.ratchet.initialMarks.fence: set chainId"),
+        (tezos(json!({ "initialMarks": both }))?, "set exactly one of configMapKeyRef, secretKeyRef, fence"),
+        (tezos(file_store)?, "spec.ratchet.initialMarks needs store ConfigMap"),
+        (tezos(zero)?, "should be greater than or equal to 1"),
         (two_backends, "spec.key: set exactly one of secretRef, pkcs11, gcpKms, awsKms, azureKeyVault"),
         (tezos_with_capabilities, "spec.atto (capabilities) is only for protocol Atto"),
         (short_grace, "spec.token.gracePeriod is a duration of at least 1m"),

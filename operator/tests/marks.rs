@@ -10,8 +10,8 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use common::*;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
-use kube::api::{DeleteParams, PostParams};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, ServiceAccount};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use sigil_operator::api::{Protocol, RemoteSigner, RemoteSignerSpec, SecretKeyRef};
@@ -291,5 +291,133 @@ async fn one_key_belongs_to_one_remote_signer() -> Result<()> {
     assert!(status == 503 && body.contains("not yet cleared"), "{body}");
     let store = Api::<ConfigMap>::namespaced(client.clone(), ns).get("copy-ratchet").await?;
     assert!(!store.annotations().contains_key(CLEARED_KEYS_ANNOTATION), "{:?}", store.annotations());
+    Ok(())
+}
+
+/// A marks interchange document (docs/ratchet.md) for `key_hash` on `chain`: attested and baked
+/// at `level`.
+fn marks_document(chain: &str, key_hash: &str, level: u64) -> String {
+    let mark = |stream: &str| json!({ "stream": stream, "level": level, "round": 0 });
+    json!({
+        "interchangeFormatVersion": 1,
+        "exporter": "converted from octez-signer",
+        "chains": [{ "protocol": "tezos", "chainId": chain, "keys": [{
+            "keyHash": key_hash, "marks": [mark("block"), mark("attestation")],
+        }] }],
+    })
+    .to_string()
+}
+
+async fn put_document(client: &Client, ns: &str, document: &str) -> Result<()> {
+    let object = json!({ "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": "old-marks" }, "data": { "marks.json": document } });
+    let params = PatchParams::apply("test").force();
+    Api::<ConfigMap>::namespaced(client.clone(), ns).patch("old-marks", &params, &Patch::Apply(&object)).await?;
+    Ok(())
+}
+
+fn with_initial_marks(mut spec: RemoteSignerSpec, initial: serde_json::Value) -> Result<RemoteSignerSpec> {
+    spec.ratchet = Some(serde_json::from_value(json!({ "initialMarks": initial }))?);
+    Ok(spec)
+}
+
+/// A key that signed under another signer: its RemoteSigner names the old signer's marks. Until
+/// the document exists the RemoteSigner is not Ready and a labelled pod is refused at admission
+/// (through the real webhook), saying what is missing; then the marks are imported before the key
+/// may sign, the signer signs only above them, and a lower document applied later changes nothing.
+#[tokio::test]
+async fn initial_marks_refuse_pods_until_imported_then_hold() -> Result<()> {
+    let cluster = cluster().await?;
+    let namespace = cluster.namespace("marks-initial").await?;
+    let (ns, client) = (namespace.name.as_str(), cluster.client.clone());
+    let _cleanup = WebhookCleanup(cluster.kubeconfig.clone(), ns.to_string());
+    setup(&client, ns, &["baker-key"]).await?;
+    let args = webhook_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let _operator = Operator::start(&cluster.kubeconfig, ns, &args)?;
+    let reference = json!({ "configMapKeyRef": { "name": "old-marks", "key": "marks.json" } });
+    create(&client, ns, "baker", with_initial_marks(tezos_spec("baker-key"), reference)?).await?;
+    let rs = wait_condition(&client, ns, "baker", "InitialMarks", "InitialMarksNotFound").await?;
+    assert_eq!(rs.status.unwrap().conditions[0].status, "False", "not Ready without its marks");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    webhook_active(&pods).await?;
+    let refused = pods.create(&PostParams::default(), &pod("node", Some("baker"))).await.unwrap_err().to_string();
+    assert!(
+        refused.contains("ConfigMap old-marks key marks.json (spec.ratchet.initialMarks) does not exist"),
+        "{refused}"
+    );
+
+    put_document(&client, ns, &marks_document("NetXdQprcVkpaWU", BAKER_PKH, 100)).await?;
+    wait_condition(&client, ns, "baker", "InitialMarks", "AwaitingSigner").await?;
+    wait_ready(&client, ns, "baker", "True").await?;
+    pods.create(&PostParams::default(), &pod("node", Some("baker"))).await?;
+    let dir = tempfile::tempdir()?;
+    let signer = rendered_signer(&cluster, ns, "baker", dir.path()).await?;
+    wait_signer_ready(&signer).await?;
+    let rs = wait_condition(&client, ns, "baker", "InitialMarks", "Imported").await?;
+    let message = &rs.status.unwrap().condition("InitialMarks").unwrap().message.clone();
+    assert!(message.contains("attestation: set to level 100 round 0 step 0 (was empty)"), "{message}");
+    let (status, body) = attest(signer.tezos(), 100, 1).await?;
+    assert_eq!(status, 409, "level 100 was attested by the old signer: {body}");
+    assert_eq!(attest(signer.tezos(), 101, 1).await?.0, 200);
+
+    // An older document applied later (a stale Git revision) lowers nothing.
+    put_document(&client, ns, &marks_document("NetXdQprcVkpaWU", BAKER_PKH, 50)).await?;
+    wait_for("the older document to be read", DEADLINE, || async {
+        let rs = wait_condition(&client, ns, "baker", "InitialMarks", "Imported").await?;
+        let message = rs.status.unwrap().condition("InitialMarks").unwrap().message.clone();
+        Ok(message.contains("already at or above every mark").then_some(()))
+    })
+    .await?;
+    assert_eq!(attest(signer.tezos(), 101, 2).await?.0, 409, "101 stays signed");
+    assert_eq!(attest(signer.tezos(), 102, 1).await?.0, 200);
+    Ok(())
+}
+
+/// A document that does not fit: a wrong chain id is a clear condition before any signer runs,
+/// and nothing is imported; a document for another key is refused when the signer reports its
+/// key, which then stays uncleared (the signer signs nothing). A fence holds like marks.
+#[tokio::test]
+async fn initial_marks_that_do_not_fit_import_nothing() -> Result<()> {
+    let cluster = cluster().await?;
+    let namespace = cluster.namespace("marks-misfit").await?;
+    let (ns, client) = (namespace.name.as_str(), cluster.client.clone());
+    setup(&client, ns, &["baker-key"]).await?;
+    let _operator = Operator::start(&cluster.kubeconfig, ns, &[])?;
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let mut spec = tezos_spec("baker-key");
+    spec.tezos = Some(sigil_operator::api::TezosSpec { chains: vec!["NetXdQprcVkpaWU".into()], ..Default::default() });
+    let reference = json!({ "configMapKeyRef": { "name": "old-marks", "key": "marks.json" } });
+    put_document(&client, ns, &marks_document("NetXnHfVqm9iesp", BAKER_PKH, 100)).await?;
+    create(&client, ns, "baker", with_initial_marks(spec.clone(), reference)?).await?;
+    let rs = wait_condition(&client, ns, "baker", "InitialMarks", "InitialMarksInvalid").await?;
+    let ready = &rs.status.unwrap().conditions[0];
+    assert_eq!(ready.status, "False");
+    assert!(ready.message.contains("signs on NetXdQprcVkpaWU, not on NetXnHfVqm9iesp"), "{}", ready.message);
+    let store = config_maps.get("baker-ratchet").await?;
+    assert!(store.data.as_ref().is_none_or(|d| d.is_empty()), "nothing imported");
+
+    // The right chain, another key: refused once the signer reports its key.
+    put_document(&client, ns, &marks_document("NetXdQprcVkpaWU", COMPANION_PKH, 100)).await?;
+    wait_ready(&client, ns, "baker", "True").await?;
+    let dir = tempfile::tempdir()?;
+    let signer = rendered_signer(&cluster, ns, "baker", dir.path()).await?;
+    let rs = wait_condition(&client, ns, "baker", "InitialMarks", "InitialMarksRejected").await?;
+    let message = rs.status.unwrap().condition("InitialMarks").unwrap().message.clone();
+    assert!(message.contains(&format!("no configured key is {COMPANION_PKH}")), "{message}");
+    let (status, body) = attest(signer.tezos(), 200, 1).await?;
+    assert_eq!(status, 503, "the key is not cleared: {body}");
+    let store = config_maps.get("baker-ratchet").await?;
+    assert!(store.data.as_ref().is_none_or(|d| d.is_empty()), "nothing imported");
+    assert!(!store.annotations().contains_key(CLEARED_KEYS_ANNOTATION), "{:?}", store.annotations());
+
+    // A fence instead (its chain: the key's one chain): nothing below it, then signing.
+    let signers: Api<RemoteSigner> = Api::namespaced(client.clone(), ns);
+    let patch =
+        json!({ "spec": { "ratchet": { "initialMarks": { "configMapKeyRef": null, "fence": { "level": 300 } } } } });
+    signers.patch("baker", &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    wait_condition(&client, ns, "baker", "InitialMarks", "Imported").await?;
+    wait_signer_ready(&signer).await?;
+    assert_eq!(attest(signer.tezos(), 299, 1).await?.0, 409, "below the fence");
+    assert_eq!(attest(signer.tezos(), 300, 1).await?.0, 200);
     Ok(())
 }

@@ -340,8 +340,10 @@ pub fn fence(protocol: Protocol, chain_id: &str, key_hashes: &[String], level: u
 /// The streams on which `now` is above `exported`: what the old signer signed after the export.
 /// A cutover goes ahead only when this is empty.
 pub fn moved_since(exported: &Document, now: &Document) -> Vec<String> {
+    /// Protocol, chain, key hash, stream.
+    type Stream = (Protocol, String, String, String);
     let highest = |document: &Document| {
-        let mut highest: BTreeMap<(Protocol, String, String, String), (u64, u64, u8)> = BTreeMap::new();
+        let mut highest: BTreeMap<Stream, (u64, u64, u8)> = BTreeMap::new();
         for chain in &document.chains {
             for key in &chain.keys {
                 for mark in &key.marks {

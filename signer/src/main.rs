@@ -64,7 +64,7 @@ enum Command {
     /// Work with the high-water marks in the configured ratchet store (stop the signer first when
     /// the store is a file).
     #[command(subcommand)]
-    Ratchet(RatchetCommand),
+    Ratchet(Box<RatchetCommand>),
 }
 
 #[derive(Subcommand)]
@@ -285,7 +285,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             write_secret(&out, &key)?;
             print_public(&key.public_key(), None, false)
         }
-        Command::Ratchet(command) => ratchet_command(cli.config.as_deref(), command),
+        Command::Ratchet(command) => ratchet_command(cli.config.as_deref(), *command),
         Command::Key(KeyCommand::Show(args)) => {
             print_public(&show(&args, cli.config.as_deref())?, args.bech32_prefix.as_deref(), false)
         }

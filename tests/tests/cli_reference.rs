@@ -18,6 +18,9 @@ const SIGNER_COMMANDS: &[&[&str]] = &[
     &["ratchet", "show"],
     &["ratchet", "set"],
     &["ratchet", "import"],
+    &["ratchet", "export"],
+    &["ratchet", "convert"],
+    &["ratchet", "init"],
 ];
 
 fn help(binary: &std::path::Path, command: &[&str]) -> String {
@@ -59,4 +62,22 @@ fn the_cli_reference_is_current() {
         committed == generated,
         "docs/reference/cli.md is stale: SIGIL_WRITE_REFERENCE=1 cargo test -p sigil-tests --test cli_reference"
     );
+}
+
+/// Every subcommand the binary lists has its section: a new one cannot be left out.
+#[test]
+fn the_cli_reference_covers_every_command() {
+    let signer = signer_binary().unwrap();
+    for parent in SIGNER_COMMANDS {
+        let text = help(&signer, parent);
+        let Some((_, listed)) = text.split_once("Commands:\n") else { continue };
+        for line in listed.lines().take_while(|l| l.starts_with("  ")) {
+            let name = line.split_whitespace().next().unwrap();
+            if name == "help" {
+                continue;
+            }
+            let command: Vec<&str> = parent.iter().copied().chain([name]).collect();
+            assert!(SIGNER_COMMANDS.contains(&command.as_slice()), "sigil-signer {command:?} has no section");
+        }
+    }
 }

@@ -58,7 +58,7 @@ pub fn service_account(rs: &RemoteSigner) -> String {
 /// Whether this RemoteSigner's signer keeps a ConfigMap store: its marks (Tezos, CometBFT) and,
 /// for every protocol, the public key the signer reports and the operator's clearance of it.
 pub fn uses_ratchet_config_map(rs: &RemoteSigner) -> bool {
-    rs.spec.ratchet.as_ref().is_none_or(|r| r.store == RatchetStore::ConfigMap)
+    rs.spec.ratchet.as_ref().is_none_or(|r| r.store() == RatchetStore::ConfigMap)
 }
 
 fn metadata(rs: &RemoteSigner, name: &str) -> Value {
@@ -494,7 +494,7 @@ mod tests {
         let mut spec = atto_spec();
         spec.protocol = Protocol::Tezos;
         spec.atto = None;
-        spec.ratchet = Some(RatchetSpec { store: RatchetStore::File });
+        spec.ratchet = Some(RatchetSpec { store: Some(RatchetStore::File), initial_marks: None });
         assert_eq!(signer_config(&remote_signer(spec)).unwrap_err().0, "RatchetNotSupported");
         // Azure Key Vault has no Ed25519: an Atto signer on it cannot work, and says why.
         let mut spec = atto_spec();
@@ -728,7 +728,7 @@ mod tests {
         assert_eq!(store["metadata"]["annotations"][CREATED_FOR], "5f7c-uid");
         assert_eq!(store["metadata"]["labels"][OWNER_LABEL], "voter");
 
-        spec.ratchet = Some(RatchetSpec { store: RatchetStore::File });
+        spec.ratchet = Some(RatchetSpec { store: Some(RatchetStore::File), initial_marks: None });
         assert!(!uses_ratchet_config_map(&remote_signer(spec)));
         assert!(uses_ratchet_config_map(&remote_signer(atto_spec())), "every signer reports its key in a store");
     }

@@ -4,6 +4,7 @@
 pub mod desired;
 #[cfg(test)]
 mod fake_api;
+mod initial_marks;
 pub mod reconcile;
 mod rotation;
 pub mod status;

@@ -23,6 +23,7 @@ use sigil_signer::ratchet::configmap::{
 use sigil_signer::ratchet::PublishedKey;
 
 use super::desired::{self, FIELD_MANAGER, MANAGED_BY};
+use super::initial_marks::{self, InitialMarks};
 use super::rotation;
 use super::status::{self, failed, ok, Outcome};
 use crate::api::{KeySpec, MarksStatus, RemoteSigner, RemoteSignerStatus};
@@ -36,6 +37,8 @@ use crate::webhook::patch::SIGNER_LABEL;
 pub const IDENTITY_FINALIZER: &str = "sigil.dev/identity";
 /// How soon a RemoteSigner that is not Ready is looked at again.
 const RETRY: Duration = Duration::from_secs(30);
+/// How soon initial marks that do not exist yet are looked for again.
+const MISSING_RETRY: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -161,20 +164,22 @@ async fn reconcile_inner(rs: &RemoteSigner, ctx: &Context) -> Result<Action, Err
     let (token_outcome, token_wait, token_state) = rotation::reconcile_token(rs, ctx, &namespace, now, &apply).await?;
     let config_outcome = reconcile_config(rs, ctx, &namespace, &apply).await?;
     let (marks_outcome, marks, store) = reconcile_marks(rs, ctx, &namespace, &apply).await?;
-    let (key_outcome, public_key) = reconcile_key(rs, ctx, &namespace, store.as_ref()).await?;
+    let initial = initial_marks::read(rs, &ctx.client, &namespace).await?;
+    let (key_outcome, public_key, initial_outcome) =
+        reconcile_key(rs, ctx, &namespace, store.as_ref(), initial).await?;
     let identity_outcome = reconcile_identity(rs, ctx, &namespace, &annotations).await?;
     let (signers_outcome, signers_ready) = injected_signers(rs, ctx, &namespace).await?;
     if annotations.is_empty() && has_finalizer {
         remove_finalizer(&signers, rs).await?;
     }
 
-    let parts = [
+    let mut parts = vec![
         (status::TOKEN_READY, token_outcome),
         (status::CONFIG_READY, config_outcome),
         (status::MARKS_READY, marks_outcome),
-        (status::KEY_READY, key_outcome),
-        (status::IDENTITY_READY, identity_outcome),
     ];
+    parts.extend(initial_outcome.map(|outcome| (status::INITIAL_MARKS, outcome)));
+    parts.extend([(status::KEY_READY, key_outcome), (status::IDENTITY_READY, identity_outcome)]);
     let previous = rs.status.clone().unwrap_or_default();
     let mut reported = vec![(status::SIGNERS_READY, signers_outcome)];
     let (possession, possession_ends) = proof_of_possession(rs, now);
@@ -213,6 +218,9 @@ async fn reconcile_inner(rs: &RemoteSigner, ctx: &Context) -> Result<Action, Err
     }
     let ready = ready.status == "True";
     let wait = Duration::try_from(token_wait).unwrap_or(RETRY);
+    // A user's ConfigMap or Secret is not watched: look for initial marks still missing sooner.
+    let missing = new_status.condition(status::INITIAL_MARKS).is_some_and(|c| c.reason == "InitialMarksNotFound");
+    let wait = if missing { wait.min(MISSING_RETRY) } else { wait };
     // Back when a proof-of-possession window ends, to report it.
     let wait = possession_ends.map_or(wait, |ends| wait.min(ends));
     Ok(Action::requeue(if ready { wait } else { wait.min(RETRY) }))
@@ -442,9 +450,14 @@ async fn reconcile_key(
     ctx: &Context,
     namespace: &str,
     store: Option<&ConfigMap>,
-) -> Result<(Outcome, Option<String>), Error> {
+    initial: Option<Result<InitialMarks, Outcome>>,
+) -> Result<(Outcome, Option<String>, Option<Outcome>), Error> {
     let Some(store) = store else {
-        return Ok((ok("NotChecked", "no marks store to record the key check in"), None));
+        let initial = initial.map(|checked| match checked {
+            Err(outcome) => outcome,
+            Ok(_) => failed("AwaitingStore", "imported once the marks store is usable (see MarksReady)"),
+        });
+        return Ok((ok("NotChecked", "no marks store to record the key check in"), None, initial));
     };
     let _one_at_a_time = ctx.key_checks.lock().await;
     let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), namespace);
@@ -466,38 +479,109 @@ async fn reconcile_key(
         }
         key_conflict(rs, &store, None, Some(companion), &others, &stores)
     });
+    let keys: Vec<&PublishedKey> = ours.iter().chain(companion).collect();
+    let (initial, withheld, record) =
+        initial_marks_for_keys(rs, ctx, namespace, &store, initial, &keys, &conflict).await?;
+    // An import wrote to the store: the clearance is written against what is there now.
+    let store = if record.is_some() { config_maps.get(&store.name_any()).await? } else { store };
     let cleared: Vec<String> = cleared_keys(&store).iter().map(|k| k.to_string()).collect();
-    let wanted: Vec<String> = match &conflict {
-        Some(_) => Vec::new(),
-        None => ours.iter().chain(companion).map(|k| k.key.clone()).collect(),
+    let wanted: Vec<String> = match (&conflict, &withheld) {
+        (None, None) => keys.iter().map(|k| k.key.clone()).collect(),
+        _ => Vec::new(),
     };
-    // Withdraw every clearance on a conflict; grant them when the signer has reported its keys.
-    if wanted != cleared && (conflict.is_some() || !wanted.is_empty()) {
+    // Withdraw every clearance on a conflict; grant them when the signer has reported its keys
+    // (and their initial marks are in), recording what was imported in the same write.
+    let withdraw = conflict.is_some() || withheld.is_some();
+    if (wanted != cleared && (withdraw || !wanted.is_empty())) || record.is_some() {
         let value = (!wanted.is_empty()).then(|| wanted.join(","));
-        let patch = json!({ "metadata": {
-            "resourceVersion": store.resource_version(),
-            "annotations": { CLEARED_KEYS_ANNOTATION: value },
-        }});
+        let mut annotations = json!({ CLEARED_KEYS_ANNOTATION: value });
+        if let Some(digest) = record {
+            annotations[initial_marks::INITIAL_MARKS_ANNOTATION] = digest.into();
+        }
+        let patch = json!({ "metadata": { "resourceVersion": store.resource_version(), "annotations": annotations } });
         config_maps.patch(&store.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
         if let Some(conflict) = &conflict {
             ctx.event(rs, EventType::Warning, "KeyInUse", conflict.clone()).await;
         }
     }
     let display = ours.as_ref().map(|k| k.display.clone());
-    Ok(match (conflict, ours) {
-        (Some(conflict), _) => (failed("KeyInUse", conflict), display),
-        (None, None) => (
+    Ok(match (conflict, withheld, ours) {
+        (Some(conflict), _, _) => (failed("KeyInUse", conflict), display, initial),
+        (None, Some(why), _) => (
+            failed(
+                "AwaitingInitialMarks",
+                format!("the key is not cleared to sign until its initial marks are in: {why}"),
+            ),
+            display,
+            initial,
+        ),
+        (None, None, None) => (
             ok(
                 "AwaitingSigner",
                 "no other RemoteSigner uses this key source; the key is cleared once a signer reports it",
             ),
             display,
+            initial,
         ),
-        (None, Some(key)) => (
+        (None, None, Some(key)) => (
             ok("Unique", format!("key {} is used by no other RemoteSigner in namespace {namespace}", key.display)),
             display,
+            initial,
         ),
     })
+}
+
+/// The initial marks of the signer's `keys`, imported when they are not in the store yet (and no
+/// other RemoteSigner holds the key). Returns the InitialMarks condition (when the spec names
+/// any), why the keys may not sign yet, and what to record on the store.
+async fn initial_marks_for_keys(
+    rs: &RemoteSigner,
+    ctx: &Context,
+    namespace: &str,
+    store: &ConfigMap,
+    initial: Option<Result<InitialMarks, Outcome>>,
+    keys: &[&PublishedKey],
+    conflict: &Option<String>,
+) -> Result<(Option<Outcome>, Option<String>, Option<String>), Error> {
+    let Some(checked) = initial else { return Ok((None, None, None)) };
+    let name = store.name_any();
+    let recorded = store.annotations().get(initial_marks::INITIAL_MARKS_ANNOTATION);
+    let marks = match checked {
+        // Once imported, the marks are the store's: a source deleted since is no loss.
+        Err(Err((reason, _))) if recorded.is_some() && reason == "InitialMarksNotFound" => {
+            return Ok((Some(ok("Imported", format!("imported into ConfigMap {name} earlier"))), None, None));
+        }
+        // The key signs nothing before its marks are in; marks imported earlier keep protecting it.
+        Err(outcome) => {
+            let why = outcome.clone().err().map(|(_, message)| message);
+            return Ok((Some(outcome), why.filter(|_| recorded.is_none()), None));
+        }
+        Ok(marks) => marks,
+    };
+    if keys.is_empty() || conflict.is_some() {
+        let waiting = format!(
+            "{} checked; imported into ConfigMap {name} when a signer reports its key, before the key may sign",
+            marks.source
+        );
+        return Ok((Some(ok("AwaitingSigner", waiting)), None, None));
+    }
+    let digest = marks.digest(keys);
+    if recorded == Some(&digest) {
+        return Ok((Some(initial_marks::imported(&marks, &name, None)), None, None));
+    }
+    match marks.import(rs, &ctx.client, namespace, &name, keys).await? {
+        Ok(changes) => {
+            let outcome = initial_marks::imported(&marks, &name, Some(&changes));
+            let note = outcome.clone().map(|(_, message)| message).unwrap_or_default();
+            ctx.event(rs, EventType::Normal, "InitialMarksImported", note).await;
+            Ok((Some(outcome), None, Some(digest)))
+        }
+        Err(why) => {
+            let message = format!("{why}; nothing imported");
+            ctx.event(rs, EventType::Warning, "InitialMarksRejected", message.clone()).await;
+            Ok((Some(failed("InitialMarksRejected", message.clone())), Some(message), None))
+        }
+    }
 }
 
 /// Why `rs` may not use a key of its signer (`ours`, from `source` when it has one), if another

@@ -10,6 +10,8 @@ pub const TOKEN_READY: &str = "TokenReady";
 pub const CONFIG_READY: &str = "ConfigReady";
 pub const IDENTITY_READY: &str = "IdentityReady";
 pub const MARKS_READY: &str = "MarksReady";
+/// Whether spec.ratchet.initialMarks are in the store (only when the spec names any).
+pub const INITIAL_MARKS: &str = "InitialMarks";
 pub const KEY_READY: &str = "KeyReady";
 /// Whether the injected signers run. Reported, but not part of Ready (see [`conditions`]).
 pub const SIGNERS_READY: &str = "SignersReady";
