@@ -117,6 +117,13 @@ async fn nodes_of_every_protocol_sign_through_their_injected_signers() -> Result
         "FROM sigil-signer:test-softhsm\nCOPY --chown=65532:65532 tokens/ /var/lib/softhsm/tokens/\n",
     )?;
 
+    // The baker attested up to level 104 under its previous signer: a marks interchange document.
+    let old_marks = serde_json::json!({
+        "interchangeFormatVersion": 1,
+        "chains": [{ "protocol": "tezos", "chainId": "NetXdQprcVkpaWU", "keys": [{
+            "keyHash": BAKER_PKH, "marks": [{ "stream": "attestation", "level": 104, "round": 0 }],
+        }] }],
+    });
     let atto_seed = "11".repeat(32);
     let cometbft_key = SecretKey::from_bytes(Algorithm::Ed25519, &[0x22; 32])?;
     let cometbft_seed = base64::engine::general_purpose::STANDARD.encode(cometbft_key.to_bytes().as_slice());
@@ -138,10 +145,19 @@ kind: RemoteSigner
 metadata: {{name: atto}}
 spec: {{protocol: Atto, key: {{secretRef: {{name: keys, key: atto}}}}, atto: {{capabilities: [CHALLENGE, VOTE]}}, serviceAccountName: validator}}
 ---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: tezos-old-marks}}
+data: {{marks.json: '{old_marks}'}}
+---
 apiVersion: sigil.dev/v1alpha1
 kind: RemoteSigner
 metadata: {{name: tezos}}
-spec: {{protocol: Tezos, key: {{secretRef: {{name: keys, key: tezos}}}}, serviceAccountName: validator}}
+spec:
+  protocol: Tezos
+  key: {{secretRef: {{name: keys, key: tezos}}}}
+  ratchet: {{initialMarks: {{configMapKeyRef: {{name: tezos-old-marks, key: marks.json}}}}}}
+  serviceAccountName: validator
 ---
 apiVersion: sigil.dev/v1alpha1
 kind: RemoteSigner
@@ -225,13 +241,24 @@ spec:
     ensure!(votes.len() == 20 && votes.iter().all(|l| l["status"] == 200), "Atto votes: {atto:?}");
 
     let baker = SecretKey::from_bytes(Algorithm::Ed25519, encoding::parse_secret_key(BAKER)?.to_bytes().as_slice())?;
-    for (job, key) in [("tezos-client", baker.public_key()), ("hsm-client", hsm_key.clone())] {
+    // The local-key baker signs only above its initial marks (levels 105 to 109).
+    for (job, key, expected) in [
+        ("tezos-client", baker.public_key(), BTreeMap::from([(200, 5), (409, 5)])),
+        ("hsm-client", hsm_key.clone(), BTreeMap::from([(200, 10)])),
+    ] {
         let lines = job_output(&kind, ns, job).await?;
-        ensure!(statuses(&lines) == BTreeMap::from([(200, 10)]), "{job}: {lines:?}");
-        for line in &lines {
+        ensure!(statuses(&lines) == expected, "{job}: {lines:?}");
+        for line in lines.iter().filter(|l| l["status"] == 200) {
+            ensure!(line["level"].as_u64() > Some(104) || job == "hsm-client", "{job} signed {line}");
             verify_tezos(&key, line)?;
         }
     }
+    let initial = run(kind
+        .cluster
+        .tool("kubectl")
+        .args(["-n", ns, "get", "remotesigner", "tezos"])
+        .args(["-o", "jsonpath={.status.conditions[?(@.type==\"InitialMarks\")].reason}"]))?;
+    ensure!(initial.trim() == "Imported", "InitialMarks of remotesigner/tezos: {initial:?}");
     // The same levels again, from a new pod: the marks in the ConfigMap refuse every one.
     apply(
         &kind,
@@ -279,8 +306,8 @@ spec:
         .args(["-o", "jsonpath={.status.signers}"]))?;
     ensure!(signers.trim() == "1/1", "status.signers of remotesigner/cometbft: {signers:?}");
     eprintln!(
-        "real pods: 20 Atto votes, 10 Tezos attestations (local key) and 10 (SoftHSM P-256) verified, 3 repeats \
-         refused; CometBFT v1 at height {height}, {precommits} precommits signed through the sidecar, {audited} in its audit log"
+        "real pods: 20 Atto votes, 5 Tezos attestations (local key, 5 at or below its initial marks refused) and 10 \
+         (SoftHSM P-256) verified, 3 repeats refused; CometBFT v1 at height {height}, {precommits} precommits signed through the sidecar, {audited} in its audit log"
     );
     Ok(())
 }

@@ -21,6 +21,10 @@ fuzz_target!(|data: &[u8]| {
         if let Ok(wanted) = interchange::wanted(&document, &keys) {
             assert!(wanted.keys().all(|stream| stream.key == "baker"));
         }
+        // What the operator checks before the key is known, and the cutover's comparison: a
+        // document is never above itself.
+        let _ = interchange::check_scope(&document, Protocol::Tezos, Some(&["NetXdQprcVkpaWU".into()]), 1);
+        assert!(interchange::moved_since(&document, &document).is_empty());
     }
     let mut marks = Marks::default();
     let _ = convert::octez(&[("block_high_watermarks".into(), text.into())], &mut marks);
