@@ -180,7 +180,7 @@ fn ratchet_import_carries_a_cometbft_mark_over() {
     let (code, out, _) = import("--from-tmkms", &tmkms);
     assert_eq!(code, 0);
     assert!(out.contains("already at level 361402 round 0 step 3, not below the requested mark; unchanged"), "{out}");
-    assert!(dir.path().join("ratchet/v/c1.ratchet").is_file());
+    assert!(dir.path().join("ratchet/marks.journal").is_file());
 
     let (_, shown, _) = run_to_end(&["--config", config, "ratchet", "show"], &[], None);
     assert_eq!(shown, "v c1 consensus: level 361402 round 0 step 3 (no signature)\n");

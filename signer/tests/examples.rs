@@ -78,5 +78,5 @@ fn the_tezos_example_serves_and_signs() {
         Some(&format!("\"{attestation}\"")),
     );
     assert_eq!(response.status, 200, "{response:?}");
-    assert!(dir.path().join("ratchet/baker/NetXdQprcVkpaWU.ratchet").is_file());
+    assert!(dir.path().join("ratchet/marks.journal").is_file());
 }

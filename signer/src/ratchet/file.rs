@@ -1,13 +1,21 @@
-//! A ratchet in local files: one file per (key, chain) under `ratchet.file.dir`, durable before a
-//! signature is released.
+//! A ratchet in a local directory: one append-only journal of marks for every key, chain and
+//! stream (`<dir>/marks.journal`), durable before a signature is released.
 //!
-//! Each file holds two 4 KiB slots. A commit writes the whole state, with a sequence number and a
-//! SHA-256 checksum, into the slot that does not hold the latest state, then `fdatasync`s. A reader
-//! takes the valid slot with the higher sequence number. A torn or lost write therefore leaves the
-//! previous state, whose signatures were the only ones released. Overwriting a slot in place costs
-//! one data flush (~0.1 ms here) where write-temp-fsync-rename-fsync-dir costs about 0.7 ms; the
-//! rename path is used once, to create the file. A lock file stops a second process from using
-//! the same directory, since each process trusts its cached copy.
+//! A commit appends one checksummed record (the stream's new state) and waits until an
+//! `fdatasync` covering it has completed. Commits on any streams share flushes (group commit): the
+//! first waiter flushes everything appended so far, and whatever is appended meanwhile goes with
+//! the next flush, so a request waits at most for the flush under way and one more. The rule that
+//! decides what may be signed does not change ([`commit_decision`], under the stream's lock, which
+//! is held until the mark is durable: a state the next request on the stream sees is durable).
+//!
+//! Recovery reads the records in order and stops at the first that is not intact: only records
+//! after the last completed flush can be torn, and none of their signatures was released. The torn
+//! tail is cut off before anything is appended. A journal past [`COMPACT_AT`] bytes is rewritten as
+//! one record per stream (write a temporary, fsync, rename, fsync the directory). A failed write or
+//! flush stops the store until the process restarts (after a failed `fsync` the page cache cannot be
+//! trusted). A lock file stops a second process from using the directory, since each process
+//! trusts its copy in memory. A directory of the previous layout (two checksummed slots per key and
+//! chain, `<key>/<chain>.ratchet`) is read once into a new journal, and its files removed.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
@@ -19,43 +27,72 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tokio::sync::OwnedMutexGuard;
+use tokio::sync::{watch, OwnedMutexGuard};
 
 use super::{commit_decision, Entry, Mark, Ratchet, RatchetError, State, StreamId, StreamLock};
 use crate::keys::{Algorithm, Signature};
 
-const SLOT: usize = 4096;
-const MAGIC: &[u8; 8] = b"SIGILRT1";
-/// magic ‖ sequence (u64 LE) ‖ length (u32 LE) ‖ SHA-256(sequence ‖ length ‖ JSON)
-const HEADER: usize = 8 + 8 + 4 + 32;
+/// The journal's first bytes.
+const MAGIC: &[u8; 8] = b"SIGILJ01";
+/// A record: length of the JSON (u32 LE) ‖ sequence (u64 LE) ‖ SHA-256(length ‖ sequence ‖ JSON) ‖ JSON.
+const RECORD_HEADER: usize = 4 + 8 + 32;
+/// No record is larger (a state is a few hundred bytes); a larger length is damage.
+const MAX_RECORD: usize = 64 * 1024;
+/// Past this size the journal is rewritten with one record per stream.
+const COMPACT_AT: u64 = 4 * 1024 * 1024;
+const JOURNAL: &str = "marks.journal";
 
 pub struct FileRatchet {
-    dir: PathBuf,
+    journal: Arc<Journal>,
     /// Held for the life of the process: the advisory lock on `<dir>/.lock`.
     _lock: File,
-    files: Mutex<HashMap<(String, String), SharedFile>>,
+    streams: Mutex<HashMap<(String, String, &'static str), Arc<tokio::sync::Mutex<()>>>>,
 }
 
-/// One (key, chain) file; its async mutex serialises the streams inside it.
-type SharedFile = Arc<tokio::sync::Mutex<RatchetFile>>;
+/// (key, chain, stream)
+type StreamKey = (String, String, String);
 
-struct RatchetFile {
+struct Journal {
+    dir: PathBuf,
     path: PathBuf,
-    loaded: bool,
-    handle: Option<Arc<File>>,
-    sequence: u64,
-    contents: Contents,
+    compact_at: u64,
+    appends: Mutex<Appends>,
+    /// Group commit: what is durable, and whether a flush is under way.
+    flushes: watch::Sender<Flushes>,
 }
 
-/// The JSON inside a slot. Readable with `tail -c +53` on a slot, and by `sigil-signer ratchet`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-struct Contents {
+/// Everything written so far, under one short lock.
+struct Appends {
+    file: Arc<File>,
+    len: u64,
+    /// The sequence number of the next record; every record below it is written.
+    next: u64,
+    states: BTreeMap<StreamKey, Record>,
+    /// Set when a write failed: the store refuses everything until the process restarts.
+    failed: Option<String>,
+}
+
+#[derive(Default)]
+struct Flushes {
+    /// Every record with a lower sequence number is durable.
+    durable: u64,
+    flushing: bool,
+    failed: Option<String>,
+    /// Flushes made.
+    count: u64,
+}
+
+/// One journal record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct JournalRecord {
     key: String,
     chain: String,
-    streams: BTreeMap<String, Record>,
+    stream: String,
+    #[serde(flatten)]
+    record: Record,
 }
 
-/// One stream's state as stored (file slots and ConfigMap entries alike).
+/// One stream's state as stored (journal records and ConfigMap entries alike).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct Record {
@@ -101,7 +138,8 @@ fn unavailable(path: &Path, what: impl std::fmt::Display) -> RatchetError {
 }
 
 impl FileRatchet {
-    /// Creates `dir` (mode 700) if needed and takes its lock; a second process fails here.
+    /// Creates `dir` (mode 700) if needed, takes its lock (a second process fails here) and reads
+    /// the journal, cutting off a torn tail; an unreadable journal is an error.
     pub fn open(dir: &Path) -> Result<FileRatchet, RatchetError> {
         create_private_dir(dir)?;
         let lock_path = dir.join(".lock");
@@ -119,23 +157,22 @@ impl FileRatchet {
                 dir.display()
             ))
         })?;
-        Ok(FileRatchet { dir: dir.to_path_buf(), _lock: lock, files: Mutex::new(HashMap::new()) })
+        let journal = Journal::open(dir, COMPACT_AT)?;
+        Ok(FileRatchet { journal: Arc::new(journal), _lock: lock, streams: Mutex::new(HashMap::new()) })
     }
 
-    /// `<dir>/<key>/<chain>.ratchet`, the chain escaped so that any chain id is a safe file name.
-    fn path(&self, stream: &StreamId) -> PathBuf {
-        let mut name = String::new();
-        for (i, c) in stream.chain.chars().enumerate() {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || (c == '.' && i > 0) {
-                name.push(c);
-            } else {
-                let mut buf = [0u8; 4];
-                for b in c.encode_utf8(&mut buf).bytes() {
-                    name.push_str(&format!("%{b:02X}"));
-                }
-            }
-        }
-        self.dir.join(&stream.key).join(format!("{name}.ratchet"))
+    /// [`FileRatchet::open`] with the journal rewritten past `bytes`: for tests that crash the
+    /// process in the middle of a compaction.
+    #[doc(hidden)]
+    pub fn open_compacting_at(dir: &Path, bytes: u64) -> Result<FileRatchet, RatchetError> {
+        let mut ratchet = FileRatchet::open(dir)?;
+        Arc::get_mut(&mut ratchet.journal).expect("not shared yet").compact_at = bytes;
+        Ok(ratchet)
+    }
+
+    /// How many flushes the journal has made: fewer than commits when they were shared.
+    pub fn flushes(&self) -> u64 {
+        self.journal.flushes.borrow().count
     }
 }
 
@@ -154,81 +191,60 @@ fn sync_dir(dir: &Path) -> Result<(), RatchetError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(|e| unavailable(dir, e))
 }
 
-/// One slot: header then JSON, zero-padded to [`SLOT`].
-fn encode_slot(path: &Path, sequence: u64, contents: &Contents) -> Result<Vec<u8>, RatchetError> {
-    let json = serde_json::to_vec(contents).map_err(|e| unavailable(path, e))?;
-    if json.len() > SLOT - HEADER {
-        return Err(unavailable(path, "state larger than a slot"));
+fn encode_record(path: &Path, sequence: u64, key: &StreamKey, record: &Record) -> Result<Vec<u8>, RatchetError> {
+    let (key, chain, stream) = key.clone();
+    let json = serde_json::to_vec(&JournalRecord { key, chain, stream, record: record.clone() })
+        .map_err(|e| unavailable(path, e))?;
+    if json.len() > MAX_RECORD {
+        return Err(unavailable(path, "a state larger than a record"));
     }
-    let mut slot = Vec::with_capacity(SLOT);
-    slot.extend_from_slice(MAGIC);
-    slot.extend_from_slice(&sequence.to_le_bytes());
-    slot.extend_from_slice(&(json.len() as u32).to_le_bytes());
-    let mut hash = Sha256::new();
-    hash.update(sequence.to_le_bytes());
-    hash.update((json.len() as u32).to_le_bytes());
-    hash.update(&json);
-    slot.extend_from_slice(&hash.finalize());
-    slot.extend_from_slice(&json);
-    slot.resize(SLOT, 0);
-    Ok(slot)
+    let len = (json.len() as u32).to_le_bytes();
+    let mut out = Vec::with_capacity(RECORD_HEADER + json.len());
+    out.extend_from_slice(&len);
+    out.extend_from_slice(&sequence.to_le_bytes());
+    out.extend_from_slice(
+        &Sha256::new().chain_update(len).chain_update(sequence.to_le_bytes()).chain_update(&json).finalize(),
+    );
+    out.extend_from_slice(&json);
+    Ok(out)
 }
 
-/// A slot's sequence number and contents, if it is intact.
-fn decode_slot(slot: &[u8]) -> Option<(u64, Contents)> {
-    if slot.len() != SLOT || &slot[..8] != MAGIC {
-        return None;
-    }
-    let sequence = u64::from_le_bytes(slot[8..16].try_into().ok()?);
-    let len = u32::from_le_bytes(slot[16..20].try_into().ok()?) as usize;
-    let json = slot.get(HEADER..HEADER + len)?;
-    let mut hash = Sha256::new();
-    hash.update(&slot[8..20]);
-    hash.update(json);
-    if hash.finalize()[..] != slot[20..HEADER] {
-        return None;
-    }
-    Some((sequence, serde_json::from_slice(json).ok()?))
-}
-
-struct Loaded {
-    handle: Option<Arc<File>>,
-    sequence: u64,
-    contents: Contents,
-}
-
-/// Reads a ratchet file; a missing file is an empty state. A file with no intact slot is an error:
-/// refusing to sign is the only safe answer until a person looks at it.
-fn load(path: &Path, stream: &StreamId) -> Result<Loaded, RatchetError> {
-    let empty = Contents { key: stream.key.clone(), chain: stream.chain.clone(), streams: BTreeMap::new() };
-    let file = match OpenOptions::new().read(true).write(true).open(path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(Loaded { handle: None, sequence: 0, contents: empty })
+/// The intact records of a journal's bytes, in order, up to the first that is not; the number of
+/// the next record, and where the intact ones end.
+fn decode_records(data: &[u8]) -> (Vec<(StreamKey, Record)>, u64, usize) {
+    let (mut records, mut next, mut at) = (Vec::new(), 0, MAGIC.len());
+    while let Some(header) = data.get(at..at + RECORD_HEADER) {
+        let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
+        let sequence = u64::from_le_bytes(header[4..12].try_into().expect("8 bytes"));
+        let Some(json) = data.get(at + RECORD_HEADER..at + RECORD_HEADER + len).filter(|_| len <= MAX_RECORD) else {
+            break;
+        };
+        let digest = Sha256::new().chain_update(&header[..12]).chain_update(json).finalize();
+        // Numbers run on from the first record (a compacted journal starts where the old one ended).
+        if digest[..] != header[12..] || (!records.is_empty() && sequence != next) {
+            break;
         }
-        Err(e) => return Err(unavailable(path, e)),
-    };
-    let mut data = vec![0u8; 2 * SLOT];
-    let len = file.metadata().map_err(|e| unavailable(path, e))?.len();
-    if len != (2 * SLOT) as u64 {
-        return Err(unavailable(path, format!("damaged ({len} bytes, expected {}); refusing to sign", 2 * SLOT)));
+        let Ok(entry) = serde_json::from_slice::<JournalRecord>(json) else { break };
+        records.push(((entry.key, entry.chain, entry.stream), entry.record));
+        next = sequence + 1;
+        at += RECORD_HEADER + len;
     }
-    file.read_exact_at(&mut data, 0).map_err(|e| unavailable(path, e))?;
-    let best = [decode_slot(&data[..SLOT]), decode_slot(&data[SLOT..])].into_iter().flatten().max_by_key(|(s, _)| *s);
-    let Some((sequence, contents)) = best else {
-        return Err(unavailable(path, "damaged (no intact slot); refusing to sign"));
-    };
-    if contents.key != stream.key || contents.chain != stream.chain {
-        return Err(unavailable(path, format!("belongs to key {} chain {}", contents.key, contents.chain)));
-    }
-    Ok(Loaded { handle: Some(Arc::new(file)), sequence, contents })
+    (records, next, at)
 }
 
-/// Creates the file whole: write a temporary, fsync it, rename it in place, fsync the directory.
-fn create(path: &Path, slot: &[u8]) -> Result<File, RatchetError> {
-    let dir = path.parent().ok_or_else(|| unavailable(path, "no parent directory"))?;
-    create_private_dir(dir)?;
-    let temporary = path.with_extension("ratchet.tmp");
+/// Writes `states` as a new journal whole: a temporary, fsynced, renamed over the journal, and the
+/// directory fsynced. Returns the open journal and its length.
+fn write_journal(
+    dir: &Path,
+    path: &Path,
+    first: u64,
+    states: &BTreeMap<StreamKey, Record>,
+) -> Result<(File, u64), RatchetError> {
+    let mut data = MAGIC.to_vec();
+    for (sequence, (key, record)) in (first..).zip(states) {
+        data.extend_from_slice(&encode_record(path, sequence, key, record)?);
+    }
+    let temporary = path.with_extension("journal.tmp");
     let mut file = OpenOptions::new()
         .create(true)
         .truncate(true)
@@ -236,18 +252,151 @@ fn create(path: &Path, slot: &[u8]) -> Result<File, RatchetError> {
         .mode(0o600)
         .open(&temporary)
         .map_err(|e| unavailable(&temporary, e))?;
-    file.write_all(slot).and_then(|_| file.write_all(&[0u8; SLOT])).and_then(|_| file.sync_all()).map_err(|e| {
+    file.write_all(&data).and_then(|_| file.sync_all()).map_err(|e| {
         let _ = std::fs::remove_file(&temporary);
         unavailable(&temporary, e)
     })?;
     std::fs::rename(&temporary, path).map_err(|e| unavailable(path, e))?;
     sync_dir(dir)?;
-    OpenOptions::new().read(true).write(true).open(path).map_err(|e| unavailable(path, e))
+    let file = OpenOptions::new().read(true).write(true).open(path).map_err(|e| unavailable(path, e))?;
+    Ok((file, data.len() as u64))
 }
 
-/// Runs file I/O on this thread, telling a multi-threaded runtime to move its other tasks away
-/// first. A commit is one ~0.1 ms flush; handing it to the blocking pool and back costs about as
-/// much again.
+impl Journal {
+    fn open(dir: &Path, compact_at: u64) -> Result<Journal, RatchetError> {
+        let path = dir.join(JOURNAL);
+        let mut journal = match std::fs::read(&path) {
+            Ok(data) => {
+                if data.get(..MAGIC.len()) != Some(&MAGIC[..]) {
+                    return Err(unavailable(&path, "damaged (not a sigil marks journal); refusing to sign"));
+                }
+                let (records, next, end) = decode_records(&data);
+                let file = OpenOptions::new().read(true).write(true).open(&path).map_err(|e| unavailable(&path, e))?;
+                if end < data.len() {
+                    // A torn tail from a crash: none of it was released. Cut it off before appending.
+                    tracing::warn!(path = %path.display(), bytes = data.len() - end, "dropping a torn journal tail");
+                    file.set_len(end as u64).and_then(|_| file.sync_all()).map_err(|e| unavailable(&path, e))?;
+                }
+                Some(Appends {
+                    file: Arc::new(file),
+                    len: end as u64,
+                    next,
+                    states: records.into_iter().collect(),
+                    failed: None,
+                })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(unavailable(&path, e)),
+        };
+        // Files of the previous layout (an upgrade, or a move into the journal cut short by a
+        // crash): each stream keeps the higher mark, in a new journal, before they are removed.
+        let old = migrate_slot_files(dir)?;
+        if journal.is_none() || !old.is_empty() {
+            let (mut states, first) = journal.map(|j| (j.states, j.next)).unwrap_or_default();
+            for (key, record) in old {
+                let position = |r: &Record| (r.level, r.round, r.step);
+                if states.get(&key).is_none_or(|current| position(&record) > position(current)) {
+                    states.insert(key, record);
+                }
+            }
+            let (file, len) = write_journal(dir, &path, first, &states)?;
+            remove_slot_files(dir)?;
+            let next = first + states.len() as u64;
+            journal = Some(Appends { file: Arc::new(file), len, next, states, failed: None });
+        }
+        let appends = journal.expect("read or written above");
+        let (flushes, _) = watch::channel(Flushes { durable: appends.next, ..Flushes::default() });
+        Ok(Journal { dir: dir.to_path_buf(), path, compact_at, appends: Mutex::new(appends), flushes })
+    }
+
+    fn appends(&self) -> Result<std::sync::MutexGuard<'_, Appends>, RatchetError> {
+        self.appends.lock().map_err(|_| RatchetError::Unavailable("ratchet journal lock poisoned".into()))
+    }
+
+    /// Appends `record` for `key`; the sequence number to wait for.
+    fn append(&self, key: StreamKey, record: Record) -> Result<u64, RatchetError> {
+        let mut appends = self.appends()?;
+        if let Some(failed) = &appends.failed {
+            return Err(unavailable(&self.path, failed));
+        }
+        let sequence = appends.next;
+        let bytes = encode_record(&self.path, sequence, &key, &record)?;
+        if let Err(error) = appends.file.write_all_at(&bytes, appends.len) {
+            let failed = format!("a write failed ({error}); restart the signer");
+            appends.failed = Some(failed.clone());
+            return Err(unavailable(&self.path, failed));
+        }
+        appends.len += bytes.len() as u64;
+        appends.next += 1;
+        appends.states.insert(key, record);
+        if appends.len > self.compact_at {
+            self.compact(&mut appends)?;
+        }
+        Ok(sequence)
+    }
+
+    /// Rewrites the journal as one record per stream. Every state is in it, so every record
+    /// written so far is durable once it is in place.
+    fn compact(&self, appends: &mut Appends) -> Result<(), RatchetError> {
+        let first = appends.next;
+        let result = write_journal(&self.dir, &self.path, first, &appends.states);
+        let (file, len) = result.inspect_err(|error| appends.failed = Some(error.to_string()))?;
+        appends.next = first + appends.states.len() as u64;
+        (appends.file, appends.len) = (Arc::new(file), len);
+        let durable = appends.next;
+        self.flushes.send_modify(|f| f.durable = f.durable.max(durable));
+        Ok(())
+    }
+
+    /// Returns once the record numbered `sequence` is durable: flushing everything appended so far
+    /// when no flush is under way, else waiting for the one that is.
+    async fn wait_durable(&self, sequence: u64) -> Result<(), RatchetError> {
+        loop {
+            // Subscribed before looking, so that no flush finishing in between is missed.
+            let mut changed = self.flushes.subscribe();
+            let mut outcome = None;
+            let mut lead = false;
+            self.flushes.send_if_modified(|f| {
+                if f.durable > sequence {
+                    outcome = Some(Ok(()));
+                } else if let Some(failed) = &f.failed {
+                    outcome = Some(Err(unavailable(&self.path, failed)));
+                } else if !f.flushing {
+                    (f.flushing, lead) = (true, true);
+                }
+                false
+            });
+            if let Some(outcome) = outcome {
+                return outcome;
+            }
+            if !lead {
+                let _ = changed.changed().await;
+                continue;
+            }
+            let (file, covered) = {
+                let appends = self.appends()?;
+                (appends.file.clone(), appends.next)
+            };
+            let flushed = blocking(|| file.sync_data());
+            self.flushes.send_modify(|f| {
+                f.flushing = false;
+                f.count += 1;
+                match &flushed {
+                    Ok(()) => f.durable = f.durable.max(covered),
+                    Err(error) => f.failed = Some(format!("a flush failed ({error}); restart the signer")),
+                }
+            });
+        }
+    }
+
+    fn failure(&self) -> Option<String> {
+        let appends = self.appends().ok()?;
+        appends.failed.clone().or_else(|| self.flushes.borrow().failed.clone())
+    }
+}
+
+/// Runs blocking file I/O on this thread, telling a multi-threaded runtime to move its other tasks
+/// away first. A flush is ~0.1 ms; handing it to the blocking pool and back costs about as much.
 fn blocking<T>(io: impl FnOnce() -> T) -> T {
     match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
         Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(io),
@@ -263,71 +412,41 @@ impl Ratchet for FileRatchet {
 
     async fn lock(&self, stream: &StreamId) -> Result<Box<dyn StreamLock>, RatchetError> {
         let entry = {
-            let mut files = self.files.lock().map_err(|_| RatchetError::Unavailable("lock poisoned".into()))?;
-            files
-                .entry((stream.key.clone(), stream.chain.clone()))
-                .or_insert_with(|| {
-                    Arc::new(tokio::sync::Mutex::new(RatchetFile {
-                        path: self.path(stream),
-                        loaded: false,
-                        handle: None,
-                        sequence: 0,
-                        contents: Contents::default(),
-                    }))
-                })
-                .clone()
+            let mut streams = self.streams.lock().map_err(|_| RatchetError::Unavailable("lock poisoned".into()))?;
+            streams.entry((stream.key.clone(), stream.chain.clone(), stream.stream)).or_default().clone()
         };
-        let mut file = entry.lock_owned().await;
-        if !file.loaded {
-            let (path, for_stream) = (file.path.clone(), stream.clone());
-            let loaded = blocking(move || load(&path, &for_stream))?;
-            file.handle = loaded.handle;
-            file.sequence = loaded.sequence;
-            file.contents = loaded.contents;
-            file.loaded = true;
-        }
-        let current = file.contents.streams.get(stream.stream).and_then(Record::to_state);
-        Ok(Box::new(FileLock { stream: stream.clone(), file, current }))
+        let guard = entry.lock_owned().await;
+        let key = (stream.key.clone(), stream.chain.clone(), stream.stream.to_string());
+        let current = match self.journal.appends()?.states.get(&key) {
+            Some(record) => Some(record.to_state().ok_or_else(|| unavailable(&self.journal.path, "damaged record"))?),
+            None => None,
+        };
+        Ok(Box::new(FileLock { journal: self.journal.clone(), stream: stream.clone(), _guard: guard, current }))
     }
 
     async fn entries(&self) -> Result<Vec<Entry>, RatchetError> {
-        let dir = self.dir.clone();
-        blocking(move || {
-            let mut entries = Vec::new();
-            let keys = std::fs::read_dir(&dir).map_err(|e| unavailable(&dir, e))?;
-            for key_dir in keys.flatten().filter(|e| e.path().is_dir()) {
-                for file in std::fs::read_dir(key_dir.path()).map_err(|e| unavailable(&key_dir.path(), e))?.flatten() {
-                    let path = file.path();
-                    if path.extension().is_none_or(|e| e != "ratchet") {
-                        continue;
-                    }
-                    let data = std::fs::read(&path).map_err(|e| unavailable(&path, e))?;
-                    let intact = (data.len() == 2 * SLOT)
-                        .then(|| [decode_slot(&data[..SLOT]), decode_slot(&data[SLOT..])])
-                        .into_iter()
-                        .flatten()
-                        .flatten()
-                        .max_by_key(|(sequence, _)| *sequence);
-                    let (_, contents) = intact.ok_or_else(|| unavailable(&path, "damaged (no intact slot)"))?;
-                    for (stream, record) in &contents.streams {
-                        let state = record.to_state().ok_or_else(|| unavailable(&path, "damaged record"))?;
-                        entries.push(Entry {
-                            key: contents.key.clone(),
-                            chain: contents.chain.clone(),
-                            stream: stream.clone(),
-                            state,
-                        });
-                    }
-                }
-            }
-            Ok(entries)
-        })
+        let appends = self.journal.appends()?;
+        appends
+            .states
+            .iter()
+            .map(|((key, chain, stream), record)| {
+                let state = record.to_state().ok_or_else(|| unavailable(&self.journal.path, "damaged record"))?;
+                Ok(Entry { key: key.clone(), chain: chain.clone(), stream: stream.clone(), state })
+            })
+            .collect()
+    }
+
+    fn health(&self) -> Result<(), String> {
+        self.journal
+            .failure()
+            .map_or(Ok(()), |failed| Err(format!("ratchet journal {}: {failed}", self.journal.path.display())))
     }
 }
 
 struct FileLock {
+    journal: Arc<Journal>,
     stream: StreamId,
-    file: OwnedMutexGuard<RatchetFile>,
+    _guard: OwnedMutexGuard<()>,
     current: Option<State>,
 }
 
@@ -352,36 +471,77 @@ impl StreamLock for FileLock {
 
 impl FileLock {
     async fn write(&mut self, next: State) -> Result<(), RatchetError> {
-        let mut contents = self.file.contents.clone();
-        contents.streams.insert(self.stream.stream.to_string(), Record::from_state(&next));
-        let sequence = self.file.sequence + 1;
-        let path = self.file.path.clone();
-        let slot = encode_slot(&path, sequence, &contents)?;
-        let handle = self.file.handle.clone();
-        let written = blocking(move || match handle {
-            // The slot not holding the latest state: odd sequence numbers live in slot 1.
-            Some(file) => {
-                let offset = (sequence % 2) * SLOT as u64;
-                file.write_all_at(&slot, offset).and_then(|_| file.sync_data()).map_err(|e| unavailable(&path, e))?;
-                Ok(file)
-            }
-            None if sequence == 1 => {
-                // A new file: slot 0 is empty, slot 1 holds sequence 1.
-                let empty = encode_slot(&path, 0, &Contents { streams: BTreeMap::new(), ..contents })?;
-                let file = create(&path, &empty)?;
-                file.write_all_at(&slot, SLOT as u64)
-                    .and_then(|_| file.sync_data())
-                    .map_err(|e| unavailable(&path, e))?;
-                Ok(Arc::new(file))
-            }
-            None => Err(unavailable(&path, "vanished")),
-        })?;
-        self.file.handle = Some(written);
-        self.file.sequence = sequence;
-        self.file.contents.streams.insert(self.stream.stream.to_string(), Record::from_state(&next));
+        let key = (self.stream.key.clone(), self.stream.chain.clone(), self.stream.stream.to_string());
+        let sequence = self.journal.append(key, Record::from_state(&next))?;
+        self.journal.wait_durable(sequence).await?;
         self.current = Some(next);
         Ok(())
     }
+}
+
+// The previous layout, read once into the journal: `<key>/<chain>.ratchet`, two 4 KiB slots of
+// magic ‖ sequence (u64 LE) ‖ length (u32 LE) ‖ SHA-256(sequence ‖ length ‖ JSON) ‖ JSON, the
+// valid slot with the higher sequence holding the state.
+const SLOT: usize = 4096;
+const SLOT_MAGIC: &[u8; 8] = b"SIGILRT1";
+const SLOT_HEADER: usize = 8 + 8 + 4 + 32;
+
+#[derive(Deserialize)]
+struct SlotContents {
+    key: String,
+    chain: String,
+    streams: BTreeMap<String, Record>,
+}
+
+fn decode_slot(slot: &[u8]) -> Option<(u64, SlotContents)> {
+    if slot.len() != SLOT || &slot[..8] != SLOT_MAGIC {
+        return None;
+    }
+    let sequence = u64::from_le_bytes(slot[8..16].try_into().ok()?);
+    let len = u32::from_le_bytes(slot[16..20].try_into().ok()?) as usize;
+    let json = slot.get(SLOT_HEADER..SLOT_HEADER + len)?;
+    let digest = Sha256::new().chain_update(&slot[8..20]).chain_update(json).finalize();
+    (digest[..] == slot[20..SLOT_HEADER]).then_some(())?;
+    Some((sequence, serde_json::from_slice(json).ok()?))
+}
+
+fn slot_files(dir: &Path) -> Result<Vec<PathBuf>, RatchetError> {
+    let mut files = Vec::new();
+    for key_dir in std::fs::read_dir(dir).map_err(|e| unavailable(dir, e))?.flatten().filter(|e| e.path().is_dir()) {
+        let entries = std::fs::read_dir(key_dir.path()).map_err(|e| unavailable(&key_dir.path(), e))?;
+        files.extend(entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "ratchet")));
+    }
+    Ok(files)
+}
+
+/// Every state of a previous-layout directory; a file with no intact slot refuses, as it did.
+fn migrate_slot_files(dir: &Path) -> Result<BTreeMap<StreamKey, Record>, RatchetError> {
+    let mut states = BTreeMap::new();
+    for path in slot_files(dir)? {
+        let data = std::fs::read(&path).map_err(|e| unavailable(&path, e))?;
+        let intact = (data.len() == 2 * SLOT)
+            .then(|| [decode_slot(&data[..SLOT]), decode_slot(&data[SLOT..])])
+            .into_iter()
+            .flatten()
+            .flatten()
+            .max_by_key(|(sequence, _)| *sequence);
+        let (_, contents) = intact.ok_or_else(|| unavailable(&path, "damaged (no intact slot); refusing to sign"))?;
+        for (stream, record) in contents.streams {
+            states.insert((contents.key.clone(), contents.chain.clone(), stream), record);
+        }
+    }
+    Ok(states)
+}
+
+/// Once their states are in a durable journal.
+fn remove_slot_files(dir: &Path) -> Result<(), RatchetError> {
+    for path in slot_files(dir)? {
+        std::fs::remove_file(&path).map_err(|e| unavailable(&path, e))?;
+        if let Some(key_dir) = path.parent() {
+            sync_dir(key_dir)?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -420,7 +580,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn survives_a_restart_and_alternates_slots() {
+    async fn survives_a_restart_and_belongs_to_one_process() {
         let dir = tempfile::tempdir().unwrap();
         {
             let ratchet = FileRatchet::open(dir.path()).unwrap();
@@ -430,16 +590,13 @@ mod tests {
             assert!(FileRatchet::open(dir.path()).is_err(), "a second process must not share the directory");
         }
         assert_eq!(current(dir.path()).await, Some(state(5)));
-        let path = dir.path().join("baker/NetXdQprcVkpaWU.ratchet");
-        let data = std::fs::read(&path).unwrap();
-        assert_eq!(data.len(), 2 * SLOT);
-        let sequences: Vec<u64> =
-            [&data[..SLOT], &data[SLOT..]].iter().filter_map(|s| decode_slot(s)).map(|(q, _)| q).collect();
-        assert_eq!(sequences, vec![4, 5]);
     }
 
+    /// A crash tears at most the records after the last flush: the last complete record is the
+    /// state, the torn bytes are cut off, and the journal goes on from there. A journal that is not
+    /// one refuses.
     #[tokio::test]
-    async fn a_torn_write_falls_back_to_the_previous_state_and_total_damage_refuses() {
+    async fn a_torn_tail_keeps_the_last_complete_record_and_damage_refuses() {
         let dir = tempfile::tempdir().unwrap();
         {
             let ratchet = FileRatchet::open(dir.path()).unwrap();
@@ -447,30 +604,121 @@ mod tests {
                 commit(&ratchet, level).await;
             }
         }
-        let path = dir.path().join("baker/NetXdQprcVkpaWU.ratchet");
+        let path = dir.path().join(JOURNAL);
+        let data = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &data[..data.len() - 5]).unwrap();
+        assert_eq!(current(dir.path()).await, Some(state(3)));
+        let cut = std::fs::metadata(&path).unwrap().len();
+        assert!(cut < data.len() as u64 - 5, "the torn record was cut off");
+        {
+            let ratchet = FileRatchet::open(dir.path()).unwrap();
+            commit(&ratchet, 6).await;
+        }
+        assert_eq!(current(dir.path()).await, Some(state(6)));
+
+        // A flipped byte in the last record: its checksum fails, the one before holds.
         let mut data = std::fs::read(&path).unwrap();
-        // Sequence 4 lives in slot 0; tear it.
-        data[HEADER + 3] ^= 0xff;
+        let last = data.len() - 3;
+        data[last] ^= 0xff;
         std::fs::write(&path, &data).unwrap();
         assert_eq!(current(dir.path()).await, Some(state(3)));
-        data[SLOT + HEADER + 3] ^= 0xff;
-        std::fs::write(&path, &data).unwrap();
-        let ratchet = FileRatchet::open(dir.path()).unwrap();
-        let error = ratchet.lock(&stream()).await.err().unwrap();
+
+        std::fs::write(&path, b"not a journal").unwrap();
+        let error = FileRatchet::open(dir.path()).err().unwrap();
         assert!(error.to_string().contains("damaged"), "{error}");
-        std::fs::write(&path, b"short").unwrap();
-        let error = ratchet.lock(&StreamId { stream: "attestation", ..stream() }).await.err();
-        // The file is already cached as unloadable only per lock attempt: it still refuses.
-        assert!(error.is_some());
     }
 
-    #[test]
-    fn chain_ids_become_safe_file_names() {
+    /// Commits on many streams at once share flushes, and each is durable when it returns.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_commits_share_flushes() {
         let dir = tempfile::tempdir().unwrap();
+        let ratchet = Arc::new(FileRatchet::open(dir.path()).unwrap());
+        let mut tasks = Vec::new();
+        for chain in 0..16 {
+            let ratchet = ratchet.clone();
+            tasks.push(tokio::spawn(async move {
+                let id = StreamId { chain: format!("chain-{chain}"), ..stream() };
+                for level in 1..=20 {
+                    ratchet.lock(&id).await.unwrap().commit(state(level)).await.unwrap();
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let flushes = ratchet.flushes();
+        assert!(flushes < 16 * 20, "{flushes} flushes for {} commits", 16 * 20);
+        drop(ratchet);
+        let reopened = FileRatchet::open(dir.path()).unwrap();
+        let entries = reopened.entries().await.unwrap();
+        assert_eq!(entries.len(), 16);
+        assert!(entries.iter().all(|e| e.state == state(20)), "{entries:?}");
+    }
+
+    /// Past its size the journal is rewritten with one record per stream; nothing is lost.
+    #[tokio::test]
+    async fn compaction_keeps_every_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let ratchet = FileRatchet::open_compacting_at(dir.path(), 4096).unwrap();
+            for level in 1..=100 {
+                commit(&ratchet, level).await;
+                let other = StreamId { stream: "attestation", ..stream() };
+                ratchet.lock(&other).await.unwrap().commit(state(level)).await.unwrap();
+            }
+        }
+        assert!(std::fs::metadata(dir.path().join(JOURNAL)).unwrap().len() < 8192);
         let ratchet = FileRatchet::open(dir.path()).unwrap();
+        let entries = ratchet.entries().await.unwrap();
+        assert_eq!(entries.len(), 2);
+        assert!(entries.iter().all(|e| e.state == state(100)), "{entries:?}");
+    }
+
+    /// A directory of the previous layout (two slots per key and chain) is read into the journal,
+    /// and a damaged one still refuses.
+    #[tokio::test]
+    async fn the_previous_layout_moves_into_the_journal() {
+        let encode = |sequence: u64, json: &str| {
+            let mut slot = SLOT_MAGIC.to_vec();
+            slot.extend_from_slice(&sequence.to_le_bytes());
+            slot.extend_from_slice(&(json.len() as u32).to_le_bytes());
+            slot.extend_from_slice(&Sha256::new().chain_update(&slot[8..20]).chain_update(json).finalize());
+            slot.extend_from_slice(json.as_bytes());
+            slot.resize(SLOT, 0);
+            slot
+        };
+        let record = serde_json::to_string(&Record::from_state(&state(7))).unwrap();
+        let older = serde_json::to_string(&Record::from_state(&state(6))).unwrap();
+        let contents =
+            |record: &str| format!(r#"{{"key":"baker","chain":"NetXdQprcVkpaWU","streams":{{"block":{record}}}}}"#);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("baker")).unwrap();
+        let old = dir.path().join("baker/NetXdQprcVkpaWU.ratchet");
+        std::fs::write(&old, [encode(8, &contents(&record)), encode(7, &contents(&older))].concat()).unwrap();
+        assert_eq!(current(dir.path()).await, Some(state(7)));
+        assert!(!old.exists(), "the old file is gone once the journal holds its state");
+        assert_eq!(current(dir.path()).await, Some(state(7)));
+
+        let damaged = tempfile::tempdir().unwrap();
+        std::fs::create_dir(damaged.path().join("baker")).unwrap();
+        std::fs::write(damaged.path().join("baker/NetXdQprcVkpaWU.ratchet"), b"short").unwrap();
+        let error = FileRatchet::open(damaged.path()).err().unwrap();
+        assert!(error.to_string().contains("no intact slot"), "{error}");
+    }
+
+    /// Chain ids are inside the records, never in file names.
+    #[tokio::test]
+    async fn any_chain_id_is_just_data() {
+        let dir = tempfile::tempdir().unwrap();
         let odd = StreamId { key: "v".into(), chain: "../etc/passwd".into(), stream: "consensus" };
-        assert_eq!(ratchet.path(&odd), dir.path().join("v/%2E.%2Fetc%2Fpasswd.ratchet"));
-        let cosmos = StreamId { chain: "cosmoshub-4".into(), ..odd };
-        assert_eq!(ratchet.path(&cosmos), dir.path().join("v/cosmoshub-4.ratchet"));
+        {
+            let ratchet = FileRatchet::open(dir.path()).unwrap();
+            ratchet.lock(&odd).await.unwrap().commit(state(1)).await.unwrap();
+        }
+        let names: Vec<String> =
+            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        let ratchet = FileRatchet::open(dir.path()).unwrap();
+        assert_eq!(ratchet.lock(&odd).await.unwrap().current(), Some(&state(1)));
     }
 }

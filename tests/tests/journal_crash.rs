@@ -1,0 +1,65 @@
+//! The file ratchet's journal under SIGKILL: a process commits marks on several streams at once
+//! (sharing flushes) and prints each mark once its commit returned, which is when a signer releases
+//! the signature; it is killed at a random moment, again and again. After every kill the journal
+//! opened anew holds, on every stream, at least the highest mark printed: no released signature's
+//! mark is ever missing, whether the kill landed in a write, a shared flush or a compaction.
+//!
+//! `SIGIL_CRASH_ROUNDS` sets the number of kills (default 1000).
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use rand_core::RngCore;
+use sigil_signer::ratchet::file::FileRatchet;
+use sigil_signer::ratchet::Ratchet;
+
+const STREAMS: usize = 8;
+
+#[tokio::test]
+async fn no_released_mark_is_lost_to_a_kill() {
+    let rounds: usize = std::env::var("SIGIL_CRASH_ROUNDS").ok().and_then(|n| n.parse().ok()).unwrap_or(1000);
+    let dir = tempfile::tempdir().unwrap();
+    let mut released: BTreeMap<String, u64> = BTreeMap::new();
+    let mut printed = 0usize;
+    for round in 0..rounds {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_journal-crash"))
+            .args([dir.path().to_str().unwrap(), &STREAMS.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let reader =
+            std::thread::spawn(move || BufReader::new(stdout).lines().map_while(Result::ok).collect::<Vec<String>>());
+        // The fault: SIGKILL after a random 0 to 20 ms of commits (the process starts in about 2 ms).
+        let delay = rand_core::OsRng.next_u64() % 20_000;
+        std::thread::sleep(Duration::from_micros(delay));
+        child.kill().unwrap();
+        let status = child.wait().unwrap();
+        let lines = reader.join().unwrap();
+        if status.code().is_some() {
+            let mut error = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut error).unwrap();
+            panic!("round {round}: journal-crash exited by itself ({status}): {error}");
+        }
+        for line in &lines {
+            let (stream, level) = line.split_once(' ').expect("<stream> <level>");
+            let level: u64 = level.parse().unwrap();
+            let highest = released.entry(format!("chain-{stream}")).or_default();
+            *highest = (*highest).max(level);
+        }
+        printed += lines.len();
+
+        let ratchet = FileRatchet::open(dir.path()).unwrap_or_else(|e| panic!("round {round}: {e}"));
+        let marks: BTreeMap<String, u64> =
+            ratchet.entries().await.unwrap().into_iter().map(|e| (e.chain, e.state.mark.level)).collect();
+        for (stream, highest) in &released {
+            let mark = marks.get(stream).copied().unwrap_or(0);
+            assert!(mark >= *highest, "round {round}: {stream} released level {highest}, the journal holds {mark}");
+        }
+    }
+    assert!(printed > rounds, "the kills must land under load: {printed} marks released in {rounds} rounds");
+    eprintln!("{rounds} kills, {printed} marks released, every one found after the restart");
+}
