@@ -330,7 +330,7 @@ impl Journal {
         appends.next += 1;
         appends.states.insert(key, record);
         if appends.len > self.compact_at {
-            self.compact(&mut appends)?;
+            blocking(|| self.compact(&mut appends))?;
         }
         Ok(sequence)
     }
@@ -416,6 +416,10 @@ impl Ratchet for FileRatchet {
             streams.entry((stream.key.clone(), stream.chain.clone(), stream.stream)).or_default().clone()
         };
         let guard = entry.lock_owned().await;
+        // After a failed write or flush, a state in memory may not be on disk: hand back nothing.
+        if let Some(failed) = self.journal.failure() {
+            return Err(unavailable(&self.journal.path, failed));
+        }
         let key = (stream.key.clone(), stream.chain.clone(), stream.stream.to_string());
         let current = match self.journal.appends()?.states.get(&key) {
             Some(record) => Some(record.to_state().ok_or_else(|| unavailable(&self.journal.path, "damaged record"))?),
