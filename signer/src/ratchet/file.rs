@@ -46,7 +46,7 @@ pub struct FileRatchet {
     journal: Arc<Journal>,
     /// Held for the life of the process: the advisory lock on `<dir>/.lock`.
     _lock: File,
-    streams: Mutex<HashMap<(String, String, &'static str), Arc<tokio::sync::Mutex<()>>>>,
+    streams: Mutex<HashMap<StreamId, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// (key, chain, stream)
@@ -413,7 +413,7 @@ impl Ratchet for FileRatchet {
     async fn lock(&self, stream: &StreamId) -> Result<Box<dyn StreamLock>, RatchetError> {
         let entry = {
             let mut streams = self.streams.lock().map_err(|_| RatchetError::Unavailable("lock poisoned".into()))?;
-            streams.entry((stream.key.clone(), stream.chain.clone(), stream.stream)).or_default().clone()
+            streams.entry(stream.clone()).or_default().clone()
         };
         let guard = entry.lock_owned().await;
         // After a failed write or flush, a state in memory may not be on disk: hand back nothing.
