@@ -153,9 +153,9 @@ async fn run(args: Args) -> Result<()> {
             owner: None,
             tls: webhook_tls_policy(args.webhook_certificate_validity)?,
         };
-        let (client, stopped) = (client.clone(), until(&webhook_stopped));
+        let (client, stopped, metrics) = (client.clone(), until(&webhook_stopped), metrics.clone());
         webhook_task = Some(tokio::spawn(async move {
-            if let Err(error) = webhook::run(client, config, stopped).await {
+            if let Err(error) = webhook::run(client, config, metrics, stopped).await {
                 tracing::error!(
                     error = format!("{error:#}"),
                     "the webhook stopped; labelled pods are refused until it is back"

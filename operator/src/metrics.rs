@@ -12,6 +12,12 @@ pub struct ActionLabels {
     pub action: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    /// `cache` (the webhook's watch of RemoteSigners) or `get` (an API call).
+    pub source: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub reconciles: Counter,
@@ -20,6 +26,8 @@ pub struct Metrics {
     pub token_actions: Family<ActionLabels, Counter>,
     /// 1 while this replica holds the leader Lease.
     pub leader: Gauge,
+    /// RemoteSigners the webhook looked up, by where from.
+    pub admission_lookups: Family<SourceLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -40,7 +48,13 @@ impl Default for Metrics {
         );
         let leader = Gauge::default();
         registry.register("leader", "1 while this replica holds the leader Lease", leader.clone());
-        Metrics { registry, reconciles, reconcile_errors, reconcile_duration, token_actions, leader }
+        let admission_lookups = Family::default();
+        registry.register(
+            "admission_lookups",
+            "RemoteSigners the injection webhook looked up: from its watch cache, or with a GET",
+            admission_lookups.clone(),
+        );
+        Metrics { registry, reconciles, reconcile_errors, reconcile_duration, token_actions, leader, admission_lookups }
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Result;
 use common::*;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
@@ -299,5 +299,41 @@ async fn only_allowed_signer_images_run() -> Result<()> {
     wait_ready(&client, ns, "voter", "True").await?;
     let injected = pods.create(&PostParams::default(), &pod("node", Some("voter"))).await?;
     assert_eq!(injected.spec.unwrap().init_containers.unwrap()[0].image.as_deref(), Some("sigil-signer:0.2.0"));
+    Ok(())
+}
+
+/// The webhook answers from its watch of RemoteSigners, with no API call, once the watch holds a
+/// Ready one; a RemoteSigner the watch has not delivered yet is read with a GET, so one created
+/// and Ready a moment ago gets its pods at once.
+#[tokio::test]
+async fn admissions_are_served_from_the_watch_cache() -> Result<()> {
+    let cluster = cluster().await?;
+    let namespace = cluster.namespace("cache").await?;
+    let (client, ns) = (cluster.client.clone(), namespace.name.as_str());
+    let (operator, _cleanup) = voter_with_webhook(&cluster, ns).await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let cached = r#"sigil_operator_admission_lookups_total{source="cache"}"#;
+    wait_for("the cache to serve an admission", DEADLINE, || async {
+        let name = format!("node-{}", rand_core::RngCore::next_u32(&mut rand_core::OsRng));
+        pods.create(&PostParams::default(), &pod(&name, Some("voter"))).await?;
+        Ok((operator.metric(cached) >= 1.0).then_some(()))
+    })
+    .await?;
+    let (from_cache, from_get) = (operator.metric(cached), operator.metric(&cached.replace("cache", "get")));
+    for i in 0..5 {
+        pods.create(&PostParams::default(), &pod(&format!("cached-{i}"), Some("voter"))).await?;
+    }
+    assert_eq!(operator.metric(cached), from_cache + 5.0, "five more admissions from the cache");
+    assert_eq!(operator.metric(&cached.replace("cache", "get")), from_get, "and no GET");
+
+    // A second RemoteSigner, labelled pods at once after Ready: served, the cache or a GET.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let key = serde_json::json!({ "metadata": { "name": "second-key" }, "stringData": { "seed": "01".repeat(32) } });
+    secrets.create(&PostParams::default(), &serde_json::from_value(key)?).await?;
+    let spec = RemoteSignerSpec::atto("second-key", "seed", vec![AttoCapability::Vote]);
+    create(&client, ns, "second", RemoteSignerSpec { service_account_name: Some("voter".into()), ..spec }).await?;
+    wait_ready(&client, ns, "second", "True").await?;
+    let injected = pods.create(&PostParams::default(), &pod("second-node", Some("second"))).await?;
+    assert!(injected.spec.unwrap().init_containers.is_some_and(|c| c[0].name == "sigil-signer"));
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! signer at CREATE. The mutation is the pure [`patch::inject`]; this module adds the admission
 //! decision, the HTTPS server and the webhook configuration the operator applies itself.
 
+pub mod cache;
 pub mod patch;
 pub mod tls;
 
@@ -28,10 +29,11 @@ use kube::runtime::WatchStreamExt as _;
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
-use crate::api::RemoteSigner;
 use crate::controller::desired::FIELD_MANAGER;
 use crate::controller::status;
 use crate::images::ImagePolicy;
+use crate::metrics::Metrics;
+use cache::SignerCache;
 use patch::SIGNER_LABEL;
 use sigil_signer::server::http::ConnectionLimits;
 
@@ -154,6 +156,7 @@ async fn register(client: &Client, config: &WebhookConfig, ca_pem: &str) -> Resu
 #[derive(Clone)]
 struct Admission {
     client: Client,
+    signers: SignerCache,
     images: Arc<ImagePolicy>,
     native_sidecars: bool,
 }
@@ -161,6 +164,7 @@ struct Admission {
 /// The admission decision for one request.
 pub async fn review(
     client: &Client,
+    signers: &SignerCache,
     images: &ImagePolicy,
     native_sidecars: bool,
     request: &AdmissionRequest<Pod>,
@@ -169,9 +173,8 @@ pub async fn review(
     let (Operation::Create, Some(pod)) = (&request.operation, &request.object) else { return response };
     let Some(name) = pod.labels().get(SIGNER_LABEL) else { return response };
     let namespace = request.namespace.clone().unwrap_or_default();
-    let signers: Api<RemoteSigner> = Api::namespaced(client.clone(), &namespace);
     // Fail closed: a validator must not start without its signer.
-    let rs = match signers.get_opt(name).await {
+    let rs = match signers.get(client, &namespace, name).await {
         Ok(Some(rs)) => rs,
         Ok(None) => {
             return response.deny(format!(
@@ -225,7 +228,8 @@ async fn mutate(State(admission): State<Admission>, headers: HeaderMap, body: Bo
     let Some(request) = admission_request(&headers, body).await else {
         return (StatusCode::BAD_REQUEST, "bad request\n").into_response();
     };
-    let response = review(&admission.client, &admission.images, admission.native_sidecars, &request).await;
+    let response =
+        review(&admission.client, &admission.signers, &admission.images, admission.native_sidecars, &request).await;
     Json(response.into_review()).into_response()
 }
 
@@ -278,6 +282,7 @@ async fn native_sidecars(client: &Client) -> bool {
 pub async fn run(
     client: Client,
     config: WebhookConfig,
+    metrics: Arc<Metrics>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let native_sidecars = native_sidecars(&client).await;
@@ -313,7 +318,12 @@ pub async fn run(
     let app = Router::new()
         .route("/mutate", post(mutate))
         .route("/healthz", axum::routing::get(|| async { "ok\n" }))
-        .with_state(Admission { client, images: Arc::new(config.images.clone()), native_sidecars });
+        .with_state(Admission {
+            signers: SignerCache::start(&client, config.watch_namespace.as_deref(), metrics),
+            client,
+            images: Arc::new(config.images.clone()),
+            native_sidecars,
+        });
     serve(listener, resolver, app, shutdown).await;
     maintainer.abort();
     Ok(())
