@@ -33,8 +33,8 @@ async fn no_released_mark_is_lost_to_a_kill() {
         let stdout = child.stdout.take().unwrap();
         let reader =
             std::thread::spawn(move || BufReader::new(stdout).lines().map_while(Result::ok).collect::<Vec<String>>());
-        // The fault: SIGKILL after a random 0 to 20 ms of commits (the process starts in about 2 ms).
-        let delay = rand_core::OsRng.next_u64() % 20_000;
+        // The fault: SIGKILL after a random 0 to 40 ms (the process starts in a few ms).
+        let delay = rand_core::OsRng.next_u64() % 40_000;
         std::thread::sleep(Duration::from_micros(delay));
         child.kill().unwrap();
         let status = child.wait().unwrap();

@@ -8,9 +8,10 @@
 //! decides what may be signed does not change ([`commit_decision`], under the stream's lock, which
 //! is held until the mark is durable: a state the next request on the stream sees is durable).
 //!
-//! Recovery reads the records in order and stops at the first that is not intact: only records
-//! after the last completed flush can be torn, and none of their signatures was released. The torn
-//! tail is cut off before anything is appended. A journal past [`COMPACT_AT`] bytes is rewritten as
+//! The journal grows a megabyte at a time, written with zeros and synced once, so that a flush
+//! after an append carries data only. Recovery reads the records in order and stops at the first
+//! that is not intact: only records after the last completed flush can be torn, and none of their
+//! signatures was released. The torn tail is zeroed before anything is appended. A journal past [`COMPACT_AT`] bytes is rewritten as
 //! one record per stream (write a temporary, fsync, rename, fsync the directory). A failed write or
 //! flush stops the store until the process restarts (after a failed `fsync` the page cache cannot be
 //! trusted). A lock file stops a second process from using the directory, since each process
@@ -40,6 +41,10 @@ const RECORD_HEADER: usize = 4 + 8 + 32;
 const MAX_RECORD: usize = 64 * 1024;
 /// Past this size the journal is rewritten with one record per stream.
 const COMPACT_AT: u64 = 4 * 1024 * 1024;
+/// The journal grows by this much at a time, written with zeros and synced once: a flush after
+/// an append into space already written carries no metadata (a file growing at every append made
+/// each `fdatasync` also commit the new size).
+const CHUNK: u64 = 1024 * 1024;
 const JOURNAL: &str = "marks.journal";
 
 pub struct FileRatchet {
@@ -64,7 +69,9 @@ struct Journal {
 /// Everything written so far, under one short lock.
 struct Appends {
     file: Arc<File>,
+    /// Where the records end; zeros follow, up to `allocated`.
     len: u64,
+    allocated: u64,
     /// The sequence number of the next record; every record below it is written.
     next: u64,
     states: BTreeMap<StreamKey, Record>,
@@ -232,18 +239,21 @@ fn decode_records(data: &[u8]) -> (Vec<(StreamKey, Record)>, u64, usize) {
     (records, next, at)
 }
 
-/// Writes `states` as a new journal whole: a temporary, fsynced, renamed over the journal, and the
-/// directory fsynced. Returns the open journal and its length.
+/// Writes `states` as a new journal whole, with room to grow: a temporary, fsynced, renamed over
+/// the journal, and the directory fsynced. Returns the open journal, where its records end, and its
+/// size.
 fn write_journal(
     dir: &Path,
     path: &Path,
     first: u64,
     states: &BTreeMap<StreamKey, Record>,
-) -> Result<(File, u64), RatchetError> {
+) -> Result<(File, u64, u64), RatchetError> {
     let mut data = MAGIC.to_vec();
     for (sequence, (key, record)) in (first..).zip(states) {
         data.extend_from_slice(&encode_record(path, sequence, key, record)?);
     }
+    let end = data.len() as u64;
+    data.resize((end + CHUNK).next_multiple_of(CHUNK) as usize, 0);
     let temporary = path.with_extension("journal.tmp");
     let mut file = OpenOptions::new()
         .create(true)
@@ -259,7 +269,7 @@ fn write_journal(
     std::fs::rename(&temporary, path).map_err(|e| unavailable(path, e))?;
     sync_dir(dir)?;
     let file = OpenOptions::new().read(true).write(true).open(path).map_err(|e| unavailable(path, e))?;
-    Ok((file, data.len() as u64))
+    Ok((file, end, data.len() as u64))
 }
 
 impl Journal {
@@ -272,14 +282,18 @@ impl Journal {
                 }
                 let (records, next, end) = decode_records(&data);
                 let file = OpenOptions::new().read(true).write(true).open(&path).map_err(|e| unavailable(&path, e))?;
-                if end < data.len() {
-                    // A torn tail from a crash: none of it was released. Cut it off before appending.
-                    tracing::warn!(path = %path.display(), bytes = data.len() - end, "dropping a torn journal tail");
-                    file.set_len(end as u64).and_then(|_| file.sync_all()).map_err(|e| unavailable(&path, e))?;
+                if let Some(torn) = data[end..].iter().rposition(|b| *b != 0) {
+                    // A torn tail from a crash: none of it was released. Zeroed before appending.
+                    tracing::warn!(path = %path.display(), bytes = torn + 1, "dropping a torn journal tail");
+                    let zeros = vec![0; torn + 1];
+                    file.write_all_at(&zeros, end as u64)
+                        .and_then(|_| file.sync_data())
+                        .map_err(|e| unavailable(&path, e))?;
                 }
                 Some(Appends {
                     file: Arc::new(file),
                     len: end as u64,
+                    allocated: data.len() as u64,
                     next,
                     states: records.into_iter().collect(),
                     failed: None,
@@ -299,10 +313,10 @@ impl Journal {
                     states.insert(key, record);
                 }
             }
-            let (file, len) = write_journal(dir, &path, first, &states)?;
+            let (file, len, allocated) = write_journal(dir, &path, first, &states)?;
             remove_slot_files(dir)?;
             let next = first + states.len() as u64;
-            journal = Some(Appends { file: Arc::new(file), len, next, states, failed: None });
+            journal = Some(Appends { file: Arc::new(file), len, allocated, next, states, failed: None });
         }
         let appends = journal.expect("read or written above");
         let (flushes, _) = watch::channel(Flushes { durable: appends.next, ..Flushes::default() });
@@ -321,6 +335,16 @@ impl Journal {
         }
         let sequence = appends.next;
         let bytes = encode_record(&self.path, sequence, &key, &record)?;
+        if appends.len + bytes.len() as u64 > appends.allocated {
+            let (file, at) = (appends.file.clone(), appends.allocated);
+            let grown = blocking(|| file.write_all_at(&vec![0; CHUNK as usize], at).and_then(|_| file.sync_all()));
+            if let Err(error) = grown {
+                let failed = format!("growing the journal failed ({error}); restart the signer");
+                appends.failed = Some(failed.clone());
+                return Err(unavailable(&self.path, failed));
+            }
+            appends.allocated += CHUNK;
+        }
         if let Err(error) = appends.file.write_all_at(&bytes, appends.len) {
             let failed = format!("a write failed ({error}); restart the signer");
             appends.failed = Some(failed.clone());
@@ -340,9 +364,9 @@ impl Journal {
     fn compact(&self, appends: &mut Appends) -> Result<(), RatchetError> {
         let first = appends.next;
         let result = write_journal(&self.dir, &self.path, first, &appends.states);
-        let (file, len) = result.inspect_err(|error| appends.failed = Some(error.to_string()))?;
+        let (file, len, allocated) = result.inspect_err(|error| appends.failed = Some(error.to_string()))?;
         appends.next = first + appends.states.len() as u64;
-        (appends.file, appends.len) = (Arc::new(file), len);
+        (appends.file, appends.len, appends.allocated) = (Arc::new(file), len, allocated);
         let durable = appends.next;
         self.flushes.send_modify(|f| f.durable = f.durable.max(durable));
         Ok(())
@@ -609,11 +633,15 @@ mod tests {
             }
         }
         let path = dir.path().join(JOURNAL);
-        let data = std::fs::read(&path).unwrap();
-        std::fs::write(&path, &data[..data.len() - 5]).unwrap();
+        let end_of_records = |data: &[u8]| data.iter().rposition(|b| *b != 0).unwrap() + 1;
+        let mut data = std::fs::read(&path).unwrap();
+        let end = end_of_records(&data);
+        data[end - 5..end].fill(0);
+        data[end - 40] ^= 0xff;
+        std::fs::write(&path, &data).unwrap();
         assert_eq!(current(dir.path()).await, Some(state(3)));
-        let cut = std::fs::metadata(&path).unwrap().len();
-        assert!(cut < data.len() as u64 - 5, "the torn record was cut off");
+        let data = std::fs::read(&path).unwrap();
+        assert!(end_of_records(&data) < end - 40, "the torn record was zeroed");
         {
             let ratchet = FileRatchet::open(dir.path()).unwrap();
             commit(&ratchet, 6).await;
@@ -622,7 +650,7 @@ mod tests {
 
         // A flipped byte in the last record: its checksum fails, the one before holds.
         let mut data = std::fs::read(&path).unwrap();
-        let last = data.len() - 3;
+        let last = end_of_records(&data) - 3;
         data[last] ^= 0xff;
         std::fs::write(&path, &data).unwrap();
         assert_eq!(current(dir.path()).await, Some(state(3)));
@@ -671,7 +699,8 @@ mod tests {
                 ratchet.lock(&other).await.unwrap().commit(state(level)).await.unwrap();
             }
         }
-        assert!(std::fs::metadata(dir.path().join(JOURNAL)).unwrap().len() < 8192);
+        let data = std::fs::read(dir.path().join(JOURNAL)).unwrap();
+        assert!(data.iter().rposition(|b| *b != 0).unwrap() < 8192, "rewritten with one record per stream");
         let ratchet = FileRatchet::open(dir.path()).unwrap();
         let entries = ratchet.entries().await.unwrap();
         assert_eq!(entries.len(), 2);

@@ -1,7 +1,7 @@
 //! Commits rising marks on several streams of a file ratchet at once, printing `<stream> <level>`
 //! once each commit has returned (a signer would release the signature then), until it is killed.
 //! `tests/tests/journal_crash.rs` kills it with SIGKILL at random moments and checks that no
-//! printed mark is missing after the restart. The journal is compacted every 16 KiB, so kills also
+//! printed mark is missing after the restart. The journal is compacted every 64 KiB, so kills also
 //! land inside compactions.
 //!
 //!   journal-crash <dir> <streams>
@@ -18,7 +18,7 @@ async fn main() -> anyhow::Result<()> {
     let (Some(dir), Some(streams)) = (args.get(1), args.get(2).and_then(|n| n.parse::<usize>().ok())) else {
         anyhow::bail!("usage: journal-crash <dir> <streams>");
     };
-    let ratchet = Arc::new(FileRatchet::open_compacting_at(std::path::Path::new(dir), 16 * 1024)?);
+    let ratchet = Arc::new(FileRatchet::open_compacting_at(std::path::Path::new(dir), 64 * 1024)?);
     let mut tasks = Vec::new();
     for index in 0..streams {
         let ratchet = ratchet.clone();
