@@ -2,9 +2,9 @@
 //! stream (`<dir>/marks.journal`), durable before a signature is released.
 //!
 //! A commit appends one checksummed record (the stream's new state) and waits until an
-//! `fdatasync` covering it has completed. Commits on any streams share flushes (group commit): the
-//! first waiter flushes everything appended so far, and whatever is appended meanwhile goes with
-//! the next flush, so a request waits at most for the flush under way and one more. The rule that
+//! `fdatasync` covering it has completed. Commits on any streams share flushes (group commit): a
+//! flusher thread flushes everything appended when it is asked, and whatever is appended meanwhile
+//! goes with its next flush, so a request waits at most for the flush under way and one more. The rule that
 //! decides what may be signed does not change ([`commit_decision`], under the stream's lock, which
 //! is held until the mark is durable: a state the next request on the stream sees is durable).
 //!
@@ -60,10 +60,45 @@ type StreamKey = (String, String, String);
 struct Journal {
     dir: PathBuf,
     path: PathBuf,
-    compact_at: u64,
+    compact_at: std::sync::atomic::AtomicU64,
     appends: Mutex<Appends>,
-    /// Group commit: what is durable, and whether a flush is under way.
+    /// Group commit: what is durable (the flusher thread publishes it).
     flushes: watch::Sender<Flushes>,
+    flusher: Arc<Flusher>,
+}
+
+/// Wakes the flusher thread: a flush is wanted, or the store is closing.
+#[derive(Default)]
+struct Flusher {
+    /// (a flush is wanted, the store is closed)
+    state: Mutex<(bool, bool)>,
+    wake: std::sync::Condvar,
+}
+
+impl Flusher {
+    fn request(&self) {
+        if let Ok(mut state) = self.state.lock() {
+            state.0 = true;
+            self.wake.notify_one();
+        }
+    }
+
+    fn close(&self) {
+        if let Ok(mut state) = self.state.lock() {
+            state.1 = true;
+            self.wake.notify_one();
+        }
+    }
+
+    /// Waits for a request; `false` once closed with none left (a commit still waiting is served).
+    fn wait_for_request(&self) -> bool {
+        let Ok(mut state) = self.state.lock() else { return false };
+        while !state.0 && !state.1 {
+            let Ok(next) = self.wake.wait(state) else { return false };
+            state = next;
+        }
+        std::mem::take(&mut state.0)
+    }
 }
 
 /// Everything written so far, under one short lock.
@@ -83,7 +118,6 @@ struct Appends {
 struct Flushes {
     /// Every record with a lower sequence number is durable.
     durable: u64,
-    flushing: bool,
     failed: Option<String>,
     /// Flushes made.
     count: u64,
@@ -164,16 +198,27 @@ impl FileRatchet {
                 dir.display()
             ))
         })?;
-        let journal = Journal::open(dir, COMPACT_AT)?;
-        Ok(FileRatchet { journal: Arc::new(journal), _lock: lock, streams: Mutex::new(HashMap::new()) })
+        FileRatchet::with_journal(Journal::open(dir, COMPACT_AT)?, lock)
+    }
+
+    /// Starts the flusher thread: flushes run beside the async runtime, whose threads go on
+    /// serving requests meanwhile.
+    fn with_journal(journal: Journal, lock: File) -> Result<FileRatchet, RatchetError> {
+        let journal = Arc::new(journal);
+        let (weak, flusher) = (Arc::downgrade(&journal), journal.flusher.clone());
+        std::thread::Builder::new()
+            .name("ratchet-flusher".into())
+            .spawn(move || Journal::flush_until_closed(weak, flusher))
+            .map_err(|e| unavailable(&journal.path, format!("cannot start the flusher thread: {e}")))?;
+        Ok(FileRatchet { journal, _lock: lock, streams: Mutex::new(HashMap::new()) })
     }
 
     /// [`FileRatchet::open`] with the journal rewritten past `bytes`: for tests that crash the
     /// process in the middle of a compaction.
     #[doc(hidden)]
     pub fn open_compacting_at(dir: &Path, bytes: u64) -> Result<FileRatchet, RatchetError> {
-        let mut ratchet = FileRatchet::open(dir)?;
-        Arc::get_mut(&mut ratchet.journal).expect("not shared yet").compact_at = bytes;
+        let ratchet = FileRatchet::open(dir)?;
+        ratchet.journal.compact_at.store(bytes, std::sync::atomic::Ordering::Relaxed);
         Ok(ratchet)
     }
 
@@ -320,7 +365,15 @@ impl Journal {
         }
         let appends = journal.expect("read or written above");
         let (flushes, _) = watch::channel(Flushes { durable: appends.next, ..Flushes::default() });
-        Ok(Journal { dir: dir.to_path_buf(), path, compact_at, appends: Mutex::new(appends), flushes })
+        let flusher = Arc::new(Flusher::default());
+        Ok(Journal {
+            dir: dir.to_path_buf(),
+            path,
+            compact_at: compact_at.into(),
+            appends: Mutex::new(appends),
+            flushes,
+            flusher,
+        })
     }
 
     fn appends(&self) -> Result<std::sync::MutexGuard<'_, Appends>, RatchetError> {
@@ -353,7 +406,7 @@ impl Journal {
         appends.len += bytes.len() as u64;
         appends.next += 1;
         appends.states.insert(key, record);
-        if appends.len > self.compact_at {
+        if appends.len > self.compact_at.load(std::sync::atomic::Ordering::Relaxed) {
             blocking(|| self.compact(&mut appends))?;
         }
         Ok(sequence)
@@ -372,38 +425,37 @@ impl Journal {
         Ok(())
     }
 
-    /// Returns once the record numbered `sequence` is durable: flushing everything appended so far
-    /// when no flush is under way, else waiting for the one that is.
+    /// Returns once the record numbered `sequence` is durable, asking the flusher for a flush when
+    /// none covering it has been made.
     async fn wait_durable(&self, sequence: u64) -> Result<(), RatchetError> {
         loop {
             // Subscribed before looking, so that no flush finishing in between is missed.
             let mut changed = self.flushes.subscribe();
-            let mut outcome = None;
-            let mut lead = false;
-            self.flushes.send_if_modified(|f| {
-                if f.durable > sequence {
-                    outcome = Some(Ok(()));
-                } else if let Some(failed) = &f.failed {
-                    outcome = Some(Err(unavailable(&self.path, failed)));
-                } else if !f.flushing {
-                    (f.flushing, lead) = (true, true);
+            {
+                let flushes = changed.borrow_and_update();
+                if flushes.durable > sequence {
+                    return Ok(());
                 }
-                false
-            });
-            if let Some(outcome) = outcome {
-                return outcome;
+                if let Some(failed) = &flushes.failed {
+                    return Err(unavailable(&self.path, failed));
+                }
             }
-            if !lead {
-                let _ = changed.changed().await;
+            self.flusher.request();
+            let _ = changed.changed().await;
+        }
+    }
+
+    /// The flusher's loop, on a thread of its own: one `fdatasync` for everything appended when it
+    /// was asked, then again while more was asked meanwhile. Ends when the store is dropped.
+    fn flush_until_closed(journal: std::sync::Weak<Journal>, flusher: Arc<Flusher>) {
+        while flusher.wait_for_request() {
+            let Some(journal) = journal.upgrade() else { return };
+            let Ok((file, covered)) = journal.appends().map(|a| (a.file.clone(), a.next)) else { return };
+            if journal.flushes.borrow().durable >= covered {
                 continue;
             }
-            let (file, covered) = {
-                let appends = self.appends()?;
-                (appends.file.clone(), appends.next)
-            };
-            let flushed = blocking(|| file.sync_data());
-            self.flushes.send_modify(|f| {
-                f.flushing = false;
+            let flushed = file.sync_data();
+            journal.flushes.send_modify(|f| {
                 f.count += 1;
                 match &flushed {
                     Ok(()) => f.durable = f.durable.max(covered),
@@ -425,6 +477,12 @@ fn blocking<T>(io: impl FnOnce() -> T) -> T {
     match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
         Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(io),
         _ => io(),
+    }
+}
+
+impl Drop for FileRatchet {
+    fn drop(&mut self) {
+        self.journal.flusher.close();
     }
 }
 
