@@ -37,6 +37,8 @@ use crate::webhook::patch::SIGNER_LABEL;
 pub const IDENTITY_FINALIZER: &str = "sigil.dev/identity";
 /// How soon a RemoteSigner that is not Ready is looked at again.
 const RETRY: Duration = Duration::from_secs(30);
+/// Events closer together than this make one reconcile.
+const DEBOUNCE: Duration = Duration::from_millis(500);
 /// How soon initial marks that do not exist yet are looked for again.
 const MISSING_RETRY: Duration = Duration::from_secs(5);
 
@@ -99,6 +101,9 @@ pub async fn run(
     // RemoteSigner), and its changes (a deletion, a public key the signer reported) matter.
     let config_maps = watcher::Config::default().labels(desired::OWNER_LABEL);
     Controller::new(api::<RemoteSigner>(&client, &namespace), watcher::Config::default())
+        // A burst of events (a Deployment's pods created at once) makes one reconcile, not one
+        // each: every reconcile is a dozen API calls, which the pods' own creation waits behind.
+        .with_config(kube::runtime::controller::Config::default().debounce(DEBOUNCE))
         .owns(api::<Secret>(&client, &namespace), ours.clone())
         // The signer's access to its marks: a Role or RoleBinding deleted by hand comes back.
         .owns(api::<Role>(&client, &namespace), ours.clone())
