@@ -70,22 +70,27 @@ struct Journal {
 /// Wakes the flusher thread: a flush is wanted, or the store is closing.
 #[derive(Default)]
 struct Flusher {
-    /// (a flush is wanted, the store is closed)
-    state: Mutex<(bool, bool)>,
+    state: Mutex<FlusherState>,
     wake: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct FlusherState {
+    requested: bool,
+    closed: bool,
 }
 
 impl Flusher {
     fn request(&self) {
         if let Ok(mut state) = self.state.lock() {
-            state.0 = true;
+            state.requested = true;
             self.wake.notify_one();
         }
     }
 
     fn close(&self) {
         if let Ok(mut state) = self.state.lock() {
-            state.1 = true;
+            state.closed = true;
             self.wake.notify_one();
         }
     }
@@ -93,11 +98,11 @@ impl Flusher {
     /// Waits for a request; `false` once closed with none left (a commit still waiting is served).
     fn wait_for_request(&self) -> bool {
         let Ok(mut state) = self.state.lock() else { return false };
-        while !state.0 && !state.1 {
+        while !state.requested && !state.closed {
             let Ok(next) = self.wake.wait(state) else { return false };
             state = next;
         }
-        std::mem::take(&mut state.0)
+        std::mem::take(&mut state.requested)
     }
 }
 
