@@ -476,8 +476,8 @@ impl Journal {
     }
 }
 
-/// Runs blocking file I/O on this thread, telling a multi-threaded runtime to move its other tasks
-/// away first. A flush is ~0.1 ms; handing it to the blocking pool and back costs about as much.
+/// Runs rare, slow file I/O (growing or compacting the journal, a few ms) on this thread, telling a
+/// multi-threaded runtime to move its other tasks away first.
 fn blocking<T>(io: impl FnOnce() -> T) -> T {
     match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
         Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(io),
