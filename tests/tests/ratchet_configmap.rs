@@ -534,3 +534,99 @@ async fn a_lowered_or_replaced_store_stops_signing_for_good() -> Result<()> {
     assert!(body.contains("is not set up as a marks store"), "{body}");
     Ok(())
 }
+
+/// Sixteen streams committing at once share one conditional write (the first writer takes every
+/// mark queued by then), each decided by the rule: a second payload at a committed level is
+/// refused, the identical request gets its stored signature, and every mark is in the ConfigMap.
+/// A single-threaded runtime queues all sixteen before the writer runs, so the count is exact.
+#[tokio::test]
+async fn streams_that_commit_together_share_one_write() -> Result<()> {
+    use futures::StreamExt;
+    use kube::runtime::watcher;
+    use sigil_signer::ratchet::configmap::{ConfigMapRatchet, Mode};
+    use sigil_signer::ratchet::{Mark, Ratchet, RatchetError, State, StreamId};
+
+    let cluster = TestCluster::get().await?;
+    let namespace = cluster.namespace("ratchet-batch").await?;
+    let ns = namespace.name.clone();
+    marks_store(&cluster.client, &ns, "marks").await?;
+    let ratchet =
+        ConfigMapRatchet::with_client(cluster.client.clone(), "marks", &ns, Mode::Signer { await_key_check: false });
+    let streams: Vec<StreamId> = (0..16)
+        .map(|chain| StreamId { key: "baker".into(), chain: format!("chain-{chain}"), stream: "attestation" })
+        .collect();
+    let state = |level: u64, payload: u8| State {
+        mark: Mark { level, round: 0, step: 0 },
+        payload_digest: [payload; 32],
+        signature: Some(
+            sigil_signer::keys::Signature::from_slice(sigil_signer::keys::Algorithm::Ed25519, &[payload; 64]).unwrap(),
+        ),
+        context: None,
+    };
+    let config_maps: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), &ns);
+    // Watch events after the initial list, each one write; `usize::MAX` until the list is done.
+    let writes = Arc::new(std::sync::atomic::AtomicUsize::new(usize::MAX));
+    let watch = {
+        let (config_maps, writes) = (config_maps.clone(), writes.clone());
+        let config = watcher::Config::default().fields("metadata.name=marks");
+        tokio::spawn(async move {
+            let mut events = std::pin::pin!(watcher(config_maps, config));
+            while let Some(event) = events.next().await {
+                match event {
+                    Ok(watcher::Event::InitDone) => writes.store(0, std::sync::atomic::Ordering::SeqCst),
+                    Ok(watcher::Event::Apply(_)) => {
+                        writes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    _ => {}
+                }
+            }
+        })
+    };
+    let commit_all = |level: u64, payload: u8| {
+        let (ratchet, streams) = (&ratchet, &streams);
+        async move {
+            let mut locks = Vec::new();
+            for stream in streams {
+                locks.push(ratchet.lock(stream).await?);
+            }
+            let commits = locks.iter_mut().map(|lock| lock.commit(state(level, payload)));
+            Ok::<_, RatchetError>(futures::future::join_all(commits).await)
+        }
+    };
+    let wait_for_writes = |count: usize| {
+        let writes = writes.clone();
+        sigil_tests::cluster::wait_for("the watch to see the writes", Duration::from_secs(10), move || {
+            let writes = writes.clone();
+            async move {
+                let seen = writes.load(std::sync::atomic::Ordering::SeqCst);
+                Ok((seen != usize::MAX && seen >= count).then_some(()))
+            }
+        })
+    };
+
+    // The watch lists first, so every write after this is an event.
+    wait_for_writes(0).await?;
+    ratchet.entries().await?;
+    let first = commit_all(10, 1).await?;
+    assert!(first.iter().all(|committed| committed.as_ref() == Ok(&state(10, 1))), "{first:?}");
+    wait_for_writes(1).await?;
+    let stored = config_maps.get("marks").await?.data.unwrap_or_default();
+    assert_eq!(stored.len(), 16, "every stream's mark is in the ConfigMap: {stored:?}");
+
+    // The identical request gets the stored signature without a write; another payload is refused.
+    let again = commit_all(10, 1).await?;
+    assert!(again.iter().all(|committed| committed.as_ref() == Ok(&state(10, 1))), "{again:?}");
+    let other = commit_all(10, 2).await?;
+    assert!(other.iter().all(|committed| matches!(committed, Err(RatchetError::Refused { .. }))), "{other:?}");
+    let next = commit_all(11, 3).await?;
+    assert!(next.iter().all(|committed| committed.as_ref() == Ok(&state(11, 3))), "{next:?}");
+    wait_for_writes(2).await?;
+    let entries = ratchet.entries().await?;
+    assert_eq!(entries.len(), 16);
+    assert!(entries.iter().all(|entry| entry.state == state(11, 3)), "{entries:?}");
+    watch.abort();
+    let writes = writes.load(std::sync::atomic::Ordering::SeqCst);
+    println!("64 commits over 16 streams, 32 of them to write: {writes} ConfigMap writes");
+    assert_eq!(writes, 2, "two batches of sixteen marks, one write each");
+    Ok(())
+}

@@ -23,6 +23,10 @@
 //! A cached copy, refreshed from every write and by a watch, makes the common case one
 //! conditional write per signature. The cache only ever costs a retry when stale; safety rests on
 //! the precondition alone. Any API failure, timeout or RBAC refusal is `Unavailable` (fail closed).
+//!
+//! Streams commit together: marks that arrive while a write is in flight wait for it, then go in
+//! one conditional write, each decided by the one rule against the copy as the marks before it in
+//! the batch leave it. Nobody waits longer than the write in flight and their own.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -33,7 +37,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::{watcher, WatchStreamExt};
-use tokio::sync::OwnedMutexGuard;
+use tokio::sync::{oneshot, OwnedMutexGuard};
 
 use super::file::Record;
 use super::{commit_decision, Entry, PublishedKey, Ratchet, RatchetError, State, StreamId, StreamLock};
@@ -87,7 +91,20 @@ struct Store {
     namespace: String,
     mode: Mode,
     health: Mutex<Health>,
+    /// Held by whoever writes the object, so this process never races itself for its version.
     writer: tokio::sync::Mutex<()>,
+    /// Marks waiting for the next write, oldest first.
+    queued: Mutex<Vec<Queued>>,
+}
+
+/// A stream's mark waiting to be written, and where its outcome goes.
+struct Queued {
+    stream: StreamId,
+    key: String,
+    next: State,
+    /// Apply the rule (a commit); false for `ratchet set --force`.
+    enforce: bool,
+    outcome: oneshot::Sender<Result<State, RatchetError>>,
 }
 
 pub struct ConfigMapRatchet {
@@ -182,6 +199,7 @@ impl ConfigMapRatchet {
             mode,
             health: Mutex::default(),
             writer: tokio::sync::Mutex::new(()),
+            queued: Mutex::default(),
         });
         if mode != Mode::Admin {
             store.spawn_watch();
@@ -471,7 +489,7 @@ impl Ratchet for ConfigMapRatchet {
         };
         let key = data_key(stream);
         let current = snapshot.state(&key).map_err(|e| store.unavailable("read", e))?;
-        Ok(Box::new(ConfigMapLock { store, stream: stream.clone(), key, snapshot, current, _guard: guard }))
+        Ok(Box::new(ConfigMapLock { store, stream: stream.clone(), key, current, _guard: guard }))
     }
 
     async fn entries(&self) -> Result<Vec<Entry>, RatchetError> {
@@ -586,8 +604,6 @@ struct ConfigMapLock {
     store: Arc<Store>,
     stream: StreamId,
     key: String,
-    /// The version the check was made against.
-    snapshot: Snapshot,
     current: Option<State>,
     _guard: OwnedMutexGuard<()>,
 }
@@ -608,38 +624,116 @@ impl StreamLock for ConfigMapLock {
 }
 
 impl ConfigMapLock {
-    /// The compare-and-swap loop; `enforce` applies the rule on every attempt.
+    /// Queues the mark for the next write and waits for its outcome. The write runs in a task of
+    /// its own, so a request dropped half way (a client gone) never cuts a write short: the mark
+    /// may land without its signature being released, which is safe, never the reverse.
     async fn write(&mut self, next: State, enforce: bool) -> Result<State, RatchetError> {
-        let value =
-            serde_json::to_string(&Record::from_state(&next)).map_err(|e| self.store.unavailable("write", e))?;
-        // One write at a time from this process: streams share the object and its version, so
-        // concurrent writers here would only make each other retry.
-        let _writer = self.store.writer.lock().await;
+        let (outcome, written) = oneshot::channel();
+        let queued = Queued { stream: self.stream.clone(), key: self.key.clone(), next, enforce, outcome };
+        self.store.queued.lock().unwrap_or_else(|e| e.into_inner()).push(queued);
+        let store = self.store.clone();
+        tokio::spawn(async move { store.write_queued().await });
+        let state = written.await.map_err(|_| self.store.unavailable("write", "the write task stopped"))??;
+        self.current = Some(state.clone());
+        Ok(state)
+    }
+}
+
+impl Store {
+    /// Takes the writer, then writes every mark queued by then in one conditional replace (none
+    /// left: an earlier writer took them all).
+    async fn write_queued(&self) {
+        let _writer = self.writer.lock().await;
+        let batch = std::mem::take(&mut *self.queued.lock().unwrap_or_else(|e| e.into_inner()));
+        if batch.is_empty() {
+            return;
+        }
+        let conflicts = self.unavailable("write", format!("{MAX_CONFLICTS} conflicting writes in a row; try again"));
+        let mut batch = batch;
         for _ in 0..MAX_CONFLICTS {
-            // Start from the freshest copy: other streams of this process may have written since
-            // the lock was taken, and the watch brings other replicas' writes.
-            if let Some(latest) = self.store.cached() {
-                self.current = latest.state(&self.key).map_err(|e| self.store.unavailable("read", e))?;
-                self.snapshot = latest;
-            }
-            if enforce {
-                if let Some(stored) = commit_decision(&self.stream, self.current.as_ref(), &next)? {
-                    return Ok(stored);
+            // The freshest copy: the watch brings other replicas' writes.
+            let copy = match self.cached() {
+                Some(copy) => Ok(copy),
+                None => self.read().await,
+            };
+            let mut wanted = match copy {
+                Ok(copy) => copy,
+                Err(error) => return answer_all(batch, &Err(error)),
+            };
+            let mut writing = Vec::new();
+            for queued in batch {
+                match self.decide(&queued, &wanted) {
+                    // A refusal may leave at once: it releases nothing.
+                    Err(error) => answer(queued, Err(error)),
+                    Ok(Decision::Write(value)) => {
+                        wanted.object.data.get_or_insert_with(BTreeMap::new).insert(queued.key.clone(), value);
+                        writing.push((queued, None));
+                    }
+                    // A stored signature is released with the batch: it may be a mark of this batch.
+                    Ok(Decision::Keep(stored)) => writing.push((queued, Some(stored))),
                 }
             }
-            let mut wanted = self.snapshot.clone();
-            wanted.object.data.get_or_insert_with(BTreeMap::new).insert(self.key.clone(), value.clone());
-            if let Some(written) = self.store.replace(&wanted).await? {
-                self.snapshot = written;
-                self.current = Some(next.clone());
-                return Ok(next);
+            if writing.iter().all(|(_, stored)| stored.is_some()) {
+                // Nothing to write: every kept signature was in the store already.
+                for (queued, stored) in writing {
+                    answer(queued, stored.ok_or_else(|| self.unavailable("write", "nothing stored")));
+                }
+                return;
             }
-            // Another replica wrote first: look at what it wrote, then decide again.
-            self.snapshot = self.store.read().await?;
-            self.current = self.snapshot.state(&self.key).map_err(|e| self.store.unavailable("read", e))?;
+            match self.replace(&wanted).await {
+                Ok(Some(_)) => {
+                    for (queued, stored) in writing {
+                        let state = stored.unwrap_or_else(|| queued.next.clone());
+                        answer(queued, Ok(state));
+                    }
+                    return;
+                }
+                // Another replica wrote first: read what it wrote, then decide every mark again.
+                Ok(None) => {
+                    batch = writing.into_iter().map(|(queued, _)| queued).collect();
+                    if let Err(error) = self.read().await {
+                        return answer_all(batch, &Err(error));
+                    }
+                }
+                Err(error) => {
+                    let batch = writing.into_iter().map(|(queued, _)| queued).collect();
+                    return answer_all(batch, &Err(error));
+                }
+            }
         }
-        Err(self.store.unavailable("write", format!("{MAX_CONFLICTS} conflicting writes in a row; try again")))
+        answer_all(batch, &Err(conflicts));
     }
+}
+
+enum Decision {
+    /// Write this record.
+    Write(String),
+    /// The identical request is stored with its signature: hand that back.
+    Keep(State),
+}
+
+impl Store {
+    /// What one queued mark does against `copy` (the store as the marks before it leave it).
+    fn decide(&self, queued: &Queued, copy: &Snapshot) -> Result<Decision, RatchetError> {
+        if queued.enforce {
+            let current = copy.state(&queued.key).map_err(|e| self.unavailable("read", e))?;
+            if let Some(stored) = commit_decision(&queued.stream, current.as_ref(), &queued.next)? {
+                return Ok(Decision::Keep(stored));
+            }
+        }
+        serde_json::to_string(&Record::from_state(&queued.next))
+            .map(Decision::Write)
+            .map_err(|e| self.unavailable("write", e))
+    }
+}
+
+fn answer(queued: Queued, outcome: Result<State, RatchetError>) {
+    // The requester may be gone; its mark was handled all the same.
+    let _ = queued.outcome.send(outcome);
+}
+
+fn answer_all(batch: Vec<Queued>, outcome: &Result<State, RatchetError>) {
+    batch.into_iter().for_each(|queued| answer(queued, outcome.clone()));
 }
 
 #[cfg(test)]
