@@ -19,7 +19,6 @@ namespace=bench-ratchet-$$
 # At exit, in reverse order: the signer (track_pid below), the namespace, $work.
 at_exit kubectl delete namespace "$namespace" --wait=false
 kubectl create namespace "$namespace" >/dev/null
-kubectl -n "$namespace" create configmap sigil-ratchet >/dev/null
 
 pkh=tz1SodoUsWVe1Yey9eMFbqRUtNpBWfir5NRr
 echo "# $(date -u +%F) $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); kube-apiserver $(kubectl version -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["serverVersion"]["gitVersion"])')"
@@ -36,11 +35,13 @@ ratchet: $ratchet
 tezos: {listen: "127.0.0.1:$port", keys: {baker: {allow: [block, preattestation, attestation]}}}
 management: {listen: "127.0.0.1:$management"}
 YAML
+  # A ConfigMap store is set up on purpose (created and sealed), as the operator does.
+  [ "$store" = configMap ] && "$bin/sigil-signer" --config "$work/$store.yaml" ratchet init >/dev/null
   SIGIL_LOG=warn "$bin/sigil-signer" --config "$work/$store.yaml" &
   signer_pid=$!
   track_pid "$signer_pid"
   for _ in $(seq 100); do curl -fsS "http://127.0.0.1:$management/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
-  for concurrency in 1 4; do
+  for concurrency in 1 4 16; do
     "$bin/tezos-load" --addr "127.0.0.1:$port" --pkh "$pkh" --concurrency "$concurrency" --seconds "$seconds" --label "$store"
   done
   stop_pid "$signer_pid"
