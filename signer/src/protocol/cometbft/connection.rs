@@ -305,7 +305,7 @@ pub fn load_identity(path: Option<&std::path::Path>) -> Result<ed25519_dalek::Si
     let config = LocalKeyConfig { secret_key_file: Some(path.to_path_buf()), ..Default::default() };
     let (key, _) = config.load()?;
     match key {
-        SecretKey::Ed25519(key) => Ok(key),
+        SecretKey::Ed25519(_) => Ok(ed25519_dalek::SigningKey::from_bytes(&key.to_bytes())),
         other => Err(IdentityError::NotEd25519 { path: path.to_path_buf(), algorithm: other.algorithm() }),
     }
 }
