@@ -539,6 +539,7 @@ async fn a_lowered_or_replaced_store_stops_signing_for_good() -> Result<()> {
 /// mark queued by then), each decided by the rule: a second payload at a committed level is
 /// refused, the identical request gets its stored signature, and every mark is in the ConfigMap.
 /// A single-threaded runtime queues all sixteen before the writer runs, so the count is exact.
+/// A mark whose requester has gone still lands before anyone else may use its stream.
 #[tokio::test]
 async fn streams_that_commit_together_share_one_write() -> Result<()> {
     use futures::StreamExt;
@@ -628,5 +629,17 @@ async fn streams_that_commit_together_share_one_write() -> Result<()> {
     let writes = writes.load(std::sync::atomic::Ordering::SeqCst);
     println!("64 commits over 16 streams, 32 of them to write: {writes} ConfigMap writes");
     assert_eq!(writes, 2, "two batches of sixteen marks, one write each");
+
+    // A requester gone after queueing its mark: the mark still lands, and the stream stays locked
+    // until it has, so the next request on the stream is decided against it.
+    let mut lock = ratchet.lock(&streams[0]).await?;
+    {
+        let commit = lock.commit(state(12, 4));
+        futures::pin_mut!(commit);
+        assert!(futures::poll!(commit).is_pending(), "queued, not written yet");
+    }
+    drop(lock);
+    let lock = ratchet.lock(&streams[0]).await?;
+    assert_eq!(lock.current(), Some(&state(12, 4)));
     Ok(())
 }

@@ -25,8 +25,8 @@
 //! the precondition alone. Any API failure, timeout or RBAC refusal is `Unavailable` (fail closed).
 //!
 //! Streams commit together: marks that arrive while a write is in flight wait for it, then go in
-//! one conditional write, each decided by the one rule against the copy as the marks before it in
-//! the batch leave it. Nobody waits longer than the write in flight and their own.
+//! one conditional write, each decided by the one rule against the latest copy. Without
+//! conflicts nobody waits longer than the write in flight and their own.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -105,6 +105,8 @@ struct Queued {
     /// Apply the rule (a commit); false for `ratchet set --force`.
     enforce: bool,
     outcome: oneshot::Sender<Result<State, RatchetError>>,
+    /// The stream stays locked until the mark is answered, even if its requester is gone.
+    _stream_lock: Arc<OwnedMutexGuard<()>>,
 }
 
 pub struct ConfigMapRatchet {
@@ -489,7 +491,7 @@ impl Ratchet for ConfigMapRatchet {
         };
         let key = data_key(stream);
         let current = snapshot.state(&key).map_err(|e| store.unavailable("read", e))?;
-        Ok(Box::new(ConfigMapLock { store, stream: stream.clone(), key, current, _guard: guard }))
+        Ok(Box::new(ConfigMapLock { store, stream: stream.clone(), key, current, guard: Arc::new(guard) }))
     }
 
     async fn entries(&self) -> Result<Vec<Entry>, RatchetError> {
@@ -605,7 +607,7 @@ struct ConfigMapLock {
     stream: StreamId,
     key: String,
     current: Option<State>,
-    _guard: OwnedMutexGuard<()>,
+    guard: Arc<OwnedMutexGuard<()>>,
 }
 
 #[async_trait]
@@ -626,10 +628,19 @@ impl StreamLock for ConfigMapLock {
 impl ConfigMapLock {
     /// Queues the mark for the next write and waits for its outcome. The write runs in a task of
     /// its own, so a request dropped half way (a client gone) never cuts a write short: the mark
-    /// may land without its signature being released, which is safe, never the reverse.
+    /// may land without its signature being released, which is safe, never the reverse. The
+    /// queued mark keeps the stream locked until it is answered, so the next request on the
+    /// stream sees it, and the queue holds at most one mark per stream.
     async fn write(&mut self, next: State, enforce: bool) -> Result<State, RatchetError> {
         let (outcome, written) = oneshot::channel();
-        let queued = Queued { stream: self.stream.clone(), key: self.key.clone(), next, enforce, outcome };
+        let queued = Queued {
+            stream: self.stream.clone(),
+            key: self.key.clone(),
+            next,
+            enforce,
+            outcome,
+            _stream_lock: self.guard.clone(),
+        };
         self.store.queued.lock().unwrap_or_else(|e| e.into_inner()).push(queued);
         let store = self.store.clone();
         tokio::spawn(async move { store.write_queued().await });
@@ -644,13 +655,14 @@ impl Store {
     /// left: an earlier writer took them all).
     async fn write_queued(&self) {
         let _writer = self.writer.lock().await;
-        let batch = std::mem::take(&mut *self.queued.lock().unwrap_or_else(|e| e.into_inner()));
-        if batch.is_empty() {
-            return;
-        }
-        let conflicts = self.unavailable("write", format!("{MAX_CONFLICTS} conflicting writes in a row; try again"));
-        let mut batch = batch;
+        let mut batch = std::mem::take(&mut *self.queued.lock().unwrap_or_else(|e| e.into_inner()));
         for _ in 0..MAX_CONFLICTS {
+            if batch.is_empty() {
+                return;
+            }
+            if let Some(reason) = &self.health().lost {
+                return answer_all(batch, &Err(self.lost_error(reason)));
+            }
             // The freshest copy: the watch brings other replicas' writes.
             let copy = match self.cached() {
                 Some(copy) => Ok(copy),
@@ -660,48 +672,45 @@ impl Store {
                 Ok(copy) => copy,
                 Err(error) => return answer_all(batch, &Err(error)),
             };
+            // Each queued mark holds its stream's lock, so the batch has one mark per stream and
+            // every decision is against what the API server returned: refusals and stored
+            // signatures may leave at once.
             let mut writing = Vec::new();
             for queued in batch {
                 match self.decide(&queued, &wanted) {
-                    // A refusal may leave at once: it releases nothing.
                     Err(error) => answer(queued, Err(error)),
+                    Ok(Decision::Keep(stored)) => answer(queued, Ok(stored)),
                     Ok(Decision::Write(value)) => {
                         wanted.object.data.get_or_insert_with(BTreeMap::new).insert(queued.key.clone(), value);
-                        writing.push((queued, None));
+                        writing.push(queued);
                     }
-                    // A stored signature is released with the batch: it may be a mark of this batch.
-                    Ok(Decision::Keep(stored)) => writing.push((queued, Some(stored))),
                 }
             }
-            if writing.iter().all(|(_, stored)| stored.is_some()) {
-                // Nothing to write: every kept signature was in the store already.
-                for (queued, stored) in writing {
-                    answer(queued, stored.ok_or_else(|| self.unavailable("write", "nothing stored")));
-                }
+            if writing.is_empty() {
                 return;
             }
             match self.replace(&wanted).await {
                 Ok(Some(_)) => {
-                    for (queued, stored) in writing {
-                        let state = stored.unwrap_or_else(|| queued.next.clone());
+                    for queued in writing {
+                        let state = queued.next.clone();
                         answer(queued, Ok(state));
                     }
                     return;
                 }
                 // Another replica wrote first: read what it wrote, then decide every mark again.
                 Ok(None) => {
-                    batch = writing.into_iter().map(|(queued, _)| queued).collect();
                     if let Err(error) = self.read().await {
-                        return answer_all(batch, &Err(error));
+                        return answer_all(writing, &Err(error));
                     }
+                    batch = writing;
                 }
-                Err(error) => {
-                    let batch = writing.into_iter().map(|(queued, _)| queued).collect();
-                    return answer_all(batch, &Err(error));
-                }
+                Err(error) => return answer_all(writing, &Err(error)),
             }
         }
-        answer_all(batch, &Err(conflicts));
+        answer_all(
+            batch,
+            &Err(self.unavailable("write", format!("{MAX_CONFLICTS} conflicting writes in a row; try again"))),
+        );
     }
 }
 
