@@ -712,17 +712,8 @@ impl Store {
             &Err(self.unavailable("write", format!("{MAX_CONFLICTS} conflicting writes in a row; try again"))),
         );
     }
-}
 
-enum Decision {
-    /// Write this record.
-    Write(String),
-    /// The identical request is stored with its signature: hand that back.
-    Keep(State),
-}
-
-impl Store {
-    /// What one queued mark does against `copy` (the store as the marks before it leave it).
+    /// What one queued mark does against `copy`.
     fn decide(&self, queued: &Queued, copy: &Snapshot) -> Result<Decision, RatchetError> {
         if queued.enforce {
             let current = copy.state(&queued.key).map_err(|e| self.unavailable("read", e))?;
@@ -734,6 +725,13 @@ impl Store {
             .map(Decision::Write)
             .map_err(|e| self.unavailable("write", e))
     }
+}
+
+enum Decision {
+    /// Write this record.
+    Write(String),
+    /// The identical request is stored with its signature: hand that back.
+    Keep(State),
 }
 
 fn answer(queued: Queued, outcome: Result<State, RatchetError>) {
