@@ -3,15 +3,15 @@
 //! Ed25519 signs the message itself (RFC 8032, no prehash). ECDSA keys (secp256k1, P-256) sign a
 //! 32-byte digest that the protocol front computed, because every chain picks its own hash
 //! (Tezos BLAKE2b-256, CometBFT SHA-256). ECDSA signatures are raw `r ‖ s` with low S.
+//! BLS12-381 (Tezos tz4, only from a local key: no HSM or cloud KMS signs it) signs the message
+//! itself under one of the schemes in [`bls`].
 //!
 //! Local Ed25519 and P-256 keys sign with AWS-LC (`aws-lc-rs`, constant-time, its curve code
-//! formally verified): 2.2× and 9.6× faster than the pure-Rust crates on this project's benchmark
+//! formally verified): 2.1× and 9.7× faster than the pure-Rust crates on this project's benchmark
 //! machine (`cargo bench -p sigil-signer --bench curves`); secp256k1 stays with k256 (libsecp256k1
 //! is 1.8× faster, under the 2× that would justify a second C library) and BLS with blst.
 //! Verification (of what HSMs and key services return, and in tests) stays with the pure-Rust
 //! crates, a second implementation.
-//! BLS12-381 (Tezos tz4, only from a local key: no HSM or cloud KMS signs it) signs the message
-//! itself under one of the schemes in [`bls`].
 //!
 //! The chains' text forms of keys live here too, so that a key store reads a key file without
 //! knowing any protocol: [`tezos`] (`edsk…`, `tz1…`) and [`cometbft`] (`priv_validator_key.json`).

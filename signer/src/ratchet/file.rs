@@ -4,17 +4,18 @@
 //! A commit appends one checksummed record (the stream's new state) and waits until an
 //! `fdatasync` covering it has completed. Commits on any streams share flushes (group commit): a
 //! flusher thread flushes everything appended when it is asked, and whatever is appended meanwhile
-//! goes with its next flush, so a request waits at most for the flush under way and one more. The rule that
-//! decides what may be signed does not change ([`commit_decision`], under the stream's lock, which
-//! is held until the mark is durable: a state the next request on the stream sees is durable).
+//! goes with its next flush, so a request waits at most for the flush under way and one more. The
+//! rule that decides what may be signed does not change ([`commit_decision`], under the stream's
+//! lock, which is held until the mark is durable: a state the next request on the stream sees is
+//! durable).
 //!
 //! The journal grows a megabyte at a time, written with zeros and synced once, so that a flush
 //! after an append carries data only. Recovery reads the records in order and stops at the first
 //! that is not intact: only records after the last completed flush can be torn, and none of their
-//! signatures was released. The torn tail is zeroed before anything is appended. A journal past [`COMPACT_AT`] bytes is rewritten as
-//! one record per stream (write a temporary, fsync, rename, fsync the directory). A failed write or
-//! flush stops the store until the process restarts (after a failed `fsync` the page cache cannot be
-//! trusted). A lock file stops a second process from using the directory, since each process
+//! signatures was released. The torn tail is zeroed before anything is appended. A journal past
+//! [`COMPACT_AT`] bytes is rewritten as one record per stream (write a temporary, fsync, rename,
+//! fsync the directory). A failed write or flush stops the store until the process restarts (after
+//! a failed `fsync` the page cache cannot be trusted). A lock file stops a second process from using the directory, since each process
 //! trusts its copy in memory. A directory of the previous layout (two checksummed slots per key and
 //! chain, `<key>/<chain>.ratchet`) is read once into a new journal, and its files removed.
 
