@@ -28,6 +28,8 @@ pub struct Metrics {
     pub leader: Gauge,
     /// RemoteSigners the webhook looked up, by where from.
     pub admission_lookups: Family<SourceLabels, Counter>,
+    /// From an admission request's headers to its answer, as the webhook served it.
+    pub admission_duration: Histogram,
 }
 
 impl Default for Metrics {
@@ -54,7 +56,23 @@ impl Default for Metrics {
             "RemoteSigners the injection webhook looked up: from its watch cache, or with a GET",
             admission_lookups.clone(),
         );
-        Metrics { registry, reconciles, reconcile_errors, reconcile_duration, token_actions, leader, admission_lookups }
+        // 50 µs .. ~0.8 s
+        let admission_duration = Histogram::new(exponential_buckets(0.000_05, 2.0, 15));
+        registry.register(
+            "admission_duration_seconds",
+            "Time the injection webhook took to answer an admission request, from its headers to the answer",
+            admission_duration.clone(),
+        );
+        Metrics {
+            registry,
+            reconciles,
+            reconcile_errors,
+            reconcile_duration,
+            token_actions,
+            leader,
+            admission_lookups,
+            admission_duration,
+        }
     }
 }
 

@@ -325,6 +325,8 @@ async fn admissions_are_served_from_the_watch_cache() -> Result<()> {
     }
     assert_eq!(operator.metric(cached), from_cache + 5.0, "five more admissions from the cache");
     assert_eq!(operator.metric(&cached.replace("cache", "get")), from_get, "and no GET");
+    let handled = operator.metric("sigil_operator_admission_duration_seconds_count");
+    assert!(handled >= from_cache + 5.0, "every admission is timed: {handled}");
 
     // A second RemoteSigner, labelled pods at once after Ready: served, the cache or a GET.
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);

@@ -156,6 +156,7 @@ async fn register(client: &Client, config: &WebhookConfig, ca_pem: &str) -> Resu
 #[derive(Clone)]
 struct Admission {
     client: Client,
+    metrics: Arc<Metrics>,
     signers: SignerCache,
     images: Arc<ImagePolicy>,
     native_sidecars: bool,
@@ -223,6 +224,7 @@ pub async fn review(
 }
 
 async fn mutate(State(admission): State<Admission>, headers: HeaderMap, body: Body) -> Response {
+    let started = std::time::Instant::now();
     // Whoever can reach the port may call this: anything but an admission review of a Pod gets a
     // bare 400, with nothing about why.
     let Some(request) = admission_request(&headers, body).await else {
@@ -230,7 +232,9 @@ async fn mutate(State(admission): State<Admission>, headers: HeaderMap, body: Bo
     };
     let response =
         review(&admission.client, &admission.signers, &admission.images, admission.native_sidecars, &request).await;
-    Json(response.into_review()).into_response()
+    let answer = Json(response.into_review()).into_response();
+    admission.metrics.admission_duration.observe(started.elapsed().as_secs_f64());
+    answer
 }
 
 /// The request inside `body` when it is a JSON `admission.k8s.io/v1` AdmissionReview of a Pod of
@@ -319,7 +323,8 @@ pub async fn run(
         .route("/mutate", post(mutate))
         .route("/healthz", axum::routing::get(|| async { "ok\n" }))
         .with_state(Admission {
-            signers: SignerCache::start(&client, config.watch_namespace.as_deref(), metrics),
+            signers: SignerCache::start(&client, config.watch_namespace.as_deref(), metrics.clone()),
+            metrics,
             client,
             images: Arc::new(config.images.clone()),
             native_sidecars,
