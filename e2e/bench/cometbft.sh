@@ -2,7 +2,8 @@
 # sigil-signer and tmkms side by side as CometBFT privval signers: the same Ed25519 key (a
 # priv_validator_key.json), the same harness node (tests/src/bin/privval-load.rs) over the same
 # transport (TCP with SecretConnection), the same stream of proposals, prevotes and precommits at
-# rising heights. Reports p50/p99 and throughput for both, and the ratios. sigil fsyncs its state
+# rising heights, served in turns by one harness. Reports p50/p99 and throughput (requests over
+# the time spent waiting for that signer) for both, and the ratios. sigil fsyncs its state
 # before every answer; tmkms writes its state file without fsync.
 #
 #   e2e/bench/cometbft.sh [seconds-per-run]     (default 10)
@@ -38,18 +39,6 @@ json.dump({"address": hashlib.sha256(public).hexdigest()[:40].upper(), "pub_key"
 PY
 chmod 600 "$work"/*.json "$work"/*.key "$work/seed.hex"
 
-# Called in $(...), a subshell, where nothing can be registered for the exit: it stops its own signer.
-run() { # label, port, command...
-  local label=$1 port=$2; shift 2
-  "$bin/privval-load" --listen "127.0.0.1:$port" --chain-id "$chain" --seconds "$seconds" --label "$label" > "$work/$label.json" &
-  local load=$!
-  "$@" > "$work/$label.log" 2>&1 &
-  local signer=$!
-  wait "$load"
-  kill "$signer" 2>/dev/null; wait "$signer" 2>/dev/null || true
-  cat "$work/$label.json"
-}
-
 sigil_port=$(free_port)
 cat > "$work/sigil.yaml" <<YAML
 keys: {validator: {local: {secretKeyFile: $work/priv_validator_key.json}}}
@@ -81,8 +70,19 @@ key_format = "json"
 TOML
 
 echo "# $(date -u +%F) $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $("$tmkms" version 2>/dev/null | head -1)"
-ours=$(run sigil "$sigil_port" env SIGIL_LOG=warn "$bin/sigil-signer" --config "$work/sigil.yaml")
-theirs=$(run tmkms "$tmkms_port" "$tmkms" start -c "$work/tmkms.toml")
+# One harness serves both, a height each in turn, so that both meet the same moments of the
+# machine (a VM's steal time moves figures between runs made one after the other).
+"$bin/privval-load" --signer "sigil=127.0.0.1:$sigil_port" --signer "tmkms=127.0.0.1:$tmkms_port" \
+  --chain-id "$chain" --seconds "$seconds" > "$work/load.json" &
+load=$!
+track_pid "$load"
+SIGIL_LOG=warn "$bin/sigil-signer" --config "$work/sigil.yaml" > "$work/sigil.log" 2>&1 &
+track_pid $!
+"$tmkms" start -c "$work/tmkms.toml" > "$work/tmkms.log" 2>&1 &
+track_pid $!
+wait "$load" || { tail -n 20 "$work/sigil.log" "$work/tmkms.log" >&2; exit 1; }
+ours=$(grep '"signer":"sigil"' "$work/load.json")
+theirs=$(grep '"signer":"tmkms"' "$work/load.json")
 echo "$ours"
 echo "$theirs"
 python3 - "$ours" "$theirs" <<'PY'
