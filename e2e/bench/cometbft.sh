@@ -42,7 +42,7 @@ chmod 600 "$work"/*.json "$work"/*.key "$work/seed.hex"
 sigil_port=$(free_port)
 cat > "$work/sigil.yaml" <<YAML
 keys: {validator: {local: {secretKeyFile: $work/priv_validator_key.json}}}
-ratchet: {file: {dir: $work/sigil-ratchet}}
+ratchet: {file: {dir: $work/sigil-ratchet, reserveNextStep: true}}
 cometbft: [{connect: "tcp://127.0.0.1:$sigil_port", chainId: $chain, key: validator}]
 management: {listen: "127.0.0.1:$(free_port)"}
 YAML

@@ -99,8 +99,8 @@ impl App {
                 Arc::new(MemoryRatchet::default())
             }
             Some(RatchetStore::File(file)) => {
-                tracing::info!(dir = %file.dir.display(), "high-water marks in files");
-                Arc::new(FileRatchet::open(&file.dir)?)
+                tracing::info!(dir = %file.dir.display(), reserve_next_step = file.reserve_next_step, "high-water marks in files");
+                Arc::new(FileRatchet::open(&file.dir)?.reserving_next_steps(file.reserve_next_step))
             }
             #[cfg(feature = "kubernetes")]
             Some(RatchetStore::ConfigMap(cm)) => {

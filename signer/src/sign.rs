@@ -39,6 +39,11 @@ pub struct SignRequest<'a> {
     /// reach of every honest request. Checked under the stream's lock against the durable mark;
     /// a stream with no mark yet has nothing to compare with and accepts. `None`: no limit.
     pub max_advance: Option<u64>,
+    /// The mark the protocol will most likely ask for next on this stream (CometBFT: the next
+    /// step), which the store may reserve so that the next request waits for no flush of its own
+    /// ([`StreamLock::commit_reserving`](crate::ratchet::StreamLock::commit_reserving)). After a
+    /// crash the reserved marks are refused. `None`: reserve nothing.
+    pub reserve: Option<Mark>,
     /// Where a request that moves no mark sits in its chain (a vote extension's height), for the
     /// audit trail.
     pub position: Option<Mark>,
@@ -65,6 +70,7 @@ impl<'a> SignRequest<'a> {
             identity: None,
             context: None,
             max_advance: None,
+            reserve: None,
             position: None,
             client: None,
         }
@@ -375,7 +381,11 @@ impl Signer {
         }
         let signature = self.backend_sign(entry, request).await?;
         let started = Instant::now();
-        let committed = lock.commit(State { signature: Some(signature), ..next }).await;
+        let signed = State { signature: Some(signature), ..next };
+        let committed = match request.reserve {
+            Some(reserved) => lock.commit_reserving(signed, reserved).await,
+            None => lock.commit(signed).await,
+        };
         self.metrics
             .ratchet_commit_duration
             .get_or_create(&RatchetLabels { store: self.ratchet.kind() })

@@ -197,7 +197,7 @@ fn start_signer(dir: &Path, laddr: &str, chain: &str, version: Option<&str>, key
     let version = version.map(|v| format!(", version: \"{v}\"")).unwrap_or_default();
     let config = format!(
         "keys: {{validator: {}}}\n\
-         ratchet: {{file: {{dir: {}}}}}\n\
+         ratchet: {{file: {{dir: {}, reserveNextStep: true}}}}\n\
          cometbft: [{{connect: \"{laddr}\", chainId: \"{chain}\", key: validator{version}, identityKeyFile: {}}}]\n\
          management: {{listen: 127.0.0.1:0}}\n\
          audit: {{file: {}}}\n",

@@ -14,7 +14,9 @@
 //! that is not intact: only records after the last completed flush can be torn, and none of their
 //! signatures was released. The torn tail is zeroed before anything is appended. A journal past
 //! [`COMPACT_AT`] bytes is rewritten as one record per stream (write a temporary, fsync, rename,
-//! fsync the directory). A failed write or flush stops the store until the process restarts (after
+//! fsync the directory). With `reserveNextStep`, a record may also reserve the next step, and a
+//! request that a flushed reservation covers does not wait for its own record (see [`FileLock`]).
+//! A failed write or flush stops the store until the process restarts (after
 //! a failed `fsync` the page cache cannot be trusted). A lock file stops a second process from using the directory, since each process
 //! trusts its copy in memory. A directory of the previous layout (two checksummed slots per key and
 //! chain, `<key>/<chain>.ratchet`) is read once into a new journal, and its files removed.
@@ -47,9 +49,13 @@ const COMPACT_AT: u64 = 4 * 1024 * 1024;
 /// each `fdatasync` also commit the new size).
 const CHUNK: u64 = 1024 * 1024;
 const JOURNAL: &str = "marks.journal";
+/// The boot id of the kernel that last opened the journal (`/proc/sys/kernel/random/boot_id`).
+const BOOT_ID: &str = "boot-id";
 
 pub struct FileRatchet {
     journal: Arc<Journal>,
+    /// Whether commits reserve the next step they are told of (`reserveNextStep`).
+    reserve: bool,
     /// Held for the life of the process: the advisory lock on `<dir>/.lock`.
     _lock: File,
     streams: Mutex<HashMap<StreamId, Arc<tokio::sync::Mutex<()>>>>,
@@ -66,6 +72,9 @@ struct Journal {
     /// Group commit: what is durable (the flusher thread publishes it).
     flushes: watch::Sender<Flushes>,
     flusher: Arc<Flusher>,
+    /// Held by a test to keep the flusher from flushing.
+    #[cfg(test)]
+    hold_flushes: Mutex<()>,
 }
 
 /// Wakes the flusher thread: a flush is wanted, or the store is closing.
@@ -116,6 +125,9 @@ struct Appends {
     /// The sequence number of the next record; every record below it is written.
     next: u64,
     states: BTreeMap<StreamKey, Record>,
+    /// Per stream, the sequence number of the first record that holds its current highest mark;
+    /// none for streams whose records are all durable since the journal was opened.
+    reserved_at: HashMap<StreamKey, u64>,
     /// Set when a write failed: the store refuses everything until the process restarts.
     failed: Option<String>,
 }
@@ -124,6 +136,8 @@ struct Appends {
 struct Flushes {
     /// Every record with a lower sequence number is durable.
     durable: u64,
+    /// The journal's length when `durable` was reached: its bytes below are on disk.
+    durable_len: u64,
     failed: Option<String>,
     /// Flushes made.
     count: u64,
@@ -151,6 +165,12 @@ pub(crate) struct Record {
     signature: Option<(Algorithm, String)>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     context: Option<String>,
+    /// Set when the record reserves marks above what was signed (see [`FileLock`]): the record's
+    /// own mark is then the reservation, with an all-zero digest that no request has, and this is
+    /// what was signed. A reader that does not know the field sees the reservation alone, which
+    /// refuses at least as much.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    signed: Option<Box<Record>>,
 }
 
 impl Record {
@@ -162,10 +182,40 @@ impl Record {
             payload_sha256: hex::encode(state.payload_digest),
             signature: state.signature.map(|s| (s.algorithm(), hex::encode(s.as_bytes()))),
             context: state.context.as_ref().map(hex::encode),
+            signed: None,
         }
     }
 
+    /// `state`, reserving every mark up to `reserved` when that is above it.
+    fn reserving(state: &State, reserved: Mark) -> Record {
+        if reserved <= state.mark {
+            return Record::from_state(state);
+        }
+        let reservation = State { mark: reserved, payload_digest: [0; 32], signature: None, context: None };
+        Record { signed: Some(Box::new(Record::from_state(state))), ..Record::from_state(&reservation) }
+    }
+
+    /// The highest mark the record holds: its reservation, or what was signed.
+    fn mark(&self) -> Mark {
+        Mark { level: self.level, round: self.round, step: self.step }
+    }
+
+    /// The record as a restart must see it: a reservation stands alone, since anything up to it
+    /// may have been signed and released after the last flush.
+    fn recovered(self) -> Record {
+        Record { signed: None, ..self }
+    }
+
+    /// What was signed, without the reservation: only for a store nobody signs through any more.
+    fn released(&self) -> Record {
+        self.signed.as_deref().cloned().unwrap_or_else(|| self.clone())
+    }
+
+    /// What was signed last (in this process: a reservation's record keeps it beside).
     pub(crate) fn to_state(&self) -> Option<State> {
+        if let Some(signed) = &self.signed {
+            return signed.to_state();
+        }
         let payload_digest = hex::decode(&self.payload_sha256).ok()?.try_into().ok()?;
         let signature = match &self.signature {
             Some((algorithm, text)) => Some(Signature::from_slice(*algorithm, &hex::decode(text).ok()?).ok()?),
@@ -216,7 +266,7 @@ impl FileRatchet {
             .name("ratchet-flusher".into())
             .spawn(move || Journal::flush_until_closed(weak, flusher))
             .map_err(|e| unavailable(&journal.path, format!("cannot start the flusher thread: {e}")))?;
-        Ok(FileRatchet { journal, _lock: lock, streams: Mutex::new(HashMap::new()) })
+        Ok(FileRatchet { journal, reserve: false, _lock: lock, streams: Mutex::new(HashMap::new()) })
     }
 
     /// [`FileRatchet::open`] with the journal rewritten past `bytes`: for tests that crash the
@@ -226,6 +276,13 @@ impl FileRatchet {
         let ratchet = FileRatchet::open(dir)?;
         ratchet.journal.compact_at.store(bytes, std::sync::atomic::Ordering::Relaxed);
         Ok(ratchet)
+    }
+
+    /// Commits reserve the next step a request names ([`StreamLock::commit_reserving`]) when
+    /// `reserve`; else they reserve nothing.
+    pub fn reserving_next_steps(mut self, reserve: bool) -> FileRatchet {
+        self.reserve = reserve;
+        self
     }
 
     /// How many flushes the journal has made: fewer than commits when they were shared.
@@ -247,6 +304,21 @@ fn create_private_dir(dir: &Path) -> Result<(), RatchetError> {
 
 fn sync_dir(dir: &Path) -> Result<(), RatchetError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(|e| unavailable(dir, e))
+}
+
+/// Replaces `path` with `data`: a temporary, fsynced, renamed, the directory fsynced.
+fn write_file_durably(dir: &Path, path: &Path, data: &[u8]) -> Result<(), RatchetError> {
+    let temporary = path.with_extension("tmp");
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&temporary)
+        .map_err(|e| unavailable(&temporary, e))?;
+    file.write_all(data).and_then(|_| file.sync_all()).map_err(|e| unavailable(&temporary, e))?;
+    std::fs::rename(&temporary, path).map_err(|e| unavailable(path, e))?;
+    sync_dir(dir)
 }
 
 fn encode_record(path: &Path, sequence: u64, key: &StreamKey, record: &Record) -> Result<Vec<u8>, RatchetError> {
@@ -346,7 +418,9 @@ impl Journal {
                     len: end as u64,
                     allocated: data.len() as u64,
                     next,
+                    // The last record of each stream holds its highest mark.
                     states: records.into_iter().collect(),
+                    reserved_at: HashMap::new(),
                     failed: None,
                 })
             }
@@ -367,10 +441,40 @@ impl Journal {
             let (file, len, allocated) = write_journal(dir, &path, first, &states)?;
             remove_slot_files(dir)?;
             let next = first + states.len() as u64;
-            journal = Some(Appends { file: Arc::new(file), len, allocated, next, states, failed: None });
+            let reserved_at = HashMap::new();
+            journal = Some(Appends { file: Arc::new(file), len, allocated, next, states, reserved_at, failed: None });
         }
-        let appends = journal.expect("read or written above");
-        let (flushes, _) = watch::channel(Flushes { durable: appends.next, ..Flushes::default() });
+        let mut appends = journal.expect("read or written above");
+        // Reservations stand alone unless this kernel wrote the journal: a crash of the signer
+        // alone loses nothing it wrote (the kernel's page cache survives it), a reboot or a power
+        // loss may have lost records written after the last flush. Rewritten before the boot id,
+        // so that a record kept under an older boot is never trusted later.
+        let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok().map(|b| b.trim().to_string());
+        let boot_path = dir.join(BOOT_ID);
+        let written_under = std::fs::read_to_string(&boot_path).ok().map(|b| b.trim().to_string());
+        let same_boot = boot.is_some() && written_under == boot;
+        if !same_boot && appends.states.values().any(|r| r.signed.is_some()) {
+            let states: BTreeMap<_, _> =
+                std::mem::take(&mut appends.states).into_iter().map(|(k, r)| (k, r.recovered())).collect();
+            tracing::warn!(path = %path.display(), "restarted after a reboot or on another machine: reserved marks are refused");
+            let first = appends.next;
+            let (file, len, allocated) = write_journal(dir, &path, first, &states)?;
+            let next = first + states.len() as u64;
+            appends = Appends {
+                file: Arc::new(file),
+                len,
+                allocated,
+                next,
+                states,
+                reserved_at: HashMap::new(),
+                failed: None,
+            };
+        }
+        if let Some(boot) = boot.filter(|_| !same_boot) {
+            write_file_durably(dir, &boot_path, boot.as_bytes())?;
+        }
+        let (durable, durable_len) = (appends.next, appends.len);
+        let (flushes, _) = watch::channel(Flushes { durable, durable_len, ..Flushes::default() });
         let flusher = Arc::new(Flusher::default());
         Ok(Journal {
             dir: dir.to_path_buf(),
@@ -379,6 +483,8 @@ impl Journal {
             appends: Mutex::new(appends),
             flushes,
             flusher,
+            #[cfg(test)]
+            hold_flushes: Mutex::new(()),
         })
     }
 
@@ -386,9 +492,46 @@ impl Journal {
         self.appends.lock().map_err(|_| RatchetError::Unavailable("ratchet journal lock poisoned".into()))
     }
 
-    /// Appends `record` for `key`; the sequence number to wait for.
-    fn append(&self, key: StreamKey, record: Record) -> Result<u64, RatchetError> {
+    /// Appends `next` for `key`, reserving the marks up to `reserved` (see [`FileLock`]), and
+    /// returns the sequence number to wait for before `next`'s signature may be released: that
+    /// of the record that first held a mark at or above `next`'s when one is already written
+    /// (its flush may be over: the request then waits for none), else this record's. Never
+    /// lowers the stream's highest mark.
+    fn append_reserving(&self, key: StreamKey, next: &State, reserved: Mark) -> Result<u64, RatchetError> {
         let mut appends = self.appends()?;
+        let held = appends.states.get(&key);
+        // Only a reservation covers: a signed state at this very mark (a repeat with no stored
+        // signature) must wait for the record that stores the new signature.
+        let reservation = held.filter(|r| r.signed.is_some()).map(Record::mark);
+        let held = held.map(Record::mark);
+        let highest = [Some(reserved), Some(next.mark), held].into_iter().flatten().max().expect("three marks");
+        let sequence = self.append(&mut appends, key.clone(), Record::reserving(next, highest))?;
+        let covering = match reservation {
+            Some(reservation) if reservation >= next.mark => appends.reserved_at.get(&key).copied().unwrap_or(0),
+            _ => sequence,
+        };
+        if held.is_none_or(|held| highest > held) {
+            appends.reserved_at.insert(key, sequence);
+        }
+        if covering != sequence {
+            // Released before its own record is durable: the flusher carries it (and the next
+            // reservation) to disk meanwhile.
+            self.flusher.request();
+        }
+        Ok(covering)
+    }
+
+    /// Appends `next` for `key` as it is, lower than the stream's mark or not (`ratchet set
+    /// --force`); the sequence number to wait for.
+    fn append_overwrite(&self, key: StreamKey, next: &State) -> Result<u64, RatchetError> {
+        let mut appends = self.appends()?;
+        let sequence = self.append(&mut appends, key.clone(), Record::from_state(next))?;
+        appends.reserved_at.insert(key, sequence);
+        Ok(sequence)
+    }
+
+    /// Appends `record` for `key`; its sequence number.
+    fn append(&self, appends: &mut Appends, key: StreamKey, record: Record) -> Result<u64, RatchetError> {
         if let Some(failed) = &appends.failed {
             return Err(unavailable(&self.path, failed));
         }
@@ -413,7 +556,7 @@ impl Journal {
         appends.next += 1;
         appends.states.insert(key, record);
         if appends.len > self.compact_at.load(std::sync::atomic::Ordering::Relaxed) {
-            blocking(|| self.compact(&mut appends))?;
+            blocking(|| self.compact(appends))?;
         }
         Ok(sequence)
     }
@@ -426,8 +569,8 @@ impl Journal {
         let (file, len, allocated) = result.inspect_err(|error| appends.failed = Some(error.to_string()))?;
         appends.next = first + appends.states.len() as u64;
         (appends.file, appends.len, appends.allocated) = (Arc::new(file), len, allocated);
-        let durable = appends.next;
-        self.flushes.send_modify(|f| f.durable = f.durable.max(durable));
+        let (durable, durable_len) = (appends.next, appends.len);
+        self.flushes.send_modify(|f| (f.durable, f.durable_len) = (durable, durable_len));
         Ok(())
     }
 
@@ -456,15 +599,18 @@ impl Journal {
     fn flush_until_closed(journal: std::sync::Weak<Journal>, flusher: Arc<Flusher>) {
         while flusher.wait_for_request() {
             let Some(journal) = journal.upgrade() else { return };
-            let Ok((file, covered)) = journal.appends().map(|a| (a.file.clone(), a.next)) else { return };
+            let Ok((file, covered, len)) = journal.appends().map(|a| (a.file.clone(), a.next, a.len)) else { return };
             if journal.flushes.borrow().durable >= covered {
                 continue;
             }
+            #[cfg(test)]
+            let _held = journal.hold_flushes.lock();
             let flushed = file.sync_data();
             journal.flushes.send_modify(|f| {
                 f.count += 1;
                 match &flushed {
-                    Ok(()) => f.durable = f.durable.max(covered),
+                    Ok(()) if covered > f.durable => (f.durable, f.durable_len) = (covered, len),
+                    Ok(()) => {}
                     Err(error) => f.failed = Some(format!("a flush failed ({error}); restart the signer")),
                 }
             });
@@ -487,8 +633,22 @@ fn blocking<T>(io: impl FnOnce() -> T) -> T {
 }
 
 impl Drop for FileRatchet {
+    /// Stops the flusher. A clean stop gives back what was reserved: nobody can sign through this
+    /// store any more, so nothing above what each stream signed was released, and the journal is
+    /// rewritten with what was signed (the next start refuses no reserved mark). When that fails,
+    /// the reservations stay, which only refuses more.
     fn drop(&mut self) {
         self.journal.flusher.close();
+        let Ok(mut appends) = self.journal.appends() else { return };
+        if appends.failed.is_some() || !appends.states.values().any(|r| r.signed.is_some()) {
+            return;
+        }
+        let signed: BTreeMap<_, _> = appends.states.iter().map(|(k, r)| (k.clone(), r.released())).collect();
+        let first = appends.next;
+        if let Err(error) = write_journal(&self.journal.dir, &self.journal.path, first, &signed) {
+            tracing::warn!(%error, "cannot give back the reserved marks; the next start refuses them");
+        }
+        appends.failed = Some("closed".into());
     }
 }
 
@@ -513,7 +673,8 @@ impl Ratchet for FileRatchet {
             Some(record) => Some(record.to_state().ok_or_else(|| unavailable(&self.journal.path, "damaged record"))?),
             None => None,
         };
-        Ok(Box::new(FileLock { journal: self.journal.clone(), stream: stream.clone(), _guard: guard, current }))
+        let (journal, stream, reserve) = (self.journal.clone(), stream.clone(), self.reserve);
+        Ok(Box::new(FileLock { journal, stream, reserve, _guard: guard, current }))
     }
 
     async fn entries(&self) -> Result<Vec<Entry>, RatchetError> {
@@ -535,9 +696,18 @@ impl Ratchet for FileRatchet {
     }
 }
 
+/// One stream, locked. A commit with a reservation ([`StreamLock::commit_reserving`]) writes,
+/// beside the state it signs, a reservation of the marks up to the one the protocol will most
+/// likely ask for next. A later request at or below a reservation already durable is released
+/// without waiting for its own record's flush, which follows in the background. A restart after a
+/// crash reads the reservation alone (see [`Record::recovered`]): everything up to it is refused,
+/// since it may have been signed after the last flush. So every released signature is covered by
+/// a durable record, as without reservations; what a crash costs is the reserved marks, never a
+/// second signature.
 struct FileLock {
     journal: Arc<Journal>,
     stream: StreamId,
+    reserve: bool,
     _guard: OwnedMutexGuard<()>,
     current: Option<State>,
 }
@@ -549,25 +719,32 @@ impl StreamLock for FileLock {
     }
 
     async fn commit(&mut self, next: State) -> Result<State, RatchetError> {
+        let mark = next.mark;
+        self.commit_reserving(next, mark).await
+    }
+
+    async fn commit_reserving(&mut self, next: State, reserved: Mark) -> Result<State, RatchetError> {
         if let Some(stored) = commit_decision(&self.stream, self.current.as_ref(), &next)? {
             return Ok(stored);
         }
-        self.write(next.clone()).await?;
+        let reserved = if self.reserve { reserved } else { next.mark };
+        let covering = self.journal.append_reserving(self.key(), &next, reserved)?;
+        self.journal.wait_durable(covering).await?;
+        self.current = Some(next.clone());
         Ok(next)
     }
 
     async fn overwrite(&mut self, next: State) -> Result<(), RatchetError> {
-        self.write(next).await
+        let sequence = self.journal.append_overwrite(self.key(), &next)?;
+        self.journal.wait_durable(sequence).await?;
+        self.current = Some(next);
+        Ok(())
     }
 }
 
 impl FileLock {
-    async fn write(&mut self, next: State) -> Result<(), RatchetError> {
-        let key = (self.stream.key.clone(), self.stream.chain.clone(), self.stream.stream.to_string());
-        let sequence = self.journal.append(key, Record::from_state(&next))?;
-        self.journal.wait_durable(sequence).await?;
-        self.current = Some(next);
-        Ok(())
+    fn key(&self) -> StreamKey {
+        (self.stream.key.clone(), self.stream.chain.clone(), self.stream.stream.to_string())
     }
 }
 
@@ -651,6 +828,208 @@ mod tests {
         StreamId { key: "baker".into(), chain: "NetXdQprcVkpaWU".into(), stream: "block" }
     }
 
+    fn reserving(dir: &Path) -> FileRatchet {
+        FileRatchet::open(dir).unwrap().reserving_next_steps(true)
+    }
+
+    /// The journal as a power cut would leave it: what the last completed flush covered.
+    fn durable_journal(ratchet: &FileRatchet) -> Vec<u8> {
+        let len = ratchet.journal.flushes.borrow().durable_len as usize;
+        std::fs::read(&ratchet.journal.path).unwrap()[..len].to_vec()
+    }
+
+    fn at(level: u64, round: u64, step: u8, digest: u8) -> State {
+        State {
+            mark: Mark { level, round, step },
+            payload_digest: [digest; 32],
+            signature: Some(Signature::new(Algorithm::Ed25519, [digest; 64])),
+            context: None,
+        }
+    }
+
+    /// A request at a mark an earlier, durable record reserved is released while the flusher is
+    /// held: it waits for no flush. One above the reservation waits for its own.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    // Held across awaits on purpose: the flusher thread waits on it, no task does.
+    #[allow(clippy::await_holding_lock)]
+    async fn a_reserved_mark_is_released_without_a_flush_of_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let ratchet = Arc::new(reserving(dir.path()));
+        let prevote = at(10, 0, 2, 1);
+        let precommit = Mark { step: 3, ..prevote.mark };
+        ratchet.lock(&stream()).await.unwrap().commit_reserving(prevote, precommit).await.unwrap();
+        let flushes = ratchet.flushes();
+        let held = ratchet.journal.hold_flushes.lock().unwrap();
+        let mut lock = ratchet.lock(&stream()).await.unwrap();
+        let next_height = Mark { level: 11, round: 0, step: 2 };
+        lock.commit_reserving(at(10, 0, 3, 2), next_height).await.unwrap();
+        assert_eq!(ratchet.flushes(), flushes, "released with the flusher held");
+        drop(lock);
+        let above = commit_in_background(&ratchet, at(12, 0, 2, 3), Mark { level: 12, round: 0, step: 3 });
+        assert!(!finishes_soon(&above).await, "a mark above the reservation waits for its flush");
+        drop(held);
+        above.await.unwrap();
+        assert!(ratchet.flushes() > flushes);
+    }
+
+    fn commit_in_background(ratchet: &Arc<FileRatchet>, next: State, reserved: Mark) -> tokio::task::JoinHandle<()> {
+        let ratchet = ratchet.clone();
+        tokio::spawn(async move {
+            ratchet.lock(&stream()).await.unwrap().commit_reserving(next, reserved).await.unwrap();
+        })
+    }
+
+    /// Whether `task` ends within 100 ms (asked of a task that must not end while a flush is held).
+    async fn finishes_soon(task: &tokio::task::JoinHandle<()>) -> bool {
+        let finished = async {
+            while !task.is_finished() {
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_millis(100), finished).await.is_ok()
+    }
+
+    /// A mark stored without its signature (imported from another signer) reserves nothing:
+    /// signing its very request waits for the record that stores the signature, so a restart
+    /// answers a repeat with that signature and never makes a second one (an ECDSA signature with
+    /// a random nonce would differ, and a block with another signature is another block).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    // Held across awaits on purpose: the flusher thread waits on it, no task does.
+    #[allow(clippy::await_holding_lock)]
+    async fn a_mark_without_its_signature_covers_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let ratchet = Arc::new(reserving(dir.path()));
+        let imported = State { signature: None, ..at(10, 0, 2, 1) };
+        ratchet.lock(&stream()).await.unwrap().commit(imported).await.unwrap();
+        let held = ratchet.journal.hold_flushes.lock().unwrap();
+        let repeat = commit_in_background(&ratchet, at(10, 0, 2, 1), Mark { level: 10, round: 0, step: 3 });
+        assert!(!finishes_soon(&repeat).await, "the repeat waits for its own flush");
+        drop(held);
+        repeat.await.unwrap();
+    }
+
+    /// After a power cut the reservation stands alone: the reserved marks and everything below
+    /// them are refused, whatever the payload; above them, signing goes on. After the signer alone
+    /// was killed, or a clean stop, what was signed is the mark. Without reservations the last
+    /// signed state stays, for its repeats.
+    #[tokio::test]
+    async fn a_power_cut_refuses_every_reserved_mark_and_a_kill_or_a_stop_none() {
+        let (dir, crashed, killed) =
+            (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let reserved = Mark { level: 11, round: 0, step: 2 };
+        let other = StreamId { stream: "other", ..stream() };
+        {
+            let ratchet = reserving(dir.path());
+            let mut lock = ratchet.lock(&stream()).await.unwrap();
+            lock.commit_reserving(at(10, 0, 3, 1), reserved).await.unwrap();
+            assert_eq!(lock.current(), Some(&at(10, 0, 3, 1)), "in this process, what was signed");
+            drop(lock);
+            ratchet.lock(&other).await.unwrap().commit(at(10, 0, 3, 1)).await.unwrap();
+            // A power cut here: the journal as written, on a kernel that did not write it.
+            std::fs::copy(dir.path().join(JOURNAL), crashed.path().join(JOURNAL)).unwrap();
+            // kill -9 here: the journal as written, on the kernel that wrote it.
+            std::fs::copy(dir.path().join(JOURNAL), killed.path().join(JOURNAL)).unwrap();
+            std::fs::copy(dir.path().join(BOOT_ID), killed.path().join(BOOT_ID)).unwrap();
+        }
+        let after_kill = FileRatchet::open(killed.path()).unwrap();
+        let current = after_kill.lock(&stream()).await.unwrap().current().cloned();
+        assert_eq!(current, Some(at(10, 0, 3, 1)), "the same kernel lost nothing: what was signed");
+        drop(after_kill);
+        let ratchet = FileRatchet::open(crashed.path()).unwrap();
+        let current = ratchet.lock(&stream()).await.unwrap().current().cloned();
+        assert_eq!(current.as_ref().map(|s| s.mark), Some(reserved));
+        for refused in [at(10, 0, 3, 1), at(10, 1, 2, 5), at(11, 0, 1, 6), at(11, 0, 2, 7)] {
+            let refusal = super::super::check(&stream(), current.as_ref(), &refused);
+            assert!(refusal.is_err(), "{:?} must be refused", refused.mark);
+        }
+        let above = super::super::check(&stream(), current.as_ref(), &at(11, 0, 3, 8));
+        assert_eq!(above, Ok(super::super::Verdict::Advance));
+        let plain = ratchet.lock(&other).await.unwrap().current().cloned();
+        assert_eq!(plain, Some(at(10, 0, 3, 1)), "no reservation: the signed state, for its repeats");
+
+        let stopped = FileRatchet::open(dir.path()).unwrap();
+        let current = stopped.lock(&stream()).await.unwrap().current().cloned();
+        assert_eq!(current, Some(at(10, 0, 3, 1)), "after a clean stop, what was signed");
+        let reserved_step = super::super::check(&stream(), current.as_ref(), &at(11, 0, 2, 7));
+        assert_eq!(reserved_step, Ok(super::super::Verdict::Advance));
+    }
+
+    /// A journal a reboot left with reservations keeps them as refusals for good: a later start on
+    /// this kernel does not read the older kernel's records as its own.
+    #[tokio::test]
+    async fn reservations_from_before_a_reboot_stay_refused() {
+        let (dir, rebooted) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let reserved = Mark { level: 11, round: 0, step: 2 };
+        {
+            let ratchet = reserving(dir.path());
+            ratchet.lock(&stream()).await.unwrap().commit_reserving(at(10, 0, 3, 1), reserved).await.unwrap();
+            std::fs::copy(dir.path().join(JOURNAL), rebooted.path().join(JOURNAL)).unwrap();
+            std::fs::write(rebooted.path().join(BOOT_ID), "an-older-boot").unwrap();
+        }
+        for start in ["after the reboot", "and again"] {
+            let ratchet = reserving(rebooted.path());
+            let current = ratchet.lock(&stream()).await.unwrap().current().cloned();
+            assert_eq!(current.map(|s| (s.mark, s.payload_digest)), Some((reserved, [0; 32])), "{start}");
+        }
+    }
+
+    /// Power cuts at random moments of a CometBFT-like stream of requests (some reserving the next
+    /// step, some not, on two streams at once): the journal as the last completed flush left it
+    /// refuses everything that could contradict a signature already released.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_power_cut_never_forgets_a_released_signature() {
+        // xorshift64: the same cuts every run.
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut random = move |below: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % below
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let ratchet = Arc::new(reserving(dir.path()));
+        let streams = [stream(), StreamId { stream: "other", ..stream() }];
+        let mut released: Vec<(usize, State)> = Vec::new();
+        let mut marks = [Mark { level: 1, round: 0, step: 1 }; 2];
+        for round in 0..400 {
+            let which = random(2) as usize;
+            let mark = marks[which];
+            // The next step, now and then a new round or a skipped step.
+            let next = match random(10) {
+                0 => Mark { round: mark.round + 1, step: 2, ..mark },
+                1 => Mark { level: mark.level + 1, round: 0, step: 1 },
+                _ if mark.step < 3 => Mark { step: mark.step + 1, ..mark },
+                _ => Mark { level: mark.level + 1, round: 0, step: 1 },
+            };
+            marks[which] = next;
+            let state = at(next.level, next.round, next.step, random(256) as u8);
+            let mut lock = ratchet.lock(&streams[which]).await.unwrap();
+            let stored = if random(5) > 0 {
+                let reserve = match next.step {
+                    1 | 2 => Mark { step: next.step + 1, ..next },
+                    _ => Mark { level: next.level + 1, round: 0, step: 2 },
+                };
+                lock.commit_reserving(state.clone(), reserve).await.unwrap()
+            } else {
+                lock.commit(state.clone()).await.unwrap()
+            };
+            drop(lock);
+            released.push((which, stored));
+            if round % 7 == 0 {
+                let cut = tempfile::tempdir().unwrap();
+                std::fs::write(cut.path().join(JOURNAL), durable_journal(&ratchet)).unwrap();
+                let recovered = FileRatchet::open(cut.path()).unwrap();
+                for (which, signed) in &released {
+                    let lock = recovered.lock(&streams[*which]).await.unwrap();
+                    let current = lock.current().expect("a released signature's stream has a mark");
+                    let conflicting = State { payload_digest: [!signed.payload_digest[0]; 32], ..signed.clone() };
+                    assert!(current.mark >= signed.mark, "round {round}: {:?} forgot {:?}", current.mark, signed.mark);
+                    assert!(super::super::check(&streams[*which], Some(current), &conflicting).is_err());
+                }
+            }
+        }
+    }
+
     fn state(level: u64) -> State {
         State {
             mark: Mark { level, round: 1, step: 0 },
@@ -728,7 +1107,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_commits_share_flushes() {
         let dir = tempfile::tempdir().unwrap();
-        let ratchet = Arc::new(FileRatchet::open(dir.path()).unwrap());
+        let ratchet = Arc::new(reserving(dir.path()));
         let mut tasks = Vec::new();
         for chain in 0..16 {
             let ratchet = ratchet.clone();
@@ -812,9 +1191,10 @@ mod tests {
             let ratchet = FileRatchet::open(dir.path()).unwrap();
             ratchet.lock(&odd).await.unwrap().commit(state(1)).await.unwrap();
         }
-        let names: Vec<String> =
+        let mut names: Vec<String> =
             std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
-        assert_eq!(names.len(), 2, "{names:?}");
+        names.sort();
+        assert_eq!(names, [".lock", BOOT_ID, JOURNAL]);
         let ratchet = FileRatchet::open(dir.path()).unwrap();
         assert_eq!(ratchet.lock(&odd).await.unwrap().current(), Some(&state(1)));
     }

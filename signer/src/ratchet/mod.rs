@@ -5,7 +5,10 @@
 //! signs, commits the mark together with the signature, and only then releases the signature. A
 //! signature whose commit failed is dropped, so nothing leaves the process above the durable mark;
 //! a crash loses at most that one signature, never safety. Keeping the signature lets an identical
-//! retry get the very same bytes back, even from a backend whose ECDSA nonces are random.
+//! retry get the very same bytes back, even from a backend whose ECDSA nonces are random. A store
+//! may instead let a durable reservation of the step cover it
+//! ([`StreamLock::commit_reserving`]): the signature is then released before its own record is
+//! durable, and a restart that may have lost that record refuses the whole reservation.
 
 #[cfg(feature = "kubernetes")]
 pub mod configmap;
@@ -180,6 +183,15 @@ pub trait StreamLock: Send {
     /// since a second signature over the same block (ECDSA from a KMS has random nonces) would be
     /// a second block. Failing to write is `Unavailable`.
     async fn commit(&mut self, next: State) -> Result<State, RatchetError>;
+
+    /// [`commit`](Self::commit), also reserving every mark up to `reserved` (the protocol's next
+    /// likely request): a later request at a reserved mark may then be released before its own
+    /// state is durable, since a restart after a crash refuses everything up to a durable
+    /// reservation. Stores that keep no reservations commit as `commit` does.
+    async fn commit_reserving(&mut self, next: State, reserved: Mark) -> Result<State, RatchetError> {
+        let _ = reserved;
+        self.commit(next).await
+    }
 
     /// Writes `next` without the rule: only for an operator's `ratchet set --force`, which says
     /// why lowering a mark is dangerous.

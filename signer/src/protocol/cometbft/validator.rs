@@ -426,6 +426,7 @@ impl Validator {
             identity: Some(&identity),
             context: Some(&context),
             max_advance: Some(self.max_height_jump),
+            reserve: Some(next_step(mark)),
             client: Some(&self.node),
             scheme: self.scheme()?,
             ..SignRequest::new(&self.key, &self.chain_id, kind, Some((mark, STREAM)), &sign_bytes)
@@ -467,12 +468,24 @@ impl Validator {
         let sign_bytes = proto::proposal_sign_bytes(&proposal, &self.chain_id);
         let to_sign = SignRequest {
             max_advance: Some(self.max_height_jump),
+            reserve: Some(next_step(mark)),
             client: Some(&self.node),
             scheme: self.scheme()?,
             ..SignRequest::new(&self.key, &self.chain_id, PROPOSAL, Some((mark, STREAM)), &sign_bytes)
         };
         let signed = self.signer.sign(to_sign).await.map_err(|e| self.refusal(e))?;
         Ok(proto::Proposal { signature: signed.signature.as_bytes().to_vec(), ..Default::default() })
+    }
+}
+
+/// What a node asks for after `mark` when consensus goes its usual way: the prevote after the
+/// proposal, the precommit after the prevote, the next height's prevote after the precommit
+/// (which also covers that height's proposal, and any later round of this height). The ratchet
+/// reserves up to it, so a crash costs the validator at most these steps.
+fn next_step(mark: Mark) -> Mark {
+    match mark.step {
+        1 | 2 => Mark { step: mark.step + 1, ..mark },
+        _ => Mark { level: mark.level.saturating_add(1), round: 0, step: 2 },
     }
 }
 
@@ -522,6 +535,19 @@ mod tests {
     use crate::policy::Policy;
     use crate::ratchet::memory::MemoryRatchet;
     use crate::sign::KeyEntry;
+
+    /// The step reserved after each: the one that follows in a round that goes its usual way,
+    /// and after a precommit the next height's prevote, which covers its proposal.
+    #[test]
+    fn the_next_step_follows_consensus() {
+        let at = |level, round, step| Mark { level, round, step };
+        assert_eq!(next_step(at(7, 2, 1)), at(7, 2, 2));
+        assert_eq!(next_step(at(7, 2, 2)), at(7, 2, 3));
+        assert_eq!(next_step(at(7, 2, 3)), at(8, 0, 2));
+        assert!(next_step(at(7, 2, 3)) > at(8, 0, 1), "covers the next height's proposal");
+        assert!(next_step(at(7, 2, 3)) > at(7, 3, 2), "and a later round of this height");
+        assert_eq!(next_step(at(u64::MAX, 0, 3)), at(u64::MAX, 0, 2), "never wraps");
+    }
 
     async fn validator(version: Option<Version>) -> (Validator, PublicKey) {
         validator_with(version, DEFAULT_MAX_HEIGHT_JUMP, None).await
