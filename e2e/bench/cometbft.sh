@@ -3,8 +3,9 @@
 # priv_validator_key.json), the same harness node (tests/src/bin/privval-load.rs) over the same
 # transport (TCP with SecretConnection), the same stream of proposals, prevotes and precommits at
 # rising heights, served in turns by one harness. Reports p50/p99 and throughput (requests over
-# the time spent waiting for that signer) for both, and the ratios. sigil fsyncs its state
-# before every answer; tmkms writes its state file without fsync.
+# the time spent waiting for that signer) for both, and the ratios. Every sigil answer is covered
+# by a flushed record (with reserveNextStep: its own, or a reservation of its step, see
+# docs/ratchet.md); tmkms writes its state file without fsync.
 #
 #   e2e/bench/cometbft.sh [seconds-per-run]     (default 10)
 set -euo pipefail
