@@ -153,10 +153,10 @@ pub struct FileRatchetConfig {
     pub dir: PathBuf,
     /// CometBFT: with each signature, reserve the node's next step (the precommit after a prevote,
     /// the next height after a precommit), so that the next request is answered without waiting
-    /// for a flush of its own. After a power loss or a reboot (not after a crash of the signer
-    /// alone) the reserved step is refused, whatever it signs: a validator that holds more than a
-    /// third of the voting power then stalls its chain at that step until an operator lowers the
-    /// mark. Off by default.
+    /// for a flush of its own. After a stop that was not clean (a kill, a crash, a power loss) the
+    /// reserved step is refused, whatever it signs: a validator that holds more than a third of
+    /// the voting power then stalls its chain at that step until an operator lowers the mark. Off
+    /// by default.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub reserve_next_step: bool,
 }

@@ -193,11 +193,18 @@ fn make_validator(home: &Path, key: &PublicKey) {
     std::fs::write(&path, genesis.to_string()).unwrap();
 }
 
-fn start_signer(dir: &Path, laddr: &str, chain: &str, version: Option<&str>, key: &ValidatorKey) -> SignerProcess {
+fn start_signer(
+    dir: &Path,
+    laddr: &str,
+    chain: &str,
+    version: Option<&str>,
+    key: &ValidatorKey,
+    reserve: bool,
+) -> SignerProcess {
     let version = version.map(|v| format!(", version: \"{v}\"")).unwrap_or_default();
     let config = format!(
         "keys: {{validator: {}}}\n\
-         ratchet: {{file: {{dir: {}, reserveNextStep: true}}}}\n\
+         ratchet: {{file: {{dir: {}, reserveNextStep: {reserve}}}}}\n\
          cometbft: [{{connect: \"{laddr}\", chainId: \"{chain}\", key: validator{version}, identityKeyFile: {}}}]\n\
          management: {{listen: 127.0.0.1:0}}\n\
          audit: {{file: {}}}\n",
@@ -226,8 +233,16 @@ fn metric(signer: &SignerProcess, series: &str) -> u64 {
 
 /// Runs a localnet whose validator key is in `backend`, through a signer told `layout` (or
 /// nothing: it then answers every version), kills the signer mid-run, and checks the chain and
-/// the audit trail. Returns the chain's height at the end.
-fn run_chain(version: &str, laddr_for: impl Fn(&Path) -> String, backend: Backend, layout: Option<&str>) -> u64 {
+/// the audit trail. Returns the chain's height at the end. With `reserve` (`reserveNextStep`)
+/// the signer is stopped as Kubernetes stops it (SIGTERM) instead: after a kill the reserved step
+/// is refused, which stalls a chain whose only validator it is.
+fn run_chain(
+    version: &str,
+    laddr_for: impl Fn(&Path) -> String,
+    backend: Backend,
+    layout: Option<&str>,
+    reserve: bool,
+) -> u64 {
     let (v1, bls) = (version.starts_with("v1"), version.ends_with("-bls12381"));
     let binary = cometbft(version);
     let dir = tempfile::tempdir().unwrap();
@@ -239,7 +254,7 @@ fn run_chain(version: &str, laddr_for: impl Fn(&Path) -> String, backend: Backen
     }
     let laddr = laddr_for(dir.path());
     // The signer first, as in production: it redials until the node listens.
-    let signer = start_signer(dir.path(), &laddr, &chain, layout, &key);
+    let signer = start_signer(dir.path(), &laddr, &chain, layout, &key, reserve);
     let node = start_node(&binary, &home, &laddr);
     node.wait_for_height(20, Duration::from_secs(90));
 
@@ -270,10 +285,15 @@ fn run_chain(version: &str, laddr_for: impl Fn(&Path) -> String, backend: Backen
         metric(&signer, r#"sigil_signer_signatures_total{key="validator",kind="cometbft_vote_extension"}"#);
     assert!(extensions >= 19, "vote extensions signed: {extensions}");
 
-    // kill -9 mid-run: the chain stops, then resumes on the same marks; nothing is signed twice.
+    // kill -9 (or a stop) mid-run: the chain stops, then resumes on the same marks; nothing is
+    // signed twice.
     let before = node.height();
-    signer.kill();
-    let signer = start_signer(dir.path(), &laddr, &chain, layout, &key);
+    if reserve {
+        signer.terminate();
+    } else {
+        signer.kill();
+    }
+    let signer = start_signer(dir.path(), &laddr, &chain, layout, &key, reserve);
     node.wait_for_height(before + 10, Duration::from_secs(90));
     let log = node.log();
     for bad in ["CONSENSUS FAILURE", "conflicting", "double sign", "panic"] {
@@ -332,12 +352,19 @@ fn unix(dir: &Path) -> String {
 
 #[test]
 fn cometbft_v0_38_over_tcp_with_secret_connection() {
-    run_chain("v0.38.25", tcp, Backend::Local, Some("v0.38"));
+    run_chain("v0.38.25", tcp, Backend::Local, Some("v0.38"), false);
+}
+
+/// With `reserveNextStep`: every answer covered by a flushed reservation, a stop and a restart
+/// mid-run, the chain going on with nothing refused.
+#[test]
+fn cometbft_v0_38_reserving_the_next_step() {
+    run_chain("v0.38.25", tcp, Backend::Local, Some("v0.38"), true);
 }
 
 #[test]
 fn cometbft_v1_0_over_a_unix_socket() {
-    run_chain("v1.0.1", unix, Backend::Local, Some("v1"));
+    run_chain("v1.0.1", unix, Backend::Local, Some("v1"), false);
 }
 
 /// A BLS12-381 validator key, as `cometbft init --key-type bls12_381` writes it, on a node built
@@ -345,25 +372,25 @@ fn cometbft_v1_0_over_a_unix_socket() {
 /// signatures are CometBFT's.
 #[test]
 fn cometbft_v1_0_with_a_bls12_381_key() {
-    run_chain("v1.0.1-bls12381", unix, Backend::Local, None);
+    run_chain("v1.0.1-bls12381", unix, Backend::Local, None, false);
 }
 
 #[test]
 fn cometbft_v0_38_with_a_softhsm_key() {
-    run_chain("v0.38.25", tcp, Backend::SoftHsm, None);
+    run_chain("v0.38.25", tcp, Backend::SoftHsm, None, false);
 }
 
 #[test]
 fn cometbft_v1_0_with_a_softhsm_key() {
-    run_chain("v1.0.1", unix, Backend::SoftHsm, None);
+    run_chain("v1.0.1", unix, Backend::SoftHsm, None, false);
 }
 
 #[test]
 fn cometbft_v0_38_with_an_aws_kms_key() {
-    run_chain("v0.38.25", tcp, Backend::AwsKms, None);
+    run_chain("v0.38.25", tcp, Backend::AwsKms, None, false);
 }
 
 #[test]
 fn cometbft_v1_0_with_an_aws_kms_key() {
-    run_chain("v1.0.1", unix, Backend::AwsKms, None);
+    run_chain("v1.0.1", unix, Backend::AwsKms, None, false);
 }

@@ -122,6 +122,12 @@ impl Signer {
         self.stop();
     }
 
+    /// Stops the process as Kubernetes does (SIGTERM) and waits until it has exited.
+    pub fn terminate(mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = self.child.wait();
+    }
+
     fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

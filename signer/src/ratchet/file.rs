@@ -6,20 +6,23 @@
 //! flusher thread flushes everything appended when it is asked, and whatever is appended meanwhile
 //! goes with its next flush, so a request waits at most for the flush under way and one more. The
 //! rule that decides what may be signed does not change ([`commit_decision`], under the stream's
-//! lock, which is held until the mark is durable: a state the next request on the stream sees is
-//! durable).
+//! lock, which is held until the mark is durable, even when the request is given up meanwhile: a
+//! state the next request on the stream sees is durable, or covered by a durable reservation).
 //!
 //! The journal grows a megabyte at a time, written with zeros and synced once, so that a flush
 //! after an append carries data only. Recovery reads the records in order and stops at the first
 //! that is not intact: only records after the last completed flush can be torn, and none of their
-//! signatures was released. The torn tail is zeroed before anything is appended. A journal past
-//! [`COMPACT_AT`] bytes is rewritten as one record per stream (write a temporary, fsync, rename,
-//! fsync the directory). With `reserveNextStep`, a record may also reserve the next step, and a
-//! request that a flushed reservation covers does not wait for its own record (see [`FileLock`]).
-//! A failed write or flush stops the store until the process restarts (after
-//! a failed `fsync` the page cache cannot be trusted). A lock file stops a second process from using the directory, since each process
-//! trusts its copy in memory. A directory of the previous layout (two checksummed slots per key and
-//! chain, `<key>/<chain>.ratchet`) is read once into a new journal, and its files removed.
+//! signatures was released (unless a flushed reservation covered it, below). What recovery read
+//! is then written as a new journal, one record per stream (a temporary, fsync, rename, fsync of
+//! the directory), so that what the process trusts is on disk and not only in the page cache. The
+//! same rewrite compacts a journal past [`COMPACT_AT`] bytes.
+//!
+//! With `reserveNextStep`, a record may also reserve the next step, and a request that a flushed
+//! reservation covers does not wait for its own record (see [`FileLock`]). A failed write or flush
+//! stops the store until the process restarts (after a failed `fsync` the page cache cannot be
+//! trusted). A lock file stops a second process from using the directory, since each process
+//! trusts its copy in memory. A directory of the previous layout (two checksummed slots per key
+//! and chain, `<key>/<chain>.ratchet`) is read once into a new journal, and its files removed.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
@@ -49,8 +52,6 @@ const COMPACT_AT: u64 = 4 * 1024 * 1024;
 /// each `fdatasync` also commit the new size).
 const CHUNK: u64 = 1024 * 1024;
 const JOURNAL: &str = "marks.journal";
-/// The boot id of the kernel that last opened the journal (`/proc/sys/kernel/random/boot_id`).
-const BOOT_ID: &str = "boot-id";
 
 pub struct FileRatchet {
     journal: Arc<Journal>,
@@ -306,21 +307,6 @@ fn sync_dir(dir: &Path) -> Result<(), RatchetError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(|e| unavailable(dir, e))
 }
 
-/// Replaces `path` with `data`: a temporary, fsynced, renamed, the directory fsynced.
-fn write_file_durably(dir: &Path, path: &Path, data: &[u8]) -> Result<(), RatchetError> {
-    let temporary = path.with_extension("tmp");
-    let mut file = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .mode(0o600)
-        .open(&temporary)
-        .map_err(|e| unavailable(&temporary, e))?;
-    file.write_all(data).and_then(|_| file.sync_all()).map_err(|e| unavailable(&temporary, e))?;
-    std::fs::rename(&temporary, path).map_err(|e| unavailable(path, e))?;
-    sync_dir(dir)
-}
-
 fn encode_record(path: &Path, sequence: u64, key: &StreamKey, record: &Record) -> Result<Vec<u8>, RatchetError> {
     let (key, chain, stream) = key.clone();
     let json = serde_json::to_vec(&JournalRecord { key, chain, stream, record: record.clone() })
@@ -445,18 +431,17 @@ impl Journal {
             journal = Some(Appends { file: Arc::new(file), len, allocated, next, states, reserved_at, failed: None });
         }
         let mut appends = journal.expect("read or written above");
-        // Reservations stand alone unless this kernel wrote the journal: a crash of the signer
-        // alone loses nothing it wrote (the kernel's page cache survives it), a reboot or a power
-        // loss may have lost records written after the last flush. Rewritten before the boot id,
-        // so that a record kept under an older boot is never trusted later.
-        let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok().map(|b| b.trim().to_string());
-        let boot_path = dir.join(BOOT_ID);
-        let written_under = std::fs::read_to_string(&boot_path).ok().map(|b| b.trim().to_string());
-        let same_boot = boot.is_some() && written_under == boot;
-        if !same_boot && appends.states.values().any(|r| r.signed.is_some()) {
+        // What a restart trusts must be on disk, not only in the page cache (after a failed flush
+        // or a volume that lost its cache, a record read here may never have reached the disk):
+        // the journal is rewritten whole, and a reservation stands alone, since anything up to it
+        // may have been signed and released after the last flush.
+        if !appends.states.is_empty() {
+            let reserved = appends.states.values().any(|r| r.signed.is_some());
             let states: BTreeMap<_, _> =
                 std::mem::take(&mut appends.states).into_iter().map(|(k, r)| (k, r.recovered())).collect();
-            tracing::warn!(path = %path.display(), "restarted after a reboot or on another machine: reserved marks are refused");
+            if reserved {
+                tracing::warn!(path = %path.display(), "the signer did not stop cleanly: reserved steps are refused");
+            }
             let first = appends.next;
             let (file, len, allocated) = write_journal(dir, &path, first, &states)?;
             let next = first + states.len() as u64;
@@ -469,9 +454,6 @@ impl Journal {
                 reserved_at: HashMap::new(),
                 failed: None,
             };
-        }
-        if let Some(boot) = boot.filter(|_| !same_boot) {
-            write_file_durably(dir, &boot_path, boot.as_bytes())?;
         }
         let (durable, durable_len) = (appends.next, appends.len);
         let (flushes, _) = watch::channel(Flushes { durable, durable_len, ..Flushes::default() });
@@ -640,15 +622,20 @@ impl Drop for FileRatchet {
     fn drop(&mut self) {
         self.journal.flusher.close();
         let Ok(mut appends) = self.journal.appends() else { return };
-        if appends.failed.is_some() || !appends.states.values().any(|r| r.signed.is_some()) {
-            return;
+        let reserved = appends.states.values().any(|r| r.signed.is_some());
+        if appends.failed.is_none() && reserved {
+            let signed: BTreeMap<_, _> = appends.states.iter().map(|(k, r)| (k.clone(), r.released())).collect();
+            let first = appends.next;
+            if let Err(error) = write_journal(&self.journal.dir, &self.journal.path, first, &signed) {
+                tracing::warn!(%error, "cannot give back the reserved marks; the next start refuses them");
+            }
         }
-        let signed: BTreeMap<_, _> = appends.states.iter().map(|(k, r)| (k.clone(), r.released())).collect();
-        let first = appends.next;
-        if let Err(error) = write_journal(&self.journal.dir, &self.journal.path, first, &signed) {
-            tracing::warn!(%error, "cannot give back the reserved marks; the next start refuses them");
-        }
-        appends.failed = Some("closed".into());
+        // Whatever still holds the journal (a commit waiting for a flush that will not come) fails.
+        appends.failed.get_or_insert_with(|| "the store was closed".into());
+        drop(appends);
+        self.journal.flushes.send_modify(|f| {
+            f.failed.get_or_insert_with(|| "the store was closed".into());
+        });
     }
 }
 
@@ -674,7 +661,7 @@ impl Ratchet for FileRatchet {
             None => None,
         };
         let (journal, stream, reserve) = (self.journal.clone(), stream.clone(), self.reserve);
-        Ok(Box::new(FileLock { journal, stream, reserve, _guard: guard, current }))
+        Ok(Box::new(FileLock { journal, stream, reserve, pending: None, guard: Some(guard), current }))
     }
 
     async fn entries(&self) -> Result<Vec<Entry>, RatchetError> {
@@ -708,8 +695,26 @@ struct FileLock {
     journal: Arc<Journal>,
     stream: StreamId,
     reserve: bool,
-    _guard: OwnedMutexGuard<()>,
+    /// The record a commit waits for. If its caller goes away first (a client hung up, a
+    /// timeout), the stream stays locked until that record is durable: the next request on the
+    /// stream never answers from a state that is not on disk.
+    pending: Option<u64>,
+    guard: Option<OwnedMutexGuard<()>>,
     current: Option<State>,
+}
+
+impl Drop for FileLock {
+    fn drop(&mut self) {
+        let (Some(sequence), Some(guard)) = (self.pending.take(), self.guard.take()) else { return };
+        let journal = self.journal.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                // A failed flush stops the store: the next lock is refused either way.
+                let _ = journal.wait_durable(sequence).await;
+                drop(guard);
+            });
+        }
+    }
 }
 
 #[async_trait]
@@ -729,14 +734,18 @@ impl StreamLock for FileLock {
         }
         let reserved = if self.reserve { reserved } else { next.mark };
         let covering = self.journal.append_reserving(self.key(), &next, reserved)?;
+        self.pending = Some(covering);
         self.journal.wait_durable(covering).await?;
+        self.pending = None;
         self.current = Some(next.clone());
         Ok(next)
     }
 
     async fn overwrite(&mut self, next: State) -> Result<(), RatchetError> {
         let sequence = self.journal.append_overwrite(self.key(), &next)?;
+        self.pending = Some(sequence);
         self.journal.wait_durable(sequence).await?;
+        self.pending = None;
         self.current = Some(next);
         Ok(())
     }
@@ -908,14 +917,12 @@ mod tests {
         repeat.await.unwrap();
     }
 
-    /// After a power cut the reservation stands alone: the reserved marks and everything below
-    /// them are refused, whatever the payload; above them, signing goes on. After the signer alone
-    /// was killed, or a clean stop, what was signed is the mark. Without reservations the last
-    /// signed state stays, for its repeats.
+    /// After a crash the reservation stands alone: the reserved marks and everything below them
+    /// are refused, whatever the payload; above them, signing goes on. A clean stop gives the
+    /// reservation back. Without reservations the last signed state stays, for its repeats.
     #[tokio::test]
-    async fn a_power_cut_refuses_every_reserved_mark_and_a_kill_or_a_stop_none() {
-        let (dir, crashed, killed) =
-            (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    async fn a_crash_refuses_every_reserved_mark_and_a_clean_stop_none() {
+        let (dir, crashed) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let reserved = Mark { level: 11, round: 0, step: 2 };
         let other = StreamId { stream: "other", ..stream() };
         {
@@ -925,16 +932,9 @@ mod tests {
             assert_eq!(lock.current(), Some(&at(10, 0, 3, 1)), "in this process, what was signed");
             drop(lock);
             ratchet.lock(&other).await.unwrap().commit(at(10, 0, 3, 1)).await.unwrap();
-            // A power cut here: the journal as written, on a kernel that did not write it.
+            // A crash here (kill -9, a power cut): the journal as written.
             std::fs::copy(dir.path().join(JOURNAL), crashed.path().join(JOURNAL)).unwrap();
-            // kill -9 here: the journal as written, on the kernel that wrote it.
-            std::fs::copy(dir.path().join(JOURNAL), killed.path().join(JOURNAL)).unwrap();
-            std::fs::copy(dir.path().join(BOOT_ID), killed.path().join(BOOT_ID)).unwrap();
         }
-        let after_kill = FileRatchet::open(killed.path()).unwrap();
-        let current = after_kill.lock(&stream()).await.unwrap().current().cloned();
-        assert_eq!(current, Some(at(10, 0, 3, 1)), "the same kernel lost nothing: what was signed");
-        drop(after_kill);
         let ratchet = FileRatchet::open(crashed.path()).unwrap();
         let current = ratchet.lock(&stream()).await.unwrap().current().cloned();
         assert_eq!(current.as_ref().map(|s| s.mark), Some(reserved));
@@ -954,23 +954,53 @@ mod tests {
         assert_eq!(reserved_step, Ok(super::super::Verdict::Advance));
     }
 
-    /// A journal a reboot left with reservations keeps them as refusals for good: a later start on
-    /// this kernel does not read the older kernel's records as its own.
+    /// A restart after a crash writes the reservation down as a refusal for good: stopping
+    /// cleanly later, having signed nothing, gives nothing back.
     #[tokio::test]
-    async fn reservations_from_before_a_reboot_stay_refused() {
-        let (dir, rebooted) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    async fn a_reservation_left_by_a_crash_stays_refused() {
+        let (dir, crashed) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let reserved = Mark { level: 11, round: 0, step: 2 };
         {
             let ratchet = reserving(dir.path());
             ratchet.lock(&stream()).await.unwrap().commit_reserving(at(10, 0, 3, 1), reserved).await.unwrap();
-            std::fs::copy(dir.path().join(JOURNAL), rebooted.path().join(JOURNAL)).unwrap();
-            std::fs::write(rebooted.path().join(BOOT_ID), "an-older-boot").unwrap();
+            std::fs::copy(dir.path().join(JOURNAL), crashed.path().join(JOURNAL)).unwrap();
         }
-        for start in ["after the reboot", "and again"] {
-            let ratchet = reserving(rebooted.path());
+        for start in ["after the crash", "after a clean stop"] {
+            let ratchet = reserving(crashed.path());
             let current = ratchet.lock(&stream()).await.unwrap().current().cloned();
             assert_eq!(current.map(|s| (s.mark, s.payload_digest)), Some((reserved, [0; 32])), "{start}");
         }
+    }
+
+    /// A commit whose caller went away before its flush (a client hung up) keeps the stream
+    /// locked until its record is durable: an identical request then cannot be answered from a
+    /// state that is not on disk.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    // Held across awaits on purpose: the flusher thread waits on it, no task does.
+    #[allow(clippy::await_holding_lock)]
+    async fn a_cancelled_commit_keeps_its_stream_until_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let ratchet = Arc::new(FileRatchet::open(dir.path()).unwrap());
+        let held = ratchet.journal.hold_flushes.lock().unwrap();
+        let cancelled = commit_in_background(&ratchet, at(10, 0, 2, 1), Mark { level: 10, round: 0, step: 2 });
+        // Wait until its record is written (the commit then waits for the held flush), then cancel.
+        let written = async {
+            while ratchet.journal.appends().unwrap().states.is_empty() {
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), written).await.unwrap();
+        cancelled.abort();
+        let _ = cancelled.await;
+        let next = {
+            let ratchet = ratchet.clone();
+            tokio::spawn(async move {
+                drop(ratchet.lock(&stream()).await.unwrap());
+            })
+        };
+        assert!(!finishes_soon(&next).await, "the stream stays locked while the record is not durable");
+        drop(held);
+        next.await.unwrap();
     }
 
     /// Power cuts at random moments of a CometBFT-like stream of requests (some reserving the next
@@ -1088,15 +1118,15 @@ mod tests {
         {
             let ratchet = FileRatchet::open(dir.path()).unwrap();
             commit(&ratchet, 6).await;
+            commit(&ratchet, 7).await;
         }
-        assert_eq!(current(dir.path()).await, Some(state(6)));
 
         // A flipped byte in the last record: its checksum fails, the one before holds.
         let mut data = std::fs::read(&path).unwrap();
         let last = end_of_records(&data) - 3;
         data[last] ^= 0xff;
         std::fs::write(&path, &data).unwrap();
-        assert_eq!(current(dir.path()).await, Some(state(3)));
+        assert_eq!(current(dir.path()).await, Some(state(6)));
 
         std::fs::write(&path, b"not a journal").unwrap();
         let error = FileRatchet::open(dir.path()).err().unwrap();
@@ -1194,7 +1224,7 @@ mod tests {
         let mut names: Vec<String> =
             std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
         names.sort();
-        assert_eq!(names, [".lock", BOOT_ID, JOURNAL]);
+        assert_eq!(names, [".lock", JOURNAL]);
         let ratchet = FileRatchet::open(dir.path()).unwrap();
         assert_eq!(ratchet.lock(&odd).await.unwrap().current(), Some(&state(1)));
     }
