@@ -76,6 +76,9 @@ struct Journal {
     /// Held by a test to keep the flusher from flushing.
     #[cfg(test)]
     hold_flushes: Mutex<()>,
+    /// Set by a test to make flushes fail.
+    #[cfg(test)]
+    fail_flushes: std::sync::atomic::AtomicBool,
 }
 
 /// Wakes the flusher thread: a flush is wanted, or the store is closing.
@@ -467,6 +470,8 @@ impl Journal {
             flusher,
             #[cfg(test)]
             hold_flushes: Mutex::new(()),
+            #[cfg(test)]
+            fail_flushes: false.into(),
         })
     }
 
@@ -489,7 +494,7 @@ impl Journal {
         let highest = [Some(reserved), Some(next.mark), held].into_iter().flatten().max().expect("three marks");
         let sequence = self.append(&mut appends, key.clone(), Record::reserving(next, highest))?;
         let covering = match reservation {
-            Some(reservation) if reservation >= next.mark => appends.reserved_at.get(&key).copied().unwrap_or(0),
+            Some(reservation) if reservation >= next.mark => appends.reserved_at.get(&key).copied().unwrap_or(sequence),
             _ => sequence,
         };
         if held.is_none_or(|held| highest > held) {
@@ -564,11 +569,11 @@ impl Journal {
             let mut changed = self.flushes.subscribe();
             {
                 let flushes = changed.borrow_and_update();
-                if flushes.durable > sequence {
-                    return Ok(());
-                }
                 if let Some(failed) = &flushes.failed {
                     return Err(unavailable(&self.path, failed));
+                }
+                if flushes.durable > sequence {
+                    return Ok(());
                 }
             }
             self.flusher.request();
@@ -588,10 +593,17 @@ impl Journal {
             #[cfg(test)]
             let _held = journal.hold_flushes.lock();
             let flushed = file.sync_data();
+            #[cfg(test)]
+            let flushed = match journal.fail_flushes.load(std::sync::atomic::Ordering::SeqCst) {
+                true => Err(std::io::Error::other("injected")),
+                false => flushed,
+            };
             journal.flushes.send_modify(|f| {
                 f.count += 1;
                 match &flushed {
-                    Ok(()) if covered > f.durable => (f.durable, f.durable_len) = (covered, len),
+                    // After a failed flush the lost pages are marked clean: a later flush that
+                    // succeeds proves nothing about them.
+                    Ok(()) if f.failed.is_none() && covered > f.durable => (f.durable, f.durable_len) = (covered, len),
                     Ok(()) => {}
                     Err(error) => f.failed = Some(format!("a flush failed ({error}); restart the signer")),
                 }
@@ -707,12 +719,14 @@ impl Drop for FileLock {
     fn drop(&mut self) {
         let (Some(sequence), Some(guard)) = (self.pending.take(), self.guard.take()) else { return };
         let journal = self.journal.clone();
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn(async move {
                 // A failed flush stops the store: the next lock is refused either way.
                 let _ = journal.wait_durable(sequence).await;
                 drop(guard);
-            });
+            })),
+            // Nobody could wait for the flush: the stream stays locked rather than open early.
+            Err(_) => std::mem::forget(guard),
         }
     }
 }
@@ -952,6 +966,29 @@ mod tests {
         assert_eq!(current, Some(at(10, 0, 3, 1)), "after a clean stop, what was signed");
         let reserved_step = super::super::check(&stream(), current.as_ref(), &at(11, 0, 2, 7));
         assert_eq!(reserved_step, Ok(super::super::Verdict::Advance));
+    }
+
+    /// After a failed flush nothing counts as durable again, even when a later flush succeeds
+    /// (the kernel marks the lost pages clean): the commit fails, and so does every one after.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn after_a_failed_flush_nothing_is_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let ratchet = FileRatchet::open(dir.path()).unwrap();
+        commit(&ratchet, 1).await;
+        let durable = ratchet.journal.flushes.borrow().durable;
+        ratchet.journal.fail_flushes.store(true, std::sync::atomic::Ordering::SeqCst);
+        assert!(ratchet.lock(&stream()).await.unwrap().commit(state(2)).await.is_err());
+        ratchet.journal.fail_flushes.store(false, std::sync::atomic::Ordering::SeqCst);
+        let flushes = ratchet.flushes();
+        ratchet.journal.flusher.request();
+        let flushed = async {
+            while ratchet.flushes() == flushes {
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), flushed).await.unwrap();
+        assert_eq!(ratchet.journal.flushes.borrow().durable, durable, "a later flush proves nothing");
+        assert!(ratchet.lock(&stream()).await.is_err(), "the store refuses until restarted");
     }
 
     /// A restart after a crash writes the reservation down as a refusal for good: stopping
