@@ -387,77 +387,42 @@ fn write_journal(
 impl Journal {
     fn open(dir: &Path, compact_at: u64) -> Result<Journal, RatchetError> {
         let path = dir.join(JOURNAL);
-        let mut journal = match std::fs::read(&path) {
+        let read = match std::fs::read(&path) {
             Ok(data) => {
                 if data.get(..MAGIC.len()) != Some(&MAGIC[..]) {
                     return Err(unavailable(&path, "damaged (not a sigil marks journal); refusing to sign"));
                 }
                 let (records, next, end) = decode_records(&data);
-                let file = OpenOptions::new().read(true).write(true).open(&path).map_err(|e| unavailable(&path, e))?;
                 if let Some(torn) = data[end..].iter().rposition(|b| *b != 0) {
-                    // A torn tail from a crash: none of it was released. Zeroed before appending.
+                    // A torn tail from a crash: none of it was released. Left out of the new journal.
                     tracing::warn!(path = %path.display(), bytes = torn + 1, "dropping a torn journal tail");
-                    let zeros = vec![0; torn + 1];
-                    file.write_all_at(&zeros, end as u64)
-                        .and_then(|_| file.sync_data())
-                        .map_err(|e| unavailable(&path, e))?;
                 }
-                Some(Appends {
-                    file: Arc::new(file),
-                    len: end as u64,
-                    allocated: data.len() as u64,
-                    next,
-                    // The last record of each stream holds its highest mark.
-                    states: records.into_iter().collect(),
-                    reserved_at: HashMap::new(),
-                    failed: None,
-                })
+                if records.iter().any(|(_, r)| r.signed.is_some()) {
+                    tracing::warn!(path = %path.display(), "the signer did not stop cleanly: reserved steps are refused");
+                }
+                // The last record of each stream holds its highest mark; a reservation stands
+                // alone, since anything up to it may have been signed after the last flush.
+                Some((records.into_iter().map(|(key, record)| (key, record.recovered())).collect(), next))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(unavailable(&path, e)),
         };
+        let (mut states, first): (BTreeMap<_, _>, u64) = read.unwrap_or_default();
         // Files of the previous layout (an upgrade, or a move into the journal cut short by a
-        // crash): each stream keeps the higher mark, in a new journal, before they are removed.
-        let old = migrate_slot_files(dir)?;
-        if journal.is_none() || !old.is_empty() {
-            let (mut states, first) = journal.map(|j| (j.states, j.next)).unwrap_or_default();
-            for (key, record) in old {
-                let position = |r: &Record| (r.level, r.round, r.step);
-                if states.get(&key).is_none_or(|current| position(&record) > position(current)) {
-                    states.insert(key, record);
-                }
+        // crash): each stream keeps the higher mark, in the new journal, before they are removed.
+        for (key, record) in migrate_slot_files(dir)? {
+            if states.get(&key).is_none_or(|current| record.mark() > current.mark()) {
+                states.insert(key, record);
             }
-            let (file, len, allocated) = write_journal(dir, &path, first, &states)?;
-            remove_slot_files(dir)?;
-            let next = first + states.len() as u64;
-            let reserved_at = HashMap::new();
-            journal = Some(Appends { file: Arc::new(file), len, allocated, next, states, reserved_at, failed: None });
         }
-        let mut appends = journal.expect("read or written above");
         // What a restart trusts must be on disk, not only in the page cache (after a failed flush
         // or a volume that lost its cache, a record read here may never have reached the disk):
-        // the journal is rewritten whole, and a reservation stands alone, since anything up to it
-        // may have been signed and released after the last flush.
-        if !appends.states.is_empty() {
-            let reserved = appends.states.values().any(|r| r.signed.is_some());
-            let states: BTreeMap<_, _> =
-                std::mem::take(&mut appends.states).into_iter().map(|(k, r)| (k, r.recovered())).collect();
-            if reserved {
-                tracing::warn!(path = %path.display(), "the signer did not stop cleanly: reserved steps are refused");
-            }
-            let first = appends.next;
-            let (file, len, allocated) = write_journal(dir, &path, first, &states)?;
-            let next = first + states.len() as u64;
-            appends = Appends {
-                file: Arc::new(file),
-                len,
-                allocated,
-                next,
-                states,
-                reserved_at: HashMap::new(),
-                failed: None,
-            };
-        }
+        // the journal is written anew, whole, every time it is opened.
+        let (file, len, allocated) = write_journal(dir, &path, first, &states)?;
+        remove_slot_files(dir)?;
+        let next = first + states.len() as u64;
+        let reserved_at = HashMap::new();
+        let appends = Appends { file: Arc::new(file), len, allocated, next, states, reserved_at, failed: None };
         let (durable, durable_len) = (appends.next, appends.len);
         let (flushes, _) = watch::channel(Flushes { durable, durable_len, ..Flushes::default() });
         let flusher = Arc::new(Flusher::default());
@@ -1151,7 +1116,7 @@ mod tests {
         std::fs::write(&path, &data).unwrap();
         assert_eq!(current(dir.path()).await, Some(state(3)));
         let data = std::fs::read(&path).unwrap();
-        assert!(end_of_records(&data) < end - 40, "the torn record was zeroed");
+        assert!(end_of_records(&data) < end - 40, "the torn record is gone");
         {
             let ratchet = FileRatchet::open(dir.path()).unwrap();
             commit(&ratchet, 6).await;

@@ -188,8 +188,7 @@ pub trait StreamLock: Send {
     /// likely request): a later request at a reserved mark may then be released before its own
     /// state is durable, since a restart after a crash refuses everything up to a durable
     /// reservation. Stores that keep no reservations commit as `commit` does.
-    async fn commit_reserving(&mut self, next: State, reserved: Mark) -> Result<State, RatchetError> {
-        let _ = reserved;
+    async fn commit_reserving(&mut self, next: State, _reserved: Mark) -> Result<State, RatchetError> {
         self.commit(next).await
     }
 
